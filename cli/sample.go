@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/align-dev/align/align/engine"
+	"github.com/align-dev/align/bindings"
+)
+
+func sampleCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "sample",
+		Usage:     "generate text from a GGUF model, optionally with LoRA adapters",
+		ArgsUsage: " ",
+		Description: `Generates a response to --prompt (or standard input) and streams it to
+standard output. The model's chat template is applied when it has one
+(--raw disables it). The same --seed gives the same output.
+
+Example:
+   align sample --model models/tiny-q8_0.gguf --prompt "Is Berserk finished?" --seed 1 -n 32
+   echo "hi" | align sample -m base.gguf --lora run/adapter.gguf:1.0 --json`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE`", Required: true, EnvVars: []string{"ALIGN_MODEL"}},
+			&cli.StringSliceFlag{Name: "lora", Usage: "LoRA adapter `FILE[:SCALE]` (repeatable)", EnvVars: []string{"ALIGN_LORA"}},
+			&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt `TEXT` ('-' or absent: read standard input)", EnvVars: []string{"ALIGN_PROMPT"}},
+			&cli.StringFlag{Name: "system", Usage: "system message `TEXT`", EnvVars: []string{"ALIGN_SYSTEM"}},
+			&cli.BoolFlag{Name: "raw", Usage: "do not apply the chat template", EnvVars: []string{"ALIGN_RAW"}},
+			&cli.IntFlag{Name: "max-tokens", Aliases: []string{"n"}, Value: 128, Usage: "tokens to generate", EnvVars: []string{"ALIGN_MAX_TOKENS"}},
+			&cli.Float64Flag{Name: "temperature", Aliases: []string{"temp"}, Value: 0.8, Usage: "sampling temperature (0: greedy)", EnvVars: []string{"ALIGN_TEMPERATURE"}},
+			&cli.Float64Flag{Name: "top-p", Value: 0.95, Usage: "nucleus sampling mass (1: off)", EnvVars: []string{"ALIGN_TOP_P"}},
+			&cli.IntFlag{Name: "top-k", Value: 40, Usage: "keep the K most likely tokens (0: off)", EnvVars: []string{"ALIGN_TOP_K"}},
+			&cli.Float64Flag{Name: "min-p", Value: 0.05, Usage: "drop tokens below this fraction of the top probability (0: off)", EnvVars: []string{"ALIGN_MIN_P"}},
+			&cli.Int64Flag{Name: "seed", Value: -1, Usage: "sampling seed (-1: random, printed with --json)", EnvVars: []string{"ALIGN_SEED"}},
+			&cli.StringSliceFlag{Name: "stop", Usage: "stop `STRING` (repeatable)", EnvVars: []string{"ALIGN_STOP"}},
+			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)", EnvVars: []string{"ALIGN_THREADS"}},
+			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context length (0: prompt + max tokens)", EnvVars: []string{"ALIGN_CTX_SIZE"}},
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object (text and speed) instead of streaming", EnvVars: []string{"ALIGN_JSON"}},
+		},
+		Action: runSample,
+	}
+}
+
+func runSample(c *cli.Context) error {
+	env := envOf(c)
+	if c.NArg() > 0 {
+		return usagef("sample takes no arguments (got %q); use --prompt", c.Args().First())
+	}
+	prompt := c.String("prompt")
+	if !c.IsSet("prompt") || prompt == "-" {
+		b, err := io.ReadAll(env.Stdin)
+		if err != nil {
+			return fmt.Errorf("reading prompt from standard input: %w", err)
+		}
+		prompt = string(b)
+	}
+	if prompt == "" {
+		return usagef("empty prompt: pass --prompt TEXT or pipe text to standard input")
+	}
+	n := c.Int("max-tokens")
+	if n <= 0 {
+		return usagef("--max-tokens must be positive (got %d)", n)
+	}
+	if tp := c.Float64("top-p"); tp < 0 || tp > 1 {
+		return usagef("--top-p must be in [0, 1] (got %g)", tp)
+	}
+	if mp := c.Float64("min-p"); mp < 0 || mp > 1 {
+		return usagef("--min-p must be in [0, 1] (got %g)", mp)
+	}
+	seed := c.Int64("seed")
+	if seed < -1 || seed > 0xFFFFFFFF {
+		return usagef("--seed must be in [0, 4294967295] or -1 (got %d)", seed)
+	}
+	if seed == -1 {
+		seed = int64(rand.Uint32())
+	}
+	var adapters []engine.Adapter
+	for _, spec := range c.StringSlice("lora") {
+		a, err := engine.ParseAdapter(spec)
+		if err != nil {
+			return usagef("--lora %q: %v", spec, err)
+		}
+		adapters = append(adapters, a)
+	}
+	asJSON := c.Bool("json")
+	out := bufio.NewWriter(env.Stdout)
+	defer out.Flush()
+	req := engine.SampleRequest{
+		Model:    c.String("model"),
+		Adapters: adapters,
+		Prompt:   prompt,
+		System:   c.String("system"),
+		Raw:      c.Bool("raw"),
+		Threads:  c.Int("threads"),
+		NCtx:     c.Int("ctx-size"),
+		Sampler: bindings.SamplerParams{
+			Temperature: float32(c.Float64("temperature")),
+			TopP:        float32(c.Float64("top-p")),
+			TopK:        c.Int("top-k"),
+			MinP:        float32(c.Float64("min-p")),
+			Seed:        uint32(seed),
+			MaxTokens:   n,
+			Stop:        c.StringSlice("stop"),
+		},
+	}
+	if !asJSON {
+		req.OnText = func(t string) bool {
+			out.WriteString(t)
+			out.Flush()
+			return true
+		}
+	}
+	res, err := engine.Sample(c.Context, req)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(out)
+		return enc.Encode(res)
+	}
+	out.WriteString("\n")
+	fmt.Fprintf(env.Stderr, "align: %d prompt tokens (%.1f tokens/s), %d generated (%.1f tokens/s), stop: %s, seed %d\n",
+		res.PromptTokens, res.PromptTPS, res.GeneratedTokens, res.TPS, res.StopReason, res.Seed)
+	return nil
+}

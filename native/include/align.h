@@ -1,0 +1,236 @@
+// align.h: the C API of align's native core (over ggml and llama.cpp).
+//
+// Conventions (see ../shared/STYLE.md):
+// * every fallible call returns an align_status; on failure the message is in
+//   align_last_error() (thread-local, valid until the next call on the same
+//   thread);
+// * handles are opaque; each *_load / *_new has a matching *_free that accepts
+//   NULL;
+// * output buffers belong to the caller; a call that needs more room returns
+//   ALIGN_ERR_BUFFER_TOO_SMALL and stores the needed size in *n_out;
+// * nothing here aborts the process, exits or prints to stdout: inputs are
+//   validated before they reach ggml, and C++ exceptions stop at this boundary.
+#ifndef ALIGN_H
+#define ALIGN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum align_status {
+    ALIGN_OK                   = 0,
+    ALIGN_ERR_INVALID_ARGUMENT = 1,  // a parameter is out of range or NULL
+    ALIGN_ERR_IO               = 2,  // file missing, unreadable or unwritable
+    ALIGN_ERR_FORMAT           = 3,  // not a GGUF file, truncated or corrupt
+    ALIGN_ERR_UNSUPPORTED      = 4,  // valid file, but a model/adapter we cannot use
+    ALIGN_ERR_OUT_OF_MEMORY    = 5,
+    ALIGN_ERR_CANCELLED        = 6,  // stopped by align_session_cancel or a callback
+    ALIGN_ERR_BUFFER_TOO_SMALL = 7,  // see *n_out for the size needed
+    ALIGN_ERR_INTERNAL         = 8,  // a bug: please report the message
+} align_status;
+
+// Message of the last failed call on this thread ("" if none). Owned by the
+// library; valid until the next align_* call on this thread.
+const char * align_last_error(void);
+
+// Short name of a status ("ok", "format", ...). Static storage.
+const char * align_status_name(align_status status);
+
+// ---------------------------------------------------------------- library
+
+// Log levels passed to the log callback.
+enum { ALIGN_LOG_DEBUG = 1, ALIGN_LOG_INFO = 2, ALIGN_LOG_WARN = 3, ALIGN_LOG_ERROR = 4 };
+
+// Receives every log line of align, llama.cpp and ggml (text may lack a
+// trailing newline, or be a fragment of a line). May be called from any
+// thread. NULL silences the libraries.
+typedef void (*align_log_fn)(int level, const char * text, void * user_data);
+
+// Initialises the backends once per process (later calls only replace the
+// log callback). Thread-safe.
+align_status align_init(align_log_fn log, void * user_data);
+
+// Version string of this library and the ggml/llama.cpp it was built with.
+const char * align_version(void);
+
+// ---------------------------------------------------------------- model
+
+typedef struct align_model align_model;
+
+typedef struct align_model_params {
+    int32_t n_threads;  // threads for later sessions; <= 0: all cores
+    bool    use_mmap;   // map the file instead of reading it
+    int32_t n_gpu_layers; // layers to offload where a GPU backend exists (0: none)
+} align_model_params;
+
+align_model_params align_model_default_params(void);
+
+// Loads a GGUF model. On success *out owns it; free with align_model_free.
+// Returns ALIGN_ERR_IO (missing/unreadable), ALIGN_ERR_FORMAT (not GGUF,
+// truncated, corrupt) or ALIGN_ERR_UNSUPPORTED (e.g. unknown architecture).
+align_status align_model_load(const char * path, const align_model_params * params, align_model ** out);
+void         align_model_free(align_model * model);
+
+typedef struct align_model_info {
+    char     arch[64];        // general.architecture
+    char     desc[128];       // llama.cpp's one-line description
+    int32_t  n_vocab;
+    int32_t  n_ctx_train;
+    int32_t  n_embd;
+    int32_t  n_layer;
+    uint64_t n_params;
+    uint64_t size_bytes;
+    int32_t  token_bos;       // -1 when absent
+    int32_t  token_eos;       // -1 when absent
+    bool     add_bos;         // tokenizer adds BOS by default
+    bool     has_chat_template;
+} align_model_info;
+
+align_status align_model_get_info(const align_model * model, align_model_info * out);
+
+// Tokenizes text (len bytes). On success *n_out is the token count. If
+// n_max is too small, returns ALIGN_ERR_BUFFER_TOO_SMALL with the needed
+// count in *n_out.
+align_status align_model_tokenize(const align_model * model, const char * text, int32_t len,
+                                  bool add_special, bool parse_special,
+                                  int32_t * tokens, int32_t n_max, int32_t * n_out);
+
+// Converts tokens back to text (no NUL appended; *n_out bytes written or
+// needed). render_special: print control tokens such as <|im_end|>.
+align_status align_model_detokenize(const align_model * model, const int32_t * tokens, int32_t n_tokens,
+                                    bool render_special, char * buf, int32_t buf_len, int32_t * n_out);
+
+// True when the token ends a generation (EOS, EOT, ...).
+bool align_model_token_is_eog(const align_model * model, int32_t token);
+
+// Renders a conversation with the model's chat template (or tmpl, if not
+// NULL). roles/contents hold n_msg strings. Writes *n_out bytes (no NUL).
+// Returns ALIGN_ERR_UNSUPPORTED when the model has no template llama.cpp
+// knows, ALIGN_ERR_BUFFER_TOO_SMALL with the size needed.
+align_status align_model_chat_apply(const align_model * model, const char * tmpl,
+                                    const char * const * roles, const char * const * contents, int32_t n_msg,
+                                    bool add_assistant, char * buf, int32_t buf_len, int32_t * n_out);
+
+// Reads a metadata value as a string. Same buffer rules as above (*n_out
+// excludes the NUL that is always written when it fits). ALIGN_ERR_INVALID_ARGUMENT
+// when the key is absent.
+align_status align_model_meta(const align_model * model, const char * key, char * buf, int32_t buf_len, int32_t * n_out);
+
+// ---------------------------------------------------------------- LoRA
+
+typedef struct align_lora align_lora;
+
+// Loads a LoRA adapter GGUF for this model. Rejects adapters for another
+// architecture or with mismatched shapes (ALIGN_ERR_UNSUPPORTED) and
+// non-GGUF files (ALIGN_ERR_FORMAT). The adapter must be freed before its
+// model.
+align_status align_lora_load(align_model * model, const char * path, align_lora ** out);
+void         align_lora_free(align_lora * lora);
+
+// ---------------------------------------------------------------- session
+
+// A session is one inference context: KV cache, threads, attached adapters.
+// Adapters are fixed at creation (llama.cpp ignores adapter changes after the
+// first decode, DESIGN.md §4.5). Not safe for concurrent use, except
+// align_session_cancel, which any thread may call.
+typedef struct align_session align_session;
+
+typedef struct align_session_params {
+    int32_t n_ctx;      // context length; <= 0: min(model's n_ctx_train, 4096)
+    int32_t n_batch;    // tokens per decode call; <= 0: 512
+    int32_t n_threads;  // <= 0: the model's n_threads
+    const align_lora * const * loras;  // n_loras adapters (may be NULL)
+    const float * lora_scales;         // user scale per adapter (NULL: 1.0)
+    int32_t n_loras;
+} align_session_params;
+
+align_session_params align_session_default_params(void);
+
+align_status align_session_new(align_model * model, const align_session_params * params, align_session ** out);
+void         align_session_free(align_session * session);
+
+// Requests that the running call on this session stop as soon as possible;
+// that call returns ALIGN_ERR_CANCELLED. Cleared at the start of each call.
+void align_session_cancel(align_session * session);
+
+typedef struct align_sampler_params {
+    float    temperature;  // <= 0: greedy
+    float    top_p;        // 1: off
+    int32_t  top_k;        // <= 0: off
+    float    min_p;        // 0: off
+    uint32_t seed;
+    int32_t  max_tokens;   // tokens to generate (> 0)
+    const char * const * stop;  // n_stop stop strings; output ends before the first match
+    int32_t  n_stop;
+    const char * grammar;  // optional GBNF grammar (root rule "root"), NULL: none
+} align_sampler_params;
+
+align_sampler_params align_sampler_default_params(void);
+
+// Receives generated text as it becomes final (never a partial stop string
+// or a partial UTF-8 character). Return false to stop generation (the call
+// then returns ALIGN_OK with stop reason "callback").
+typedef bool (*align_token_fn)(const char * text, int32_t len, int32_t token, void * user_data);
+
+enum {
+    ALIGN_STOP_MAX_TOKENS = 0,
+    ALIGN_STOP_EOG        = 1,
+    ALIGN_STOP_STRING     = 2,
+    ALIGN_STOP_CALLBACK   = 3,
+    ALIGN_STOP_CONTEXT    = 4,  // context full
+};
+
+typedef struct align_generate_result {
+    int32_t n_prompt;      // prompt tokens decoded
+    int32_t n_generated;   // tokens sampled (stop/EOG tokens included)
+    int32_t stop_reason;   // ALIGN_STOP_*
+    double  prompt_ms;     // wall time of the prompt decode
+    double  generate_ms;   // wall time of sampling + decoding generated tokens
+} align_generate_result;
+
+// Clears the session's cache, decodes the prompt and samples up to
+// max_tokens tokens, streaming text through cb (may be NULL).
+align_status align_session_generate(align_session * session, const int32_t * prompt, int32_t n_prompt,
+                                    const align_sampler_params * params, align_token_fn cb, void * user_data,
+                                    align_generate_result * result);
+
+// Log-probabilities of a token sequence under the session's model (and its
+// adapters): out[i] = log p(tokens[i+1] | tokens[0..i]) for i in
+// [0, n_tokens-1). Decodes the whole sequence from an empty cache (in chunks
+// of n_batch). If logits is not NULL it receives the raw logits of every
+// position, (n_tokens, n_vocab) row-major.
+align_status align_session_logprobs(align_session * session, const int32_t * tokens, int32_t n_tokens,
+                                    float * out, float * logits);
+
+// Decodes tokens appended to the session's cache (no clear) and copies the
+// logits of the last one into logits (n_vocab floats). For incremental use:
+// call align_session_reset first.
+align_status align_session_decode(align_session * session, const int32_t * tokens, int32_t n_tokens, float * logits);
+align_status align_session_reset(align_session * session);
+
+// ---------------------------------------------------------------- fixtures
+
+// Writes a small Llama-family model with seeded random weights and a small
+// SentencePiece-style vocabulary (ASCII, byte fallback, common English and
+// domain words, ChatML control tokens and template).
+typedef struct align_modelgen_params {
+    const char * arch;    // "llama" or "qwen2" (adds Q/K/V bias)
+    const char * type;    // "f32", "f16", "q8_0", "q4_0", "q4_k"
+    const char * size;    // "tiny" (~2M params) or "small" (~100M params)
+    uint64_t     seed;
+    bool         tied_output;  // no output.weight; the head reuses token_embd
+} align_modelgen_params;
+
+align_modelgen_params align_modelgen_default_params(void);
+
+align_status align_modelgen_write(const char * path, const align_modelgen_params * params);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // ALIGN_H

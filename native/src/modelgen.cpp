@@ -1,0 +1,332 @@
+// modelgen.cpp: writes small Llama-family GGUF fixtures with seeded random
+// weights and a small SentencePiece-style vocabulary. Deterministic: the same
+// parameters give the same bytes on every machine (own PRNG, no std::
+// distributions, whose output differs between standard libraries).
+#include "internal.h"
+
+#include "ggml.h"
+#include "gguf.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <set>
+#include <string>
+#include <unistd.h>
+
+using align::fail;
+using align::ok;
+
+namespace {
+
+struct rng {
+    uint64_t s;
+    explicit rng(uint64_t seed) : s(seed) {}
+    uint64_t next() {  // splitmix64
+        uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        return z ^ (z >> 31);
+    }
+    double uniform() { return (double) (next() >> 11) * (1.0 / 9007199254740992.0); }
+    double normal() {  // Box-Muller
+        double u1 = uniform(), u2 = uniform();
+        if (u1 < 1e-300) u1 = 1e-300;
+        return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+    }
+};
+
+uint64_t hash_name(const std::string & s) {  // FNV-1a
+    uint64_t h = 1469598103934665603ULL;
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+struct shape {
+    int n_vocab_hint, n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx;
+};
+
+// Words of the vocabulary: common English plus the reference use case's
+// domain (a manga bookstore assistant). Each gets its "▁word" prefix chain so
+// SentencePiece merging can reach it.
+const char * const k_words[] = {
+    "the", "a", "an", "and", "or", "but", "if", "then", "so", "because", "of", "to", "in", "on", "at", "for", "with",
+    "from", "by", "about", "as", "into", "like", "through", "after", "over", "between", "out", "up", "down", "off",
+    "is", "are", "was", "were", "be", "been", "being", "have", "has", "had", "do", "does", "did", "will", "would",
+    "can", "could", "should", "may", "might", "must", "shall", "not", "no", "yes", "it", "its", "this", "that",
+    "these", "those", "there", "here", "what", "which", "who", "whom", "whose", "when", "where", "why", "how",
+    "all", "any", "both", "each", "few", "more", "most", "other", "some", "such", "only", "own", "same", "than",
+    "too", "very", "just", "also", "now", "again", "still", "already", "i", "you", "he", "she", "we", "they",
+    "me", "him", "her", "us", "them", "my", "your", "his", "our", "their", "mine", "yours", "hello", "hi", "hey",
+    "thanks", "thank", "please", "sorry", "welcome", "glad", "happy", "help", "helping", "love", "great", "good",
+    "nice", "wonderful", "sure", "absolutely", "of course", "okay", "ok", "well", "let", "know", "think", "want",
+    "need", "find", "get", "give", "tell", "ask", "look", "see", "read", "reading", "recommend", "suggest",
+    "try", "enjoy", "like", "prefer", "buy", "order", "stock", "store", "shop", "bookstore", "book", "books",
+    "manga", "comic", "comics", "series", "volume", "volumes", "vol", "chapter", "chapters", "issue", "edition",
+    "author", "authors", "artist", "written", "drawn", "illustrated", "published", "publisher", "complete",
+    "completed", "ongoing", "finished", "total", "count", "number", "first", "second", "third", "last", "new",
+    "latest", "next", "previous", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+    "twenty", "hundred", "age", "rating", "rated", "teen", "mature", "adult", "kids", "children", "child",
+    "family", "all ages", "older", "younger", "years", "year", "old", "appropriate", "suitable", "content",
+    "violence", "violent", "romance", "action", "adventure", "fantasy", "horror", "comedy", "drama", "mystery",
+    "sports", "shonen", "shojo", "seinen", "josei", "isekai", "slice", "life", "genre", "genres", "title",
+    "titles", "story", "stories", "character", "characters", "hero", "anime", "adaptation", "price", "prices",
+    "dollar", "dollars", "sale", "discount", "shipping", "delivery", "return", "returns", "refund", "exchange",
+    "account", "customer", "service", "team", "human", "agent", "person", "staff", "manager", "support",
+    "connect", "transfer", "escalate", "contact", "call", "email", "frustrated", "frustrating", "annoyed",
+    "angry", "upset", "problem", "problems", "wrong", "again", "still", "waiting", "ridiculous", "terrible",
+    "understand", "apologize", "apologies", "inconvenience", "right", "away", "immediately", "today",
+    "tomorrow", "week", "day", "days", "time", "minute", "moment", "question", "questions", "answer", "info",
+    "information", "internal", "system", "policy", "detail", "details", "dear", "regards", "sincerely",
+    "hereby", "therefore", "regarding", "inquiry", "assistance", "provide", "provided", "request", "requested",
+    "naruto", "one piece", "bleach", "berserk", "dragon", "ball", "attack", "titan", "death", "note", "demon",
+    "slayer", "jujutsu", "kaisen", "spy", "chainsaw", "man", "hunter", "fullmetal", "alchemist", "vagabond",
+    "monster", "pluto", "yotsuba", "haikyu", "blue", "lock", "frieren", "oda", "kishimoto", "kubo", "miura",
+    "toriyama", "isayama", "ohba", "obata", "gotouge", "akutami", "endo", "fujimoto", "togashi", "arakawa",
+    "inoue", "urasawa", "azuma", "furudate", "yamada", "eiichiro", "masashi", "tite", "kentaro", "akira",
+    "hajime", "tsugumi", "takeshi", "koyoharu", "gege", "tatsuya", "yoshihiro", "hiromu", "naoki", "kiyohiko",
+    "haruichi", "assistant", "user", "system", "sounds", "fun", "exciting", "popular", "favorite", "classic",
+    "best", "seller", "bestseller", "fan", "fans", "ages", "thirteen", "sixteen", "eighteen", "plus",
+};
+
+struct vocab {
+    std::vector<std::string> tokens;
+    std::vector<float> scores;
+    std::vector<int32_t> types;
+};
+
+enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_BYTE = 6 };
+
+vocab build_vocab() {
+    vocab v;
+    std::set<std::string> seen;
+    auto add = [&](const std::string & t, float score, int32_t type) {
+        if (!seen.insert(t).second) return;
+        v.tokens.push_back(t);
+        v.scores.push_back(score);
+        v.types.push_back(type);
+    };
+    add("<unk>", 0, TT_UNKNOWN);
+    add("<s>", 0, TT_CONTROL);
+    add("</s>", 0, TT_CONTROL);
+    add("<|im_start|>", 0, TT_CONTROL);
+    add("<|im_end|>", 0, TT_CONTROL);
+    char buf[16];
+    for (int b = 0; b < 256; b++) {
+        std::snprintf(buf, sizeof(buf), "<0x%02X>", b);
+        add(buf, 0, TT_BYTE);
+    }
+    const std::string sp = "\xE2\x96\x81";  // U+2581, SentencePiece's space
+    add(sp, -1000, TT_NORMAL);
+    for (int c = 33; c < 127; c++) {
+        add(std::string(1, (char) c), -1000, TT_NORMAL);
+        add(sp + std::string(1, (char) c), -900, TT_NORMAL);
+    }
+    // prefix chains; longer pieces score higher so merges prefer them
+    for (const char * w : k_words) {
+        std::string word = w;
+        for (int cap = 0; cap < 2; cap++) {
+            std::string s = word;
+            if (cap) {
+                if (s[0] < 'a' || s[0] > 'z') continue;
+                s[0] = (char) (s[0] - 'a' + 'A');
+            }
+            for (auto & ch : s) if (ch == ' ') ch = '\0';  // multi-word entries: one chain per word
+            size_t start = 0;
+            while (start < s.size()) {
+                size_t end = s.find('\0', start);
+                if (end == std::string::npos) end = s.size();
+                std::string part = s.substr(start, end - start);
+                for (size_t k = 1; k <= part.size(); k++) {
+                    add(sp + part.substr(0, k), (float) k, TT_NORMAL);
+                }
+                start = end + 1;
+            }
+        }
+    }
+    return v;
+}
+
+const char * k_chat_template =
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + "
+    "'\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+struct file_closer {
+    void operator()(FILE * f) const { if (f) std::fclose(f); }
+};
+
+}  // namespace
+
+extern "C" {
+
+align_modelgen_params align_modelgen_default_params(void) {
+    align_modelgen_params p;
+    p.arch = "llama";
+    p.type = "q8_0";
+    p.size = "tiny";
+    p.seed = 1;
+    p.tied_output = false;
+    return p;
+}
+
+align_status align_modelgen_write(const char * path, const align_modelgen_params * params) {
+    if (path == nullptr || params == nullptr || params->arch == nullptr || params->type == nullptr ||
+        params->size == nullptr) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_modelgen_write: NULL argument");
+    }
+    ALIGN_TRY
+    const std::string arch = params->arch, type = params->type, size = params->size;
+    if (arch != "llama" && arch != "qwen2") {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown architecture \"" + arch + "\" (want llama or qwen2)");
+    }
+    ggml_type wtype;
+    uint32_t ftype;
+    if (type == "f32") { wtype = GGML_TYPE_F32; ftype = 0; }
+    else if (type == "f16") { wtype = GGML_TYPE_F16; ftype = 1; }
+    else if (type == "q8_0") { wtype = GGML_TYPE_Q8_0; ftype = 7; }
+    else if (type == "q4_0") { wtype = GGML_TYPE_Q4_0; ftype = 2; }
+    else if (type == "q4_k") { wtype = GGML_TYPE_Q4_K; ftype = 15; }
+    else return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown type \"" + type + "\" (want f32, f16, q8_0, q4_0 or q4_k)");
+    shape sh;
+    if (size == "tiny") sh = {0, 256, 2, 4, 2, 512, 2048};
+    else if (size == "small") sh = {0, 768, 12, 12, 4, 3072, 2048};
+    else return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown size \"" + size + "\" (want tiny or small)");
+
+    const vocab voc = build_vocab();
+    const int n_vocab = (int) voc.tokens.size();
+    const int head_dim = sh.n_embd / sh.n_head;
+    const int n_q = head_dim * sh.n_head, n_kv = head_dim * sh.n_head_kv;
+
+    gguf_context * g = gguf_init_empty();
+    std::unique_ptr<gguf_context, void (*)(gguf_context *)> gguard(g, gguf_free);
+    const std::string a = arch + ".";
+    gguf_set_val_str(g, "general.architecture", arch.c_str());
+    gguf_set_val_str(g, "general.name", ("align-fixture-" + arch + "-" + size + "-" + type).c_str());
+    gguf_set_val_u32(g, "general.file_type", ftype);
+    gguf_set_val_u32(g, "general.quantization_version", 2);
+    gguf_set_val_u32(g, (a + "context_length").c_str(), (uint32_t) sh.n_ctx);
+    gguf_set_val_u32(g, (a + "embedding_length").c_str(), (uint32_t) sh.n_embd);
+    gguf_set_val_u32(g, (a + "block_count").c_str(), (uint32_t) sh.n_layer);
+    gguf_set_val_u32(g, (a + "feed_forward_length").c_str(), (uint32_t) sh.n_ff);
+    gguf_set_val_u32(g, (a + "attention.head_count").c_str(), (uint32_t) sh.n_head);
+    gguf_set_val_u32(g, (a + "attention.head_count_kv").c_str(), (uint32_t) sh.n_head_kv);
+    gguf_set_val_u32(g, (a + "rope.dimension_count").c_str(), (uint32_t) head_dim);
+    gguf_set_val_f32(g, (a + "rope.freq_base").c_str(), 10000.0f);
+    gguf_set_val_f32(g, (a + "attention.layer_norm_rms_epsilon").c_str(), 1e-5f);
+    gguf_set_val_u32(g, (a + "vocab_size").c_str(), (uint32_t) n_vocab);
+    gguf_set_val_str(g, "tokenizer.ggml.model", "llama");
+    std::vector<const char *> tok_ptrs;
+    for (const auto & t : voc.tokens) tok_ptrs.push_back(t.c_str());
+    gguf_set_arr_str(g, "tokenizer.ggml.tokens", tok_ptrs.data(), tok_ptrs.size());
+    gguf_set_arr_data(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, voc.scores.data(), voc.scores.size());
+    gguf_set_arr_data(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, voc.types.data(), voc.types.size());
+    gguf_set_val_u32(g, "tokenizer.ggml.unknown_token_id", 0);
+    gguf_set_val_u32(g, "tokenizer.ggml.bos_token_id", 1);
+    gguf_set_val_u32(g, "tokenizer.ggml.eos_token_id", 2);
+    gguf_set_val_u32(g, "tokenizer.ggml.eot_token_id", 4);
+    gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", true);
+    gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", false);
+    gguf_set_val_str(g, "tokenizer.chat_template", k_chat_template);
+
+    // tensor list: name, ne0 (input), ne1 (output), kind
+    enum kind { MATRIX, EMBED, NORM, BIAS };
+    struct tdesc { std::string name; int64_t ne0, ne1; kind k; };
+    std::vector<tdesc> ts;
+    ts.push_back({"token_embd.weight", sh.n_embd, n_vocab, EMBED});
+    for (int l = 0; l < sh.n_layer; l++) {
+        const std::string b = "blk." + std::to_string(l) + ".";
+        ts.push_back({b + "attn_norm.weight", sh.n_embd, 1, NORM});
+        ts.push_back({b + "attn_q.weight", sh.n_embd, n_q, MATRIX});
+        ts.push_back({b + "attn_k.weight", sh.n_embd, n_kv, MATRIX});
+        ts.push_back({b + "attn_v.weight", sh.n_embd, n_kv, MATRIX});
+        if (arch == "qwen2") {
+            ts.push_back({b + "attn_q.bias", n_q, 1, BIAS});
+            ts.push_back({b + "attn_k.bias", n_kv, 1, BIAS});
+            ts.push_back({b + "attn_v.bias", n_kv, 1, BIAS});
+        }
+        ts.push_back({b + "attn_output.weight", n_q, sh.n_embd, MATRIX});
+        ts.push_back({b + "ffn_norm.weight", sh.n_embd, 1, NORM});
+        ts.push_back({b + "ffn_gate.weight", sh.n_embd, sh.n_ff, MATRIX});
+        ts.push_back({b + "ffn_up.weight", sh.n_embd, sh.n_ff, MATRIX});
+        ts.push_back({b + "ffn_down.weight", sh.n_ff, sh.n_embd, MATRIX});
+    }
+    ts.push_back({"output_norm.weight", sh.n_embd, 1, NORM});
+    if (!params->tied_output) ts.push_back({"output.weight", sh.n_embd, n_vocab, MATRIX});
+
+    // metadata-only ggml context describing each tensor for gguf_add_tensor
+    ggml_init_params ip = {ggml_tensor_overhead() * (ts.size() + 4), nullptr, /*no_alloc=*/true};
+    std::unique_ptr<ggml_context, void (*)(ggml_context *)> meta(ggml_init(ip), ggml_free);
+    if (!meta) return fail(ALIGN_ERR_OUT_OF_MEMORY, "ggml_init failed");
+    std::vector<ggml_type> types;
+    for (const auto & t : ts) {
+        ggml_type tt = (t.k == NORM || t.k == BIAS) ? GGML_TYPE_F32 : wtype;
+        if (t.ne0 % ggml_blck_size(tt) != 0) tt = GGML_TYPE_F32;
+        ggml_tensor * x = t.ne1 == 1 && (t.k == NORM || t.k == BIAS) ? ggml_new_tensor_1d(meta.get(), tt, t.ne0)
+                                                                     : ggml_new_tensor_2d(meta.get(), tt, t.ne0, t.ne1);
+        ggml_set_name(x, t.name.c_str());
+        gguf_add_tensor(g, x);
+        types.push_back(tt);
+    }
+
+    const std::string tmp = std::string(path) + ".tmp." + std::to_string((long) getpid());
+    std::unique_ptr<FILE, file_closer> f(std::fopen(tmp.c_str(), "wb"));
+    if (!f) return fail(ALIGN_ERR_IO, tmp + ": " + std::strerror(errno));
+    std::vector<uint8_t> metabuf(gguf_get_meta_size(g));
+    gguf_get_meta_data(g, metabuf.data());
+    bool wr_ok = std::fwrite(metabuf.data(), 1, metabuf.size(), f.get()) == metabuf.size();
+    const size_t align_to = gguf_get_alignment(g);
+    std::vector<float> data;
+    std::vector<uint8_t> qbuf;
+    for (size_t i = 0; i < ts.size() && wr_ok; i++) {
+        const auto & t = ts[i];
+        const int64_t n = t.ne0 * t.ne1;
+        data.resize((size_t) n);
+        rng r(params->seed ^ hash_name(t.name));
+        if (t.k == NORM) {
+            for (auto & x : data) x = (float) (1.0 + 0.05 * r.normal());
+        } else if (t.k == BIAS) {
+            for (auto & x : data) x = (float) (0.02 * r.normal());
+        } else if (t.k == EMBED) {
+            for (auto & x : data) x = (float) r.normal();
+        } else {
+            const double sd = 1.0 / std::sqrt((double) t.ne0);
+            for (auto & x : data) x = (float) (sd * r.normal());
+        }
+        const ggml_type tt = types[i];
+        const uint8_t * bytes;
+        size_t nbytes;
+        if (tt == GGML_TYPE_F32) {
+            bytes = reinterpret_cast<const uint8_t *>(data.data());
+            nbytes = sizeof(float) * (size_t) n;
+        } else {
+            nbytes = ggml_row_size(tt, t.ne0) * (size_t) t.ne1;
+            qbuf.resize(nbytes);
+            ggml_quantize_chunk(tt, data.data(), qbuf.data(), 0, t.ne1, t.ne0, nullptr);
+            bytes = qbuf.data();
+        }
+        wr_ok = std::fwrite(bytes, 1, nbytes, f.get()) == nbytes;
+        const size_t pad = GGML_PAD(nbytes, align_to) - nbytes;
+        static const uint8_t zeros[64] = {0};
+        if (wr_ok && pad) wr_ok = std::fwrite(zeros, 1, pad, f.get()) == pad;
+    }
+    if (wr_ok) wr_ok = std::fflush(f.get()) == 0 && fsync(fileno(f.get())) == 0;
+    FILE * raw = f.release();
+    if (std::fclose(raw) != 0) wr_ok = false;
+    if (!wr_ok) {
+        std::remove(tmp.c_str());
+        return fail(ALIGN_ERR_IO, std::string(path) + ": write failed: " + std::strerror(errno));
+    }
+    if (std::rename(tmp.c_str(), path) != 0) {
+        std::string err = std::strerror(errno);
+        std::remove(tmp.c_str());
+        return fail(ALIGN_ERR_IO, std::string(path) + ": " + err);
+    }
+    return ok();
+    ALIGN_CATCH
+}
+
+}  // extern "C"
