@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -76,15 +77,27 @@ func NewApp(env Env) *cli.App {
 		},
 		OnUsageError: func(c *cli.Context, err error, _ bool) error { return &UsageError{Err: err} },
 		ExitErrHandler: func(*cli.Context, error) {},
-		Commands: []*cli.Command{
-			sampleCommand(),
-			modelCommand(),
-		},
+		Commands: registeredCommands(),
 	}
 	for _, cmd := range app.Commands {
 		setUsageHandler(cmd)
 	}
 	return app
+}
+
+var commandMakers []func() *cli.Command
+
+// register adds a command to the app; each command file calls it from init,
+// so adding a command touches only its own file.
+func register(make func() *cli.Command) { commandMakers = append(commandMakers, make) }
+
+func registeredCommands() []*cli.Command {
+	var cmds []*cli.Command
+	for _, mk := range commandMakers {
+		cmds = append(cmds, mk())
+	}
+	sort.Slice(cmds, func(i, j int) bool { return cmds[i].Name < cmds[j].Name })
+	return cmds
 }
 
 func setUsageHandler(cmd *cli.Command) {

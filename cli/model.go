@@ -11,6 +11,8 @@ import (
 	"github.com/align-dev/align/bindings"
 )
 
+func init() { register(modelCommand) }
+
 func modelCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "model",

@@ -13,6 +13,8 @@ import (
 	"github.com/align-dev/align/bindings"
 )
 
+func init() { register(sampleCommand) }
+
 func sampleCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "sample",
