@@ -75,9 +75,9 @@ func NewApp(env Env) *cli.App {
 			}
 			return nil
 		},
-		OnUsageError: func(c *cli.Context, err error, _ bool) error { return &UsageError{Err: err} },
+		OnUsageError:   func(c *cli.Context, err error, _ bool) error { return &UsageError{Err: err} },
 		ExitErrHandler: func(*cli.Context, error) {},
-		Commands: registeredCommands(),
+		Commands:       registeredCommands(),
 	}
 	for _, cmd := range app.Commands {
 		setUsageHandler(cmd)
