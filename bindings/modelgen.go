@@ -34,3 +34,43 @@ func WriteFixture(path string, p FixtureParams) error {
 	cp := C.align_modelgen_params{arch: carch, _type: ctype, size: csize, seed: C.uint64_t(p.Seed), tied_output: C.bool(p.TiedOutput)}
 	return check("align_modelgen_write", C.align_modelgen_write(cpath, &cp))
 }
+
+// AdapterTensor is one adapted weight for WriteAdapter: A has NIn*Rank
+// floats (ne = [n_in, r]), B has Rank*NOut floats (ne = [r, n_out]).
+type AdapterTensor struct {
+	BaseName        string
+	NIn, NOut, Rank int
+	A, B            []float32
+}
+
+// WriteAdapter writes a LoRA adapter GGUF that llama.cpp loads.
+func WriteAdapter(path, arch string, alpha float32, ts []AdapterTensor) error {
+	if err := Init(); err != nil {
+		return err
+	}
+	n := len(ts)
+	carr := C.malloc(C.size_t(n+1) * C.size_t(unsafe.Sizeof(C.align_adapter_tensor{})))
+	defer C.free(carr)
+	arr := unsafe.Slice((*C.align_adapter_tensor)(carr), n+1)
+	for i, t := range ts {
+		if len(t.A) != t.NIn*t.Rank || len(t.B) != t.Rank*t.NOut || t.Rank <= 0 {
+			return &Error{Op: "align_adapter_write", Code: StatusInvalidArgument, Msg: "adapter tensor " + t.BaseName + ": A/B sizes do not match n_in, n_out, rank"}
+		}
+		name := C.CString(t.BaseName)
+		defer C.free(unsafe.Pointer(name))
+		// A and B are copied to C memory: a C struct may not hold Go pointers
+		a := C.malloc(C.size_t(4 * len(t.A)))
+		defer C.free(a)
+		copy(unsafe.Slice((*float32)(a), len(t.A)), t.A)
+		b := C.malloc(C.size_t(4 * len(t.B)))
+		defer C.free(b)
+		copy(unsafe.Slice((*float32)(b), len(t.B)), t.B)
+		arr[i] = C.align_adapter_tensor{base_name: name, n_in: C.int64_t(t.NIn), n_out: C.int64_t(t.NOut),
+			rank: C.int64_t(t.Rank), a: (*C.float)(a), b: (*C.float)(b)}
+	}
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	carch := C.CString(arch)
+	defer C.free(unsafe.Pointer(carch))
+	return check("align_adapter_write", C.align_adapter_write(cpath, carch, C.float(alpha), (*C.align_adapter_tensor)(carr), C.int32_t(n)))
+}

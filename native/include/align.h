@@ -131,6 +131,23 @@ typedef struct align_lora align_lora;
 align_status align_lora_load(align_model * model, const char * path, align_lora ** out);
 void         align_lora_free(align_lora * lora);
 
+// One adapted weight: W (ne = [n_in, n_out]) gains s·B·A with A: ne=[n_in, rank]
+// and B: ne=[rank, n_out], both F32 row-major in ggml order (ne0 fastest).
+typedef struct align_adapter_tensor {
+    const char *  base_name;  // e.g. "blk.0.attn_q.weight"
+    int64_t       n_in;
+    int64_t       n_out;
+    int64_t       rank;
+    const float * a;          // n_in * rank floats
+    const float * b;          // rank * n_out floats
+} align_adapter_tensor;
+
+// Writes a LoRA adapter GGUF in llama.cpp's format (DESIGN.md §4.5):
+// general.type "adapter", adapter.type "lora", adapter.lora.alpha, tensors
+// "<base>.lora_a" / "<base>.lora_b". Written atomically (temp + rename).
+align_status align_adapter_write(const char * path, const char * arch, float alpha,
+                                 const align_adapter_tensor * tensors, int32_t n_tensors);
+
 // ---------------------------------------------------------------- session
 
 // A session is one inference context: KV cache, threads, attached adapters.
