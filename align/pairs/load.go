@@ -1,0 +1,199 @@
+package pairs
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"unicode"
+
+	"github.com/align-dev/align/align/jsonl"
+)
+
+// Objectives are the objectives of the reference use case, in the order of
+// the default β table (safety 0.05, tone 0.1, escalation 0.1, accuracy 0.3).
+var Objectives = []string{"safety", "tone", "escalation", "accuracy"}
+
+// LoadOptions control Load.
+type LoadOptions struct {
+	// SkipInvalid skips bad lines (malformed JSON, missing or empty fields,
+	// identical responses, unknown objectives, repeated ids) and counts them
+	// in Stats instead of failing.
+	SkipInvalid bool
+	// Objectives, if not empty, is the set of allowed objectives; a pair
+	// without one of them is invalid.
+	Objectives []string
+}
+
+// Stats describes what Load read.
+type Stats struct {
+	Read           int            // pairs kept
+	Skipped        int            // invalid lines skipped (SkipInvalid)
+	Conversational int            // kept pairs in message-list form
+	ByObjective    map[string]int // kept pairs per objective ("" for none)
+	BySource       map[string]int // kept pairs per source ("" for none)
+	// Errors holds the first few skipped lines' errors, for a report.
+	Errors []string
+}
+
+// MaxReportedErrors bounds Stats.Errors.
+const MaxReportedErrors = 10
+
+// Load reads pairs from a JSON Lines file ("-" is standard input; ".zst" is
+// decompressed). Errors name the file and line: `train.jsonl:17: missing
+// field "chosen"`. A pair without an id gets its ContentID; two pairs with
+// the same id are an error, since ids key resumes and splits.
+func Load(path string, opt LoadOptions) ([]Pair, Stats, error) {
+	rc, err := jsonl.Open(path)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	defer rc.Close()
+	name := path
+	if path == "-" {
+		name = "stdin"
+	}
+	return Read(rc, name, opt)
+}
+
+// Read is Load over a reader; name prefixes error messages.
+func Read(r io.Reader, name string, opt LoadOptions) ([]Pair, Stats, error) {
+	st := Stats{ByObjective: map[string]int{}, BySource: map[string]int{}}
+	jr := jsonl.NewReader(r, name)
+	var out []Pair
+	seen := map[string]int{} // id -> line
+	for {
+		raw, line, err := jr.NextRaw()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, st, err
+		}
+		p, err := parse(raw, opt.Objectives)
+		if err == nil {
+			if first, dup := seen[p.ID]; dup {
+				err = fmt.Errorf("duplicate id %q (first on line %d)", p.ID, first)
+			}
+		}
+		if err != nil {
+			err = fmt.Errorf("%s:%d: %w", name, line, err)
+			if !opt.SkipInvalid {
+				return nil, st, err
+			}
+			st.Skipped++
+			if len(st.Errors) < MaxReportedErrors {
+				st.Errors = append(st.Errors, err.Error())
+			}
+			continue
+		}
+		seen[p.ID] = line
+		out = append(out, p)
+		st.Read++
+		st.ByObjective[p.Objective]++
+		st.BySource[p.Source]++
+		if p.Conversational() {
+			st.Conversational++
+		}
+	}
+	return out, st, nil
+}
+
+// Write writes pairs to w as JSON Lines.
+func Write(w io.Writer, ps []Pair) error {
+	for i := range ps {
+		if err := jsonl.Encode(w, ps[i]); err != nil {
+			return fmt.Errorf("pair %d (%s): %w", i, ps[i].ID, err)
+		}
+	}
+	return nil
+}
+
+// Save writes pairs to path atomically (see jsonl.WriteFileAtomic).
+func Save(path string, ps []Pair) error {
+	return jsonl.WriteFileAtomic(path, func(w io.Writer) error { return Write(w, ps) })
+}
+
+// InEval reports whether the pair with this id belongs to the held-out split:
+// a hash of (seed, id) mapped to [0, 1) is below evalFraction. It depends on
+// nothing else, so a pair stays on its side when others are added or removed.
+func InEval(id string, evalFraction float64, seed uint64) bool {
+	var s [8]byte
+	binary.LittleEndian.PutUint64(s[:], seed)
+	h := sha256.New()
+	h.Write(s[:])
+	h.Write([]byte(id))
+	u := binary.BigEndian.Uint64(h.Sum(nil)[:8]) >> 11 // 53 bits
+	return float64(u)/(1<<53) < evalFraction
+}
+
+// Split divides pairs into train and eval by InEval, keeping their order.
+// The eval share is evalFraction in expectation, not exactly.
+func Split(ps []Pair, evalFraction float64, seed uint64) (train, eval []Pair, err error) {
+	if evalFraction < 0 || evalFraction > 1 || evalFraction != evalFraction {
+		return nil, nil, fmt.Errorf("eval fraction %g not in [0, 1]", evalFraction)
+	}
+	for _, p := range ps {
+		id := p.ID
+		if id == "" {
+			id = p.ContentID()
+		}
+		if InEval(id, evalFraction, seed) {
+			eval = append(eval, p)
+		} else {
+			train = append(train, p)
+		}
+	}
+	return train, eval, nil
+}
+
+// Normalize is the text form Dedupe compares: lower case, runs of white
+// space as one space, no leading or trailing space.
+func Normalize(s string) string {
+	return strings.Join(strings.FieldsFunc(strings.ToLower(s), unicode.IsSpace), " ")
+}
+
+// Dedupe keeps the first of pairs whose normalised (prompt, chosen,
+// rejected) are equal, in order, and returns how many it dropped.
+func Dedupe(ps []Pair) ([]Pair, int) {
+	seen := map[string]bool{}
+	out := ps[:0:0]
+	for _, p := range ps {
+		pr, ch, rj := p.Text()
+		k := jsonl.RecordID(Normalize(pr), Normalize(ch), Normalize(rj))
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		out = append(out, p)
+	}
+	return out, len(ps) - len(out)
+}
+
+// Summary formats Stats for people: one line per objective, sorted.
+func (s Stats) Summary() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d pairs", s.Read)
+	if s.Skipped > 0 {
+		fmt.Fprintf(&b, ", %d skipped", s.Skipped)
+	}
+	if s.Conversational > 0 {
+		fmt.Fprintf(&b, ", %d conversational", s.Conversational)
+	}
+	b.WriteByte('\n')
+	ks := make([]string, 0, len(s.ByObjective))
+	for k := range s.ByObjective {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	for _, k := range ks {
+		name := k
+		if name == "" {
+			name = "(none)"
+		}
+		fmt.Fprintf(&b, "  %-12s %d\n", name, s.ByObjective[k])
+	}
+	return b.String()
+}

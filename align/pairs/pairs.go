@@ -1,0 +1,409 @@
+// Package pairs defines align's preference pair records and reads them.
+//
+// A pair is one JSON object per line in one of two forms:
+//
+//	plain:          {"id", "prompt", "chosen", "rejected", "objective", "source", ...}
+//	conversational: TRL's form, where prompt, chosen and rejected are lists of
+//	                {"role", "content"} messages; chosen and rejected hold the
+//	                response turns (usually one assistant message).
+//
+// TRL's implicit-prompt form (chosen and rejected are whole conversations
+// and there is no prompt) is accepted too: the longest common leading run
+// of messages becomes the prompt.
+//
+// Fields that align does not know (scores, reasoning, metadata from other
+// tools) are kept in Pair.Extra and written back unchanged, so a pair
+// survives a read-write round trip through any stage.
+package pairs
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/align-dev/align/align/jsonl"
+)
+
+// Message is one chat turn.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// Pair is one preference pair. Exactly one form is set: the plain strings
+// (Prompt, Chosen, Rejected) or the message lists (PromptMessages,
+// ChosenMessages, RejectedMessages); Conversational says which.
+type Pair struct {
+	ID        string
+	Prompt    string
+	Chosen    string
+	Rejected  string
+	Objective string // e.g. tone, accuracy, escalation, safety; selects β in weighted DPO
+	Source    string // where the pair came from: synthetic, rank, import, human, ...
+
+	PromptMessages   []Message
+	ChosenMessages   []Message
+	RejectedMessages []Message
+
+	// Extra holds the fields this package does not know, verbatim.
+	Extra map[string]json.RawMessage
+
+	has uint8 // which of prompt, chosen, rejected the JSON had (bits 0, 1, 2)
+}
+
+const (
+	hasPrompt uint8 = 1 << iota
+	hasChosen
+	hasRejected
+)
+
+// Conversational reports whether the pair is in message-list form.
+func (p *Pair) Conversational() bool {
+	return p.PromptMessages != nil || p.ChosenMessages != nil || p.RejectedMessages != nil
+}
+
+// Messages returns the pair as chat messages in both forms: a plain pair
+// becomes a user turn and one assistant turn per response. The trainer
+// applies the model's chat template to these.
+func (p *Pair) Messages() (prompt, chosen, rejected []Message) {
+	if p.Conversational() {
+		return p.PromptMessages, p.ChosenMessages, p.RejectedMessages
+	}
+	return []Message{{Role: "user", Content: p.Prompt}},
+		[]Message{{Role: "assistant", Content: p.Chosen}},
+		[]Message{{Role: "assistant", Content: p.Rejected}}
+}
+
+// Text returns prompt, chosen and rejected as plain text: the strings of a
+// plain pair, or the message contents of a conversational one joined by
+// newlines (with "role: " prefixes when there is more than one message).
+// Rule-based judges and deduplication read this form.
+func (p *Pair) Text() (prompt, chosen, rejected string) {
+	if !p.Conversational() {
+		return p.Prompt, p.Chosen, p.Rejected
+	}
+	return flatten(p.PromptMessages), flatten(p.ChosenMessages), flatten(p.RejectedMessages)
+}
+
+func flatten(ms []Message) string {
+	if len(ms) == 1 {
+		return ms[0].Content
+	}
+	var b strings.Builder
+	for i, m := range ms {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(m.Role)
+		b.WriteString(": ")
+		b.WriteString(m.Content)
+	}
+	return b.String()
+}
+
+// ContentID is the id a pair without one gets: a hash of its content.
+func (p *Pair) ContentID() string {
+	pr, ch, rj := p.Text()
+	form := "plain"
+	if p.Conversational() {
+		form = "chat"
+	}
+	return jsonl.RecordID("pair", form, pr, ch, rj)
+}
+
+var known = []string{"id", "prompt", "chosen", "rejected", "objective", "source"}
+
+// UnmarshalJSON reads either form. It checks types only; Validate checks
+// content.
+func (p *Pair) UnmarshalJSON(b []byte) error {
+	if firstByte(b) != '{' {
+		return errors.New("want a JSON object")
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	*p = Pair{}
+	str := func(k string, dst *string) error {
+		raw, ok := m[k]
+		if !ok || isNull(raw) {
+			return nil
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			return fmt.Errorf("field %q: want a string", k)
+		}
+		return nil
+	}
+	for _, f := range []struct {
+		k   string
+		dst *string
+	}{{"id", &p.ID}, {"objective", &p.Objective}, {"source", &p.Source}} {
+		if err := str(f.k, f.dst); err != nil {
+			return err
+		}
+	}
+	// prompt, chosen, rejected: all strings or all message lists.
+	kinds := map[string]byte{}
+	for _, k := range []string{"prompt", "chosen", "rejected"} {
+		raw, ok := m[k]
+		if !ok || isNull(raw) {
+			continue
+		}
+		c := firstByte(raw)
+		if c != '"' && c != '[' {
+			return fmt.Errorf("field %q: want a string or a list of messages", k)
+		}
+		kinds[k] = c
+		p.has |= map[string]uint8{"prompt": hasPrompt, "chosen": hasChosen, "rejected": hasRejected}[k]
+	}
+	var form byte
+	for _, k := range []string{"prompt", "chosen", "rejected"} {
+		if c, ok := kinds[k]; ok {
+			if form != 0 && c != form {
+				return fmt.Errorf("field %q: mixes plain text and message lists", k)
+			}
+			form = c
+		}
+	}
+	if form == '[' {
+		for _, f := range []struct {
+			k   string
+			dst *[]Message
+		}{{"prompt", &p.PromptMessages}, {"chosen", &p.ChosenMessages}, {"rejected", &p.RejectedMessages}} {
+			raw, ok := m[f.k]
+			if !ok || isNull(raw) {
+				continue
+			}
+			ms, err := parseMessages(raw)
+			if err != nil {
+				return fmt.Errorf("field %q: %w", f.k, err)
+			}
+			*f.dst = ms
+		}
+		if _, ok := kinds["prompt"]; !ok {
+			p.splitImplicitPrompt()
+		}
+	} else {
+		for _, f := range []struct {
+			k   string
+			dst *string
+		}{{"prompt", &p.Prompt}, {"chosen", &p.Chosen}, {"rejected", &p.Rejected}} {
+			if err := str(f.k, f.dst); err != nil {
+				return err
+			}
+		}
+	}
+	for k, v := range m {
+		if slices.Contains(known, k) {
+			continue
+		}
+		if p.Extra == nil {
+			p.Extra = map[string]json.RawMessage{}
+		}
+		p.Extra[k] = slices.Clone(v)
+	}
+	return nil
+}
+
+// splitImplicitPrompt moves the common leading messages of chosen and
+// rejected into the prompt (TRL's implicit-prompt form).
+func (p *Pair) splitImplicitPrompt() {
+	c, r := p.ChosenMessages, p.RejectedMessages
+	n := 0
+	for n < len(c)-1 && n < len(r)-1 && c[n] == r[n] {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	p.PromptMessages = slices.Clone(c[:n])
+	p.ChosenMessages = c[n:]
+	p.RejectedMessages = r[n:]
+}
+
+func parseMessages(raw json.RawMessage) ([]Message, error) {
+	var items []json.RawMessage
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, errors.New("want a list of messages")
+	}
+	ms := make([]Message, 0, len(items))
+	for i, it := range items {
+		var f map[string]json.RawMessage
+		if err := json.Unmarshal(it, &f); err != nil || f == nil {
+			return nil, fmt.Errorf("message %d: want an object with \"role\" and \"content\"", i)
+		}
+		var m Message
+		for _, k := range []string{"role", "content"} {
+			raw, ok := f[k]
+			if !ok {
+				return nil, fmt.Errorf("message %d: missing %q", i, k)
+			}
+			dst := &m.Role
+			if k == "content" {
+				dst = &m.Content
+			}
+			if err := json.Unmarshal(raw, dst); err != nil || isNull(raw) {
+				return nil, fmt.Errorf("message %d: %q: want a string", i, k)
+			}
+		}
+		if m.Role == "" {
+			return nil, fmt.Errorf("message %d: empty role", i)
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+func isNull(raw json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(raw), []byte("null")) }
+
+func firstByte(raw json.RawMessage) byte {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 {
+		return 0
+	}
+	return raw[0]
+}
+
+// MarshalJSON writes the pair in its own form, known fields first in a fixed
+// order, then Extra's fields sorted by name. Empty known fields other than
+// prompt, chosen and rejected are left out.
+func (p Pair) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteByte('{')
+	n := 0
+	field := func(k string, v any) error {
+		b, err := jsonl.Marshal(v)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			buf.WriteByte(',')
+		}
+		n++
+		kb, _ := jsonl.Marshal(k)
+		buf.Write(bytes.TrimSpace(kb))
+		buf.WriteByte(':')
+		buf.Write(bytes.TrimSpace(b))
+		return nil
+	}
+	if p.ID != "" {
+		field("id", p.ID)
+	}
+	if p.Conversational() {
+		for _, f := range []struct {
+			k  string
+			ms []Message
+		}{{"prompt", p.PromptMessages}, {"chosen", p.ChosenMessages}, {"rejected", p.RejectedMessages}} {
+			if f.ms == nil {
+				f.ms = []Message{}
+			}
+			field(f.k, f.ms)
+		}
+	} else {
+		field("prompt", p.Prompt)
+		field("chosen", p.Chosen)
+		field("rejected", p.Rejected)
+	}
+	if p.Objective != "" {
+		field("objective", p.Objective)
+	}
+	if p.Source != "" {
+		field("source", p.Source)
+	}
+	ks := make([]string, 0, len(p.Extra))
+	for k := range p.Extra {
+		if !slices.Contains(known, k) {
+			ks = append(ks, k)
+		}
+	}
+	sort.Strings(ks)
+	for _, k := range ks {
+		v := p.Extra[k]
+		if !json.Valid(v) {
+			return nil, fmt.Errorf("extra field %q: invalid JSON", k)
+		}
+		if err := field(k, json.RawMessage(v)); err != nil {
+			return nil, err
+		}
+	}
+	buf.WriteByte('}')
+	return buf.Bytes(), nil
+}
+
+// Validate checks that the pair can be trained on: prompt, chosen and
+// rejected present and non-empty, chosen different from rejected, and, when
+// objectives is not empty, an objective from that set.
+func (p *Pair) Validate(objectives []string) error {
+	if p.Conversational() {
+		for _, f := range []struct {
+			k  string
+			ms []Message
+		}{{"prompt", p.PromptMessages}, {"chosen", p.ChosenMessages}, {"rejected", p.RejectedMessages}} {
+			if f.ms == nil {
+				return fmt.Errorf("missing field %q", f.k)
+			}
+			if len(f.ms) == 0 {
+				return fmt.Errorf("empty %q", f.k)
+			}
+			blank := true
+			for _, m := range f.ms {
+				if strings.TrimSpace(m.Content) != "" {
+					blank = false
+				}
+			}
+			if blank {
+				return fmt.Errorf("empty %q", f.k)
+			}
+		}
+		if slices.Equal(p.ChosenMessages, p.RejectedMessages) {
+			return errors.New("\"chosen\" and \"rejected\" are identical")
+		}
+	} else {
+		for _, f := range []struct {
+			k, v string
+			bit  uint8
+		}{{"prompt", p.Prompt, hasPrompt}, {"chosen", p.Chosen, hasChosen}, {"rejected", p.Rejected, hasRejected}} {
+			if strings.TrimSpace(f.v) != "" {
+				continue
+			}
+			if p.has&f.bit == 0 && f.v == "" {
+				return fmt.Errorf("missing field %q", f.k)
+			}
+			return fmt.Errorf("empty %q", f.k)
+		}
+		if p.Chosen == p.Rejected {
+			return errors.New("\"chosen\" and \"rejected\" are identical")
+		}
+	}
+	if len(objectives) > 0 {
+		if p.Objective == "" {
+			return fmt.Errorf("missing field \"objective\" (allowed: %s)", strings.Join(objectives, ", "))
+		}
+		if !slices.Contains(objectives, p.Objective) {
+			return fmt.Errorf("unknown objective %q (allowed: %s)", p.Objective, strings.Join(objectives, ", "))
+		}
+	}
+	return nil
+}
+
+// ParseLine reads one pair from one JSON line and validates it (without an
+// objective set). A pair without an id gets its ContentID.
+func ParseLine(line []byte) (Pair, error) { return parse(line, nil) }
+
+func parse(line []byte, objectives []string) (Pair, error) {
+	var p Pair
+	if err := json.Unmarshal(line, &p); err != nil {
+		return Pair{}, err
+	}
+	if err := p.Validate(objectives); err != nil {
+		return Pair{}, err
+	}
+	if p.ID == "" {
+		p.ID = p.ContentID()
+	}
+	return p, nil
+}
