@@ -29,13 +29,12 @@ type LoadOptions struct {
 
 // Stats describes what Load read.
 type Stats struct {
-	Read           int            // pairs kept
-	Skipped        int            // invalid lines skipped (SkipInvalid)
-	Conversational int            // kept pairs in message-list form
-	ByObjective    map[string]int // kept pairs per objective ("" for none)
-	BySource       map[string]int // kept pairs per source ("" for none)
-	// Errors holds the first few skipped lines' errors, for a report.
-	Errors []string
+	Read           int            `json:"read"`             // pairs kept
+	Skipped        int            `json:"skipped"`          // invalid lines skipped (SkipInvalid)
+	Conversational int            `json:"conversational"`   // kept pairs in message-list form
+	ByObjective    map[string]int `json:"by_objective"`     // kept pairs per objective ("" for none)
+	BySource       map[string]int `json:"by_source"`        // kept pairs per source ("" for none)
+	Errors         []string       `json:"errors,omitempty"` // the first few skipped lines' errors, for a report
 }
 
 // MaxReportedErrors bounds Stats.Errors.
