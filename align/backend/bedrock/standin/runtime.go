@@ -158,6 +158,9 @@ func nativeRequest(route, modelID string, body []byte) (Request, error) {
 			Role    string          `json:"role"`
 			Content json.RawMessage `json:"content"`
 		} `json:"messages"`
+		ToolChoice *struct {
+			Name string `json:"name"`
+		} `json:"tool_choice"`
 		MaxTokens   int      `json:"max_tokens"`
 		MaxGenLen   int      `json:"max_gen_len"`
 		Temperature *float64 `json:"temperature"`
@@ -167,6 +170,9 @@ func nativeRequest(route, modelID string, body []byte) (Request, error) {
 		return Request{}, err
 	}
 	req := Request{Route: route, ModelID: modelID, Body: body, MaxTokens: max(nb.MaxTokens, nb.MaxGenLen), Temperature: nb.Temperature, TopP: nb.TopP}
+	if nb.ToolChoice != nil {
+		req.ToolName = nb.ToolChoice.Name
+	}
 	if sys, ok := nb.System.(string); ok {
 		req.System = sys
 	}
@@ -214,7 +220,11 @@ func nativeResponse(req Request, resp Response) []byte {
 		}
 		stop := resp.StopReason
 		if resp.ToolInput != nil {
-			content = append(content, map[string]any{"type": "tool_use", "id": "toolu_standin", "name": resp.ToolName, "input": resp.ToolInput})
+			name := resp.ToolName
+			if name == "" {
+				name = req.ToolName
+			}
+			content = append(content, map[string]any{"type": "tool_use", "id": "toolu_standin", "name": name, "input": resp.ToolInput})
 			if stop == "" {
 				stop = "tool_use"
 			}
