@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/bedrockruntime"
+
 	"github.com/align-dev/align/align/backend"
 	"github.com/align-dev/align/align/backend/bedrock/standin"
 )
@@ -123,5 +126,33 @@ func TestLlamaInput(t *testing.T) {
 	text, u, err := ParseLlamaOutput(json.RawMessage(`{"generation":"hello","prompt_token_count":7,"generation_token_count":2}`))
 	if err != nil || text != "hello" || u.OutputTokens != 2 {
 		t.Errorf("ParseLlamaOutput = %q %+v %v", text, u, err)
+	}
+}
+
+func TestInvokeModelBodies(t *testing.T) {
+	s := startStandin(t, func(r standin.Request) standin.Response {
+		if r.Route != "invoke" || r.ToolName != backend.VerdictSchema.Name || len(r.Messages) != 1 {
+			return standin.Response{Text: "unexpected request"}
+		}
+		return standin.Response{ToolInput: verdictJSON("A")}
+	})
+	c := newClient(t, claude, testOptions(s))
+	system, msgs := backend.JudgeMessages(backend.JudgeRequest{Prompt: userMsg("q"), A: "a", B: "b"})
+	out, err := c.Runtime().InvokeModel(context.Background(), &bedrockruntime.InvokeModelInput{
+		ModelId: aws.String(claude), ContentType: aws.String("application/json"),
+		Body: AnthropicInput(backend.StructuredRequest{System: system, Messages: msgs, Schema: backend.VerdictSchema}, 512),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, input, u, err := ParseAnthropicOutput(out.Body, backend.VerdictSchema.Name)
+	if err != nil || input == nil || u.OutputTokens == 0 {
+		t.Fatalf("input %s usage %+v err %v", input, u, err)
+	}
+	if v, err := backend.ParseVerdict(input); err != nil || v.Winner != "A" {
+		t.Errorf("verdict %+v, %v", v, err)
+	}
+	if n := s.Counts().Requests["invoke"]; n != 1 {
+		t.Errorf("invoke requests %d", n)
 	}
 }

@@ -60,7 +60,7 @@ type Options struct {
 	MaxAttempts    int           // attempts per call including the first; default 8
 	MaxBackoff     time.Duration // ceiling of the SDK's jittered back-off; default 20s
 	AttemptTimeout time.Duration // per HTTP attempt, headers and body; default 2m
-	CallTimeout    time.Duration // per call, pacing waits and retries included; default 10m
+	CallTimeout    time.Duration // per call from the first attempt, retries and their pacing included; default 10m
 
 	Limits pace.Limits   // client-side pacing; ignored when Pacer is set
 	Pacer  *pace.Pacer   // share one pacer between clients of one quota
