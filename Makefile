@@ -27,7 +27,7 @@ $(BUILD)/build.ninja: CMakeLists.txt native/CMakeLists.txt | deps
 
 native: deps $(BUILD)/build.ninja
 	@echo "align: building native libraries (ggml, llama.cpp, align) ..." >&2
-	@ninja -C $(BUILD) -j $(JOBS) align_libs align_native_tests | grep -v '^\[' || true
+	@ninja -C $(BUILD) -j $(JOBS) align_libs align_native_tests align_grad_ops | grep -v '^\[' || true
 	@test -f $(BUILD)/native/libalign_native.a
 
 build: native
@@ -42,6 +42,7 @@ demo: models
 
 test: native
 	$(BUILD)/native/align_native_tests
+	$(BUILD)/native/align_grad_ops
 	$(GOENV) $(GO) test -count=1 ./...
 
 bench: build

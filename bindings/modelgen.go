@@ -74,3 +74,15 @@ func WriteAdapter(path, arch string, alpha float32, ts []AdapterTensor) error {
 	defer C.free(unsafe.Pointer(carch))
 	return check("align_adapter_write", C.align_adapter_write(cpath, carch, C.float(alpha), (*C.align_adapter_tensor)(carr), C.int32_t(n)))
 }
+
+// Dequantize writes a copy of a model with every tensor in F32.
+func Dequantize(inPath, outPath string) error {
+	if err := Init(); err != nil {
+		return err
+	}
+	cin := C.CString(inPath)
+	defer C.free(unsafe.Pointer(cin))
+	cout := C.CString(outPath)
+	defer C.free(unsafe.Pointer(cout))
+	return check("align_model_dequantize", C.align_model_dequantize(cin, cout))
+}

@@ -229,6 +229,100 @@ align_status align_session_logprobs(align_session * session, const int32_t * tok
 align_status align_session_decode(align_session * session, const int32_t * tokens, int32_t n_tokens, float * logits);
 align_status align_session_reset(align_session * session);
 
+// ---------------------------------------------------------------- training
+//
+// A trainer holds a frozen GGUF base (any type ggml's CPU backend multiplies)
+// and LoRA adapters A (ne = [n_in, r]) and B (ne = [r, n_out]) on the chosen
+// projections: W·x + s·B·(A·x), s = lora_scale · alpha / r. The loss is the
+// caller's: forward returns per-sequence sums of scored token log-probs,
+// the caller computes dloss/dsum, and backward accumulates parameter
+// gradients. Optimiser state lives here (AdamW on the host, F32).
+
+typedef struct align_trainer align_trainer;
+
+enum {
+    ALIGN_LORA_Q = 1, ALIGN_LORA_K = 2, ALIGN_LORA_V = 4, ALIGN_LORA_O = 8,
+    ALIGN_LORA_GATE = 16, ALIGN_LORA_UP = 32, ALIGN_LORA_DOWN = 64,
+};
+
+typedef struct align_trainer_params {
+    int32_t  n_threads;       // <= 0: all cores
+    int32_t  lora_rank;       // r > 0
+    float    lora_alpha;      // > 0; the adapter scale is alpha / r
+    uint32_t targets;         // ALIGN_LORA_* bitmask (0: q, k, v, o)
+    uint64_t seed;            // initialisation of A (B starts at zero)
+    bool     exact_backward;  // F32 transposed weights for the input gradient
+                              // (gradient checks); else Q8_0/F16 copies
+} align_trainer_params;
+
+align_trainer_params align_trainer_default_params(void);
+
+align_status align_trainer_new(const char * model_path, const align_trainer_params * params, align_trainer ** out);
+void         align_trainer_free(align_trainer * trainer);
+
+typedef struct align_trainer_info {
+    char    arch[32];
+    int32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx_train;
+    int64_t n_base_params;     // frozen weights
+    int64_t n_lora_params;     // trainable floats (length of the state vectors)
+    int32_t n_lora_tensors;    // adapted projections
+    int64_t base_bytes;        // frozen weights as stored
+    int64_t transposed_bytes;  // cached transposed copies for the backward
+} align_trainer_info;
+
+align_status align_trainer_get_info(const align_trainer * trainer, align_trainer_info * out);
+
+// A micro-batch of n_seq sequences padded to n_tok tokens (row-major
+// [n_seq][n_tok]). scored[b*n_tok + t] != 0 marks that log p(tokens[b][t] |
+// tokens[b][<t]) counts (needs 1 <= t < lengths[b]).
+typedef struct align_batch {
+    int32_t         n_seq;
+    int32_t         n_tok;
+    const int32_t * tokens;
+    const int32_t * lengths;
+    const uint8_t * scored;
+} align_batch;
+
+// Forward only: sums[b] = sum of scored log-probs of sequence b (double).
+// token_logps (optional) receives every scored log-prob in batch order.
+// lora_scale 0 is exactly the frozen base (the DPO/PPO reference).
+align_status align_trainer_forward(align_trainer * trainer, const align_batch * batch, float lora_scale,
+                                   double * sums, float * token_logps);
+
+// Training step, part 1: forward with the adapters at scale 1 keeping what
+// the backward needs; returns sums as align_trainer_forward does.
+align_status align_trainer_forward_grad(align_trainer * trainer, const align_batch * batch, double * sums);
+
+// Part 2: backward of loss with dloss/dsum[b] = dsums[b] (n_seq values) for
+// the batch of the last align_trainer_forward_grad; adds (+=) the parameter
+// gradients to the trainer's accumulator.
+align_status align_trainer_backward(align_trainer * trainer, const double * dsums);
+
+// Zeroes the gradient accumulator.
+align_status align_trainer_zero_grad(align_trainer * trainer);
+
+// L2 norm of the accumulated gradient (times grad_scale).
+align_status align_trainer_grad_norm(align_trainer * trainer, double grad_scale, double * norm);
+
+typedef struct align_adamw_params {
+    float lr, beta1, beta2, eps, weight_decay;
+    float grad_scale;  // applied to the accumulated gradient first (1/accum · clip factor)
+} align_adamw_params;
+
+// One AdamW step from the accumulated gradient; zeroes the accumulator.
+align_status align_trainer_adamw_step(align_trainer * trainer, const align_adamw_params * params);
+
+// Trainer state for checkpoints and checks: params, Adam moments (m, v) and
+// gradient accumulator, each n_lora_params floats; step counter. Any pointer
+// may be NULL.
+align_status align_trainer_get_state(const align_trainer * trainer, float * params, float * m, float * v, float * grads,
+                                     int64_t * step);
+align_status align_trainer_set_state(align_trainer * trainer, const float * params, const float * m, const float * v,
+                                     const int64_t * step);
+
+// Writes the adapters as a llama.cpp LoRA GGUF (alpha as configured).
+align_status align_trainer_export(const align_trainer * trainer, const char * path);
+
 // ---------------------------------------------------------------- fixtures
 
 // Writes a small Llama-family model with seeded random weights and a small
@@ -245,6 +339,10 @@ typedef struct align_modelgen_params {
 align_modelgen_params align_modelgen_default_params(void);
 
 align_status align_modelgen_write(const char * path, const align_modelgen_params * params);
+
+// Writes a copy of a GGUF model with every quantized or F16 tensor
+// dequantized to F32 (the reference for checks of quantized paths).
+align_status align_model_dequantize(const char * in_path, const char * out_path);
 
 #ifdef __cplusplus
 }

@@ -330,3 +330,56 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
 }
 
 }  // extern "C"
+
+extern "C" align_status align_model_dequantize(const char * in_path, const char * out_path) {
+    if (in_path == nullptr || out_path == nullptr) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_model_dequantize: NULL argument");
+    }
+    ALIGN_TRY
+    align_status st = align::check_gguf_file(in_path);
+    if (st != ALIGN_OK) return st;
+    ggml_context * data_raw = nullptr;
+    gguf_init_params gp = {/*no_alloc=*/false, &data_raw};
+    std::unique_ptr<gguf_context, void (*)(gguf_context *)> in(gguf_init_from_file(in_path, gp), gguf_free);
+    std::unique_ptr<ggml_context, void (*)(ggml_context *)> data(data_raw, ggml_free);
+    if (!in) return fail(ALIGN_ERR_FORMAT, std::string(in_path) + ": cannot read");
+    gguf_context * out = gguf_init_empty();
+    std::unique_ptr<gguf_context, void (*)(gguf_context *)> og(out, gguf_free);
+    gguf_set_kv(out, in.get());
+    gguf_set_val_u32(out, "general.file_type", 0);
+    const int64_t n = gguf_get_n_tensors(in.get());
+    size_t need = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ggml_tensor * t = ggml_get_tensor(data.get(), gguf_get_tensor_name(in.get(), i));
+        need += (size_t) ggml_nelements(t) * sizeof(float) + ggml_tensor_overhead();
+    }
+    ggml_init_params ip = {need + 1024, nullptr, false};
+    std::unique_ptr<ggml_context, void (*)(ggml_context *)> fctx(ggml_init(ip), ggml_free);
+    if (!fctx) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate the dequantized model");
+    for (int64_t i = 0; i < n; i++) {
+        ggml_tensor * t = ggml_get_tensor(data.get(), gguf_get_tensor_name(in.get(), i));
+        ggml_tensor * f = ggml_new_tensor(fctx.get(), GGML_TYPE_F32, ggml_n_dims(t), t->ne);
+        ggml_set_name(f, ggml_get_name(t));
+        if (t->type == GGML_TYPE_F32) {
+            std::memcpy(f->data, t->data, ggml_nbytes(t));
+        } else {
+            const ggml_type_traits * tr = ggml_get_type_traits(t->type);
+            if (tr == nullptr || tr->to_float == nullptr) {
+                return fail(ALIGN_ERR_UNSUPPORTED, std::string("cannot dequantize tensor ") + ggml_get_name(t));
+            }
+            tr->to_float(t->data, (float *) f->data, ggml_nelements(t));
+        }
+        gguf_add_tensor(out, f);
+    }
+    const std::string tmp = std::string(out_path) + ".tmp." + std::to_string((long) getpid());
+    if (!gguf_write_to_file(out, tmp.c_str(), false)) {
+        std::remove(tmp.c_str());
+        return fail(ALIGN_ERR_IO, std::string(out_path) + ": write failed");
+    }
+    if (std::rename(tmp.c_str(), out_path) != 0) {
+        std::remove(tmp.c_str());
+        return fail(ALIGN_ERR_IO, std::string(out_path) + ": " + std::strerror(errno));
+    }
+    return ok();
+    ALIGN_CATCH
+}

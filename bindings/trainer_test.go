@@ -1,0 +1,346 @@
+package bindings
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"testing"
+)
+
+const sampleText = "Hello! Naruto is complete at 72 volumes by Masashi Kishimoto. Berserk is ongoing. Thanks for asking!"
+
+// fullBatch scores every position of each text after the first token.
+func fullBatch(t testing.TB, m *Model, texts ...string) *Batch {
+	t.Helper()
+	var seqs [][]int32
+	maxLen := 0
+	for _, s := range texts {
+		toks, err := m.Tokenize(s, true, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, toks)
+		maxLen = max(maxLen, len(toks))
+	}
+	b := &Batch{NSeq: len(seqs), NTok: maxLen, Tokens: make([]int32, len(seqs)*maxLen),
+		Lengths: make([]int32, len(seqs)), Scored: make([]uint8, len(seqs)*maxLen)}
+	for i, s := range seqs {
+		copy(b.Tokens[i*maxLen:], s)
+		b.Lengths[i] = int32(len(s))
+		for j := 1; j < len(s); j++ {
+			b.Scored[i*maxLen+j] = 1
+		}
+	}
+	return b
+}
+
+func newTrainer(t testing.TB, path string, opt TrainerOptions) *Trainer {
+	t.Helper()
+	if opt.Threads == 0 {
+		opt.Threads = 2
+	}
+	tr, err := NewTrainer(path, opt)
+	if err != nil {
+		t.Fatalf("NewTrainer(%s): %v", path, err)
+	}
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+// The training forward at adapter scale 0 agrees with llama.cpp's inference
+// log-probs on the same tokens, for every fixture type and both
+// architectures.
+func TestTrainerForwardMatchesLlama(t *testing.T) {
+	// tolerances are max |Δ log-prob| per token; llama.cpp runs attention on
+	// an F16 KV cache and quantises activations per kernel, we run F32
+	// attention without a cache
+	tols := map[string]float64{"f32": 5e-3, "f16": 5e-3, "q8_0": 6e-2, "q4_0": 6e-2, "q4_k": 6e-2}
+	for _, arch := range []string{"llama", "qwen2"} {
+		for _, typ := range []string{"f32", "f16", "q8_0", "q4_0", "q4_k"} {
+			t.Run(arch+"-"+typ, func(t *testing.T) {
+				path := fixture(t, arch, typ)
+				m := load(t, path)
+				b := fullBatch(t, m, sampleText, "Sorry, I cannot help with that.")
+				tr := newTrainer(t, path, TrainerOptions{})
+				_, ours, err := tr.Forward(b, 0, true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s := session(t, m, SessionOptions{NCtx: 256})
+				var maxd float64
+				k := 0
+				for i := 0; i < b.NSeq; i++ {
+					seq := b.Tokens[i*b.NTok : i*b.NTok+int(b.Lengths[i])]
+					ref, err := s.LogProbs(context.Background(), seq)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for j := range ref {
+						maxd = math.Max(maxd, math.Abs(float64(ref[j]-ours[k])))
+						k++
+					}
+				}
+				t.Logf("%s %s: max |train - llama.cpp| log-prob = %.2e over %d tokens", arch, typ, maxd, k)
+				if maxd > tols[typ] {
+					t.Errorf("training forward differs from llama.cpp by %.3g (tolerance %.g)", maxd, tols[typ])
+				}
+			})
+		}
+	}
+}
+
+type loraShape struct {
+	name      string
+	nIn, nOut int
+}
+
+// loraLayout mirrors the trainer's state layout: layer-major, targets in the
+// order q, k, v, o, gate, up, down; each A (nIn*r) then B (r*nOut).
+func loraLayout(info TrainerInfo, targets uint32) []loraShape {
+	hd := info.NEmbd / info.NHead
+	nq, nkv := hd*info.NHead, hd*info.NHeadKV
+	all := []struct {
+		bit       uint32
+		name      string
+		nIn, nOut int
+	}{
+		{TargetQ, "q", info.NEmbd, nq}, {TargetK, "k", info.NEmbd, nkv}, {TargetV, "v", info.NEmbd, nkv},
+		{TargetO, "o", nq, info.NEmbd}, {TargetGate, "gate", info.NEmbd, info.NFF}, {TargetUp, "up", info.NEmbd, info.NFF},
+		{TargetDown, "down", info.NFF, info.NEmbd},
+	}
+	var out []loraShape
+	for l := 0; l < info.NLayer; l++ {
+		for _, a := range all {
+			if targets&a.bit != 0 {
+				out = append(out, loraShape{a.name, a.nIn, a.nOut})
+			}
+		}
+	}
+	return out
+}
+
+// Finite-difference check of every LoRA parameter class (A and B of q, k, v,
+// o, gate, up, down in every layer) through the whole model on F32 bases.
+func TestTrainerGradientCheck(t *testing.T) {
+	const allTargets = 127
+	for _, arch := range []string{"llama", "qwen2"} {
+		t.Run(arch, func(t *testing.T) {
+			path := fixture(t, arch, "f32")
+			m := load(t, path)
+			b := fullBatch(t, m, "Is Berserk finished?", "Happy to help! Naruto has 72 volumes.")
+			const r = 2
+			tr := newTrainer(t, path, TrainerOptions{Rank: r, Alpha: 4, Targets: allTargets, Seed: 3, ExactBackward: true})
+			info := tr.Info()
+			layout := loraLayout(info, allTargets)
+			if int64(len(layout)) != int64(info.NLoRATensors) {
+				t.Fatalf("layout has %d tensors, trainer %d", len(layout), info.NLoRATensors)
+			}
+			rng := rand.New(rand.NewPCG(11, 12))
+			params := make([]float32, info.NLoRAParams)
+			for i := range params {
+				params[i] = float32(rng.NormFloat64() * 0.05)
+			}
+			if err := tr.SetState(params, nil, nil, 0); err != nil {
+				t.Fatal(err)
+			}
+			coef := []float64{0.7, -1.3} // loss = Σ coef_b · S_b
+			loss := func() float64 {
+				sums, _, err := tr.Forward(b, 1, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return coef[0]*sums[0] + coef[1]*sums[1]
+			}
+			if _, err := tr.ForwardGrad(b); err != nil {
+				t.Fatal(err)
+			}
+			if err := tr.Backward(coef); err != nil {
+				t.Fatal(err)
+			}
+			st, err := tr.GetState()
+			if err != nil {
+				t.Fatal(err)
+			}
+			grad := st.Grads
+			// F32 forward noise on the sums is ~1e-5; h = 3e-2 keeps the
+			// finite-difference noise near 1e-3 of typical gradients while the
+			// bilinear LoRA terms keep the truncation error small
+			const h = 3e-2
+			off := 0
+			worst := map[string]float64{}
+			var num, den float64
+			for li, ls := range layout {
+				for part, n := range map[string]int{"A": ls.nIn * r, "B": r * ls.nOut} {
+					base := off
+					if part == "B" {
+						base = off + ls.nIn*r
+					}
+					// two random elements of each A and B
+					for k := 0; k < 2; k++ {
+						i := base + rng.IntN(n)
+						orig := params[i]
+						params[i] = orig + h
+						tr.SetState(params, nil, nil, 0)
+						lp := loss()
+						params[i] = orig - h
+						tr.SetState(params, nil, nil, 0)
+						lm := loss()
+						params[i] = orig
+						fd := (lp - lm) / (2 * h)
+						an := float64(grad[i])
+						rel := math.Abs(fd-an) / math.Max(math.Max(math.Abs(fd), math.Abs(an)), 1e-2)
+						key := ls.name + "." + part
+						worst[key] = math.Max(worst[key], rel)
+						num += (fd - an) * (fd - an)
+						den += fd * fd
+						if rel > 5e-2 {
+							t.Errorf("layer %d %s.%s[%d]: analytic %.6g, finite difference %.6g (rel %.2g)", li/7, ls.name, part, i-base, an, fd, rel)
+						}
+					}
+				}
+				off += ls.nIn*r + r*ls.nOut
+			}
+			tr.SetState(params, nil, nil, 0)
+			t.Logf("%s: gradient NMSE over %d checked elements %.2e; worst relative error per class: %v", arch, 4*len(layout), num/den, worst)
+			if !(num/den < 1e-3) {
+				t.Errorf("gradient NMSE %.3g against finite differences", num/den)
+			}
+		})
+	}
+}
+
+// Quantized and F16 bases: forward and gradients against an F32 model of
+// the same (dequantized) weights.
+func TestTrainerQuantizedMatchesDequantized(t *testing.T) {
+	for _, typ := range []string{"f16", "q8_0", "q4_0", "q4_k"} {
+		t.Run(typ, func(t *testing.T) {
+			qpath := fixture(t, "llama", typ)
+			fpath := filepath.Join(t.TempDir(), "deq.gguf")
+			if err := Dequantize(qpath, fpath); err != nil {
+				t.Fatal(err)
+			}
+			m := load(t, qpath)
+			b := fullBatch(t, m, sampleText, "I can connect you with a human teammate right away.")
+			opt := TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 5}
+			tq := newTrainer(t, qpath, opt)
+			opt.ExactBackward = true
+			tf := newTrainer(t, fpath, opt)
+			rng := rand.New(rand.NewPCG(1, 2))
+			params := make([]float32, tq.Info().NLoRAParams)
+			for i := range params {
+				params[i] = float32(rng.NormFloat64() * 0.05)
+			}
+			tq.SetState(params, nil, nil, 0)
+			tf.SetState(params, nil, nil, 0)
+			grads := func(tr *Trainer) ([]float64, []float32) {
+				sums, err := tr.ForwardGrad(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := tr.Backward([]float64{1, -1}); err != nil {
+					t.Fatal(err)
+				}
+				st, _ := tr.GetState()
+				return sums, st.Grads
+			}
+			sq, gq := grads(tq)
+			sf, gf := grads(tf)
+			var num, den float64
+			for i := range gq {
+				d := float64(gq[i] - gf[i])
+				num += d * d
+				den += float64(gf[i]) * float64(gf[i])
+			}
+			nmse := num / den
+			dsum := math.Max(math.Abs(sq[0]-sf[0])/math.Abs(sf[0]), math.Abs(sq[1]-sf[1])/math.Abs(sf[1]))
+			t.Logf("%s: relative sum difference %.2e, gradient NMSE %.2e", typ, dsum, nmse)
+			if dsum > 2e-2 {
+				t.Errorf("forward differs from the dequantized reference by %.3g", dsum)
+			}
+			if !(nmse <= 1e-2) { // also catches NaN
+				t.Errorf("gradient NMSE against the dequantized reference = %.3g", nmse)
+			}
+		})
+	}
+}
+
+// Training moves the adapters, and the exported adapter loaded by llama.cpp
+// reproduces the trained policy's log-probs.
+func TestTrainerExportMatchesLlama(t *testing.T) {
+	for _, typ := range []string{"f32", "q8_0"} {
+		t.Run(typ, func(t *testing.T) {
+			path := fixture(t, "llama", typ)
+			m := load(t, path)
+			b := fullBatch(t, m, sampleText)
+			tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 9})
+			before, _, _ := tr.Forward(b, 1, false)
+			for i := 0; i < 5; i++ {
+				if _, err := tr.ForwardGrad(b); err != nil {
+					t.Fatal(err)
+				}
+				if err := tr.Backward([]float64{-1}); err != nil { // maximise log-likelihood
+					t.Fatal(err)
+				}
+				if err := tr.Step(AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			after, ours, _ := tr.Forward(b, 1, true)
+			if after[0] <= before[0]+1 {
+				t.Errorf("5 SFT steps moved the log-likelihood from %.3f to %.3f only", before[0], after[0])
+			}
+			ap := filepath.Join(t.TempDir(), "adapter.gguf")
+			if err := tr.Export(ap); err != nil {
+				t.Fatal(err)
+			}
+			l, err := LoadLoRA(m, ap)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			s := session(t, m, SessionOptions{NCtx: 256, Adapters: []LoRAScale{{LoRA: l, Scale: 1}}})
+			ref, err := s.LogProbs(context.Background(), b.Tokens[:b.Lengths[0]])
+			if err != nil {
+				t.Fatal(err)
+			}
+			var maxd, sum float64
+			for j := range ref {
+				maxd = math.Max(maxd, math.Abs(float64(ref[j]-ours[j])))
+				sum += float64(ref[j])
+			}
+			t.Logf("%s: trained sum %.3f (before %.3f), llama.cpp with adapter %.3f, max per-token |Δ| %.2e", typ, after[0], before[0], sum, maxd)
+			tol := 5e-3
+			if typ != "f32" {
+				tol = 6e-2 // as for the base model's parity (TestTrainerForwardMatchesLlama)
+			}
+			if maxd > tol {
+				t.Errorf("llama.cpp with the exported adapter differs from the trainer by %.3g per token", maxd)
+			}
+		})
+	}
+}
+
+func TestTrainerRejectsBadInput(t *testing.T) {
+	path := fixture(t, "llama", "q8_0")
+	tr := newTrainer(t, path, TrainerOptions{})
+	info := tr.Info()
+	cases := map[string]*Batch{
+		"token out of range": {NSeq: 1, NTok: 3, Tokens: []int32{1, int32(info.NVocab), 5}, Lengths: []int32{3}, Scored: []uint8{0, 1, 1}},
+		"scored position 0":  {NSeq: 1, NTok: 3, Tokens: []int32{1, 2, 3}, Lengths: []int32{3}, Scored: []uint8{1, 1, 1}},
+		"length too long":    {NSeq: 1, NTok: 3, Tokens: []int32{1, 2, 3}, Lengths: []int32{4}, Scored: []uint8{0, 1, 1}},
+		"nothing scored":     {NSeq: 1, NTok: 3, Tokens: []int32{1, 2, 3}, Lengths: []int32{3}, Scored: []uint8{0, 0, 0}},
+		"scored padding":     {NSeq: 1, NTok: 3, Tokens: []int32{1, 2, 3}, Lengths: []int32{2}, Scored: []uint8{0, 1, 1}},
+	}
+	for name, b := range cases {
+		if _, _, err := tr.Forward(b, 0, false); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if err := tr.Backward([]float64{1}); err == nil {
+		t.Error("backward without forward_grad accepted")
+	}
+	if _, err := NewTrainer(filepath.Join(t.TempDir(), "none.gguf"), TrainerOptions{}); err == nil {
+		t.Error("missing model accepted")
+	}
+}

@@ -1,0 +1,194 @@
+// grad_ops: finite-difference checks of the ggml backward passes the
+// training graph relies on (native/src/train.cpp), on the CPU backend of the
+// pinned ggml. Two of them record facts about this ggml copy that the
+// training graph works around; if ggml fixes them these tests say so.
+//
+//  * SOFT_MAX_BACK(dy, y) may be computed in place over y by ggml-alloc,
+//    which corrupts y before it is read: wrong gradients unless y is marked
+//    as an output (what train.cpp does for every such node).
+//  * ggml_rms_norm's backward disagrees with finite differences here, so the
+//    training graph composes RMSNorm from sqr/sum_rows/log/exp/repeat/mul.
+//
+// Prints "N passed, N failed"; exits non-zero on failure.
+#include "ggml-alloc.h"
+#include "ggml-backend.h"
+#include "ggml-cpu.h"
+#include "ggml-impl.h"
+#include "ggml.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <vector>
+
+static int g_pass = 0, g_fail = 0;
+
+using build_fn = std::function<ggml_tensor *(ggml_context *, ggml_tensor *, std::vector<ggml_tensor *> &)>;
+using fill_fn = std::function<void(std::vector<ggml_tensor *> &)>;
+
+// Returns the worst relative error of 8 gradient elements of p for
+// loss = Σ build(p) ⊙ r, r random. protect: mark src[1] of in-place-prone
+// backward nodes as outputs.
+static double grad_error(int64_t n0, int64_t n1, int64_t n2, int64_t n3, const build_fn & build, const fill_fn & fill,
+                         bool protect) {
+    ggml_backend_t be = ggml_backend_cpu_init();
+    ggml_init_params ip = {ggml_tensor_overhead() * 4096 + ggml_graph_overhead_custom(4096, true), nullptr, true};
+    ggml_context * ctx = ggml_init(ip);
+    ggml_context * pctx = ggml_init({ggml_tensor_overhead() * 4, nullptr, true});
+    ggml_tensor * p = ggml_new_tensor_4d(pctx, GGML_TYPE_F32, n0, n1, n2, n3);
+    ggml_set_param(p);
+    ggml_backend_buffer_t pbuf = ggml_backend_alloc_ctx_tensors(pctx, be);
+    std::vector<ggml_tensor *> in;
+    // the parameter passes through a scale (so it is not the graph input
+    // itself) and a reshape (whose backward makes any view gradient
+    // contiguous, as in the training graph)
+    ggml_tensor * y = build(ctx, ggml_reshape_4d(ctx, ggml_scale(ctx, p, 1.0f), n0, n1, n2, n3), in);
+    ggml_tensor * r = ggml_new_tensor(ctx, GGML_TYPE_F32, 4, y->ne);
+    ggml_set_input(r);
+    ggml_tensor * loss = ggml_sum(ctx, ggml_mul(ctx, y, r));
+    ggml_set_loss(loss);
+    ggml_set_output(loss);
+    ggml_cgraph * g = ggml_new_graph_custom(ctx, 4096, true);
+    ggml_build_forward_expand(g, loss);
+    const int nf = ggml_graph_n_nodes(g);
+    ggml_build_backward_expand(ctx, g, nullptr);
+    if (protect) {
+        for (int i = nf; i < ggml_graph_n_nodes(g); i++) {
+            ggml_tensor * n = ggml_graph_node(g, i);
+            if ((n->op == GGML_OP_SOFT_MAX_BACK || n->op == GGML_OP_RMS_NORM_BACK || n->op == GGML_OP_SILU_BACK) && n->src[1]) {
+                ggml_set_output(n->src[1]);
+            }
+        }
+    }
+    ggml_gallocr_t ga = ggml_gallocr_new(ggml_backend_get_default_buffer_type(be));
+    ggml_gallocr_alloc_graph(ga, g);
+    uint32_t seed = 12345;
+    auto rnd = [&] {
+        seed = seed * 1664525u + 1013904223u;
+        return ((seed >> 8) / 16777216.0f) * 2.0f - 1.0f;
+    };
+    std::vector<float> pv((size_t) ggml_nelements(p)), rv((size_t) ggml_nelements(r));
+    for (auto & x : pv) x = rnd();
+    for (auto & x : rv) x = rnd();
+    auto set_inputs = [&] {
+        ggml_backend_tensor_set(p, pv.data(), 0, ggml_nbytes(p));
+        ggml_backend_tensor_set(r, rv.data(), 0, ggml_nbytes(r));
+        fill(in);
+    };
+    set_inputs();
+    ggml_graph_reset(g);
+    ggml_cgraph fw = ggml_graph_view(g, 0, nf), bw = ggml_graph_view(g, nf, ggml_graph_n_nodes(g));
+    ggml_backend_graph_compute(be, &fw);
+    ggml_backend_graph_compute(be, &bw);
+    std::vector<float> gr(pv.size());
+    ggml_backend_tensor_get(ggml_graph_get_grad(g, p), gr.data(), 0, ggml_nbytes(p));
+    double worst = 0;
+    for (int k = 0; k < 8; k++) {
+        const size_t i = ((size_t) k * 7919) % pv.size();
+        const float o = pv[i], h = 1e-2f;
+        float lp, lm;
+        pv[i] = o + h;
+        set_inputs();
+        ggml_backend_graph_compute(be, &fw);
+        ggml_backend_tensor_get(loss, &lp, 0, sizeof(float));
+        pv[i] = o - h;
+        set_inputs();
+        ggml_backend_graph_compute(be, &fw);
+        ggml_backend_tensor_get(loss, &lm, 0, sizeof(float));
+        pv[i] = o;
+        const double fd = (lp - lm) / (2.0 * h);
+        worst = std::max(worst, std::fabs(fd - gr[i]) / std::max(1e-3, std::max(std::fabs(fd), std::fabs((double) gr[i]))));
+    }
+    ggml_gallocr_free(ga);
+    ggml_backend_buffer_free(pbuf);
+    ggml_free(pctx);
+    ggml_free(ctx);
+    ggml_backend_free(be);
+    return worst;
+}
+
+static void expect(const char * name, double err, bool want_ok) {
+    const bool is_ok = err < 1e-2;
+    const bool pass = is_ok == want_ok;
+    (pass ? g_pass : g_fail)++;
+    std::printf("%-4s %-52s worst rel. error %.2e (%s)\n", pass ? "ok" : "FAIL", name, err,
+                want_ok ? "expected right" : "expected wrong in this ggml copy");
+}
+
+int main() {
+    const int hd = 8, H = 2, T = 5, B = 2;
+    auto no_fill = [](std::vector<ggml_tensor *> &) {};
+    auto pos_fill = [&](std::vector<ggml_tensor *> & in) {
+        std::vector<int32_t> v(T);
+        for (int i = 0; i < T; i++) v[(size_t) i] = i;
+        ggml_backend_tensor_set(in[0], v.data(), 0, sizeof(int32_t) * T);
+    };
+    auto rope = [&](ggml_context * c, ggml_tensor * p, std::vector<ggml_tensor *> & in) {
+        ggml_tensor * pos = ggml_new_tensor_1d(c, GGML_TYPE_I32, T);
+        ggml_set_input(pos);
+        in.push_back(pos);
+        return ggml_rope_ext(c, p, pos, nullptr, hd, 0, 2048, 10000, 1, 0, 1, 32, 1);
+    };
+    expect("rope (hd, heads, T, B)", grad_error(hd, H, T, B, rope, pos_fill, true), true);
+    auto masked_softmax = [&](ggml_context * c, ggml_tensor * p, std::vector<ggml_tensor *> & in) {
+        ggml_tensor * m = ggml_new_tensor_4d(c, GGML_TYPE_F32, T, T, 1, B);
+        ggml_set_input(m);
+        in.push_back(m);
+        return ggml_soft_max_ext(c, p, m, 0.3f, 0.0f);
+    };
+    auto mask_fill = [&](std::vector<ggml_tensor *> & in) {
+        std::vector<float> v((size_t) T * T * B);
+        for (int b = 0; b < B; b++)
+            for (int q = 0; q < T; q++)
+                for (int k = 0; k < T; k++) v[(size_t) ((b * T + q) * T + k)] = k <= q ? 0.0f : -INFINITY;
+        ggml_backend_tensor_set(in[0], v.data(), 0, v.size() * sizeof(float));
+    };
+    expect("soft_max_ext with causal mask (T, T, heads, B)", grad_error(T, T, H, B, masked_softmax, mask_fill, true), true);
+    auto pick = [&](ggml_context * c, ggml_tensor * p, std::vector<ggml_tensor *> & in) {
+        ggml_tensor * ix = ggml_new_tensor_1d(c, GGML_TYPE_I32, 3);
+        ggml_set_input(ix);
+        in.push_back(ix);
+        ggml_tensor * sm = ggml_soft_max(c, p);
+        return ggml_log(c, ggml_scale_bias(c, ggml_get_rows(c, ggml_reshape_2d(c, sm, 1, 21), ix), 1.0f, 1e-30f));
+    };
+    auto pick_fill = [](std::vector<ggml_tensor *> & in) {
+        const int32_t v[3] = {4, 9, 20};
+        ggml_backend_tensor_set(in[0], v, 0, sizeof(v));
+    };
+    expect("log softmax picked by get_rows, protected", grad_error(7, 3, 1, 1, pick, pick_fill, true), true);
+    expect("log softmax picked by get_rows, unprotected", grad_error(7, 3, 1, 1, pick, pick_fill, false), false);
+    auto manual_rms = [](ggml_context * c, ggml_tensor * x, std::vector<ggml_tensor *> &) {
+        ggml_tensor * ms = ggml_scale_bias(c, ggml_sum_rows(c, ggml_sqr(c, x)), 1.0f / (float) x->ne[0], 1e-5f);
+        ggml_tensor * rinv = ggml_exp(c, ggml_scale(c, ggml_log(c, ms), -0.5f));
+        return ggml_mul(c, x, ggml_repeat(c, rinv, x));
+    };
+    expect("RMSNorm composed from ops", grad_error(64, 9, 1, 1, manual_rms, no_fill, true), true);
+    auto ggml_rms = [](ggml_context * c, ggml_tensor * x, std::vector<ggml_tensor *> &) { return ggml_rms_norm(c, x, 1e-5f); };
+    expect("ggml_rms_norm", grad_error(8, 5, 1, 1, ggml_rms, no_fill, true), false);
+    auto swiglu = [](ggml_context * c, ggml_tensor * x, std::vector<ggml_tensor *> &) { return ggml_mul(c, ggml_silu(c, x), x); };
+    expect("silu(x) * x", grad_error(8, 5, 1, 1, swiglu, no_fill, true), true);
+    auto gqa_expand = [&](ggml_context * c, ggml_tensor * x, std::vector<ggml_tensor *> &) {
+        ggml_tensor * t4 = ggml_reshape_4d(c, x, hd * T, 1, 2, B);
+        return ggml_reshape_4d(c, ggml_repeat_4d(c, t4, hd * T, 2, 2, B), hd, T, 4, B);
+    };
+    expect("GQA expansion by repeat_4d", grad_error(hd, T, 2, B, gqa_expand, no_fill, true), true);
+    auto attn = [&](ggml_context * c, ggml_tensor * q, std::vector<ggml_tensor *> & in) {
+        ggml_tensor * k = ggml_new_tensor_4d(c, GGML_TYPE_F32, hd, T, H, B);
+        ggml_set_input(k);
+        in.push_back(k);
+        return ggml_mul_mat(c, k, ggml_cont(c, ggml_permute(c, q, 0, 2, 1, 3)));
+    };
+    auto k_fill = [&](std::vector<ggml_tensor *> & in) {
+        std::vector<float> v((size_t) hd * T * H * B);
+        for (size_t i = 0; i < v.size(); i++) v[i] = std::sin((float) i);
+        ggml_backend_tensor_set(in[0], v.data(), 0, v.size() * sizeof(float));
+    };
+    expect("K·Q over permuted Q (hd, heads, T, B)", grad_error(hd, H, T, B, attn, k_fill, true), true);
+    auto vt = [&](ggml_context * c, ggml_tensor * v, std::vector<ggml_tensor *> &) {
+        return ggml_scale(c, ggml_cont(c, ggml_permute(c, v, 1, 2, 0, 3)), 1.0f);
+    };
+    expect("Vᵀ by permute(1, 2, 0, 3) + cont", grad_error(hd, H, T, B, vt, no_fill, true), true);
+    std::printf("%d passed, %d failed\n", g_pass, g_fail);
+    return g_fail == 0 ? 0 : 1;
+}
