@@ -41,11 +41,11 @@ type Trainer struct {
 
 // TrainerInfo describes a trainer's model and adapters.
 type TrainerInfo struct {
-	Arch                                            string
+	Arch                                             string
 	NVocab, NEmbd, NLayer, NHead, NHeadKV, NFF, NCtx int
-	NBaseParams, NLoRAParams                        int64
-	NLoRATensors                                    int
-	BaseBytes, TransposedBytes                      int64
+	NBaseParams, NLoRAParams                         int64
+	NLoRATensors                                     int
+	BaseBytes, TransposedBytes                       int64
 }
 
 // NewTrainer loads the base model for training.
