@@ -18,6 +18,7 @@ type ModelOptions struct {
 	Threads   int  // <= 0: all cores
 	NoMmap    bool // read the file instead of mapping it
 	GPULayers int  // layers to offload where a GPU backend is built in
+	VocabOnly bool // tokenizer and metadata only; sessions cannot be created
 }
 
 // Model is a loaded GGUF model.
@@ -55,6 +56,7 @@ func LoadModel(path string, opt ModelOptions) (*Model, error) {
 	p.n_threads = C.int32_t(opt.Threads)
 	p.use_mmap = C.bool(!opt.NoMmap)
 	p.n_gpu_layers = C.int32_t(opt.GPULayers)
+	p.vocab_only = C.bool(opt.VocabOnly)
 	var m *C.align_model
 	if err := check("align_model_load", C.align_model_load(cpath, &p, &m)); err != nil {
 		return nil, err

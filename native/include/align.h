@@ -65,6 +65,7 @@ typedef struct align_model_params {
     int32_t n_threads;  // threads for later sessions; <= 0: all cores
     bool    use_mmap;   // map the file instead of reading it
     int32_t n_gpu_layers; // layers to offload where a GPU backend exists (0: none)
+    bool    vocab_only;   // load the tokenizer and metadata only (no sessions)
 } align_model_params;
 
 align_model_params align_model_default_params(void);

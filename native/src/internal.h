@@ -50,6 +50,7 @@ std::string last_assert();
 struct align_model {
     llama_model * model = nullptr;
     int32_t       n_threads = 0;
+    bool          vocab_only = false;
     std::string   path;
 };
 

@@ -32,6 +32,7 @@ align_model_params align_model_default_params(void) {
     p.n_threads = 0;
     p.use_mmap = true;
     p.n_gpu_layers = 0;
+    p.vocab_only = false;
     return p;
 }
 
@@ -49,6 +50,7 @@ align_status align_model_load(const char * path, const align_model_params * para
     llama_model_params mp = llama_model_default_params();
     mp.use_mmap = p.use_mmap;
     mp.n_gpu_layers = p.n_gpu_layers;
+    mp.vocab_only = p.vocab_only;
     align::log_capture_begin();
     llama_model * m = llama_model_load_from_file(path, mp);
     std::string cause = align::log_capture_text();
@@ -73,6 +75,7 @@ align_status align_model_load(const char * path, const align_model_params * para
     am->model = m;
     am->n_threads = p.n_threads > 0 ? p.n_threads : default_threads();
     am->path = path;
+    am->vocab_only = p.vocab_only;
     *out = am;
     return ok();
     ALIGN_CATCH
@@ -222,6 +225,9 @@ align_status align_lora_load(align_model * model, const char * path, align_lora 
     }
     *out = nullptr;
     ALIGN_TRY
+    if (model->vocab_only) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "adapters need a model loaded with weights (not vocab_only)");
+    }
     align_status st = align::check_gguf_file(path);
     if (st != ALIGN_OK) {
         return st;

@@ -130,6 +130,9 @@ align_status align_session_new(align_model * model, const align_session_params *
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_session_new: NULL argument");
     }
     *out = nullptr;
+    if (model->vocab_only) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "sessions need a model loaded with weights (not vocab_only)");
+    }
     ALIGN_TRY
     align_session_params p = params ? *params : align_session_default_params();
     if (p.n_loras < 0 || (p.n_loras > 0 && p.loras == nullptr)) {

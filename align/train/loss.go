@@ -1,0 +1,213 @@
+// Package train is align's training driver: data to token batches,
+// per-objective β, the loss and its gradient with respect to per-sequence
+// log-prob sums (losses here are pure Go and need no cgo), the optimiser
+// loop over the native trainer, metrics, checkpoints and adapter export.
+package train
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+)
+
+// Methods.
+const (
+	SFT   = "sft"
+	DPO   = "dpo"
+	IPO   = "ipo"
+	CDPO  = "cdpo"
+	Hinge = "hinge"
+)
+
+// Methods lists the supported methods.
+var Methods = []string{SFT, DPO, IPO, CDPO, Hinge}
+
+// DefaultBetas are the per-objective β of weighted DPO.
+var DefaultBetas = map[string]float64{"safety": 0.05, "tone": 0.1, "escalation": 0.1, "accuracy": 0.3}
+
+// DefaultBeta applies to objectives the table does not name.
+const DefaultBeta = 0.1
+
+// PairLogps are the summed response log-probs of one pair under the policy
+// (Pi) and the frozen reference (Ref), with response token counts.
+type PairLogps struct {
+	PiW, PiL, RefW, RefL float64
+	NW, NL               int
+}
+
+// PairLoss is one pair's loss, its gradient with respect to PiW and PiL,
+// and the implicit rewards β(π − ρ).
+type PairLoss struct {
+	Loss             float64
+	DPiW, DPiL       float64
+	RewardW, RewardL float64
+	Margin           float64
+	Correct          bool
+}
+
+// logSigmoid is log σ(x), stable for large |x|.
+func logSigmoid(x float64) float64 {
+	if x >= 0 {
+		return -math.Log1p(math.Exp(-x))
+	}
+	return x - math.Log1p(math.Exp(x))
+}
+
+func sigmoid(x float64) float64 {
+	if x >= 0 {
+		return 1 / (1 + math.Exp(-x))
+	}
+	e := math.Exp(x)
+	return e / (1 + e)
+}
+
+// PreferenceLoss computes a pair's loss for method with β and label
+// smoothing eps (DPO/cDPO only):
+//
+//	h = (πw − ρw) − (πl − ρl)
+//	dpo/cdpo: −(1−ε)·log σ(βh) − ε·log σ(−βh)
+//	ipo:      (h̄ − 1/(2β))², h̄ from length-normalised log-probs
+//	hinge:    max(0, 1 − βh)
+func PreferenceLoss(method string, beta, eps float64, p PairLogps) (PairLoss, error) {
+	if beta <= 0 || math.IsNaN(beta) {
+		return PairLoss{}, fmt.Errorf("beta must be positive (got %g)", beta)
+	}
+	var out PairLoss
+	out.RewardW = beta * (p.PiW - p.RefW)
+	out.RewardL = beta * (p.PiL - p.RefL)
+	out.Margin = out.RewardW - out.RewardL
+	out.Correct = out.RewardW > out.RewardL
+	h := (p.PiW - p.RefW) - (p.PiL - p.RefL)
+	switch method {
+	case DPO, CDPO:
+		z := beta * h
+		out.Loss = -(1-eps)*logSigmoid(z) - eps*logSigmoid(-z)
+		dh := beta * (-(1-eps)*sigmoid(-z) + eps*sigmoid(z))
+		out.DPiW, out.DPiL = dh, -dh
+	case IPO:
+		if p.NW <= 0 || p.NL <= 0 {
+			return PairLoss{}, fmt.Errorf("ipo needs response token counts")
+		}
+		hb := (p.PiW-p.RefW)/float64(p.NW) - (p.PiL-p.RefL)/float64(p.NL)
+		d := hb - 1/(2*beta)
+		out.Loss = d * d
+		out.DPiW = 2 * d / float64(p.NW)
+		out.DPiL = -2 * d / float64(p.NL)
+	case Hinge:
+		if v := 1 - beta*h; v > 0 {
+			out.Loss = v
+			out.DPiW, out.DPiL = -beta, beta
+		}
+	default:
+		return PairLoss{}, fmt.Errorf("unknown preference method %q", method)
+	}
+	return out, nil
+}
+
+// BetaTable maps objectives to β, with an override for all.
+type BetaTable struct {
+	Table    map[string]float64
+	Override float64 // > 0: use for every objective
+}
+
+// Beta returns the β for an objective.
+func (b BetaTable) Beta(objective string) float64 {
+	if b.Override > 0 {
+		return b.Override
+	}
+	if v, ok := b.Table[strings.ToLower(objective)]; ok {
+		return v
+	}
+	if v, ok := b.Table["default"]; ok {
+		return v
+	}
+	return DefaultBeta
+}
+
+// String lists the table sorted by objective.
+func (b BetaTable) String() string {
+	if b.Override > 0 {
+		return fmt.Sprintf("β=%g for all objectives", b.Override)
+	}
+	keys := make([]string, 0, len(b.Table))
+	for k := range b.Table {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%g", k, b.Table[k]))
+	}
+	return "β " + strings.Join(parts, " ")
+}
+
+// Schedule is a learning-rate schedule: linear warm-up, then cosine or
+// linear decay to MinRatio·LR, or constant.
+type Schedule struct {
+	LR       float64
+	Warmup   int
+	Total    int
+	Kind     string // "cosine", "linear" or "constant"
+	MinRatio float64
+}
+
+// At returns the learning rate for optimiser step s (0-based).
+func (s Schedule) At(step int) float64 {
+	if s.Warmup > 0 && step < s.Warmup {
+		return s.LR * float64(step+1) / float64(s.Warmup)
+	}
+	if s.Kind == "constant" || s.Total <= s.Warmup {
+		return s.LR
+	}
+	frac := float64(step-s.Warmup) / float64(max(1, s.Total-s.Warmup))
+	frac = math.Min(math.Max(frac, 0), 1)
+	var f float64
+	switch s.Kind {
+	case "linear":
+		f = 1 - frac
+	default:
+		f = 0.5 * (1 + math.Cos(math.Pi*frac))
+	}
+	return s.LR * (s.MinRatio + (1-s.MinRatio)*f)
+}
+
+// Metrics aggregate pairs in TRL's names.
+type Metrics struct {
+	N                         int
+	Loss                      float64
+	RewardsChosen, RewardsRej float64
+	Margins, Accuracies       float64
+	LogpsChosen, LogpsRej     float64
+}
+
+// Add accumulates one pair.
+func (m *Metrics) Add(l PairLoss, p PairLogps) {
+	m.N++
+	m.Loss += l.Loss
+	m.RewardsChosen += l.RewardW
+	m.RewardsRej += l.RewardL
+	m.Margins += l.Margin
+	if l.Correct {
+		m.Accuracies++
+	}
+	m.LogpsChosen += p.PiW
+	m.LogpsRej += p.PiL
+}
+
+// Map returns the means keyed as TRL logs them.
+func (m Metrics) Map() map[string]float64 {
+	if m.N == 0 {
+		return map[string]float64{}
+	}
+	n := float64(m.N)
+	return map[string]float64{
+		"loss":               m.Loss / n,
+		"rewards/chosen":     m.RewardsChosen / n,
+		"rewards/rejected":   m.RewardsRej / n,
+		"rewards/margins":    m.Margins / n,
+		"rewards/accuracies": m.Accuracies / n,
+		"logps/chosen":       m.LogpsChosen / n,
+		"logps/rejected":     m.LogpsRej / n,
+	}
+}
