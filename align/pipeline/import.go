@@ -1,0 +1,222 @@
+package pipeline
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/align-dev/align/align/jsonl"
+	"github.com/align-dev/align/align/pairs"
+)
+
+// ImportConfig configures Import.
+type ImportConfig struct {
+	Feedback     []string // implicit feedback logs (JSONL)
+	Labeled      []string // human-labelled pair files (any form pairs.Load reads)
+	LabelSource  string   // source tag for labelled pairs without one; default "human"
+	OutTrain     string
+	OutEval      string
+	EvalFraction float64
+	Seed         uint64
+	MaxPerPrompt int // feedback pairs per prompt at most; default 4
+	Stdin        io.Reader
+}
+
+// ImportReport is what Import did.
+type ImportReport struct {
+	FeedbackEvents int            `json:"feedback_events"`
+	FeedbackPairs  int            `json:"feedback_pairs"`
+	LabeledPairs   int            `json:"labeled_pairs"`
+	Duplicates     int            `json:"duplicates"`
+	Unpaired       int            `json:"unpaired_prompts"` // prompts with only ups or only downs
+	Train          int            `json:"train"`
+	Eval           int            `json:"eval"`
+	BySource       map[string]int `json:"by_source"`
+}
+
+// ParseFeedback reads one line of a feedback log: a prompt (as in a
+// prompts file), the "response" shown, and the user's thumbs up or down in
+// "rating" ("up"/"down", "+1"/"-1", 1/-1, true/false; "thumbs" and
+// "feedback" are synonyms). It returns the prompt, the response and whether
+// it was liked.
+func ParseFeedback(line []byte) (Prompt, string, bool, error) {
+	var w struct {
+		Response *string         `json:"response"`
+		Rating   json.RawMessage `json:"rating"`
+		Thumbs   json.RawMessage `json:"thumbs"`
+		Feedback json.RawMessage `json:"feedback"`
+	}
+	if err := json.Unmarshal(line, &w); err != nil {
+		return Prompt{}, "", false, err
+	}
+	p, err := ParsePrompt(line)
+	if err != nil {
+		return Prompt{}, "", false, err
+	}
+	if w.Response == nil || strings.TrimSpace(*w.Response) == "" {
+		return Prompt{}, "", false, errors.New(`missing "response"`)
+	}
+	r := w.Rating
+	if r == nil {
+		r = w.Thumbs
+	}
+	if r == nil {
+		r = w.Feedback
+	}
+	var up bool
+	switch strings.ToLower(strings.Trim(strings.TrimSpace(string(r)), `"`)) {
+	case "up", "+1", "1", "true", "thumbs_up", "like", "good":
+		up = true
+	case "down", "-1", "false", "thumbs_down", "dislike", "bad":
+	default:
+		return Prompt{}, "", false, fmt.Errorf(`"rating" %s is not up or down`, string(r))
+	}
+	return p, *w.Response, up, nil
+}
+
+// Import builds pairs from feedback logs (for each prompt, liked responses
+// are chosen over disliked ones; source "feedback") and human-labelled pair
+// files (source "human" unless set), merges them, removes duplicates and
+// splits them into train and eval files.
+func Import(c ImportConfig) (ImportReport, error) {
+	if c.LabelSource == "" {
+		c.LabelSource = "human"
+	}
+	if c.MaxPerPrompt <= 0 {
+		c.MaxPerPrompt = 4
+	}
+	rep := ImportReport{BySource: map[string]int{}}
+	type group struct {
+		p        Prompt
+		up, down []string
+	}
+	groups := map[string]*group{}
+	var order []string
+	for _, path := range c.Feedback {
+		rc, err := jsonl.Open(path)
+		if err != nil {
+			return rep, err
+		}
+		var r io.Reader = rc
+		name := path
+		if path == "-" && c.Stdin != nil {
+			r, name = c.Stdin, "stdin"
+		}
+		jr := jsonl.NewReader(r, name)
+		for {
+			raw, line, err := jr.NextRaw()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				rc.Close()
+				return rep, err
+			}
+			p, resp, up, err := ParseFeedback(raw)
+			if err != nil {
+				rc.Close()
+				return rep, fmt.Errorf("%s:%d: %w", name, line, err)
+			}
+			rep.FeedbackEvents++
+			k := p.Key()
+			g := groups[k]
+			if g == nil {
+				g = &group{p: p}
+				groups[k] = g
+				order = append(order, k)
+			}
+			if g.p.Objective == "" {
+				g.p.Objective = p.Objective
+			}
+			if up {
+				g.up = appendNew(g.up, resp)
+			} else {
+				g.down = appendNew(g.down, resp)
+			}
+		}
+		rc.Close()
+	}
+	var all []pairs.Pair
+	for _, k := range order {
+		g := groups[k]
+		if len(g.up) == 0 || len(g.down) == 0 {
+			rep.Unpaired++
+			continue
+		}
+		n := 0
+		for i := 0; i < len(g.up)*len(g.down) && n < c.MaxPerPrompt; i++ {
+			ch, rj := g.up[i%len(g.up)], g.down[(i/len(g.up))%len(g.down)]
+			if ch == rj {
+				continue
+			}
+			p := pairs.Pair{ID: jsonl.RecordID("import", "feedback", k, ch, rj), Objective: g.p.Objective, Source: "feedback", Chosen: ch, Rejected: rj}
+			if g.p.Messages != nil {
+				for _, m := range g.p.Messages {
+					p.PromptMessages = append(p.PromptMessages, pairs.Message{Role: string(m.Role), Content: m.Content})
+				}
+				p.ChosenMessages = []pairs.Message{{Role: "assistant", Content: ch}}
+				p.RejectedMessages = []pairs.Message{{Role: "assistant", Content: rj}}
+				p.Chosen, p.Rejected = "", ""
+			} else {
+				p.Prompt = g.p.Prompt
+			}
+			all = append(all, p)
+			n++
+		}
+	}
+	rep.FeedbackPairs = len(all)
+	for _, path := range c.Labeled {
+		ps, _, err := pairs.Load(path, pairs.LoadOptions{})
+		if err != nil {
+			return rep, err
+		}
+		for i := range ps {
+			if ps[i].Source == "" {
+				ps[i].Source = c.LabelSource
+			}
+		}
+		rep.LabeledPairs += len(ps)
+		all = append(all, ps...)
+	}
+	all, rep.Duplicates = pairs.Dedupe(all)
+	// Ids must stay unique after merging files.
+	seen := map[string]bool{}
+	kept := all[:0]
+	for _, p := range all {
+		if seen[p.ID] {
+			rep.Duplicates++
+			continue
+		}
+		seen[p.ID] = true
+		kept = append(kept, p)
+	}
+	all = kept
+	sort.SliceStable(all, func(i, j int) bool { return all[i].ID < all[j].ID })
+	for _, p := range all {
+		rep.BySource[p.Source]++
+	}
+	train, eval, err := pairs.Split(all, c.EvalFraction, c.Seed)
+	if err != nil {
+		return rep, err
+	}
+	rep.Train, rep.Eval = len(train), len(eval)
+	if err := pairs.Save(c.OutTrain, train); err != nil {
+		return rep, err
+	}
+	if err := pairs.Save(c.OutEval, eval); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+func appendNew(xs []string, s string) []string {
+	for _, x := range xs {
+		if x == s {
+			return xs
+		}
+	}
+	return append(xs, s)
+}
