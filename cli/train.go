@@ -62,6 +62,7 @@ Example:
 			&cli.Float64Flag{Name: "beta", Usage: "β for every objective (overrides the table)", EnvVars: []string{"ALIGN_BETA"}},
 			&cli.StringFlag{Name: "beta-table", Usage: "JSON `FILE` mapping objective to β", EnvVars: []string{"ALIGN_BETA_TABLE"}},
 			&cli.Float64Flag{Name: "label-smoothing", Usage: "ε of conservative DPO (cdpo defaults to 0.1)", EnvVars: []string{"ALIGN_LABEL_SMOOTHING"}},
+			&cli.Float64Flag{Name: "rpo-alpha", Usage: "add α × the chosen response's mean token NLL to the preference loss (RPO); teaches the model to produce the chosen answers, not only to rank them", EnvVars: []string{"ALIGN_RPO_ALPHA"}},
 			&cli.IntFlag{Name: "eval-every", Usage: "optimiser steps between held-out evaluations (0: each epoch)", EnvVars: []string{"ALIGN_EVAL_EVERY"}},
 			&cli.IntFlag{Name: "save-every", Usage: "optimiser steps between checkpoints (0: each epoch)", EnvVars: []string{"ALIGN_SAVE_EVERY"}},
 			&cli.IntFlag{Name: "patience", Usage: "stop after N evaluations without a better held-out margin (0: off)", EnvVars: []string{"ALIGN_PATIENCE"}},
@@ -99,7 +100,7 @@ func runTrain(c *cli.Context) error {
 		cfg.GradAccum, cfg.BatchTokens, cfg.MaxLength = c.Int("grad-accum"), c.Int("batch-tokens"), c.Int("max-length")
 		cfg.Rank, cfg.Alpha = c.Int("lora-rank"), c.Float64("lora-alpha")
 		cfg.Targets = strings.Split(c.String("lora-targets"), ",")
-		cfg.Beta, cfg.LabelSmoothing = c.Float64("beta"), c.Float64("label-smoothing")
+		cfg.Beta, cfg.LabelSmoothing, cfg.RPOAlpha = c.Float64("beta"), c.Float64("label-smoothing"), c.Float64("rpo-alpha")
 		cfg.EvalEvery, cfg.SaveEvery, cfg.Patience, cfg.MaxSteps = c.Int("eval-every"), c.Int("save-every"), c.Int("patience"), c.Int("max-steps")
 		cfg.Seed, cfg.SkipInvalid, cfg.Raw = c.Uint64("seed"), c.Bool("skip-invalid"), c.Bool("raw")
 		if p := c.String("beta-table"); p != "" {
@@ -140,8 +141,6 @@ func runTrain(c *cli.Context) error {
 			}
 			return &ExitCodeError{Code: ExitResumable, Err: err}
 		}
-		var ue interface{ Error() string }
-		_ = ue
 		return err
 	}
 	if c.Bool("json") {

@@ -44,12 +44,17 @@ type Config struct {
 	Beta           float64 // > 0 overrides the table
 	BetaTable      map[string]float64
 	LabelSmoothing float64
-	EvalEvery      int // optimiser steps between held-out evaluations (0: each epoch)
-	SaveEvery      int // optimiser steps between checkpoints (0: each epoch)
-	Patience       int // evaluations without a better held-out margin before stopping (0: off)
+	RPOAlpha       float64 // > 0: add α·(mean token NLL of the chosen response) to preference losses (RPO)
+	EvalEvery      int     // optimiser steps between held-out evaluations (0: each epoch)
+	SaveEvery      int     // optimiser steps between checkpoints (0: each epoch)
+	Patience       int     // evaluations without a better held-out margin before stopping (0: off)
 	SkipInvalid    bool
 	Raw            bool // no chat template
 	MaxSteps       int  // stop after this many optimiser steps (0: all epochs); for tests and benchmarks
+
+	// OnStep, if set, is called after each optimiser step (tests use it to
+	// interrupt a run at a chosen step).
+	OnStep func(step int) `json:"-"`
 }
 
 // DefaultConfig returns the defaults the CLI shows.
@@ -106,6 +111,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--eval-split must be in [0, 1) (got %g)", c.EvalSplit)
 	case c.LabelSmoothing < 0 || c.LabelSmoothing >= 0.5:
 		return fmt.Errorf("--label-smoothing must be in [0, 0.5) (got %g)", c.LabelSmoothing)
+	case c.RPOAlpha < 0:
+		return fmt.Errorf("--rpo-alpha must not be negative (got %g)", c.RPOAlpha)
 	case c.Beta < 0:
 		return fmt.Errorf("--beta must be positive (got %g)", c.Beta)
 	}
@@ -160,10 +167,10 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 		if err != nil {
 			return res, err
 		}
-		threads := cfg.Threads
+		threads, onStep := cfg.Threads, cfg.OnStep
 		cfg = saved
 		cfg.Resume = true
-		cfg.Threads = threads
+		cfg.Threads, cfg.OnStep = threads, onStep
 	}
 	if err := cfg.validate(); err != nil {
 		return res, err
@@ -363,6 +370,12 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 						if err != nil {
 							return res, err
 						}
+						if cfg.RPOAlpha > 0 {
+							nll := -p.PiW / float64(p.NW)
+							l.Loss += cfg.RPOAlpha * nll
+							l.DPiW -= cfg.RPOAlpha / float64(p.NW)
+							m.NLL += nll
+						}
 						m.Add(l, p)
 						d[2*k] = l.DPiW / float64(nEx)
 						d[2*k+1] = l.DPiL / float64(nEx)
@@ -435,6 +448,9 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 				if err := saveCheckpoint(cfg.Out, tr, st); err != nil {
 					return res, err
 				}
+			}
+			if cfg.OnStep != nil {
+				cfg.OnStep(st.step)
 			}
 		}
 		if !stopped && st.epochStep*cfg.GradAccum >= len(mbs) {

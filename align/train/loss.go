@@ -179,6 +179,7 @@ type Metrics struct {
 	RewardsChosen, RewardsRej float64
 	Margins, Accuracies       float64
 	LogpsChosen, LogpsRej     float64
+	NLL                       float64 // sum of chosen mean-token NLLs (RPO runs)
 }
 
 // Add accumulates one pair.
@@ -201,7 +202,7 @@ func (m Metrics) Map() map[string]float64 {
 		return map[string]float64{}
 	}
 	n := float64(m.N)
-	return map[string]float64{
+	out := map[string]float64{
 		"loss":               m.Loss / n,
 		"rewards/chosen":     m.RewardsChosen / n,
 		"rewards/rejected":   m.RewardsRej / n,
@@ -210,4 +211,8 @@ func (m Metrics) Map() map[string]float64 {
 		"logps/chosen":       m.LogpsChosen / n,
 		"logps/rejected":     m.LogpsRej / n,
 	}
+	if m.NLL != 0 {
+		out["nll_loss"] = m.NLL / n
+	}
+	return out
 }

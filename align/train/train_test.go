@@ -1,0 +1,233 @@
+package train
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/align-dev/align/align/manga"
+	"github.com/align-dev/align/align/pairs"
+	"github.com/align-dev/align/bindings"
+)
+
+var tinyModel string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "align-train-test-")
+	if err != nil {
+		panic(err)
+	}
+	tinyModel = filepath.Join(dir, "tiny-q8_0.gguf")
+	if err := bindings.WriteFixture(tinyModel, bindings.FixtureParams{Arch: "llama", Type: "q8_0", Size: "tiny", Seed: 1}); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	trainData = "../../testdata/pairs/train.jsonl"
+	evalData  = "../../testdata/pairs/eval.jsonl"
+)
+
+// subset writes the first n pairs of a data file.
+func subset(t *testing.T, path string, n int) string {
+	t.Helper()
+	ps, _, err := pairs.Load(path, pairs.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), filepath.Base(path))
+	if err := pairs.Save(out, ps[:min(n, len(ps))]); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// DPO on the synthetic manga pairs takes held-out accuracy from chance (the
+// step-0 policy equals the reference, so every margin is 0) to >= 0.9, and
+// the adapter makes the preferred phrasing appear in samples.
+func TestDPOLearnsPreferences(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Method, cfg.Model, cfg.Data, cfg.EvalData = DPO, tinyModel, trainData, evalData
+	cfg.Out = t.TempDir()
+	cfg.Epochs, cfg.LR, cfg.Rank, cfg.Alpha, cfg.RPOAlpha = 2, 3e-3, 16, 32, 1
+	cfg.Targets = []string{"q", "k", "v", "o", "gate", "up", "down"}
+	cfg.Threads = 2
+	res, err := Run(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("before %v", res.Before)
+	t.Logf("after  %v (%d steps, %.0f tokens/s)", res.After, res.Steps, res.TokensPerS)
+	if res.Before["rewards/margins"] != 0 {
+		t.Errorf("step-0 margin %g, want 0 (policy == reference)", res.Before["rewards/margins"])
+	}
+	if acc := res.After["rewards/accuracies"]; acc < 0.9 {
+		t.Errorf("held-out accuracy after DPO = %.3f, want >= 0.9", acc)
+	}
+	if m := res.After["rewards/margins"]; !(m > 0) {
+		t.Errorf("held-out margin after DPO = %g, want > 0", m)
+	}
+
+	// count the preferred phrasing in samples, base vs adapter
+	evalPairs, _, _ := pairs.Load(evalData, pairs.LoadOptions{})
+	m, err := bindings.LoadModel(tinyModel, bindings.ModelOptions{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	l, err := bindings.LoadLoRA(m, res.Adapter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	count := func(adapters []bindings.LoRAScale) int {
+		s, err := bindings.NewSession(m, bindings.SessionOptions{NCtx: 512, Adapters: adapters})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		hits := 0
+		for i, p := range evalPairs[:24] {
+			text, _ := m.ChatApply("", []bindings.Message{{Role: "user", Content: p.Prompt}}, true)
+			toks, _ := m.Tokenize(text, true, true)
+			var sb strings.Builder
+			if _, err := s.Generate(context.Background(), toks, bindings.SamplerParams{Temperature: 0.7, TopP: 0.95, TopK: 40,
+				Seed: uint32(i + 1), MaxTokens: 40}, func(x string) bool { sb.WriteString(x); return true }); err != nil {
+				t.Fatal(err)
+			}
+			for _, obj := range manga.Objectives {
+				if manga.HasMarker(obj, sb.String()) {
+					hits++
+					break
+				}
+			}
+		}
+		return hits
+	}
+	base, tuned := count(nil), count([]bindings.LoRAScale{{LoRA: l, Scale: 1}})
+	t.Logf("samples with a preferred phrase: base %d/24, adapter %d/24", base, tuned)
+	if tuned < base+8 {
+		t.Errorf("adapter produced the preferred phrasing in %d/24 samples, base %d/24", tuned, base)
+	}
+}
+
+func smallRun(t *testing.T, method, out string) Config {
+	cfg := DefaultConfig()
+	cfg.Method, cfg.Model, cfg.Out = method, tinyModel, out
+	cfg.Data, cfg.EvalData = subset(t, trainData, 48), subset(t, evalData, 16)
+	cfg.Epochs, cfg.BatchTokens, cfg.GradAccum, cfg.SaveEvery, cfg.EvalEvery, cfg.WarmupSteps = 3, 384, 2, 4, 5, 3
+	cfg.Threads = 2
+	return cfg
+}
+
+// A run interrupted (as by SIGINT: checkpoint at the interruption) or killed
+// (the last periodic checkpoint only) and then resumed ends with the same
+// adapter, byte for byte, as an uninterrupted run.
+func TestResumeIsBitIdentical(t *testing.T) {
+	for _, method := range []string{DPO, SFT} {
+		t.Run(method, func(t *testing.T) {
+			ref := smallRun(t, method, t.TempDir())
+			if _, err := Run(context.Background(), ref, nil); err != nil {
+				t.Fatal(err)
+			}
+			want, _ := os.ReadFile(filepath.Join(ref.Out, "adapter.gguf"))
+			for _, kill := range []bool{false, true} {
+				cfg := smallRun(t, method, t.TempDir())
+				cfg.Data, cfg.EvalData = ref.Data, ref.EvalData
+				ctx, cancel := context.WithCancel(context.Background())
+				cfg.OnStep = func(step int) {
+					if step == 7 {
+						cancel()
+					}
+				}
+				_, err := Run(ctx, cfg, nil)
+				cancel()
+				if !errors.Is(err, ErrInterrupted) {
+					t.Fatalf("interrupted run: err = %v", err)
+				}
+				if kill {
+					// as after kill -9: the interruption checkpoint never existed
+					os.RemoveAll(filepath.Join(cfg.Out, "checkpoints", "step-00000007"))
+				}
+				res, err := Run(context.Background(), Config{Out: cfg.Out, Resume: true, Threads: 2}, nil)
+				if err != nil {
+					t.Fatalf("resume: %v", err)
+				}
+				got, _ := os.ReadFile(res.Adapter)
+				if !bytes.Equal(got, want) || len(want) == 0 {
+					t.Errorf("kill=%v: resumed adapter differs from the uninterrupted run", kill)
+				}
+				// the metrics read as one run: one train row per step
+				b, _ := os.ReadFile(filepath.Join(cfg.Out, "metrics.jsonl"))
+				if n := strings.Count(string(b), `"split":"train"`); n != res.Steps {
+					t.Errorf("kill=%v: %d train rows for %d steps", kill, n, res.Steps)
+				}
+			}
+		})
+	}
+}
+
+func TestBadData(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte(`{"id":"a","prompt":"hi","chosen":"yes","rejected":"no"}
+{"id":"b","prompt":"hi","chosen":"yes"
+`), 0o644)
+	cfg := DefaultConfig()
+	cfg.Model, cfg.Data, cfg.Out, cfg.EvalSplit = tinyModel, bad, t.TempDir(), 0
+	_, err := Run(context.Background(), cfg, nil)
+	if err == nil || !strings.Contains(err.Error(), "bad.jsonl:2") {
+		t.Errorf("malformed line: err = %v, want it to name bad.jsonl:2", err)
+	}
+	long := filepath.Join(dir, "long.jsonl")
+	os.WriteFile(long, []byte(`{"id":"ok","prompt":"hi","chosen":"yes please","rejected":"no thanks"}
+{"id":"huge","prompt":"`+strings.Repeat("manga volume ", 400)+`","chosen":"yes","rejected":"no"}
+`), 0o644)
+	cfg.Data, cfg.MaxLength = long, 64
+	_, err = Run(context.Background(), cfg, nil)
+	if err == nil || !strings.Contains(err.Error(), `"huge"`) || !strings.Contains(err.Error(), "--max-length") {
+		t.Errorf("prompt over --max-length: err = %v", err)
+	}
+	cfg.SkipInvalid, cfg.MaxSteps = true, 1
+	res, err := Run(context.Background(), cfg, nil)
+	if err != nil || res.Skipped != 1 || res.TrainPairs != 1 {
+		t.Errorf("skip-invalid: %+v, %v", res, err)
+	}
+	cfg.Method = "ppo"
+	if _, err := Run(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), "--method") {
+		t.Errorf("unknown method: %v", err)
+	}
+}
+
+// --max-length keeps the whole response when the prompt can give way.
+func TestTruncationKeepsResponse(t *testing.T) {
+	m, err := bindings.LoadModel(tinyModel, bindings.ModelOptions{VocabOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	enc, _ := NewEncoder(m, 40, false)
+	ps := []pairs.Pair{{ID: "x", Prompt: strings.Repeat("Is the Naruto manga finished? ", 3), Chosen: "Happy to help! Naruto has 72 volumes.", Rejected: "No."}}
+	exs, tr, _, err := enc.Encode(ps, BetaTable{Table: DefaultBetas}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, _, _, _ := (&Encoder{Model: m, MaxLength: 1 << 20, templated: enc.templated, eos: enc.eos}).Encode(ps, BetaTable{}, false)
+	ex := exs[0]
+	if tr.PromptsCut != 1 || tr.ResponsesCut != 0 {
+		t.Errorf("truncation %+v", tr)
+	}
+	if len(ex.Prompt)+len(ex.Chosen) > 40 || !equalPrefix(ex.Chosen, full[0].Chosen) || len(ex.Chosen) != len(full[0].Chosen) {
+		t.Errorf("response changed: %v vs %v", ex.Chosen, full[0].Chosen)
+	}
+	if ex.Prompt[0] != full[0].Prompt[0] {
+		t.Errorf("BOS dropped")
+	}
+}
