@@ -43,7 +43,7 @@ type batchItem struct {
 // runBatch submits (or finds) the jobs for items, waits for them and
 // hands each item its outputs. handle returns the item's writes; emit
 // writes them.
-func runBatch(ctx context.Context, bc *BatchConfig, out, stage, model string, items []batchItem, meter *cost.Meter,
+func runBatch(ctx context.Context, bc *BatchConfig, retried map[string]bool, out, stage, model string, items []batchItem, meter *cost.Meter,
 	handle func(it batchItem, outs map[string]json.RawMessage, fails map[string]bedrock.BatchFailure) []write, emit func([]write) error) error {
 	if !strings.Contains(model, "anthropic.claude") {
 		return fmt.Errorf("%s --batch: judge %q is not an Anthropic Claude model", stage, model)
@@ -131,7 +131,7 @@ func runBatch(ctx context.Context, bc *BatchConfig, out, stage, model string, it
 	for _, s := range saved {
 		var ids []string
 		for _, id := range s.Items {
-			if _, ok := pending[id]; ok {
+			if _, ok := pending[id]; ok && !retried[id] {
 				ids = append(ids, id)
 			}
 		}
@@ -287,5 +287,5 @@ func rankBatch(ctx context.Context, c *RankConfig, produce func(context.Context,
 		tally(ws)
 		return nil
 	}
-	return runBatch(ctx, c.Batch, c.Out, "rank", c.Judge.Model, items, meter, handle, emit)
+	return runBatch(ctx, c.Batch, c.retried, c.Out, "rank", c.Judge.Model, items, meter, handle, emit)
 }

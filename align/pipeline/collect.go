@@ -110,10 +110,8 @@ func Collect(ctx context.Context, c CollectConfig) (CollectReport, error) {
 	if c.DryRun {
 		return rep, collectDryRun(ctx, &c, &rep, parse, done)
 	}
-	if c.RetryFailed {
-		if _, err := retryDead(rep.DeadPath); err != nil {
-			return rep, err
-		}
+	if err := c.retryDead(); err != nil {
+		return rep, err
 	}
 	out, err := openSink(c.Out, c.Stdout, done)
 	if err != nil {

@@ -241,10 +241,8 @@ func Rank(ctx context.Context, c RankConfig) (RankReport, error) {
 	if c.DryRun {
 		return rep, rankDryRun(ctx, &c, &rep, done)
 	}
-	if c.RetryFailed {
-		if _, err := retryDead(c.DeadLetter); err != nil {
-			return rep, err
-		}
+	if err := c.retryDead(); err != nil {
+		return rep, err
 	}
 	out, err := openSink(c.Out, c.Stdout, done)
 	if err != nil {

@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,6 +37,8 @@ type Common struct {
 
 	ProgressEvery time.Duration // ticker period on a terminal; default 1s
 	Interactive   *bool         // force progress lines on or off; nil: on when Stderr is a terminal
+
+	retried map[string]bool // ids taken back from the dead-letter file
 }
 
 func (c *Common) defaults() {
@@ -135,21 +136,22 @@ func (s *sink) close() error {
 	return s.app.Close()
 }
 
-// retryDead removes the dead letters of path (rewriting it atomically) so
-// their ids count as not done, and returns how many it removed.
-func retryDead(path string) (int, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+// retryDead removes the dead letters of c.DeadLetter (rewriting it
+// atomically) so their ids count as not done, and remembers their ids.
+func (c *Common) retryDead() error {
+	if !c.RetryFailed {
+		return nil
 	}
-	if err != nil {
-		return 0, err
+	path := c.DeadLetter
+	if path == "" {
+		path = SidePath(c.Out, "dead")
 	}
-	n := bytes.Count(data, []byte{'\n'})
-	if n == 0 {
-		return 0, nil
+	n, ids, err := scanIDs(path)
+	if err != nil || n == 0 {
+		return nil // nothing to retry
 	}
-	return n, jsonl.WriteFileAtomic(path, func(io.Writer) error { return nil })
+	c.retried = ids
+	return jsonl.WriteFileAtomic(path, func(io.Writer) error { return nil })
 }
 
 // job is one input record to process.

@@ -153,10 +153,8 @@ func Screen(ctx context.Context, c ScreenConfig) (ScreenReport, error) {
 	if c.DryRun {
 		return rep, screenDryRun(ctx, &c, &rep, done)
 	}
-	if c.RetryFailed {
-		if _, err := retryDead(c.DeadLetter); err != nil {
-			return rep, err
-		}
+	if err := c.retryDead(); err != nil {
+		return rep, err
 	}
 	out, err := openSink(c.Out, c.Stdout, done)
 	if err != nil {
@@ -355,5 +353,5 @@ func screenBatch(ctx context.Context, c *ScreenConfig, produce func(context.Cont
 		tally(ws)
 		return nil
 	}
-	return runBatch(ctx, c.Batch, c.Out, "screen", c.Screener.Model, items, meter, handle, emit)
+	return runBatch(ctx, c.Batch, c.retried, c.Out, "screen", c.Screener.Model, items, meter, handle, emit)
 }
