@@ -303,3 +303,16 @@ func (t *Trainer) Export(path string) error {
 	defer C.free(unsafe.Pointer(cpath))
 	return check("align_trainer_export", C.align_trainer_export(t.p, cpath))
 }
+
+// BenchMatmul measures ggml's CPU matmul rate in GFLOP/s (type "f32" or
+// "q8_0" weights of k x m times an F32 k x n input).
+func BenchMatmul(threads int, typ string, m, n, k, reps int) (float64, error) {
+	if err := Init(); err != nil {
+		return 0, err
+	}
+	ct := C.CString(typ)
+	defer C.free(unsafe.Pointer(ct))
+	var g C.double
+	err := check("align_bench_matmul", C.align_bench_matmul(C.int32_t(threads), ct, C.int64_t(m), C.int64_t(n), C.int64_t(k), C.int32_t(reps), &g))
+	return float64(g), err
+}

@@ -324,6 +324,12 @@ align_status align_trainer_set_state(align_trainer * trainer, const float * para
 // Writes the adapters as a llama.cpp LoRA GGUF (alpha as configured).
 align_status align_trainer_export(const align_trainer * trainer, const char * path);
 
+// Measures ggml's CPU matrix-multiply rate: W (k x m, type "f32" or "q8_0")
+// times X (k x n, F32), reps times after one warm-up. *gflops receives
+// 2·m·n·k·reps / seconds / 1e9: the machine peak used for MFU figures.
+align_status align_bench_matmul(int32_t n_threads, const char * type, int64_t m, int64_t n, int64_t k, int32_t reps,
+                                double * gflops);
+
 // ---------------------------------------------------------------- fixtures
 
 // Writes a small Llama-family model with seeded random weights and a small

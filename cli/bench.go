@@ -1,0 +1,74 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/align-dev/align/align/train"
+)
+
+func init() { register(benchCommand) }
+
+func benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure speed and memory",
+		Subcommands: []*cli.Command{{
+			Name:      "train",
+			Usage:     "time LoRA training steps on two sequences (one pair)",
+			ArgsUsage: " ",
+			Description: `Times --steps training steps (after a warm-up) on two random sequences of
+--seq tokens and prints step time, tokens/s, model FLOPs per step (see
+align/train.FLOPs: forward and input-gradient matmuls, LM head, attention,
+LoRA), the measured ggml matmul peak of this machine (F32 and Q8_0) and MFU
+against the larger, peak RSS, and llama.cpp's prompt-processing speed on
+the same model and threads with the ratio. One method per process, so peak
+RSS compares between runs.
+
+Example:
+   align bench train --model models/small-q8_0.gguf --method dpo --seq 256
+   align bench train --model models/tiny-q8_0.gguf --method sft --json`,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Required: true, Usage: "GGUF model `FILE`", EnvVars: []string{"ALIGN_MODEL"}},
+				&cli.StringFlag{Name: "method", Value: "dpo", Usage: "sft or dpo", EnvVars: []string{"ALIGN_METHOD"}},
+				&cli.IntFlag{Name: "seq", Value: 256, Usage: "tokens per sequence", EnvVars: []string{"ALIGN_SEQ"}},
+				&cli.IntFlag{Name: "steps", Value: 5, Usage: "timed steps", EnvVars: []string{"ALIGN_STEPS"}},
+				&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)", EnvVars: []string{"ALIGN_THREADS"}},
+				&cli.IntFlag{Name: "lora-rank", Value: 8, EnvVars: []string{"ALIGN_LORA_RANK"}},
+				&cli.StringFlag{Name: "lora-targets", Value: "q,k,v,o", EnvVars: []string{"ALIGN_LORA_TARGETS"}},
+				&cli.BoolFlag{Name: "no-baseline", Usage: "skip the llama.cpp and matmul-peak measurements", EnvVars: []string{"ALIGN_NO_BASELINE"}},
+				&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: []string{"ALIGN_JSON"}},
+			},
+			Action: func(c *cli.Context) error {
+				threads := c.Int("threads")
+				if threads <= 0 {
+					threads = numCPU()
+				}
+				res, err := train.Bench(c.Context, train.BenchConfig{
+					Model: c.String("model"), Method: strings.ToLower(c.String("method")), Seq: c.Int("seq"), Steps: c.Int("steps"),
+					Threads: threads, Rank: c.Int("lora-rank"), Targets: strings.Split(c.String("lora-targets"), ","),
+					Baseline: !c.Bool("no-baseline"),
+				})
+				if err != nil {
+					return err
+				}
+				env := envOf(c)
+				if c.Bool("json") {
+					return json.NewEncoder(env.Stdout).Encode(res)
+				}
+				fmt.Fprintf(env.Stdout, "model %s (%s, %.1fM base params, %.1f MiB + %.1f MiB transposed copies)\n", res.Model, res.Arch,
+					float64(res.BaseParams)/1e6, float64(res.BaseBytes)/(1<<20), float64(res.TransBytes)/(1<<20))
+				fmt.Fprintf(env.Stdout, "%s, 2 x %d tokens, %d threads: %.1f ms/step, %.0f tokens/s, %.2f GFLOP/step, %.1f GFLOP/s, peak RSS %.0f MiB\n",
+					res.Method, res.Seq, res.Threads, res.StepMS, res.TokensPerS, res.FLOPsPerStep/1e9, res.GFLOPS, res.PeakRSSMB)
+				if res.PeakF32 > 0 {
+					fmt.Fprintf(env.Stdout, "machine peak (ggml GEMM): f32 %.1f GFLOP/s, q8_0 %.1f GFLOP/s; MFU %.1f%%\n", res.PeakF32, res.PeakQ8, 100*res.MFU)
+					fmt.Fprintf(env.Stdout, "llama.cpp prompt processing: %.0f tokens/s; training / prompt processing = %.2f\n", res.PPTokensPerS, res.TrainOverPP)
+				}
+				return nil
+			},
+		}},
+	}
+}

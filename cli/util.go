@@ -1,0 +1,5 @@
+package cli
+
+import "runtime"
+
+func numCPU() int { return runtime.NumCPU() }
