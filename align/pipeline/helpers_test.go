@@ -25,7 +25,7 @@ const (
 	claude = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 )
 
-func isolate(t *testing.T) {
+func isolate(t testing.TB) {
 	dir := t.TempDir()
 	t.Setenv("AWS_BEARER_TOKEN_BEDROCK", "")
 	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "config"))
@@ -146,7 +146,7 @@ func verdictJSON(w string) json.RawMessage {
 
 // writePrompts writes n prompts; every 50th is POISON (its judge never
 // answers), every 20th (offset 1) is TIE, every 25th (offset 3) REMOVE.
-func writePrompts(t *testing.T, path string, n int) {
+func writePrompts(t testing.TB, path string, n int) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
