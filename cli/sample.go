@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -111,7 +112,11 @@ func runSample(c *cli.Context) error {
 		},
 	}
 	if !asJSON {
+		tty := isTerminal(env.Stdout)
 		req.OnText = func(t string) bool {
+			if tty {
+				t = printable(t)
+			}
 			out.WriteString(t)
 			out.Flush()
 			return true
@@ -129,4 +134,17 @@ func runSample(c *cli.Context) error {
 	fmt.Fprintf(env.Stderr, "align: %d prompt tokens (%.1f tokens/s), %d generated (%.1f tokens/s), stop: %s, seed %d\n",
 		res.PromptTokens, res.PromptTPS, res.GeneratedTokens, res.TPS, res.StopReason, res.Seed)
 	return nil
+}
+
+// printable makes model output safe for a terminal: invalid UTF-8 becomes
+// U+FFFD and control characters other than newline and tab are dropped
+// (pipes and --json get the text unchanged).
+func printable(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
 }
