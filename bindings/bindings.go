@@ -22,6 +22,7 @@ import "C"
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -67,6 +68,16 @@ func (e *Error) Is(target error) bool {
 // ErrCancelled matches any cancelled call with errors.Is.
 var ErrCancelled = &Error{Code: StatusCancelled}
 
+// lockThread pins the goroutine to its OS thread until the returned func
+// runs: align_last_error is thread-local, so the failing call and the read
+// of its message must happen on the same thread.
+func lockThread() func() {
+	runtime.LockOSThread()
+	return runtime.UnlockOSThread
+}
+
+// check turns a status into an error with the native message; the caller
+// must hold lockThread since the call that returned st.
 func check(op string, st C.align_status) error {
 	if st == C.ALIGN_OK {
 		return nil
@@ -111,6 +122,7 @@ func alignGoLog(level C.int, text *C.char, _ *C.void) {
 // Init initialises the native backends; every constructor calls it, so
 // calling it directly is optional.
 func Init() error {
+	defer lockThread()()
 	initOnce.Do(func() {
 		initErr = check("align_init", C.align_go_init(1))
 	})

@@ -47,6 +47,7 @@ type ModelInfo struct {
 // a missing file is StatusIO, a corrupt one StatusFormat, an unknown
 // architecture StatusUnsupported.
 func LoadModel(path string, opt ModelOptions) (*Model, error) {
+	defer lockThread()()
 	if err := Init(); err != nil {
 		return nil, err
 	}
@@ -90,6 +91,7 @@ func (m *Model) live() error {
 
 // Info returns the model's description.
 func (m *Model) Info() (ModelInfo, error) {
+	defer lockThread()()
 	if err := m.live(); err != nil {
 		return ModelInfo{}, err
 	}
@@ -117,6 +119,7 @@ func (m *Model) Info() (ModelInfo, error) {
 // wants it); parseSpecial turns control-token text such as <|im_start|> into
 // control tokens.
 func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
+	defer lockThread()()
 	if err := m.live(); err != nil {
 		return nil, err
 	}
@@ -141,6 +144,7 @@ func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, e
 
 // Detokenize converts tokens to text; renderSpecial prints control tokens.
 func (m *Model) Detokenize(tokens []int32, renderSpecial bool) (string, error) {
+	defer lockThread()()
 	if err := m.live(); err != nil {
 		return "", err
 	}
@@ -180,6 +184,7 @@ type Message struct {
 // ChatApply renders messages with the model's chat template (or tmpl when
 // not empty). addAssistant appends the assistant turn header.
 func (m *Model) ChatApply(tmpl string, msgs []Message, addAssistant bool) (string, error) {
+	defer lockThread()()
 	if err := m.live(); err != nil {
 		return "", err
 	}
@@ -251,6 +256,7 @@ type LoRA struct {
 // LoadLoRA loads an adapter GGUF for model. An adapter made for another
 // architecture or shape is StatusUnsupported.
 func LoadLoRA(model *Model, path string) (*LoRA, error) {
+	defer lockThread()()
 	if err := model.live(); err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ type FixtureParams struct {
 // WriteFixture writes a deterministic random-weight model to path
 // (atomically: a temporary file renamed into place).
 func WriteFixture(path string, p FixtureParams) error {
+	defer lockThread()()
 	if err := Init(); err != nil {
 		return err
 	}
@@ -45,6 +46,7 @@ type AdapterTensor struct {
 
 // WriteAdapter writes a LoRA adapter GGUF that llama.cpp loads.
 func WriteAdapter(path, arch string, alpha float32, ts []AdapterTensor) error {
+	defer lockThread()()
 	if err := Init(); err != nil {
 		return err
 	}
@@ -77,6 +79,7 @@ func WriteAdapter(path, arch string, alpha float32, ts []AdapterTensor) error {
 
 // Dequantize writes a copy of a model with every tensor in F32.
 func Dequantize(inPath, outPath string) error {
+	defer lockThread()()
 	if err := Init(); err != nil {
 		return err
 	}

@@ -42,6 +42,7 @@ type Session struct {
 
 // NewSession creates an inference context for model.
 func NewSession(model *Model, opt SessionOptions) (*Session, error) {
+	defer lockThread()()
 	if err := model.live(); err != nil {
 		return nil, err
 	}
@@ -173,6 +174,7 @@ func alignGoToken(text *C.char, n C.int32_t, _ C.int32_t, ud unsafe.Pointer) C.b
 // Cancelling ctx stops generation promptly with an error matching
 // ErrCancelled.
 func (s *Session) Generate(ctx context.Context, prompt []int32, sp SamplerParams, onText func(string) bool) (GenerateResult, error) {
+	defer lockThread()()
 	if s == nil || s.p == nil {
 		return GenerateResult{}, errors.New("bindings: session is closed")
 	}
@@ -244,6 +246,7 @@ func (s *Session) logprobs(ctx context.Context, tokens []int32, _ bool) ([]float
 }
 
 func (s *Session) logprobsN(ctx context.Context, tokens []int32, nVocab int) ([]float32, []float32, error) {
+	defer lockThread()()
 	if s == nil || s.p == nil {
 		return nil, nil, errors.New("bindings: session is closed")
 	}
@@ -270,6 +273,7 @@ func (s *Session) logprobsN(ctx context.Context, tokens []int32, nVocab int) ([]
 
 // Reset clears the session's cache (for incremental Decode).
 func (s *Session) Reset() error {
+	defer lockThread()()
 	if s == nil || s.p == nil {
 		return errors.New("bindings: session is closed")
 	}
@@ -278,6 +282,7 @@ func (s *Session) Reset() error {
 
 // Decode appends tokens to the cache and returns the last position's logits.
 func (s *Session) Decode(tokens []int32, nVocab int) ([]float32, error) {
+	defer lockThread()()
 	if s == nil || s.p == nil {
 		return nil, errors.New("bindings: session is closed")
 	}

@@ -50,6 +50,7 @@ type TrainerInfo struct {
 
 // NewTrainer loads the base model for training.
 func NewTrainer(modelPath string, opt TrainerOptions) (*Trainer, error) {
+	defer lockThread()()
 	if err := Init(); err != nil {
 		return nil, err
 	}
@@ -146,6 +147,7 @@ func (b *Batch) NScored() int {
 // Forward returns per-sequence sums of scored log-probs at the given adapter
 // scale (0: the frozen base) and, when tokens is true, every scored log-prob.
 func (t *Trainer) Forward(b *Batch, loraScale float32, tokens bool) ([]float64, []float32, error) {
+	defer lockThread()()
 	if err := t.live(); err != nil {
 		return nil, nil, err
 	}
@@ -176,6 +178,7 @@ func (t *Trainer) Forward(b *Batch, loraScale float32, tokens bool) ([]float64, 
 // ForwardGrad runs the training forward (adapters at scale 1) and keeps what
 // Backward needs.
 func (t *Trainer) ForwardGrad(b *Batch) ([]float64, error) {
+	defer lockThread()()
 	if err := t.live(); err != nil {
 		return nil, err
 	}
@@ -196,6 +199,7 @@ func (t *Trainer) ForwardGrad(b *Batch) ([]float64, error) {
 
 // Backward accumulates the gradient of a loss with dloss/dsum = dsums.
 func (t *Trainer) Backward(dsums []float64) error {
+	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
 	}
@@ -207,6 +211,7 @@ func (t *Trainer) Backward(dsums []float64) error {
 
 // ZeroGrad clears the gradient accumulator.
 func (t *Trainer) ZeroGrad() error {
+	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
 	}
@@ -215,6 +220,7 @@ func (t *Trainer) ZeroGrad() error {
 
 // GradNorm is the L2 norm of the accumulated gradient times scale.
 func (t *Trainer) GradNorm(scale float64) (float64, error) {
+	defer lockThread()()
 	if err := t.live(); err != nil {
 		return 0, err
 	}
@@ -232,6 +238,7 @@ type AdamW struct {
 
 // Step applies AdamW from the accumulated gradient and clears it.
 func (t *Trainer) Step(p AdamW) error {
+	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
 	}
@@ -248,6 +255,7 @@ type State struct {
 
 // GetState copies parameters, moments and gradient accumulator.
 func (t *Trainer) GetState() (State, error) {
+	defer lockThread()()
 	if err := t.live(); err != nil {
 		return State{}, err
 	}
@@ -265,6 +273,7 @@ func (t *Trainer) GetState() (State, error) {
 
 // SetState restores parameters and moments (nil slices are left as they are).
 func (t *Trainer) SetState(params, m, v []float32, step int64) error {
+	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
 	}
@@ -296,6 +305,7 @@ func (t *Trainer) SetState(params, m, v []float32, step int64) error {
 
 // Export writes the adapters as a llama.cpp LoRA GGUF.
 func (t *Trainer) Export(path string) error {
+	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
 	}
@@ -307,6 +317,7 @@ func (t *Trainer) Export(path string) error {
 // BenchMatmul measures ggml's CPU matmul rate in GFLOP/s (type "f32" or
 // "q8_0" weights of k x m times an F32 k x n input).
 func BenchMatmul(threads int, typ string, m, n, k, reps int) (float64, error) {
+	defer lockThread()()
 	if err := Init(); err != nil {
 		return 0, err
 	}
