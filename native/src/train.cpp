@@ -119,6 +119,11 @@ struct align_trainer {
     ggml_backend_t backend = nullptr;
     ctx_ptr        wctx, tctx, lctx;
     buf_ptr        wbuf, tbuf, lbuf;
+    // matmul weights in the CPU's extra buffer types (AMX, repacked), one
+    // context and buffer per type, as llama.cpp places them for inference
+    std::vector<ggml_backend_buffer_type_t> xbufts;
+    std::vector<ctx_ptr>                    xctx;
+    std::vector<buf_ptr>                    xbuf;
     ggml_tensor *  tok_embd = nullptr, * output = nullptr, * output_norm = nullptr, * rope_freqs = nullptr;
     std::vector<layer_t> layers;
     std::vector<std::unique_ptr<lora_t>> loras;
@@ -139,6 +144,7 @@ struct align_trainer {
         pending.ctx.reset();
         lbuf.reset();
         tbuf.reset();
+        xbuf.clear();
         wbuf.reset();
         if (backend) ggml_backend_free(backend);
     }
@@ -460,6 +466,38 @@ void read_sums(const graph_t & gt, double * sums, float * token_logps) {
 
 // ---- loading
 
+align_status make_transposed_tensors(align_trainer * tr);
+align_status fill_transposed(align_trainer * tr, const ggml_tensor * w, const void * raw, ggml_tensor * wt);
+
+// The CPU backend's extra buffer types (AMX, repacked weights for faster
+// GEMM), in llama.cpp's order of preference.
+std::vector<ggml_backend_buffer_type_t> cpu_extra_bufts(ggml_backend_dev_t * dev_out) {
+    std::vector<ggml_backend_buffer_type_t> out;
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (dev == nullptr) return out;
+    auto fn = (ggml_backend_dev_get_extra_bufts_t) ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev),
+                                                                                      "ggml_backend_dev_get_extra_bufts");
+    if (fn == nullptr) return out;
+    *dev_out = dev;
+    for (ggml_backend_buffer_type_t * b = fn(dev); b && *b; b++) out.push_back(*b);
+    return out;
+}
+
+// Whether the device runs mul_mat with w stored in buft (llama.cpp's
+// weight_buft_supported, for one op).
+bool buft_supports_mul_mat(ggml_backend_dev_t dev, ggml_backend_buffer_type_t buft, const ggml_tensor * w) {
+    ggml_init_params ip = {ggml_tensor_overhead() * 4, nullptr, true};
+    ctx_ptr ctx(ggml_init(ip));
+    ggml_tensor * wd = ggml_dup_tensor(ctx.get(), w);
+    ggml_tensor * x = ggml_new_tensor_2d(ctx.get(), GGML_TYPE_F32, w->ne[0], 512);
+    ggml_tensor * op = ggml_mul_mat(ctx.get(), wd, x);
+    wd->buffer = ggml_backend_buft_alloc_buffer(buft, 0);
+    const bool ok = ggml_backend_dev_supports_op(dev, op);
+    ggml_backend_buffer_free(wd->buffer);
+    wd->buffer = nullptr;
+    return ok;
+}
+
 align_status load_model(align_trainer * tr, const std::string & path) {
     align_status st = align::check_gguf_file(path);
     if (st != ALIGN_OK) return st;
@@ -535,6 +573,15 @@ align_status load_model(align_trainer * tr, const std::string & path) {
     }
     ggml_init_params ip = {ggml_tensor_overhead() * (wants.size() + 8), nullptr, true};
     tr->wctx.reset(ggml_init(ip));
+    ggml_backend_dev_t cpu_dev = nullptr;
+    // ALIGN_NO_EXTRA_BUFT=1 keeps every weight in the plain CPU buffer (to
+    // compare speed against the extra buffer types)
+    if (!getenv("ALIGN_NO_EXTRA_BUFT")) tr->xbufts = cpu_extra_bufts(&cpu_dev);
+    for (size_t i = 0; i < tr->xbufts.size(); i++) tr->xctx.emplace_back(ggml_init(ip));
+    auto is_matmul_weight = [](const std::string & n) {
+        return n == "output.weight" || (n.rfind("blk.", 0) == 0 && n.find(".weight") != std::string::npos &&
+                                        n.find("_norm") == std::string::npos);
+    };
     std::vector<std::pair<ggml_tensor *, int64_t>> to_read;  // (tensor, gguf index)
     for (auto & w : wants) {
         ggml_tensor * src = ggml_get_tensor(meta.get(), w.name.c_str());
@@ -556,17 +603,35 @@ align_status load_model(align_trainer * tr, const std::string & path) {
             return fail(ALIGN_ERR_UNSUPPORTED, path + ": norm/bias tensor " + w.name + " is " + ggml_type_name(src->type) +
                                                    " (expected f32)");
         }
-        ggml_tensor * t = ggml_dup_tensor(tr->wctx.get(), src);
+        ggml_context * dst_ctx = tr->wctx.get();
+        if (is_matmul_weight(w.name)) {
+            for (size_t i = 0; i < tr->xbufts.size(); i++) {
+                if (buft_supports_mul_mat(cpu_dev, tr->xbufts[i], src)) {
+                    dst_ctx = tr->xctx[i].get();
+                    break;
+                }
+            }
+        }
+        ggml_tensor * t = ggml_dup_tensor(dst_ctx, src);
         ggml_set_name(t, w.name.c_str());
         *w.dst = t;
         to_read.emplace_back(t, gguf_find_tensor(g.get(), w.name.c_str()));
         tr->n_base_params += ggml_nelements(t);
         tr->base_bytes += (int64_t) ggml_nbytes(t);
     }
-    if (tr->output == nullptr) tr->output = tr->tok_embd;  // tied head
+    if (tr->output == nullptr) tr->output = tr->tok_embd;  // tied head (kept in the plain buffer: get_rows reads it)
     tr->wbuf.reset(ggml_backend_alloc_ctx_tensors(tr->wctx.get(), tr->backend));
     if (!tr->wbuf) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate the base weights");
     ggml_backend_buffer_set_usage(tr->wbuf.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+    for (size_t i = 0; i < tr->xbufts.size(); i++) {
+        if (ggml_get_first_tensor(tr->xctx[i].get()) == nullptr) continue;
+        buf_ptr b(ggml_backend_alloc_ctx_tensors_from_buft(tr->xctx[i].get(), tr->xbufts[i]));
+        if (!b) return fail(ALIGN_ERR_OUT_OF_MEMORY, std::string("cannot allocate base weights in ") + ggml_backend_buft_name(tr->xbufts[i]));
+        ggml_backend_buffer_set_usage(b.get(), GGML_BACKEND_BUFFER_USAGE_WEIGHTS);
+        tr->xbuf.push_back(std::move(b));
+    }
+    st = make_transposed_tensors(tr);
+    if (st != ALIGN_OK) return st;
 
     FILE * f = std::fopen(path.c_str(), "rb");
     if (f == nullptr) return fail(ALIGN_ERR_IO, path + ": " + std::strerror(errno));
@@ -580,13 +645,21 @@ align_status load_model(align_trainer * tr, const std::string & path) {
             std::fread(staging.data(), 1, nb, f) != nb) {
             return fail(ALIGN_ERR_FORMAT, path + ": cannot read tensor " + std::string(ggml_get_name(t)));
         }
+        // the transposed copy comes from the file bytes: a repacked
+        // buffer cannot be read back
+        auto it = tr->transposed.find(t);
+        if (it != tr->transposed.end()) {
+            st = fill_transposed(tr, t, staging.data(), it->second);
+            if (st != ALIGN_OK) return st;
+        }
         ggml_backend_tensor_set(t, staging.data(), 0, nb);
     }
     return ALIGN_OK;
 }
 
-// Transposed copies of every frozen matrix whose input needs a gradient.
-align_status make_transposed(align_trainer * tr) {
+// Transposed copies of every frozen matrix whose input needs a gradient:
+// the tensors, allocated before the weights are read.
+align_status make_transposed_tensors(align_trainer * tr) {
     std::vector<ggml_tensor *> mats;
     for (auto & L : tr->layers) {
         for (ggml_tensor * w : {L.wq, L.wk, L.wv, L.wo, L.gate, L.up, L.down}) mats.push_back(w);
@@ -594,7 +667,6 @@ align_status make_transposed(align_trainer * tr) {
     mats.push_back(tr->output);
     ggml_init_params ip = {ggml_tensor_overhead() * (mats.size() + 4), nullptr, true};
     tr->tctx.reset(ggml_init(ip));
-    std::vector<std::pair<ggml_tensor *, ggml_tensor *>> pairs;
     for (ggml_tensor * w : mats) {
         if (tr->transposed.count(w)) continue;
         const int64_t n_in = w->ne[0], n_out = w->ne[1];
@@ -605,36 +677,32 @@ align_status make_transposed(align_trainer * tr) {
         ggml_tensor * wt = ggml_new_tensor_2d(tr->tctx.get(), tt, n_out, n_in);  // (n_out, n_in)
         ggml_set_name(wt, (std::string(ggml_get_name(w)) + ".T").c_str());
         tr->transposed[w] = wt;
-        pairs.emplace_back(w, wt);
     }
     tr->tbuf.reset(ggml_backend_alloc_ctx_tensors(tr->tctx.get(), tr->backend));
     if (!tr->tbuf) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate transposed weights");
-    std::vector<uint8_t> raw;
-    std::vector<float> f, ft;
-    std::vector<uint8_t> out;
-    for (auto & [w, wt] : pairs) {
-        const int64_t n_in = w->ne[0], n_out = w->ne[1];
-        raw.resize(ggml_nbytes(w));
-        ggml_backend_tensor_get(w, raw.data(), 0, raw.size());
-        f.resize((size_t) (n_in * n_out));
-        if (!to_f32(w->type, raw.data(), f.data(), n_in * n_out)) {
-            return fail(ALIGN_ERR_UNSUPPORTED, std::string("cannot dequantise ") + ggml_get_name(w));
-        }
-        ft.resize(f.size());
-        for (int64_t j = 0; j < n_out; j++) {
-            for (int64_t i = 0; i < n_in; i++) ft[(size_t) (i * n_out + j)] = f[(size_t) (j * n_in + i)];
-        }
-        out.resize(ggml_nbytes(wt));
-        if (wt->type == GGML_TYPE_F32) {
-            std::memcpy(out.data(), ft.data(), out.size());
-        } else if (wt->type == GGML_TYPE_F16) {
-            ggml_fp32_to_fp16_row(ft.data(), reinterpret_cast<ggml_fp16_t *>(out.data()), (int64_t) ft.size());
-        } else {
-            ggml_quantize_chunk(wt->type, ft.data(), out.data(), 0, n_in, n_out, nullptr);
-        }
-        ggml_backend_tensor_set(wt, out.data(), 0, out.size());
-        tr->transposed_bytes += (int64_t) out.size();
+    return ALIGN_OK;
+}
+
+// Fills Wᵀ from W's bytes as stored in the file.
+align_status fill_transposed(align_trainer * tr, const ggml_tensor * w, const void * raw, ggml_tensor * wt) {
+    const int64_t n_in = w->ne[0], n_out = w->ne[1];
+    std::vector<float> f((size_t) (n_in * n_out)), ft((size_t) (n_in * n_out));
+    if (!to_f32(w->type, raw, f.data(), n_in * n_out)) {
+        return fail(ALIGN_ERR_UNSUPPORTED, std::string("cannot dequantise ") + ggml_get_name(w));
     }
+    for (int64_t j = 0; j < n_out; j++) {
+        for (int64_t i = 0; i < n_in; i++) ft[(size_t) (i * n_out + j)] = f[(size_t) (j * n_in + i)];
+    }
+    std::vector<uint8_t> out(ggml_nbytes(wt));
+    if (wt->type == GGML_TYPE_F32) {
+        std::memcpy(out.data(), ft.data(), out.size());
+    } else if (wt->type == GGML_TYPE_F16) {
+        ggml_fp32_to_fp16_row(ft.data(), reinterpret_cast<ggml_fp16_t *>(out.data()), (int64_t) ft.size());
+    } else {
+        ggml_quantize_chunk(wt->type, ft.data(), out.data(), 0, n_in, n_out, nullptr);
+    }
+    ggml_backend_tensor_set(wt, out.data(), 0, out.size());
+    tr->transposed_bytes += (int64_t) out.size();
     return ALIGN_OK;
 }
 
@@ -737,8 +805,6 @@ align_status align_trainer_new(const char * model_path, const align_trainer_para
     if (tr->backend == nullptr) return fail(ALIGN_ERR_INTERNAL, "cannot initialise the CPU backend");
     ggml_backend_cpu_set_n_threads(tr->backend, cpu_threads(p.n_threads));
     align_status st = load_model(tr.get(), model_path);
-    if (st != ALIGN_OK) return st;
-    st = make_transposed(tr.get());
     if (st != ALIGN_OK) return st;
     st = make_loras(tr.get());
     if (st != ALIGN_OK) return st;
