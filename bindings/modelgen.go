@@ -15,6 +15,7 @@ type FixtureParams struct {
 	Size       string // "tiny" or "small"
 	Seed       uint64
 	TiedOutput bool
+	Llama3Rope bool // llama only: rope_freqs.weight with Llama 3.1's factors
 }
 
 // WriteFixture writes a deterministic random-weight model to path
@@ -32,7 +33,7 @@ func WriteFixture(path string, p FixtureParams) error {
 	defer C.free(unsafe.Pointer(ctype))
 	csize := C.CString(p.Size)
 	defer C.free(unsafe.Pointer(csize))
-	cp := C.align_modelgen_params{arch: carch, _type: ctype, size: csize, seed: C.uint64_t(p.Seed), tied_output: C.bool(p.TiedOutput)}
+	cp := C.align_modelgen_params{arch: carch, _type: ctype, size: csize, seed: C.uint64_t(p.Seed), tied_output: C.bool(p.TiedOutput), llama3_rope: C.bool(p.Llama3Rope)}
 	return check("align_modelgen_write", C.align_modelgen_write(cpath, &cp))
 }
 

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -118,6 +119,68 @@ func loraLayout(info TrainerInfo, targets uint32) []loraShape {
 		}
 	}
 	return out
+}
+
+// Variants: tied output head, Llama 3.1 rope frequency factors.
+func TestTrainerForwardMatchesLlamaVariants(t *testing.T) {
+	for _, v := range []struct {
+		name string
+		p    FixtureParams
+	}{
+		{"tied", FixtureParams{Arch: "llama", Type: "f32", Size: "tiny", Seed: 7, TiedOutput: true}},
+		{"llama3-rope", FixtureParams{Arch: "llama", Type: "f32", Size: "tiny", Seed: 7, Llama3Rope: true}},
+		{"qwen2-tied", FixtureParams{Arch: "qwen2", Type: "f32", Size: "tiny", Seed: 7, TiedOutput: true}},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), v.name+".gguf")
+			if err := WriteFixture(path, v.p); err != nil {
+				t.Fatal(err)
+			}
+			m := load(t, path)
+			// a long sequence, so the low-frequency rope factors matter
+			long := strings.Repeat(sampleText+" ", 6)
+			b := fullBatch(t, m, long)
+			tr := newTrainer(t, path, TrainerOptions{})
+			_, ours, err := tr.Forward(b, 0, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := session(t, m, SessionOptions{NCtx: 512})
+			ref, err := s.LogProbs(context.Background(), b.Tokens[:b.Lengths[0]])
+			if err != nil {
+				t.Fatal(err)
+			}
+			// the tied fixtures have N(0,1) embeddings as the head: logits
+			// of size ~16 and log-probs near -200, so the bound scales with
+			// the magnitude (F32 rounding)
+			var maxd, worst float64
+			for j := range ref {
+				d := math.Abs(float64(ref[j] - ours[j]))
+				maxd = math.Max(maxd, d)
+				worst = math.Max(worst, d/(5e-3+2e-4*math.Abs(float64(ref[j]))))
+			}
+			t.Logf("%s: max |train - llama.cpp| = %.2e over %d tokens (%.2f of the bound)", v.name, maxd, len(ref), worst)
+			if worst > 1 {
+				t.Errorf("differs from llama.cpp beyond 5e-3 + 2e-4·|log p| (%.2f of the bound)", worst)
+			}
+		})
+	}
+	// the factors change the model: without them llama.cpp disagrees
+	with := filepath.Join(t.TempDir(), "with.gguf")
+	without := filepath.Join(t.TempDir(), "without.gguf")
+	WriteFixture(with, FixtureParams{Arch: "llama", Type: "f32", Size: "tiny", Seed: 7, Llama3Rope: true})
+	WriteFixture(without, FixtureParams{Arch: "llama", Type: "f32", Size: "tiny", Seed: 7})
+	mw, mo := load(t, with), load(t, without)
+	toks, _ := mw.Tokenize(strings.Repeat(sampleText+" ", 6), true, false)
+	lw, _ := session(t, mw, SessionOptions{NCtx: 512}).LogProbs(context.Background(), toks)
+	lo, _ := session(t, mo, SessionOptions{NCtx: 512}).LogProbs(context.Background(), toks)
+	var d float64
+	for j := range lw {
+		d = math.Max(d, math.Abs(float64(lw[j]-lo[j])))
+	}
+	if d < 1e-2 {
+		t.Errorf("rope factors changed llama.cpp's log-probs by only %.3g; the variant test would not notice them", d)
+	}
 }
 
 // Finite-difference check of every LoRA parameter class (A and B of q, k, v,

@@ -36,6 +36,7 @@ Example:
 					&cli.StringFlag{Name: "size", Value: "tiny", Usage: "size preset: tiny or small", EnvVars: []string{"ALIGN_SIZE"}},
 					&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "weight seed", EnvVars: []string{"ALIGN_SEED"}},
 					&cli.BoolFlag{Name: "tied", Usage: "tie the output head to the token embedding", EnvVars: []string{"ALIGN_TIED"}},
+					&cli.BoolFlag{Name: "llama3-rope", Usage: "write Llama 3.1 rope frequency factors (llama only)", EnvVars: []string{"ALIGN_LLAMA3_ROPE"}},
 				},
 				Action: func(c *cli.Context) error {
 					arch, typ, size := strings.ToLower(c.String("arch")), strings.ToLower(c.String("type")), strings.ToLower(c.String("size"))
@@ -55,7 +56,7 @@ Example:
 						return usagef("--size must be tiny or small (got %q)", size)
 					}
 					return engine.InitModel(c.String("out"), bindings.FixtureParams{
-						Arch: arch, Type: typ, Size: size, Seed: c.Uint64("seed"), TiedOutput: c.Bool("tied"),
+						Arch: arch, Type: typ, Size: size, Seed: c.Uint64("seed"), TiedOutput: c.Bool("tied"), Llama3Rope: c.Bool("llama3-rope"),
 					})
 				},
 			},

@@ -341,6 +341,8 @@ typedef struct align_modelgen_params {
     const char * size;    // "tiny" (~2M params) or "small" (~100M params)
     uint64_t     seed;
     bool         tied_output;  // no output.weight; the head reuses token_embd
+    bool         llama3_rope;  // llama only: write rope_freqs.weight with Llama 3.1's
+                               // frequency factors (factor 8, low 1, high 4, 8192 context)
 } align_modelgen_params;
 
 align_modelgen_params align_modelgen_default_params(void);

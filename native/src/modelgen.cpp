@@ -170,6 +170,7 @@ align_modelgen_params align_modelgen_default_params(void) {
     p.size = "tiny";
     p.seed = 1;
     p.tied_output = false;
+    p.llama3_rope = false;
     return p;
 }
 
@@ -233,7 +234,7 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
     gguf_set_val_str(g, "tokenizer.chat_template", k_chat_template);
 
     // tensor list: name, ne0 (input), ne1 (output), kind
-    enum kind { MATRIX, EMBED, NORM, BIAS };
+    enum kind { MATRIX, EMBED, NORM, BIAS, ROPE_FREQS };
     struct tdesc { std::string name; int64_t ne0, ne1; kind k; };
     std::vector<tdesc> ts;
     ts.push_back({"token_embd.weight", sh.n_embd, n_vocab, EMBED});
@@ -255,6 +256,10 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
         ts.push_back({b + "ffn_down.weight", sh.n_ff, sh.n_embd, MATRIX});
     }
     ts.push_back({"output_norm.weight", sh.n_embd, 1, NORM});
+    if (params->llama3_rope) {
+        if (arch != "llama") return fail(ALIGN_ERR_INVALID_ARGUMENT, "llama3 rope factors apply to the llama architecture only");
+        ts.push_back({"rope_freqs.weight", head_dim / 2, 1, ROPE_FREQS});
+    }
     if (!params->tied_output) ts.push_back({"output.weight", sh.n_embd, n_vocab, MATRIX});
 
     // metadata-only ggml context describing each tensor for gguf_add_tensor
@@ -263,9 +268,9 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
     if (!meta) return fail(ALIGN_ERR_OUT_OF_MEMORY, "ggml_init failed");
     std::vector<ggml_type> types;
     for (const auto & t : ts) {
-        ggml_type tt = (t.k == NORM || t.k == BIAS) ? GGML_TYPE_F32 : wtype;
+        ggml_type tt = (t.k == NORM || t.k == BIAS || t.k == ROPE_FREQS) ? GGML_TYPE_F32 : wtype;
         if (t.ne0 % ggml_blck_size(tt) != 0) tt = GGML_TYPE_F32;
-        ggml_tensor * x = t.ne1 == 1 && (t.k == NORM || t.k == BIAS) ? ggml_new_tensor_1d(meta.get(), tt, t.ne0)
+        ggml_tensor * x = t.ne1 == 1 && (t.k == NORM || t.k == BIAS || t.k == ROPE_FREQS) ? ggml_new_tensor_1d(meta.get(), tt, t.ne0)
                                                                      : ggml_new_tensor_2d(meta.get(), tt, t.ne0, t.ne1);
         ggml_set_name(x, t.name.c_str());
         gguf_add_tensor(g, x);
@@ -286,7 +291,23 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
         const int64_t n = t.ne0 * t.ne1;
         data.resize((size_t) n);
         rng r(params->seed ^ hash_name(t.name));
-        if (t.k == NORM) {
+        if (t.k == ROPE_FREQS) {
+            // Llama 3.1's rope scaling as its converters write it: per
+            // frequency, 1 (short wavelengths), factor (long) or a blend
+            const double factor = 8, lo = 1, hi = 4, old_ctx = 8192, pi = 3.141592653589793;
+            for (int64_t i = 0; i < t.ne0; i++) {
+                const double freq = std::pow(10000.0, -2.0 * (double) i / (double) head_dim);
+                const double wavelen = 2 * pi / freq;
+                double f;
+                if (wavelen < old_ctx / hi) f = 1;
+                else if (wavelen > old_ctx / lo) f = factor;
+                else {
+                    const double smooth = (old_ctx / wavelen - lo) / (hi - lo);
+                    f = 1 / ((1 - smooth) / factor + smooth);
+                }
+                data[(size_t) i] = (float) f;
+            }
+        } else if (t.k == NORM) {
             for (auto & x : data) x = (float) (1.0 + 0.05 * r.normal());
         } else if (t.k == BIAS) {
             for (auto & x : data) x = (float) (0.02 * r.normal());

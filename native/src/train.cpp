@@ -98,11 +98,11 @@ struct graph_t {
     int           n_fwd = 0;
     int32_t       n_seq = 0, n_tok = 0, n_sel = 0;
     ggml_tensor * tokens = nullptr, * pos = nullptr, * mask = nullptr, * sel = nullptr, * tgt = nullptr;
-    ggml_tensor * seg = nullptr, * scale = nullptr, * w = nullptr;
+    ggml_tensor * seg = nullptr, * scale = nullptr, * w = nullptr, * eye = nullptr;
     ggml_tensor * sums = nullptr, * logp = nullptr, * loss = nullptr;
     // host copies of the input data
     std::vector<int32_t> h_tokens, h_pos, h_sel, h_tgt;
-    std::vector<float>   h_mask, h_seg;
+    std::vector<float>   h_mask, h_seg, h_eye;
 };
 
 }  // namespace
@@ -302,6 +302,8 @@ align_status build_graph(align_trainer * tr, const align_batch * b, bool with_lo
     gt.n_sel = M;
     gt.h_tgt.resize((size_t) M);
     gt.h_seg.assign((size_t) M * B, 0.0f);
+    gt.h_eye.assign((size_t) M * M, 0.0f);
+    for (int32_t j = 0; j < M; j++) gt.h_eye[(size_t) j * M + j] = 1.0f;
     for (int32_t j = 0; j < M; j++) {
         const int32_t flat = gt.h_sel[(size_t) j] + 1;  // the scored token
         gt.h_tgt[(size_t) j] = j * tr->n_vocab + gt.h_tokens[(size_t) flat];
@@ -321,7 +323,8 @@ align_status build_graph(align_trainer * tr, const align_batch * b, bool with_lo
     gt.tgt = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, M);
     gt.seg = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, M, B);
     gt.w = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, B);
-    for (ggml_tensor * t : {gt.tokens, gt.pos, gt.mask, gt.sel, gt.tgt, gt.seg, gt.w}) ggml_set_input(t);
+    gt.eye = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, M, M);
+    for (ggml_tensor * t : {gt.tokens, gt.pos, gt.mask, gt.sel, gt.tgt, gt.seg, gt.w, gt.eye}) ggml_set_input(t);
     if (with_lora) {
         gt.scale = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, 1);
         ggml_set_input(gt.scale);
@@ -376,11 +379,19 @@ align_status build_graph(align_trainer * tr, const align_batch * b, bool with_lo
     x = ggml_mul(ctx, rms_norm(ctx, x, tr->eps), tr->output_norm);
     ggml_tensor * hs = ggml_get_rows(ctx, x, gt.sel);                 // (n_embd, M)
     ggml_tensor * logits = ggml_mul_mat(ctx, tr->output, hs);         // (n_vocab, M)
-    ggml_tensor * p = ggml_soft_max(ctx, logits);                     // (n_vocab, M)
-    ggml_tensor * pt = ggml_get_rows(ctx, ggml_reshape_2d(ctx, p, 1, (int64_t) tr->n_vocab * M), gt.tgt);  // (1, M)
-    // log(p + 1e-30): floors a log-prob at about -69 instead of -inf when a
-    // target's probability underflows F32
-    gt.logp = ggml_log(ctx, ggml_scale_bias(ctx, pt, 1.0f, 1e-30f));  // (1, M)
+    // exact log-softmax at the targets: logp_j = (L[t_j, j] − c_j) −
+    // log Σ_v exp(L[v, j] − c_j), c_j = max_v L[v, j]. The max is picked with
+    // argmax (no gradient) and get_rows; gradient through c cancels, so it
+    // need not be detached. (softmax-then-log would floor at F32's underflow.)
+    const int64_t V = tr->n_vocab;
+    ggml_tensor * am = ggml_argmax(ctx, logits);                                   // (M) i32
+    ggml_tensor * lt = ggml_cont(ctx, ggml_transpose(ctx, logits));                // (M, V)
+    ggml_tensor * cand = ggml_get_rows(ctx, lt, am);                               // (M, M): column j = L[am_j, :]
+    ggml_tensor * c = ggml_sum_rows(ctx, ggml_mul(ctx, cand, gt.eye));             // (1, M): L[am_j, j]
+    ggml_tensor * d = ggml_add(ctx, logits, ggml_repeat(ctx, ggml_scale(ctx, c, -1.0f), logits));  // (V, M)
+    ggml_tensor * lse = ggml_log(ctx, ggml_sum_rows(ctx, ggml_exp(ctx, d)));       // (1, M)
+    ggml_tensor * zt = ggml_get_rows(ctx, ggml_reshape_2d(ctx, d, 1, V * M), gt.tgt);  // (1, M): L[t_j, j] − c_j
+    gt.logp = ggml_sub(ctx, zt, lse);                                              // (1, M)
     gt.sums = ggml_mul_mat(ctx, ggml_reshape_2d(ctx, gt.logp, M, 1), gt.seg);  // (1, B)
     gt.loss = ggml_sum(ctx, ggml_mul(ctx, gt.sums, gt.w));
     ggml_set_output(gt.logp);
@@ -440,6 +451,7 @@ align_status alloc_and_set(align_trainer * tr, graph_t & gt, float lora_scale) {
     ggml_backend_tensor_set(gt.sel, gt.h_sel.data(), 0, ggml_nbytes(gt.sel));
     ggml_backend_tensor_set(gt.tgt, gt.h_tgt.data(), 0, ggml_nbytes(gt.tgt));
     ggml_backend_tensor_set(gt.seg, gt.h_seg.data(), 0, ggml_nbytes(gt.seg));
+    ggml_backend_tensor_set(gt.eye, gt.h_eye.data(), 0, ggml_nbytes(gt.eye));
     std::vector<float> zeros((size_t) gt.n_seq, 0.0f);
     ggml_backend_tensor_set(gt.w, zeros.data(), 0, ggml_nbytes(gt.w));
     if (gt.scale) {

@@ -158,6 +158,31 @@ int main() {
     };
     expect("log softmax picked by get_rows, protected", grad_error(7, 3, 1, 1, pick, pick_fill, true), true);
     expect("log softmax picked by get_rows, unprotected", grad_error(7, 3, 1, 1, pick, pick_fill, false), false);
+    // the training head: exact log-softmax at target positions with the row
+    // max picked by argmax (native/src/train.cpp)
+    auto lsm = [&](ggml_context * c, ggml_tensor * L, std::vector<ggml_tensor *> & in) {
+        const int64_t V = L->ne[0], M = L->ne[1];
+        ggml_tensor * eye = ggml_new_tensor_2d(c, GGML_TYPE_F32, M, M);
+        ggml_tensor * tgt = ggml_new_tensor_1d(c, GGML_TYPE_I32, M);
+        ggml_set_input(eye);
+        ggml_set_input(tgt);
+        in.push_back(eye);
+        in.push_back(tgt);
+        ggml_tensor * am = ggml_argmax(c, L);
+        ggml_tensor * cand = ggml_get_rows(c, ggml_cont(c, ggml_transpose(c, L)), am);
+        ggml_tensor * mx = ggml_sum_rows(c, ggml_mul(c, cand, eye));
+        ggml_tensor * d = ggml_add(c, L, ggml_repeat(c, ggml_scale(c, mx, -1.0f), L));
+        ggml_tensor * lse = ggml_log(c, ggml_sum_rows(c, ggml_exp(c, d)));
+        return ggml_sub(c, ggml_get_rows(c, ggml_reshape_2d(c, d, 1, V * M), tgt), lse);
+    };
+    auto lsm_fill = [](std::vector<ggml_tensor *> & in) {
+        std::vector<float> eye(16, 0.0f);
+        for (int j = 0; j < 4; j++) eye[(size_t) (j * 4 + j)] = 1.0f;
+        ggml_backend_tensor_set(in[0], eye.data(), 0, eye.size() * sizeof(float));
+        const int32_t tgt[4] = {0 * 9 + 3, 1 * 9 + 8, 2 * 9 + 0, 3 * 9 + 5};
+        ggml_backend_tensor_set(in[1], tgt, 0, sizeof(tgt));
+    };
+    expect("exact log-softmax at targets (argmax shift)", grad_error(9, 4, 1, 1, lsm, lsm_fill, true), true);
     auto manual_rms = [](ggml_context * c, ggml_tensor * x, std::vector<ggml_tensor *> &) {
         ggml_tensor * ms = ggml_scale_bias(c, ggml_sum_rows(c, ggml_sqr(c, x)), 1.0f / (float) x->ne[0], 1e-5f);
         ggml_tensor * rinv = ggml_exp(c, ggml_scale(c, ggml_log(c, ms), -0.5f));
