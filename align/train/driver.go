@@ -68,7 +68,7 @@ func DefaultConfig() Config {
 
 // ErrInterrupted is returned (wrapped) when the context ended and a
 // checkpoint was saved: rerun with Resume to continue.
-var ErrInterrupted = errors.New("interrupted; checkpoint saved, rerun with --resume to continue")
+var ErrInterrupted = errors.New("interrupted; rerun with --resume to continue")
 
 // Result summarises a finished run.
 type Result struct {
@@ -238,31 +238,43 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 	}
 	defer tr.Close()
 
+	if !cfg.Resume {
+		// written first, so an interruption at any later point can resume
+		os.RemoveAll(filepath.Join(cfg.Out, "checkpoints"))
+		os.Remove(filepath.Join(cfg.Out, "eval_before.json"))
+		if err := saveConfig(cfg); err != nil {
+			return res, err
+		}
+	}
 	// reference log-probs: once per pair at adapter scale 0, cached on disk
 	if !sft {
 		if progress != nil {
 			progress(fmt.Sprintf("reference log-probs for %d train and %d eval pairs (adapter off) ...", len(train), len(eval)), false)
 		}
 		if err := referenceLogps(ctx, tr, cfg, train, eval); err != nil {
+			if ctx.Err() != nil {
+				return res, fmt.Errorf("computing reference log-probs (those done are kept): %w", ErrInterrupted)
+			}
 			return res, err
 		}
 	}
 
 	st := runState{bestMargin: math.Inf(-1)}
 	metricsPath := filepath.Join(cfg.Out, "metrics.jsonl")
-	if cfg.Resume {
+	fresh := true
+	if cfg.Resume && len(listCheckpoints(filepath.Join(cfg.Out, "checkpoints"))) > 0 {
 		ck, err := loadCheckpoint(cfg.Out, tr)
 		if err != nil {
 			return res, err
 		}
 		st = ck
+		fresh = false
 		if err := trimMetrics(metricsPath, st.step); err != nil {
 			return res, err
 		}
-	} else {
-		if err := saveConfig(cfg); err != nil {
-			return res, err
-		}
+	}
+	if fresh {
+		// a new run, or one interrupted before its first checkpoint
 		os.Remove(metricsPath)
 	}
 	mf, err := os.OpenFile(metricsPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -309,16 +321,17 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 		}
 		return m, writeRow(row)
 	}
-	if !cfg.Resume {
+	if fresh || readJSON(filepath.Join(cfg.Out, "eval_before.json"), &res.Before) != nil {
 		res.Before, err = evaluate(0)
 		if err != nil {
+			if ctx.Err() != nil {
+				return res, fmt.Errorf("before the first step: %w", ErrInterrupted)
+			}
 			return res, err
 		}
 		if err := writeJSON(filepath.Join(cfg.Out, "eval_before.json"), res.Before); err != nil {
 			return res, err
 		}
-	} else {
-		readJSON(filepath.Join(cfg.Out, "eval_before.json"), &res.Before)
 	}
 
 	var tokens int64
@@ -333,7 +346,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 				if err := saveCheckpoint(cfg.Out, tr, st); err != nil {
 					return res, fmt.Errorf("interrupted, and saving the checkpoint failed: %w", err)
 				}
-				return res, fmt.Errorf("step %d: %w", st.step, ErrInterrupted)
+				return res, fmt.Errorf("step %d, checkpoint saved: %w", st.step, ErrInterrupted)
 			}
 			group := mbs[st.epochStep*cfg.GradAccum : min(len(mbs), (st.epochStep+1)*cfg.GradAccum)]
 			nEx := 0
@@ -561,7 +574,20 @@ func referenceLogps(ctx context.Context, tr *bindings.Trainer, cfg Config, sets 
 		}
 		for _, mb := range Pack(set, order, cfg.BatchTokens, false) {
 			if err := ctx.Err(); err != nil {
+				writeJSON(path, cache) // keep what is done for the resumed run
 				return err
+			}
+			if done := func() bool {
+				for _, i := range mb.Examples {
+					r, ok := cache[set[i].ID]
+					if !ok {
+						return false
+					}
+					set[i].RefW, set[i].RefL = r.W, r.L
+				}
+				return true
+			}(); done {
+				continue
 			}
 			sums, _, err := tr.Forward(BuildBatch(set, mb, false), 0, false)
 			if err != nil {
