@@ -3,7 +3,9 @@ package train
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -229,5 +231,42 @@ func TestTruncationKeepsResponse(t *testing.T) {
 	}
 	if ex.Prompt[0] != full[0].Prompt[0] {
 		t.Errorf("BOS dropped")
+	}
+}
+
+// Held-out pairs whose preference is the reverse of the training pairs get
+// worse as training goes on: early stopping ends the run after --patience
+// evaluations without a better margin and exports the best adapter.
+func TestEarlyStopping(t *testing.T) {
+	ps, _, _ := pairs.Load(trainData, pairs.LoadOptions{})
+	train, held := ps[:48], ps[48:64]
+	for i := range held {
+		held[i].Chosen, held[i].Rejected = held[i].Rejected, held[i].Chosen
+	}
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Method, cfg.Model, cfg.Out = DPO, tinyModel, t.TempDir()
+	cfg.Data, cfg.EvalData = filepath.Join(dir, "train.jsonl"), filepath.Join(dir, "eval.jsonl")
+	pairs.Save(cfg.Data, train)
+	pairs.Save(cfg.EvalData, held)
+	cfg.Epochs, cfg.BatchTokens, cfg.EvalEvery, cfg.Patience, cfg.WarmupSteps, cfg.Threads = 4, 384, 1, 2, 0, 2
+	res, err := Run(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.StoppedEarly || res.Steps != 3 {
+		t.Fatalf("stopped early %v after %d steps, want true after 3 (best at step 1, patience 2)", res.StoppedEarly, res.Steps)
+	}
+	// the exported adapter is the step-1 one: its margin is the step-1 evaluation's
+	b, _ := os.ReadFile(filepath.Join(cfg.Out, "metrics.jsonl"))
+	var step1 float64
+	for _, line := range strings.Split(string(b), "\n") {
+		var row map[string]any
+		if json.Unmarshal([]byte(line), &row) == nil && row["split"] == "eval" && row["step"] == 1.0 {
+			step1 = row["rewards/margins"].(float64)
+		}
+	}
+	if got := res.After["rewards/margins"]; step1 == 0 || math.Abs(got-step1) > 1e-9*math.Max(1, math.Abs(step1)) {
+		t.Errorf("exported adapter's held-out margin %g, step-1 evaluation %g", got, step1)
 	}
 }
