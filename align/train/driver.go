@@ -338,6 +338,13 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 	loopStart := time.Now()
 	stopped := false
 	lastEvalStep := -1
+	// evaluateAt evaluates unless this step already was (epoch ends)
+	evaluateAt := func(step int) (map[string]float64, error) {
+		if step == lastEvalStep {
+			return nil, nil
+		}
+		return evaluate(step)
+	}
 	for st.step < total && !stopped {
 		order := EpochOrder(len(train), cfg.Seed, st.epoch)
 		mbs := Pack(train, order, cfg.BatchTokens, sft)
@@ -433,6 +440,13 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 			}
 			if st.step%evalEvery == 0 || st.step == total {
 				em, err := evaluate(st.step)
+				if err != nil && ctx.Err() != nil {
+					// interrupted during the evaluation: the step is done
+					if err := saveCheckpoint(cfg.Out, tr, st); err != nil {
+						return res, fmt.Errorf("interrupted, and saving the checkpoint failed: %w", err)
+					}
+					return res, fmt.Errorf("step %d, checkpoint saved: %w", st.step, ErrInterrupted)
+				}
 				if err != nil {
 					return res, err
 				}
@@ -469,6 +483,18 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 		if !stopped && st.epochStep*cfg.GradAccum >= len(mbs) {
 			st.epoch++
 			st.epochStep = 0
+			// one summary row per finished epoch
+			if err := writeRow(map[string]any{"split": "train_epoch", "step": st.step, "epoch": st.epoch,
+				"tokens_per_s": float64(tokens) / math.Max(time.Since(loopStart).Seconds(), 1e-9)}); err != nil {
+				return res, err
+			}
+			if ctx.Err() == nil {
+				if em, err := evaluateAt(st.step); err != nil && ctx.Err() == nil {
+					return res, err
+				} else if em != nil {
+					lastEvalStep = st.step
+				}
+			}
 		}
 	}
 	if progress != nil {

@@ -270,3 +270,52 @@ func TestEarlyStopping(t *testing.T) {
 		t.Errorf("exported adapter's held-out margin %g, step-1 evaluation %g", got, step1)
 	}
 }
+
+// Every method trains end to end through the driver (the losses are checked
+// in closed form in loss_test.go); a .zst data file reads like a plain one.
+func TestMethodsRun(t *testing.T) {
+	ps, _, _ := pairs.Load(trainData, pairs.LoadOptions{})
+	dir := t.TempDir()
+	data := filepath.Join(dir, "train.jsonl.zst")
+	if err := pairs.Save(data, ps[:24]); err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range Methods {
+		cfg := DefaultConfig()
+		cfg.Method, cfg.Model, cfg.Data, cfg.Out = method, tinyModel, data, t.TempDir()
+		cfg.Epochs, cfg.EvalSplit, cfg.BatchTokens, cfg.Threads = 1, 0.25, 512, 2
+		res, err := Run(context.Background(), cfg, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", method, err)
+		}
+		b, _ := os.ReadFile(filepath.Join(cfg.Out, "metrics.jsonl"))
+		rows := strings.Split(strings.TrimSpace(string(b)), "\n")
+		var train, epochs, evals int
+		for _, line := range rows {
+			var row map[string]any
+			if err := json.Unmarshal([]byte(line), &row); err != nil {
+				t.Fatalf("%s: bad metrics row %q", method, line)
+			}
+			switch row["split"] {
+			case "train":
+				train++
+				if _, ok := row["loss"]; !ok {
+					t.Errorf("%s: train row without loss: %s", method, line)
+				}
+			case "train_epoch":
+				epochs++
+			case "eval":
+				evals++
+				if _, ok := row["rewards/margins"]; !ok && method != SFT {
+					t.Errorf("%s: eval row without TRL metrics: %s", method, line)
+				}
+			}
+		}
+		if train != res.Steps || epochs != 1 || evals < 2 {
+			t.Errorf("%s: %d train rows for %d steps, %d epoch rows, %d eval rows", method, train, res.Steps, epochs, evals)
+		}
+		if _, err := os.Stat(res.Adapter); err != nil {
+			t.Errorf("%s: no adapter: %v", method, err)
+		}
+	}
+}
