@@ -7,7 +7,7 @@ need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v ninja >/dev/null 2>&1 || need+=(ninja-build)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
-command -v zstd >/dev/null 2>&1 || need+=(zstd)
+
 if ! command -v go >/dev/null 2>&1; then
   echo "align: Go is not installed (need Go 1.24 or newer on PATH)" >&2
   exit 1
