@@ -66,6 +66,9 @@ func (c *CollectConfig) defaults() {
 	if c.EstOutputToks <= 0 {
 		c.EstOutputToks = cost.RefResponseTokens
 	}
+	if c.DeadLetter == "" {
+		c.DeadLetter = SidePath(c.Out, "dead")
+	}
 }
 
 func (c *CollectConfig) settings() string {
@@ -93,9 +96,6 @@ func Collect(ctx context.Context, c CollectConfig) (CollectReport, error) {
 		return CollectReport{}, fmt.Errorf("collect: the generator backend cannot generate text")
 	}
 	rep := CollectReport{DeadPath: c.DeadLetter}
-	if rep.DeadPath == "" {
-		rep.DeadPath = SidePath(c.Out, "dead")
-	}
 	parse := func(raw []byte) ([]job, error) {
 		p, err := ParsePrompt(raw)
 		if err != nil {
@@ -110,27 +110,12 @@ func Collect(ctx context.Context, c CollectConfig) (CollectReport, error) {
 	if c.DryRun {
 		return rep, collectDryRun(ctx, &c, &rep, parse, done)
 	}
-	if err := c.retryDead(); err != nil {
-		return rep, err
-	}
-	out, err := openSink(c.Out, c.Stdout, done)
+	st, err := openStage(&c.Common, "collect", c.Generator, "", false, done)
 	if err != nil {
 		return rep, err
 	}
-	defer out.close()
-	dead, err := openSink(rep.DeadPath, c.Stdout, done)
-	if err != nil {
-		return rep, err
-	}
-	defer dead.close()
-	ledger, meter, err := c.OpenLedger()
-	if err != nil {
-		return rep, err
-	}
-	defer ledger.Close()
-	c.Generator.SetMeter(meter)
-
-	prog := newProgress(&c.Common, "collect", func() float64 { return ledger.Total().USD })
+	defer st.close()
+	out, dead, prog := st.out, st.dead, st.prog
 	prog.Total.Store(max(countLines(c.In)-int64(len(done)), 0))
 	var skipped, dups int64
 	do := func(ictx context.Context, j job) ([]write, error) {
@@ -177,13 +162,11 @@ func Collect(ctx context.Context, c CollectConfig) (CollectReport, error) {
 	err = pool(ctx, &c.Common, readJobs(&c.Common, parse, done, &skipped, &dups), do, tally)
 	rep.Written, rep.Dead, rep.Skipped, rep.Duplicates = int64(out.n), int64(dead.n), skipped, dups
 	rep.Prompts = rep.Written + rep.Dead + rep.Skipped
-	rep.SpentUSD, rep.PerSecond = ledger.Total().USD, prog.Rate()
-	prog.Skipped.Store(skipped)
 	extra := fmt.Sprintf("%d candidates to %s", rep.Written, out.path)
 	if rep.Dead > 0 {
 		extra += fmt.Sprintf(", %d dead letters in %s", rep.Dead, dead.path)
 	}
-	prog.finish(extra)
+	rep.SpentUSD, rep.PerSecond = st.finish(skipped, extra)
 	return rep, stopError("collect", err)
 }
 

@@ -241,35 +241,12 @@ func Rank(ctx context.Context, c RankConfig) (RankReport, error) {
 	if c.DryRun {
 		return rep, rankDryRun(ctx, &c, &rep, done)
 	}
-	if err := c.retryDead(); err != nil {
-		return rep, err
-	}
-	out, err := openSink(c.Out, c.Stdout, done)
+	st, err := openStage(&c.Common, "rank", c.Judge, c.Ties, c.Batch != nil, done)
 	if err != nil {
 		return rep, err
 	}
-	defer out.close()
-	ties, err := openSink(c.Ties, c.Stdout, done)
-	if err != nil {
-		return rep, err
-	}
-	defer ties.close()
-	dead, err := openSink(c.DeadLetter, c.Stdout, done)
-	if err != nil {
-		return rep, err
-	}
-	defer dead.close()
-	ledger, meter, err := c.OpenLedger()
-	if err != nil {
-		return rep, err
-	}
-	defer ledger.Close()
-	c.Judge.SetMeter(meter)
-	if c.Batch != nil {
-		meter.Batch = true
-	}
-
-	prog := newProgress(&c.Common, "rank", func() float64 { return ledger.Total().USD })
+	defer st.close()
+	out, ties, dead, prog := st.out, st.side, st.dead, st.prog
 	var rc rankCounters
 	var skipped, dups, nTies, nIncons int64
 	judgeOne := func(ictx context.Context, j job) ([]write, error) {
@@ -313,7 +290,7 @@ func Rank(ctx context.Context, c RankConfig) (RankReport, error) {
 	}
 	produce := readJobs(&c.Common, c.parse, done, &skipped, &dups)
 	if c.Batch != nil {
-		err = rankBatch(ctx, &c, produce, &rc, out, ties, dead, meter, tally)
+		err = rankBatch(ctx, &c, produce, &rc, out, ties, dead, st.meter, tally)
 	} else {
 		err = pool(ctx, &c.Common, produce, judgeOne, tally)
 	}
@@ -330,9 +307,7 @@ func Rank(ctx context.Context, c RankConfig) (RankReport, error) {
 	if n := rep.Pairs + rep.Ties + rep.Inconsistent; n > 0 {
 		rep.TieRate = float64(rep.Ties+rep.Inconsistent) / float64(n)
 	}
-	rep.SpentUSD, rep.PerSecond = ledger.Total().USD, prog.Rate()
-	prog.Skipped.Store(skipped)
-	prog.finish(fmt.Sprintf("%d pairs, %d ties, %d inconsistent (in %s), consistency %.1f%%, first-position wins %.1f%%, tie rate %.1f%%, %d repairs",
+	rep.SpentUSD, rep.PerSecond = st.finish(skipped, fmt.Sprintf("%d pairs, %d ties, %d inconsistent (in %s), consistency %.1f%%, first-position wins %.1f%%, tie rate %.1f%%, %d repairs",
 		rep.Pairs, rep.Ties, rep.Inconsistent, ties.path, 100*rep.ConsistencyRate, 100*rep.FirstPositionWinRate, 100*rep.TieRate, rep.Repairs))
 	return rep, stopError("rank", err)
 }

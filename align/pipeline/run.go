@@ -154,6 +154,73 @@ func (c *Common) retryDead() error {
 	return jsonl.WriteFileAtomic(path, func(io.Writer) error { return nil })
 }
 
+// stage is what a running stage writes to and charges: its output, an
+// optional side output (rank's ties, screen's removed pairs), the
+// dead-letter file, the cost ledger with its meter, and progress.
+type stage struct {
+	out, side, dead *sink // side is nil where the stage has none
+	ledger          *cost.Ledger
+	meter           *cost.Meter
+	prog            *Progress
+}
+
+// openStage takes back the dead letters to retry, opens c.Out, side (none
+// for "") and c.DeadLetter, adding the ids they hold to done, opens the
+// ledger, points b's calls at its meter (priced at the batch discount
+// where batch) and starts progress under name. The caller owns the stage:
+// close it when done; on error nothing is left open.
+func openStage(c *Common, name string, b *Backend, side string, batch bool, done map[string]bool) (*stage, error) {
+	if err := c.retryDead(); err != nil {
+		return nil, err
+	}
+	s := &stage{}
+	var err error
+	if s.out, err = openSink(c.Out, c.Stdout, done); err != nil {
+		return nil, err
+	}
+	if side != "" {
+		if s.side, err = openSink(side, c.Stdout, done); err != nil {
+			s.close()
+			return nil, err
+		}
+	}
+	if s.dead, err = openSink(c.DeadLetter, c.Stdout, done); err != nil {
+		s.close()
+		return nil, err
+	}
+	if s.ledger, s.meter, err = c.OpenLedger(); err != nil {
+		s.close()
+		return nil, err
+	}
+	b.SetMeter(s.meter)
+	if batch {
+		s.meter.Batch = true
+	}
+	s.prog = newProgress(c, name, func() float64 { return s.ledger.Total().USD })
+	return s, nil
+}
+
+// finish records the items done by earlier runs, prints the summary line
+// with extra, and returns the ledger's total (earlier runs included) and
+// this run's rate.
+func (s *stage) finish(skipped int64, extra string) (spentUSD, perSecond float64) {
+	spentUSD, perSecond = s.ledger.Total().USD, s.prog.Rate()
+	s.prog.Skipped.Store(skipped)
+	s.prog.finish(extra)
+	return spentUSD, perSecond
+}
+
+// close closes the ledger and the sinks, last opened first, skipping any
+// that were not opened.
+func (s *stage) close() {
+	if s.ledger != nil {
+		s.ledger.Close()
+	}
+	s.dead.close()
+	s.side.close()
+	s.out.close()
+}
+
 // job is one input record to process.
 type job struct {
 	id   string

@@ -153,39 +153,16 @@ func Screen(ctx context.Context, c ScreenConfig) (ScreenReport, error) {
 	if c.DryRun {
 		return rep, screenDryRun(ctx, &c, &rep, done)
 	}
-	if err := c.retryDead(); err != nil {
-		return rep, err
-	}
-	out, err := openSink(c.Out, c.Stdout, done)
+	st, err := openStage(&c.Common, "screen", c.Screener, c.Removed, c.Batch != nil, done)
 	if err != nil {
 		return rep, err
 	}
-	defer out.close()
-	removed, err := openSink(c.Removed, c.Stdout, done)
-	if err != nil {
-		return rep, err
-	}
-	defer removed.close()
-	dead, err := openSink(c.DeadLetter, c.Stdout, done)
-	if err != nil {
-		return rep, err
-	}
-	defer dead.close()
-	ledger, meter, err := c.OpenLedger()
-	if err != nil {
-		return rep, err
-	}
-	defer ledger.Close()
-	c.Screener.SetMeter(meter)
-	if c.Batch != nil {
-		meter.Batch = true
-	}
+	defer st.close()
+	out, removed, dead, prog := st.out, st.side, st.dead, st.prog
 	nRules := len(c.Constitution)
 	if nRules == 0 {
 		nRules = len(backend.DefaultConstitution)
 	}
-
-	prog := newProgress(&c.Common, "screen", func() float64 { return ledger.Total().USD })
 	var repairs atomic.Int64
 	var skipped, dups int64
 	decided := func(j job, d backend.ScreenDecision) []write {
@@ -238,14 +215,12 @@ func Screen(ctx context.Context, c ScreenConfig) (ScreenReport, error) {
 	}
 	produce := readJobs(&c.Common, parsePairJob, done, &skipped, &dups)
 	if c.Batch != nil {
-		err = screenBatch(ctx, &c, produce, nRules, decided, dead, meter, tally)
+		err = screenBatch(ctx, &c, produce, nRules, decided, dead, st.meter, tally)
 	} else {
 		err = pool(ctx, &c.Common, produce, do, tally)
 	}
 	rep.Dead, rep.Skipped, rep.Duplicates, rep.Repairs = int64(dead.n), skipped, dups, repairs.Load()
-	rep.SpentUSD, rep.PerSecond = ledger.Total().USD, prog.Rate()
-	prog.Skipped.Store(skipped)
-	prog.finish(fmt.Sprintf("%d approved, %d revised, %d removed (in %s)", rep.Approved, rep.Revised, rep.Removed, removed.path))
+	rep.SpentUSD, rep.PerSecond = st.finish(skipped, fmt.Sprintf("%d approved, %d revised, %d removed (in %s)", rep.Approved, rep.Revised, rep.Removed, removed.path))
 	if c.Stderr != nil {
 		fmt.Fprint(c.Stderr, rep.Table(c.Constitution))
 	}
