@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -98,8 +99,14 @@ func openBackend(c *cli.Context, flag string) (*pipeline.Backend, error) {
 	if conc <= 0 {
 		conc = c.Int("workers")
 	}
+	region := c.String("region")
+	if region == "" && c.Bool("dry-run") && os.Getenv("AWS_REGION") == "" && os.Getenv("AWS_DEFAULT_REGION") == "" {
+		// a dry run calls nothing and prices do not depend on the region:
+		// any region satisfies the client, so an estimate needs no AWS set-up
+		region = "us-east-1"
+	}
 	b, err := pipeline.Open(c.Context, spec, pipeline.OpenOptions{
-		Endpoint: c.String("endpoint"), Region: c.String("region"),
+		Endpoint: c.String("endpoint"), Region: region,
 		MaxAttempts: c.Int("max-attempts"), MaxBackoff: c.Duration("max-backoff"), AttemptTimeout: c.Duration("attempt-timeout"),
 		CallTimeout: c.Duration("item-timeout"),
 		Limits:      pace.Limits{RPM: c.Float64("rpm"), TPM: c.Float64("tpm"), Concurrency: conc},
