@@ -138,11 +138,9 @@ func Open(ctx context.Context, spec string, o OpenOptions) (*Backend, error) {
 		b.OpenAI = c
 		b.Generator, b.Judge, b.Screener = c, c, c
 	case backend.KindLocal:
-		l, err := local.Open(s.Target, o.Local)
-		if err != nil {
+		if err := openLocal(b, s.Target, o.Local); err != nil {
 			return nil, err
 		}
-		b.Generator, b.Judge, b.Screener, b.close = l, l, l, l.Close
 	case backend.KindRules:
 		r, err := rules.Open(s.Target)
 		if err != nil {

@@ -1,3 +1,5 @@
+//go:build cgo
+
 // Package local implements backend.Generator, Structurer, Judge and
 // Screener over a GGUF model run in-process through align's bindings to
 // llama.cpp: the model's chat template (or a plain transcript when it has
@@ -19,16 +21,6 @@ import (
 	"github.com/align-dev/align/align/backend"
 	"github.com/align-dev/align/bindings"
 )
-
-// Options configures a Backend. Zero values take the defaults noted.
-type Options struct {
-	Threads     int // CPU threads; 0: all cores
-	NCtx        int // context per session; 0: the model's training context, at most 4096
-	MaxTokens   int // output ceiling when a request sets none; default 512
-	Parallel    int // sessions (calls run at once); default 1
-	StringLimit int // longest free-text string in structured output; default 160
-	GPULayers   int // layers to offload where a GPU backend is built in
-}
 
 // Backend runs one local model. Safe for concurrent use: calls queue for
 // one of Options.Parallel sessions.
