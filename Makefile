@@ -43,6 +43,8 @@ demo: models
 test: native
 	$(BUILD)/native/align_native_tests
 	$(BUILD)/native/align_grad_ops
+	@# everything but the native-facing packages builds without cgo (DESIGN §2)
+	CGO_ENABLED=0 $(GO) build ./align/jsonl ./align/pairs ./align/manga ./align/backend/... ./align/cost ./align/pipeline
 	$(GOENV) $(GO) test -count=1 ./...
 
 bench: build
