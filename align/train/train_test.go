@@ -319,3 +319,44 @@ func TestMethodsRun(t *testing.T) {
 		}
 	}
 }
+
+// A torn or corrupt newest checkpoint is skipped for the one before it; a
+// checkpoint without its DONE marker is never read.
+func TestCorruptCheckpointFallsBack(t *testing.T) {
+	cfg := smallRun(t, SFT, t.TempDir())
+	cfg.SaveEvery = 2
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg.OnStep = func(step int) {
+		if step == 5 {
+			cancel()
+		}
+	}
+	if _, err := Run(ctx, cfg, nil); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("err = %v", err)
+	}
+	cancel()
+	dir := filepath.Join(cfg.Out, "checkpoints")
+	names := listCheckpoints(dir)
+	if len(names) != 2 || names[1] != "step-00000005" {
+		t.Fatalf("checkpoints %v, want the two newest (4 and 5)", names)
+	}
+	// flip a byte in the newest state: the CRC rejects it
+	p := filepath.Join(dir, names[1], "state.bin")
+	b, _ := os.ReadFile(p)
+	b[len(b)/2] ^= 0xff
+	os.WriteFile(p, b, 0o644)
+	tr, err := bindings.NewTrainer(tinyModel, bindings.TrainerOptions{Threads: 2, Rank: cfg.Rank, Alpha: float32(cfg.Alpha), Targets: bindings.TargetQ | bindings.TargetK | bindings.TargetV | bindings.TargetO, Seed: cfg.Seed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	st, err := loadCheckpoint(cfg.Out, tr)
+	if err != nil || st.step != 4 {
+		t.Errorf("loaded step %d (%v), want the previous checkpoint, step 4", st.step, err)
+	}
+	// without DONE the directory does not count
+	os.Remove(filepath.Join(dir, "step-00000004", "DONE"))
+	if _, err := loadCheckpoint(cfg.Out, tr); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Errorf("only a corrupt checkpoint left: err = %v, want a checksum error", err)
+	}
+}
