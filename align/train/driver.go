@@ -292,8 +292,12 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 	}
 
 	// schedule
-	perEpoch := (len(Pack(train, EpochOrder(len(train), cfg.Seed, 0), cfg.BatchTokens, sft)) + cfg.GradAccum - 1) / cfg.GradAccum
-	total := perEpoch * cfg.Epochs
+	// packing depends on each epoch's order, so epochs can differ by a step
+	total := 0
+	for e := 0; e < cfg.Epochs; e++ {
+		total += (len(Pack(train, EpochOrder(len(train), cfg.Seed, e), cfg.BatchTokens, sft)) + cfg.GradAccum - 1) / cfg.GradAccum
+	}
+	perEpoch := max(1, total/cfg.Epochs) // for the defaults of --eval-every and --save-every
 	if cfg.MaxSteps > 0 && cfg.MaxSteps < total {
 		total = cfg.MaxSteps
 	}
@@ -345,7 +349,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 		}
 		return evaluate(step)
 	}
-	for st.step < total && !stopped {
+	for st.step < total && st.epoch < cfg.Epochs && !stopped {
 		order := EpochOrder(len(train), cfg.Seed, st.epoch)
 		mbs := Pack(train, order, cfg.BatchTokens, sft)
 		for st.epochStep*cfg.GradAccum < len(mbs) && st.step < total {
