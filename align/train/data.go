@@ -204,9 +204,19 @@ func seqLen(ex *Example, sft bool) int {
 	return len(ex.Prompt) + max(len(ex.Chosen), len(ex.Rejected))
 }
 
+// MaxScored is the native trainer's limit on scored tokens per micro-batch.
+const MaxScored = 4096
+
+func scoredOf(ex *Example, sft bool) int {
+	if sft {
+		return len(ex.Chosen)
+	}
+	return len(ex.Chosen) + len(ex.Rejected)
+}
+
 // Pack groups examples in order into micro-batches whose padded size
-// (sequences × longest sequence) stays within tokenBudget; each holds at
-// least one example.
+// (sequences × longest sequence) stays within tokenBudget and whose scored
+// tokens stay within MaxScored; each holds at least one example.
 func Pack(exs []Example, order []int, tokenBudget int, sft bool) []MicroBatch {
 	perEx := 2
 	if sft {
@@ -214,17 +224,19 @@ func Pack(exs []Example, order []int, tokenBudget int, sft bool) []MicroBatch {
 	}
 	var out []MicroBatch
 	var cur MicroBatch
-	longest := 0
+	longest, scored := 0, 0
 	for _, i := range order {
 		l := seqLen(&exs[i], sft)
+		sc := scoredOf(&exs[i], sft)
 		nl := max(longest, l)
-		if len(cur.Examples) > 0 && (len(cur.Examples)+1)*perEx*nl > tokenBudget {
+		if len(cur.Examples) > 0 && ((len(cur.Examples)+1)*perEx*nl > tokenBudget || scored+sc > MaxScored) {
 			out = append(out, cur)
 			cur = MicroBatch{}
-			nl = l
+			nl, scored = l, 0
 		}
 		cur.Examples = append(cur.Examples, i)
 		longest = nl
+		scored += sc
 	}
 	if len(cur.Examples) > 0 {
 		out = append(out, cur)

@@ -111,6 +111,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--eval-split must be in [0, 1) (got %g)", c.EvalSplit)
 	case c.LabelSmoothing < 0 || c.LabelSmoothing >= 0.5:
 		return fmt.Errorf("--label-smoothing must be in [0, 0.5) (got %g)", c.LabelSmoothing)
+	case c.MaxLength > MaxScored || (c.Method != SFT && 2*c.MaxLength > MaxScored):
+		return fmt.Errorf("--max-length is at most %d for %s (a pair's scored tokens must fit one micro-batch; got %d)",
+			map[bool]int{true: MaxScored, false: MaxScored / 2}[c.Method == SFT], c.Method, c.MaxLength)
 	case c.RPOAlpha < 0:
 		return fmt.Errorf("--rpo-alpha must not be negative (got %g)", c.RPOAlpha)
 	case c.Beta < 0:

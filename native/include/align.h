@@ -273,6 +273,10 @@ typedef struct align_trainer_info {
 
 align_status align_trainer_get_info(const align_trainer * trainer, align_trainer_info * out);
 
+// Most scored tokens one micro-batch may hold (the head's row-max selection
+// keeps a scored x scored matrix).
+#define ALIGN_TRAIN_MAX_SCORED 4096
+
 // A micro-batch of n_seq sequences padded to n_tok tokens (row-major
 // [n_seq][n_tok]). scored[b*n_tok + t] != 0 marks that log p(tokens[b][t] |
 // tokens[b][<t]) counts (needs 1 <= t < lengths[b]).

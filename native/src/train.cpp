@@ -262,6 +262,11 @@ align_status validate_batch(const align_trainer * tr, const align_batch * b) {
     if (n_scored == 0) {
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "batch: no scored tokens");
     }
+    if (n_scored > ALIGN_TRAIN_MAX_SCORED) {
+        // the head's max selection holds (scored)² floats
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "batch: " + std::to_string(n_scored) + " scored tokens in one micro-batch; at most " +
+                                                    std::to_string(ALIGN_TRAIN_MAX_SCORED) + " (lower the token budget)");
+    }
     return ALIGN_OK;
 }
 
