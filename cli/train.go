@@ -29,7 +29,8 @@ and OUT/summary.json.
 
 DPO β comes from each pair's objective (safety 0.05, tone 0.1, escalation
 0.1, accuracy 0.3; other objectives 0.1); --beta overrides all, and
---beta-table reads {"objective": β, ...} from a JSON file. Reference
+--beta-table reads {"objective": β, ...} from a JSON file and overrides those
+entries ("default" sets the β of unnamed objectives). Reference
 log-probs (adapter off) are computed once and cached in OUT.
 
 Ctrl-C saves a checkpoint and exits with code 4; --resume OUT continues and

@@ -186,10 +186,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 	if cfg.Method == CDPO && eps == 0 {
 		eps = 0.1
 	}
-	betas := BetaTable{Table: DefaultBetas, Override: cfg.Beta}
-	if cfg.BetaTable != nil {
-		betas.Table = cfg.BetaTable
-	}
+	betas := BetaTable{Table: MergeBetas(cfg.BetaTable), Override: cfg.Beta}
 
 	// data
 	trainPairs, stats, err := pairs.Load(cfg.Data, pairs.LoadOptions{SkipInvalid: cfg.SkipInvalid})

@@ -111,6 +111,19 @@ type BetaTable struct {
 	Override float64 // > 0: use for every objective
 }
 
+// MergeBetas overlays a user table (objective → β; "default" for the rest)
+// on DefaultBetas.
+func MergeBetas(user map[string]float64) map[string]float64 {
+	out := make(map[string]float64, len(DefaultBetas)+len(user))
+	for k, v := range DefaultBetas {
+		out[k] = v
+	}
+	for k, v := range user {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}
+
 // Beta returns the β for an objective.
 func (b BetaTable) Beta(objective string) float64 {
 	if b.Override > 0 {

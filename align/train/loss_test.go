@@ -94,6 +94,12 @@ func TestBetaTable(t *testing.T) {
 	if b.Beta("safety") != 0.5 {
 		t.Error("override ignored")
 	}
+	m := BetaTable{Table: MergeBetas(map[string]float64{"Tone": 0.2, "default": 0.25})}
+	for obj, want := range map[string]float64{"tone": 0.2, "safety": 0.05, "accuracy": 0.3, "style": 0.25} {
+		if got := m.Beta(obj); got != want {
+			t.Errorf("merged Beta(%q) = %g, want %g", obj, got, want)
+		}
+	}
 }
 
 func TestSchedule(t *testing.T) {
