@@ -66,6 +66,9 @@ func DefaultConfig() Config {
 	}
 }
 
+// evalSplitSalt decorrelates --eval-split from the data tools' splits.
+const evalSplitSalt = 0x7472_6169_6e65_7661
+
 // ErrInterrupted is returned (wrapped) when the context ended and a
 // checkpoint was saved: rerun with Resume to continue.
 var ErrInterrupted = errors.New("interrupted; rerun with --resume to continue")
@@ -201,7 +204,10 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 			return res, err
 		}
 	} else if cfg.EvalSplit > 0 {
-		trainPairs, evalPairs, err = pairs.Split(trainPairs, cfg.EvalSplit, cfg.Seed)
+		// salted: files written by `align data synth/split` were split by the
+		// same id hash, and an unsalted split of their train half with the
+		// same seed would hold out nothing
+		trainPairs, evalPairs, err = pairs.Split(trainPairs, cfg.EvalSplit, cfg.Seed^evalSplitSalt)
 		if err != nil {
 			return res, err
 		}

@@ -360,3 +360,18 @@ func TestCorruptCheckpointFallsBack(t *testing.T) {
 		t.Errorf("only a corrupt checkpoint left: err = %v, want a checksum error", err)
 	}
 }
+
+// --eval-split holds out pairs even from a file that a data tool already
+// split with the same seed (the shipped train.jsonl).
+func TestEvalSplitOfSplitData(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Method, cfg.Model, cfg.Data, cfg.Out = SFT, tinyModel, subset(t, trainData, 60), t.TempDir()
+	cfg.EvalSplit, cfg.MaxSteps, cfg.Threads = 0.2, 1, 2
+	res, err := Run(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.EvalPairs < 4 || res.EvalPairs > 24 {
+		t.Errorf("--eval-split 0.2 of 60 pairs held out %d", res.EvalPairs)
+	}
+}
