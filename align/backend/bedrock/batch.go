@@ -94,12 +94,7 @@ func NewBatch(ctx context.Context, opts BatchOptions) (*Batch, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = 8
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 20 * time.Second
-	}
+	opts.retryDefaults()
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 30 * time.Second
 	}

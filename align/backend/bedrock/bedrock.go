@@ -167,12 +167,7 @@ func New(ctx context.Context, model string, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.MaxAttempts <= 0 {
-		opts.MaxAttempts = 8
-	}
-	if opts.MaxBackoff <= 0 {
-		opts.MaxBackoff = 20 * time.Second
-	}
+	opts.retryDefaults()
 	if opts.AttemptTimeout <= 0 {
 		opts.AttemptTimeout = 2 * time.Minute
 	}
@@ -446,4 +441,14 @@ func (c *Client) Judge(ctx context.Context, req backend.JudgeRequest) (backend.J
 // Screen implements backend.Screener through StructuredCall.
 func (c *Client) Screen(ctx context.Context, req backend.ScreenRequest) (backend.ScreenResponse, error) {
 	return backend.ScreenWith(ctx, c, req)
+}
+
+// retryDefaults fills the retry settings that runtime and batch clients share.
+func (o *Options) retryDefaults() {
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 8
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = 20 * time.Second
+	}
 }
