@@ -127,21 +127,29 @@ func fast(s *standin.Server) []string {
 	return []string{"--endpoint", s.URL(), "--max-backoff", "5ms", "--attempt-timeout", "5s", "--workers", "4"}
 }
 
+// startHelper runs the align command with args as a real subprocess (see
+// TestHelperProcess); exited receives cmd.Wait's result.
+func startHelper(t *testing.T, args []string) (cmd *exec.Cmd, stderr *bytes.Buffer, exited <-chan error) {
+	t.Helper()
+	a, _ := json.Marshal(args)
+	cmd = exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
+	cmd.Env = append(os.Environ(), "ALIGN_TEST_HELPER=1", "ALIGN_TEST_ARGS="+string(a))
+	stderr = &bytes.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- cmd.Wait() }()
+	return cmd, stderr, ch
+}
+
 // runKilled runs args in a subprocess and SIGKILLs it once out holds at
 // least killAt records; it reports whether the kill happened before the
 // process finished on its own.
 func runKilled(t *testing.T, args []string, out string, killAt int) bool {
 	t.Helper()
-	a, _ := json.Marshal(args)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
-	cmd.Env = append(os.Environ(), "ALIGN_TEST_HELPER=1", "ALIGN_TEST_ARGS="+string(a))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	cmd, stderr, exited := startHelper(t, args)
 	for {
 		select {
 		case err := <-exited:

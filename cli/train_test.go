@@ -2,9 +2,7 @@ package cli
 
 import (
 	"bytes"
-	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -24,16 +22,7 @@ func trainArgs(t *testing.T, out, data string) []string {
 // metrics.jsonl holds at least rows train rows; it returns the exit code.
 func startTrain(t *testing.T, args []string, out string, rows int, sig syscall.Signal) int {
 	t.Helper()
-	a, _ := json.Marshal(args)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$")
-	cmd.Env = append(os.Environ(), "ALIGN_TEST_HELPER=1", "ALIGN_TEST_ARGS="+string(a))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	cmd, stderr, exited := startHelper(t, args)
 	deadline := time.After(2 * time.Minute)
 	for signalled := false; ; {
 		select {
