@@ -249,7 +249,9 @@ func TestThrottleStormDoesNotStarveRetries(t *testing.T) {
 		s := startStandin(t, nil)
 		s.Inject(standin.Fault{Kind: standin.FaultThrottle}, throttles)
 		o := testOptions(s)
-		o.MaxAttempts = 12
+		// enough attempts that no call can run out even if it draws every
+		// throttle: only the retry bucket may stop retries
+		o.MaxAttempts = throttles + 1
 		c := newClient(t, llama, o)
 		if defaultBucket {
 			c.rt = bedrockruntime.NewFromConfig(*o.AWSConfig, func(bo *bedrockruntime.Options) {
