@@ -7,7 +7,9 @@ package bindings
 import "C"
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"unsafe"
 )
@@ -23,35 +25,52 @@ const (
 	TargetDown = uint32(C.ALIGN_LORA_DOWN)
 )
 
-// TrainerOptions configure NewTrainer.
+// Parameter kinds of the parameter table (ParamInfo.Kind).
+const (
+	ParamLoRAA      = int(C.ALIGN_PARAM_LORA_A)
+	ParamLoRAB      = int(C.ALIGN_PARAM_LORA_B)
+	ParamHeadWeight = int(C.ALIGN_PARAM_HEAD_WEIGHT)
+	ParamHeadBias   = int(C.ALIGN_PARAM_HEAD_BIAS)
+)
+
+// TrainerOptions configure NewTrainer. Rank, Alpha, Targets and Seed shape
+// the first adapter set, "policy" (set 0).
 type TrainerOptions struct {
-	Threads       int
-	Rank          int
-	Alpha         float32
-	Targets       uint32 // 0: q, k, v, o
-	Seed          uint64
-	ExactBackward bool // F32 transposed weights (gradient checks)
+	Threads        int
+	Rank           int
+	Alpha          float32
+	Targets        uint32 // 0: q, k, v, o
+	Seed           uint64
+	ExactBackward  bool   // F32 transposed weights (gradient checks)
+	Device         string // "" or "CPU"; a ggml device name where one is built in
+	HeadChunkBytes int64  // LM-head working memory per chunk (0: 64 MiB)
 }
 
-// Trainer is the native LoRA training engine over a frozen GGUF base.
+// Trainer is the native LoRA training engine over the frozen weights of a
+// Model. Not safe for concurrent use, except Cancel.
 type Trainer struct {
-	p    *C.align_trainer
-	info TrainerInfo
+	p     *C.align_trainer
+	model *Model
+	owned bool // the model was loaded by NewTrainerFromFile
+	info  TrainerInfo
 }
 
-// TrainerInfo describes a trainer's model and adapters.
+// TrainerInfo describes a trainer's model and its first adapter set.
 type TrainerInfo struct {
-	Arch                                             string
+	Arch, Device                                     string
 	NVocab, NEmbd, NLayer, NHead, NHeadKV, NFF, NCtx int
 	NBaseParams, NLoRAParams                         int64
 	NLoRATensors                                     int
 	BaseBytes, TransposedBytes                       int64
+	NSets                                            int
 }
 
-// NewTrainer loads the base model for training.
-func NewTrainer(modelPath string, opt TrainerOptions) (*Trainer, error) {
+// NewTrainer creates a trainer over model's weights: the same resident copy
+// serves training and generation (sessions of model). The model must be
+// loaded with weights and cannot be closed before the trainer.
+func NewTrainer(model *Model, opt TrainerOptions) (*Trainer, error) {
 	defer lockThread()()
-	if err := Init(); err != nil {
+	if err := model.live(); err != nil {
 		return nil, err
 	}
 	p := C.align_trainer_default_params()
@@ -65,37 +84,74 @@ func NewTrainer(modelPath string, opt TrainerOptions) (*Trainer, error) {
 	p.targets = C.uint32_t(opt.Targets)
 	p.seed = C.uint64_t(opt.Seed)
 	p.exact_backward = C.bool(opt.ExactBackward)
-	cpath := C.CString(modelPath)
-	defer C.free(unsafe.Pointer(cpath))
+	p.head_chunk_bytes = C.int64_t(opt.HeadChunkBytes)
+	if opt.Device != "" {
+		cdev := C.CString(opt.Device)
+		defer C.free(unsafe.Pointer(cdev))
+		p.device = cdev
+	}
 	var t *C.align_trainer
-	if err := check("align_trainer_new", C.align_trainer_new(cpath, &p, &t)); err != nil {
+	if err := check("align_trainer_new", C.align_trainer_new(model.p, &p, &t)); err != nil {
 		return nil, err
 	}
-	tr := &Trainer{p: t}
-	var ci C.align_trainer_info
-	if err := check("align_trainer_get_info", C.align_trainer_get_info(t, &ci)); err != nil {
+	tr := &Trainer{p: t, model: model}
+	if err := tr.refreshInfo(); err != nil {
 		C.align_trainer_free(t)
 		return nil, err
 	}
-	tr.info = TrainerInfo{
-		Arch: C.GoString(&ci.arch[0]), NVocab: int(ci.n_vocab), NEmbd: int(ci.n_embd), NLayer: int(ci.n_layer),
-		NHead: int(ci.n_head), NHeadKV: int(ci.n_head_kv), NFF: int(ci.n_ff), NCtx: int(ci.n_ctx_train),
-		NBaseParams: int64(ci.n_base_params), NLoRAParams: int64(ci.n_lora_params), NLoRATensors: int(ci.n_lora_tensors),
-		BaseBytes: int64(ci.base_bytes), TransposedBytes: int64(ci.transposed_bytes),
-	}
+	model.children.Add(1)
 	return tr, nil
+}
+
+// NewTrainerFromFile loads the model at path (with weights) and creates a
+// trainer that owns it; Model returns it for sessions.
+func NewTrainerFromFile(path string, opt TrainerOptions) (*Trainer, error) {
+	m, err := LoadModel(path, ModelOptions{Threads: opt.Threads})
+	if err != nil {
+		return nil, err
+	}
+	tr, err := NewTrainer(m, opt)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	tr.owned = true
+	return tr, nil
+}
+
+// must hold lockThread
+func (t *Trainer) refreshInfo() error {
+	var ci C.align_trainer_info
+	if err := check("align_trainer_get_info", C.align_trainer_get_info(t.p, &ci)); err != nil {
+		return err
+	}
+	t.info = TrainerInfo{
+		Arch: C.GoString(&ci.arch[0]), Device: C.GoString(&ci.device[0]), NVocab: int(ci.n_vocab), NEmbd: int(ci.n_embd),
+		NLayer: int(ci.n_layer), NHead: int(ci.n_head), NHeadKV: int(ci.n_head_kv), NFF: int(ci.n_ff), NCtx: int(ci.n_ctx_train),
+		NBaseParams: int64(ci.n_base_params), NLoRAParams: int64(ci.n_lora_params), NLoRATensors: int(ci.n_lora_tensors),
+		BaseBytes: int64(ci.base_bytes), TransposedBytes: int64(ci.transposed_bytes), NSets: int(ci.n_sets),
+	}
+	return nil
 }
 
 // Info describes the trainer.
 func (t *Trainer) Info() TrainerInfo { return t.info }
 
-// Close frees the trainer. Idempotent.
+// Model is the model whose weights the trainer runs on.
+func (t *Trainer) Model() *Model { return t.model }
+
+// Close frees the trainer (and its model when NewTrainerFromFile loaded it).
+// Idempotent. It fails while live adapters of the trainer are open.
 func (t *Trainer) Close() error {
 	if t == nil || t.p == nil {
 		return nil
 	}
 	C.align_trainer_free(t.p)
 	t.p = nil
+	t.model.children.Add(-1)
+	if t.owned {
+		return t.model.Close()
+	}
 	return nil
 }
 
@@ -106,37 +162,86 @@ func (t *Trainer) live() error {
 	return nil
 }
 
+// Cancel makes the running (or next) forward or backward return an error
+// matching ErrCancelled. It is sticky until ClearCancel. Any goroutine may
+// call it.
+func (t *Trainer) Cancel() {
+	if t != nil && t.p != nil {
+		C.align_trainer_cancel(t.p)
+	}
+}
+
+// ClearCancel re-arms the trainer after Cancel.
+func (t *Trainer) ClearCancel() {
+	if t != nil && t.p != nil {
+		C.align_trainer_clear_cancel(t.p)
+	}
+}
+
+// Watch cancels the trainer's native calls when ctx ends (a long forward
+// stops within a graph node). The returned stop function ends the watch;
+// a cancel that ctx caused stays set (ClearCancel re-arms the trainer).
+func (t *Trainer) Watch(ctx context.Context) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		select {
+		case <-ctx.Done():
+			t.Cancel()
+		case <-done:
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
 // Batch is a micro-batch of NSeq sequences padded to NTok tokens, row-major.
-// Scored[b*NTok+t] marks that log p(Tokens[b*NTok+t] | earlier tokens) counts.
+// Scored[b*NTok+t] marks that log p(Tokens[b*NTok+t] | earlier tokens)
+// counts; HeadAt (optional) marks positions where the set's heads read the
+// final hidden state.
 type Batch struct {
 	NSeq, NTok int
 	Tokens     []int32
 	Lengths    []int32
 	Scored     []uint8
+	HeadAt     []uint8
 }
 
 // c describes b to C. The slices are pinned (a C struct may hold Go pointers
 // only to pinned memory); call pin.Unpin after the call.
 func (b *Batch) c(pin *runtime.Pinner) (C.align_batch, error) {
 	if b.NSeq <= 0 || b.NTok <= 0 || len(b.Tokens) != b.NSeq*b.NTok || len(b.Scored) != b.NSeq*b.NTok ||
-		len(b.Lengths) != b.NSeq {
+		len(b.Lengths) != b.NSeq || (b.HeadAt != nil && len(b.HeadAt) != b.NSeq*b.NTok) {
 		return C.align_batch{}, errors.New("bindings: batch slices do not match NSeq x NTok")
 	}
 	pin.Pin(&b.Tokens[0])
 	pin.Pin(&b.Lengths[0])
 	pin.Pin(&b.Scored[0])
-	return C.align_batch{
+	cb := C.align_batch{
 		n_seq: C.int32_t(b.NSeq), n_tok: C.int32_t(b.NTok),
 		tokens:  (*C.int32_t)(unsafe.Pointer(&b.Tokens[0])),
 		lengths: (*C.int32_t)(unsafe.Pointer(&b.Lengths[0])),
 		scored:  (*C.uint8_t)(unsafe.Pointer(&b.Scored[0])),
-	}, nil
+	}
+	if b.HeadAt != nil {
+		pin.Pin(&b.HeadAt[0])
+		cb.head_at = (*C.uint8_t)(unsafe.Pointer(&b.HeadAt[0]))
+	}
+	return cb, nil
 }
 
 // NScored counts scored positions.
-func (b *Batch) NScored() int {
+func (b *Batch) NScored() int { return countNonZero(b.Scored) }
+
+// NHeadAt counts head positions.
+func (b *Batch) NHeadAt() int { return countNonZero(b.HeadAt) }
+
+func countNonZero(x []uint8) int {
 	n := 0
-	for _, s := range b.Scored {
+	for _, s := range x {
 		if s != 0 {
 			n++
 		}
@@ -144,88 +249,154 @@ func (b *Batch) NScored() int {
 	return n
 }
 
-// Forward returns per-sequence sums of scored log-probs at the given adapter
-// scale (0: the frozen base) and, when tokens is true, every scored log-prob.
-func (t *Trainer) Forward(b *Batch, loraScale float32, tokens bool) ([]float64, []float32, error) {
+// Outputs of a forward pass. Token order: sequence 0's scored positions
+// ascending, then sequence 1's, ...; Heads: for each head position in the
+// same order, the set's NHeadOut values.
+type Outputs struct {
+	Sums  []float64 // per sequence: sum of its scored token log-probs
+	Logps []float32 // one per scored token
+	Heads []float32 // NHeadAt · NHeadOut
+}
+
+// TokenSeq returns, for each scored token of b in Outputs order, its sequence.
+func (b *Batch) TokenSeq() []int {
+	out := make([]int, 0, b.NScored())
+	for s := 0; s < b.NSeq; s++ {
+		for t := 0; t < b.NTok; t++ {
+			if b.Scored[s*b.NTok+t] != 0 {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func (t *Trainer) forward(op string, b *Batch, set int, scale float32, grad bool) (Outputs, error) {
 	defer lockThread()()
 	if err := t.live(); err != nil {
-		return nil, nil, err
+		return Outputs{}, err
 	}
 	var pin runtime.Pinner
 	defer pin.Unpin()
 	cb, err := b.c(&pin)
 	if err != nil {
-		return nil, nil, err
+		return Outputs{}, err
 	}
-	sums := make([]float64, b.NSeq)
-	var lps []float32
-	var lp *C.float
-	if tokens {
-		lps = make([]float32, max(b.NScored(), 1))
-		lp = (*C.float)(unsafe.Pointer(&lps[0]))
+	out := Outputs{Sums: make([]float64, b.NSeq), Logps: make([]float32, b.NScored())}
+	// align_outputs holds Go pointers: pin what it points to
+	var co C.align_outputs
+	pin.Pin(&out.Sums[0])
+	co.sums = (*C.double)(unsafe.Pointer(&out.Sums[0]))
+	if len(out.Logps) > 0 {
+		pin.Pin(&out.Logps[0])
+		co.token_logps = (*C.float)(unsafe.Pointer(&out.Logps[0]))
 	}
-	st := C.align_trainer_forward(t.p, &cb, C.float(loraScale), (*C.double)(unsafe.Pointer(&sums[0])), lp)
+	if nh := b.NHeadAt(); nh > 0 && set >= 0 {
+		si, err := t.setInfo(set)
+		if err != nil {
+			return Outputs{}, err
+		}
+		if si.NHeadOut > 0 {
+			out.Heads = make([]float32, nh*si.NHeadOut)
+			pin.Pin(&out.Heads[0])
+			co.head_values = (*C.float)(unsafe.Pointer(&out.Heads[0]))
+		}
+	}
+	var st C.align_status
+	if grad {
+		st = C.align_trainer_forward_grad(t.p, &cb, C.int32_t(set), &co)
+	} else {
+		st = C.align_trainer_forward(t.p, &cb, C.int32_t(set), C.float(scale), &co)
+	}
 	runtime.KeepAlive(b)
-	if err := check("align_trainer_forward", st); err != nil {
-		return nil, nil, err
+	runtime.KeepAlive(&out)
+	if err := check(op, st); err != nil {
+		return Outputs{}, err
 	}
-	if tokens {
-		lps = lps[:b.NScored()]
-	}
-	return sums, lps, nil
+	return out, nil
 }
 
-// ForwardGrad runs the training forward (adapters at scale 1) and keeps what
-// Backward needs.
-func (t *Trainer) ForwardGrad(b *Batch) ([]float64, error) {
-	defer lockThread()()
-	if err := t.live(); err != nil {
-		return nil, err
-	}
-	var pin runtime.Pinner
-	defer pin.Unpin()
-	cb, err := b.c(&pin)
-	if err != nil {
-		return nil, err
-	}
-	sums := make([]float64, b.NSeq)
-	st := C.align_trainer_forward_grad(t.p, &cb, (*C.double)(unsafe.Pointer(&sums[0])))
-	runtime.KeepAlive(b)
-	if err := check("align_trainer_forward_grad", st); err != nil {
-		return nil, err
-	}
-	return sums, nil
+// Forward runs set 0 at the given adapter scale (0: the frozen base) without
+// keeping anything for a backward.
+func (t *Trainer) Forward(b *Batch, loraScale float32) (Outputs, error) {
+	return t.forward("align_trainer_forward", b, 0, loraScale, false)
 }
 
-// Backward accumulates the gradient of a loss with dloss/dsum = dsums.
-func (t *Trainer) Backward(dsums []float64) error {
+// ForwardSet is Forward with adapter set `set` (-1: none, the frozen base).
+func (t *Trainer) ForwardSet(b *Batch, set int, loraScale float32) (Outputs, error) {
+	return t.forward("align_trainer_forward", b, set, loraScale, false)
+}
+
+// ForwardGrad runs the training forward of set 0 (adapters at scale 1) and
+// keeps what Backward needs.
+func (t *Trainer) ForwardGrad(b *Batch) (Outputs, error) {
+	return t.forward("align_trainer_forward_grad", b, 0, 1, true)
+}
+
+// ForwardGradSet is ForwardGrad for adapter set `set`.
+func (t *Trainer) ForwardGradSet(b *Batch, set int) (Outputs, error) {
+	return t.forward("align_trainer_forward_grad", b, set, 1, true)
+}
+
+// Backward accumulates (+=) the gradient of a loss with dLoss/dLogps = cot
+// (one per scored token of the last ForwardGrad; nil: zeros).
+func (t *Trainer) Backward(cot []float32) error { return t.BackwardHeads(cot, nil) }
+
+// BackwardHeads is Backward with cotangents of the head values too (nil:
+// zeros; same layout as Outputs.Heads).
+func (t *Trainer) BackwardHeads(cot, headCot []float32) error {
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
 	}
-	if len(dsums) == 0 {
-		return errors.New("bindings: empty loss gradient")
+	var pc, ph *C.float
+	if len(cot) > 0 {
+		pc = (*C.float)(unsafe.Pointer(&cot[0]))
 	}
-	return check("align_trainer_backward", C.align_trainer_backward(t.p, (*C.double)(unsafe.Pointer(&dsums[0]))))
+	if len(headCot) > 0 {
+		ph = (*C.float)(unsafe.Pointer(&headCot[0]))
+	}
+	return check("align_trainer_backward", C.align_trainer_backward(t.p, pc, ph))
 }
 
-// ZeroGrad clears the gradient accumulator.
-func (t *Trainer) ZeroGrad() error {
+// BackwardSums accumulates the gradient of a sequence-level loss:
+// dLoss/dSum[s] = dsums[s] for each sequence, broadcast over its scored
+// tokens (b is the batch of the last ForwardGrad).
+func (t *Trainer) BackwardSums(b *Batch, dsums []float64) error {
+	if len(dsums) != b.NSeq {
+		return fmt.Errorf("bindings: %d loss gradients for %d sequences", len(dsums), b.NSeq)
+	}
+	seq := b.TokenSeq()
+	cot := make([]float32, len(seq))
+	for j, s := range seq {
+		cot[j] = float32(dsums[s])
+	}
+	return t.Backward(cot)
+}
+
+// ZeroGrad clears set 0's gradient accumulator.
+func (t *Trainer) ZeroGrad() error { return t.ZeroGradSet(0) }
+
+// ZeroGradSet clears a set's gradient accumulator.
+func (t *Trainer) ZeroGradSet(set int) error {
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
 	}
-	return check("align_trainer_zero_grad", C.align_trainer_zero_grad(t.p))
+	return check("align_trainer_zero_grad", C.align_trainer_zero_grad(t.p, C.int32_t(set)))
 }
 
-// GradNorm is the L2 norm of the accumulated gradient times scale.
-func (t *Trainer) GradNorm(scale float64) (float64, error) {
+// GradNorm is the L2 norm of set 0's accumulated gradient times scale.
+func (t *Trainer) GradNorm(scale float64) (float64, error) { return t.GradNormSet(0, scale) }
+
+// GradNormSet is GradNorm for a set.
+func (t *Trainer) GradNormSet(set int, scale float64) (float64, error) {
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return 0, err
 	}
 	var n C.double
-	if err := check("align_trainer_grad_norm", C.align_trainer_grad_norm(t.p, C.double(scale), &n)); err != nil {
+	if err := check("align_trainer_grad_norm", C.align_trainer_grad_norm(t.p, C.int32_t(set), C.double(scale), &n)); err != nil {
 		return 0, err
 	}
 	return float64(n), nil
@@ -236,33 +407,167 @@ type AdamW struct {
 	LR, Beta1, Beta2, Eps, WeightDecay, GradScale float32
 }
 
-// Step applies AdamW from the accumulated gradient and clears it.
-func (t *Trainer) Step(p AdamW) error {
+// Step applies AdamW to set 0 from its accumulated gradient and clears it.
+func (t *Trainer) Step(p AdamW) error { return t.StepSet(0, p) }
+
+// StepSet is Step for a set.
+func (t *Trainer) StepSet(set int, p AdamW) error {
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
 	}
 	cp := C.align_adamw_params{lr: C.float(p.LR), beta1: C.float(p.Beta1), beta2: C.float(p.Beta2), eps: C.float(p.Eps),
 		weight_decay: C.float(p.WeightDecay), grad_scale: C.float(p.GradScale)}
-	return check("align_trainer_adamw_step", C.align_trainer_adamw_step(t.p, &cp))
+	return check("align_trainer_adamw_step", C.align_trainer_adamw_step(t.p, C.int32_t(set), &cp))
 }
 
-// State is the trainer's optimisable state.
+// SetOptions describe an adapter set (AddSet).
+type SetOptions struct {
+	Name    string
+	Rank    int
+	Alpha   float32
+	Targets uint32 // 0: no adapters (heads only)
+	Seed    uint64
+	Heads   []HeadSpec
+}
+
+// HeadSpec names a scalar head and its number of outputs.
+type HeadSpec struct {
+	Name string
+	Dim  int
+}
+
+// SetInfo describes an adapter set.
+type SetInfo struct {
+	Name                                string
+	Rank                                int
+	Alpha                               float32
+	Targets                             uint32
+	NParams                             int64
+	NTensors, NLoRA, NHeads, NHeadOut   int
+	Step                                int64
+}
+
+// AddSet adds a named adapter set over the same base and returns its index.
+func (t *Trainer) AddSet(o SetOptions) (int, error) {
+	defer lockThread()()
+	if err := t.live(); err != nil {
+		return 0, err
+	}
+	p := C.align_adapter_set_default_params()
+	name := C.CString(o.Name)
+	defer C.free(unsafe.Pointer(name))
+	p.name = name
+	p.lora_rank = C.int32_t(o.Rank)
+	p.lora_alpha = C.float(o.Alpha)
+	p.targets = C.uint32_t(o.Targets)
+	p.seed = C.uint64_t(o.Seed)
+	var names []*C.char
+	var dims []C.int32_t
+	for _, h := range o.Heads {
+		cs := C.CString(h.Name)
+		defer C.free(unsafe.Pointer(cs))
+		names = append(names, cs)
+		dims = append(dims, C.int32_t(h.Dim))
+	}
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	if len(names) > 0 {
+		cn := (**C.char)(C.malloc(C.size_t(len(names)) * C.size_t(unsafe.Sizeof(names[0]))))
+		defer C.free(unsafe.Pointer(cn))
+		copy(unsafe.Slice(cn, len(names)), names)
+		pin.Pin(&dims[0])
+		p.n_heads = C.int32_t(len(names))
+		p.head_names = cn
+		p.head_dims = (*C.int32_t)(unsafe.Pointer(&dims[0]))
+	}
+	var id C.int32_t
+	if err := check("align_trainer_add_set", C.align_trainer_add_set(t.p, &p, &id)); err != nil {
+		return 0, err
+	}
+	if err := t.refreshInfo(); err != nil {
+		return 0, err
+	}
+	return int(id), nil
+}
+
+// must hold lockThread
+func (t *Trainer) setInfo(set int) (SetInfo, error) {
+	var ci C.align_set_info
+	if err := check("align_trainer_get_set_info", C.align_trainer_get_set_info(t.p, C.int32_t(set), &ci)); err != nil {
+		return SetInfo{}, err
+	}
+	return SetInfo{Name: C.GoString(&ci.name[0]), Rank: int(ci.lora_rank), Alpha: float32(ci.lora_alpha),
+		Targets: uint32(ci.targets), NParams: int64(ci.n_params), NTensors: int(ci.n_tensors), NLoRA: int(ci.n_lora),
+		NHeads: int(ci.n_heads), NHeadOut: int(ci.n_head_out), Step: int64(ci.step)}, nil
+}
+
+// SetInfo describes adapter set `set`.
+func (t *Trainer) SetInfo(set int) (SetInfo, error) {
+	defer lockThread()()
+	if err := t.live(); err != nil {
+		return SetInfo{}, err
+	}
+	return t.setInfo(set)
+}
+
+// ParamInfo is one row of a set's parameter table: the flat state vectors
+// (GetState) are the rows concatenated, each ne0-fastest.
+type ParamInfo struct {
+	Name     string
+	Kind     int // Param*
+	Ne0, Ne1 int64
+	Offset   int64
+}
+
+// Params returns a set's parameter table.
+func (t *Trainer) Params(set int) ([]ParamInfo, error) {
+	defer lockThread()()
+	if err := t.live(); err != nil {
+		return nil, err
+	}
+	var n C.int32_t
+	st := C.align_trainer_get_params(t.p, C.int32_t(set), nil, 0, &n)
+	if st != C.ALIGN_OK && st != C.ALIGN_ERR_BUFFER_TOO_SMALL {
+		return nil, check("align_trainer_get_params", st)
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	rows := make([]C.align_param_info, int(n))
+	if err := check("align_trainer_get_params", C.align_trainer_get_params(t.p, C.int32_t(set), &rows[0], n, &n)); err != nil {
+		return nil, err
+	}
+	out := make([]ParamInfo, len(rows))
+	for i, r := range rows {
+		out[i] = ParamInfo{Name: C.GoString(&r.name[0]), Kind: int(r.kind), Ne0: int64(r.ne0), Ne1: int64(r.ne1), Offset: int64(r.offset)}
+	}
+	return out, nil
+}
+
+// State is an adapter set's optimisable state.
 type State struct {
 	Params, M, V, Grads []float32
 	Step                int64
 }
 
-// GetState copies parameters, moments and gradient accumulator.
-func (t *Trainer) GetState() (State, error) {
+// GetState copies set 0's parameters, moments and gradient accumulator.
+func (t *Trainer) GetState() (State, error) { return t.GetStateSet(0) }
+
+// GetStateSet is GetState for a set.
+func (t *Trainer) GetStateSet(set int) (State, error) {
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return State{}, err
 	}
-	n := int(t.info.NLoRAParams)
+	si, err := t.setInfo(set)
+	if err != nil {
+		return State{}, err
+	}
+	n := int(si.NParams)
 	s := State{Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n), Grads: make([]float32, n)}
 	var step C.int64_t
-	st := C.align_trainer_get_state(t.p, (*C.float)(unsafe.Pointer(&s.Params[0])), (*C.float)(unsafe.Pointer(&s.M[0])),
+	st := C.align_trainer_get_state(t.p, C.int32_t(set), (*C.float)(unsafe.Pointer(&s.Params[0])), (*C.float)(unsafe.Pointer(&s.M[0])),
 		(*C.float)(unsafe.Pointer(&s.V[0])), (*C.float)(unsafe.Pointer(&s.Grads[0])), &step)
 	if err := check("align_trainer_get_state", st); err != nil {
 		return State{}, err
@@ -271,13 +576,23 @@ func (t *Trainer) GetState() (State, error) {
 	return s, nil
 }
 
-// SetState restores parameters and moments (nil slices are left as they are).
+// SetState restores set 0's parameters and moments (nil slices are left as
+// they are).
 func (t *Trainer) SetState(params, m, v []float32, step int64) error {
+	return t.SetStateSet(0, params, m, v, step)
+}
+
+// SetStateSet is SetState for a set.
+func (t *Trainer) SetStateSet(set int, params, m, v []float32, step int64) error {
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
 	}
-	n := int(t.info.NLoRAParams)
+	si, err := t.setInfo(set)
+	if err != nil {
+		return err
+	}
+	n := int(si.NParams)
 	ptr := func(x []float32) (*C.float, error) {
 		if x == nil {
 			return nil, nil
@@ -300,18 +615,38 @@ func (t *Trainer) SetState(params, m, v []float32, step int64) error {
 		return err
 	}
 	cs := C.int64_t(step)
-	return check("align_trainer_set_state", C.align_trainer_set_state(t.p, pp, pm, pv, &cs))
+	return check("align_trainer_set_state", C.align_trainer_set_state(t.p, C.int32_t(set), pp, pm, pv, &cs))
 }
 
-// Export writes the adapters as a llama.cpp LoRA GGUF.
-func (t *Trainer) Export(path string) error {
+// Export writes set 0's adapters as a llama.cpp LoRA GGUF.
+func (t *Trainer) Export(path string) error { return t.ExportSet(0, path) }
+
+// ExportSet is Export for a set.
+func (t *Trainer) ExportSet(set int, path string) error {
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
 	}
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
-	return check("align_trainer_export", C.align_trainer_export(t.p, cpath))
+	return check("align_trainer_export", C.align_trainer_export(t.p, C.int32_t(set), cpath))
+}
+
+// LiveLoRA returns an adapter handle over set's current tensors (no copy, no
+// file) for sessions of Model(): a session made with it samples from the
+// policy as trained so far, and sees later steps at its next generation.
+// Close it before the trainer.
+func (t *Trainer) LiveLoRA(set int) (*LoRA, error) {
+	defer lockThread()()
+	if err := t.live(); err != nil {
+		return nil, err
+	}
+	var l *C.align_lora
+	if err := check("align_trainer_lora", C.align_trainer_lora(t.p, C.int32_t(set), &l)); err != nil {
+		return nil, err
+	}
+	t.model.children.Add(1)
+	return &LoRA{p: l, model: t.model, path: fmt.Sprintf("(live adapter set %d)", set)}, nil
 }
 
 // BenchMatmul measures ggml's CPU matmul rate in GFLOP/s (type "f32" or

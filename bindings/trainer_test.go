@@ -41,9 +41,9 @@ func newTrainer(t testing.TB, path string, opt TrainerOptions) *Trainer {
 	if opt.Threads == 0 {
 		opt.Threads = 2
 	}
-	tr, err := NewTrainer(path, opt)
+	tr, err := NewTrainerFromFile(path, opt)
 	if err != nil {
-		t.Fatalf("NewTrainer(%s): %v", path, err)
+		t.Fatalf("NewTrainerFromFile(%s): %v", path, err)
 	}
 	t.Cleanup(func() { tr.Close() })
 	return tr
@@ -64,10 +64,11 @@ func TestTrainerForwardMatchesLlama(t *testing.T) {
 				m := load(t, path)
 				b := fullBatch(t, m, sampleText, "Sorry, I cannot help with that.")
 				tr := newTrainer(t, path, TrainerOptions{})
-				_, ours, err := tr.Forward(b, 0, true)
+				out, err := tr.Forward(b, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
+				ours := out.Logps
 				s := session(t, m, SessionOptions{NCtx: 256})
 				var maxd float64
 				k := 0
@@ -91,36 +92,6 @@ func TestTrainerForwardMatchesLlama(t *testing.T) {
 	}
 }
 
-type loraShape struct {
-	name      string
-	nIn, nOut int
-}
-
-// loraLayout mirrors the trainer's state layout: layer-major, targets in the
-// order q, k, v, o, gate, up, down; each A (nIn*r) then B (r*nOut).
-func loraLayout(info TrainerInfo, targets uint32) []loraShape {
-	hd := info.NEmbd / info.NHead
-	nq, nkv := hd*info.NHead, hd*info.NHeadKV
-	all := []struct {
-		bit       uint32
-		name      string
-		nIn, nOut int
-	}{
-		{TargetQ, "q", info.NEmbd, nq}, {TargetK, "k", info.NEmbd, nkv}, {TargetV, "v", info.NEmbd, nkv},
-		{TargetO, "o", nq, info.NEmbd}, {TargetGate, "gate", info.NEmbd, info.NFF}, {TargetUp, "up", info.NEmbd, info.NFF},
-		{TargetDown, "down", info.NFF, info.NEmbd},
-	}
-	var out []loraShape
-	for l := 0; l < info.NLayer; l++ {
-		for _, a := range all {
-			if targets&a.bit != 0 {
-				out = append(out, loraShape{a.name, a.nIn, a.nOut})
-			}
-		}
-	}
-	return out
-}
-
 // Variants: tied output head, Llama 3.1 rope frequency factors.
 func TestTrainerForwardMatchesLlamaVariants(t *testing.T) {
 	for _, v := range []struct {
@@ -141,10 +112,11 @@ func TestTrainerForwardMatchesLlamaVariants(t *testing.T) {
 			long := strings.Repeat(sampleText+" ", 6)
 			b := fullBatch(t, m, long)
 			tr := newTrainer(t, path, TrainerOptions{})
-			_, ours, err := tr.Forward(b, 0, true)
+			out, err := tr.Forward(b, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
+			ours := out.Logps
 			s := session(t, m, SessionOptions{NCtx: 512})
 			ref, err := s.LogProbs(context.Background(), b.Tokens[:b.Lengths[0]])
 			if err != nil {
@@ -195,9 +167,12 @@ func TestTrainerGradientCheck(t *testing.T) {
 			const r = 2
 			tr := newTrainer(t, path, TrainerOptions{Rank: r, Alpha: 4, Targets: allTargets, Seed: 3, ExactBackward: true})
 			info := tr.Info()
-			layout := loraLayout(info, allTargets)
-			if int64(len(layout)) != int64(info.NLoRATensors) {
-				t.Fatalf("layout has %d tensors, trainer %d", len(layout), info.NLoRATensors)
+			table, err := tr.Params(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(table) != 2*7*info.NLayer || len(table) != 2*info.NLoRATensors {
+				t.Fatalf("parameter table has %d rows for %d layers x 7 targets x (A, B)", len(table), info.NLayer)
 			}
 			rng := rand.New(rand.NewPCG(11, 12))
 			params := make([]float32, info.NLoRAParams)
@@ -209,16 +184,16 @@ func TestTrainerGradientCheck(t *testing.T) {
 			}
 			coef := []float64{0.7, -1.3} // loss = Σ coef_b · S_b
 			loss := func() float64 {
-				sums, _, err := tr.Forward(b, 1, false)
+				out, err := tr.Forward(b, 1)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return coef[0]*sums[0] + coef[1]*sums[1]
+				return coef[0]*out.Sums[0] + coef[1]*out.Sums[1]
 			}
 			if _, err := tr.ForwardGrad(b); err != nil {
 				t.Fatal(err)
 			}
-			if err := tr.Backward(coef); err != nil {
+			if err := tr.BackwardSums(b, coef); err != nil {
 				t.Fatal(err)
 			}
 			st, err := tr.GetState()
@@ -230,42 +205,36 @@ func TestTrainerGradientCheck(t *testing.T) {
 			// finite-difference noise near 1e-3 of typical gradients while the
 			// bilinear LoRA terms keep the truncation error small
 			const h = 3e-2
-			off := 0
 			worst := map[string]float64{}
 			var num, den float64
-			for li, ls := range layout {
-				for part, n := range map[string]int{"A": ls.nIn * r, "B": r * ls.nOut} {
-					base := off
-					if part == "B" {
-						base = off + ls.nIn*r
-					}
-					// two random elements of each A and B
-					for k := 0; k < 2; k++ {
-						i := base + rng.IntN(n)
-						orig := params[i]
-						params[i] = orig + h
-						tr.SetState(params, nil, nil, 0)
-						lp := loss()
-						params[i] = orig - h
-						tr.SetState(params, nil, nil, 0)
-						lm := loss()
-						params[i] = orig
-						fd := (lp - lm) / (2 * h)
-						an := float64(grad[i])
-						rel := math.Abs(fd-an) / math.Max(math.Max(math.Abs(fd), math.Abs(an)), 1e-2)
-						key := ls.name + "." + part
-						worst[key] = math.Max(worst[key], rel)
-						num += (fd - an) * (fd - an)
-						den += fd * fd
-						if rel > 5e-2 {
-							t.Errorf("layer %d %s.%s[%d]: analytic %.6g, finite difference %.6g (rel %.2g)", li/7, ls.name, part, i-base, an, fd, rel)
-						}
+			for _, row := range table {
+				// two random elements of each A and B
+				n := int(row.Ne0 * row.Ne1)
+				for k := 0; k < 2; k++ {
+					i := int(row.Offset) + rng.IntN(n)
+					orig := params[i]
+					params[i] = orig + h
+					tr.SetState(params, nil, nil, 0)
+					lp := loss()
+					params[i] = orig - h
+					tr.SetState(params, nil, nil, 0)
+					lm := loss()
+					params[i] = orig
+					fd := (lp - lm) / (2 * h)
+					an := float64(grad[i])
+					rel := math.Abs(fd-an) / math.Max(math.Max(math.Abs(fd), math.Abs(an)), 1e-2)
+					key := row.Name[strings.Index(row.Name, ".")+1:] // e.g. attn_q.weight.lora_a
+					key = key[strings.Index(key, ".")+1:]
+					worst[key] = math.Max(worst[key], rel)
+					num += (fd - an) * (fd - an)
+					den += fd * fd
+					if rel > 5e-2 {
+						t.Errorf("%s[%d]: analytic %.6g, finite difference %.6g (rel %.2g)", row.Name, i-int(row.Offset), an, fd, rel)
 					}
 				}
-				off += ls.nIn*r + r*ls.nOut
 			}
 			tr.SetState(params, nil, nil, 0)
-			t.Logf("%s: gradient NMSE over %d checked elements %.2e; worst relative error per class: %v", arch, 4*len(layout), num/den, worst)
+			t.Logf("%s: gradient NMSE over %d checked elements %.2e; worst relative error per class: %v", arch, 2*len(table), num/den, worst)
 			if !(num/den < 1e-3) {
 				t.Errorf("gradient NMSE %.3g against finite differences", num/den)
 			}
@@ -297,15 +266,15 @@ func TestTrainerQuantizedMatchesDequantized(t *testing.T) {
 			tq.SetState(params, nil, nil, 0)
 			tf.SetState(params, nil, nil, 0)
 			grads := func(tr *Trainer) ([]float64, []float32) {
-				sums, err := tr.ForwardGrad(b)
+				out, err := tr.ForwardGrad(b)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := tr.Backward([]float64{1, -1}); err != nil {
+				if err := tr.BackwardSums(b, []float64{1, -1}); err != nil {
 					t.Fatal(err)
 				}
 				st, _ := tr.GetState()
-				return sums, st.Grads
+				return out.Sums, st.Grads
 			}
 			sq, gq := grads(tq)
 			sf, gf := grads(tf)
@@ -337,19 +306,21 @@ func TestTrainerExportMatchesLlama(t *testing.T) {
 			m := load(t, path)
 			b := fullBatch(t, m, sampleText)
 			tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 9})
-			before, _, _ := tr.Forward(b, 1, false)
+			bo, _ := tr.Forward(b, 1)
+			before := bo.Sums
 			for i := 0; i < 5; i++ {
 				if _, err := tr.ForwardGrad(b); err != nil {
 					t.Fatal(err)
 				}
-				if err := tr.Backward([]float64{-1}); err != nil { // maximise log-likelihood
+				if err := tr.BackwardSums(b, []float64{-1}); err != nil { // maximise log-likelihood
 					t.Fatal(err)
 				}
 				if err := tr.Step(AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1}); err != nil {
 					t.Fatal(err)
 				}
 			}
-			after, ours, _ := tr.Forward(b, 1, true)
+			ao, _ := tr.Forward(b, 1)
+			after, ours := ao.Sums, ao.Logps
 			if after[0] <= before[0]+1 {
 				t.Errorf("5 SFT steps moved the log-likelihood from %.3f to %.3f only", before[0], after[0])
 			}
@@ -396,14 +367,14 @@ func TestTrainerRejectsBadInput(t *testing.T) {
 		"scored padding":     {NSeq: 1, NTok: 3, Tokens: []int32{1, 2, 3}, Lengths: []int32{2}, Scored: []uint8{0, 1, 1}},
 	}
 	for name, b := range cases {
-		if _, _, err := tr.Forward(b, 0, false); err == nil {
+		if _, err := tr.Forward(b, 0); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if err := tr.Backward([]float64{1}); err == nil {
+	if err := tr.Backward([]float32{1}); err == nil {
 		t.Error("backward without forward_grad accepted")
 	}
-	if _, err := NewTrainer(filepath.Join(t.TempDir(), "none.gguf"), TrainerOptions{}); err == nil {
+	if _, err := NewTrainerFromFile(filepath.Join(t.TempDir(), "none.gguf"), TrainerOptions{}); err == nil {
 		t.Error("missing model accepted")
 	}
 }

@@ -94,7 +94,7 @@ func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 	if err != nil {
 		return res, err
 	}
-	tr, err := bindings.NewTrainer(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1})
+	tr, err := bindings.NewTrainerFromFile(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1})
 	if err != nil {
 		return res, err
 	}
@@ -112,17 +112,19 @@ func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 	var ref []float64
 	if cfg.Method == DPO {
 		t0 := time.Now()
-		ref, _, err = tr.Forward(b, 0, false)
+		out, err := tr.Forward(b, 0)
+		ref = out.Sums
 		if err != nil {
 			return res, err
 		}
 		res.RefMS = float64(time.Since(t0).Microseconds()) / 1000
 	}
 	step := func() error {
-		sums, err := tr.ForwardGrad(b)
+		out, err := tr.ForwardGrad(b)
 		if err != nil {
 			return err
 		}
+		sums := out.Sums
 		d := []float64{-1.0 / float64(2*(cfg.Seq-1)), -1.0 / float64(2*(cfg.Seq-1))}
 		if cfg.Method == DPO {
 			l, err := PreferenceLoss(DPO, 0.1, 0, PairLogps{PiW: sums[0], PiL: sums[1], RefW: ref[0], RefL: ref[1]})
@@ -131,7 +133,7 @@ func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 			}
 			d = []float64{l.DPiW, l.DPiL}
 		}
-		if err := tr.Backward(d); err != nil {
+		if err := tr.BackwardSums(b, d); err != nil {
 			return err
 		}
 		return tr.Step(bindings.AdamW{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1})

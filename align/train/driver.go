@@ -237,7 +237,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 	res.TrainPairs, res.EvalPairs = len(train), len(eval)
 
 	targets, _ := targetBits(cfg.Targets)
-	tr, err := bindings.NewTrainer(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank,
+	tr, err := bindings.NewTrainerFromFile(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank,
 		Alpha: float32(cfg.Alpha), Targets: targets, Seed: cfg.Seed})
 	if err != nil {
 		return res, err
@@ -382,7 +382,8 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 			}
 			for _, mb := range group {
 				b := BuildBatch(train, mb, sft)
-				sums, err := tr.ForwardGrad(b)
+				out, err := tr.ForwardGrad(b)
+				sums := out.Sums
 				if err != nil {
 					return res, fmt.Errorf("step %d: %w", st.step, err)
 				}
@@ -411,7 +412,7 @@ func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
 						d[2*k+1] = l.DPiL / float64(nEx)
 					}
 				}
-				if err := tr.Backward(d); err != nil {
+				if err := tr.BackwardSums(b, d); err != nil {
 					return res, fmt.Errorf("step %d: %w", st.step, err)
 				}
 				tokens += int64(b.NSeq * b.NTok)
@@ -556,7 +557,8 @@ func Evaluate(ctx context.Context, tr *bindings.Trainer, exs []Example, budget i
 			return nil, err
 		}
 		b := BuildBatch(exs, mb, sft)
-		sums, _, err := tr.Forward(b, 1, false)
+		out, err := tr.Forward(b, 1)
+		sums := out.Sums
 		if err != nil {
 			return nil, err
 		}
@@ -625,7 +627,8 @@ func referenceLogps(ctx context.Context, tr *bindings.Trainer, cfg Config, sets 
 			}(); done {
 				continue
 			}
-			sums, _, err := tr.Forward(BuildBatch(set, mb, false), 0, false)
+			out, err := tr.Forward(BuildBatch(set, mb, false), 0)
+			sums := out.Sums
 			if err != nil {
 				return fmt.Errorf("reference log-probs: %w", err)
 			}

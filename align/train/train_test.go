@@ -345,7 +345,7 @@ func TestCorruptCheckpointFallsBack(t *testing.T) {
 	b, _ := os.ReadFile(p)
 	b[len(b)/2] ^= 0xff
 	os.WriteFile(p, b, 0o644)
-	tr, err := bindings.NewTrainer(tinyModel, bindings.TrainerOptions{Threads: 2, Rank: cfg.Rank, Alpha: float32(cfg.Alpha), Targets: bindings.TargetQ | bindings.TargetK | bindings.TargetV | bindings.TargetO, Seed: cfg.Seed})
+	tr, err := bindings.NewTrainerFromFile(tinyModel, bindings.TrainerOptions{Threads: 2, Rank: cfg.Rank, Alpha: float32(cfg.Alpha), Targets: bindings.TargetQ | bindings.TargetK | bindings.TargetV | bindings.TargetO, Seed: cfg.Seed})
 	if err != nil {
 		t.Fatal(err)
 	}

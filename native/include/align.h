@@ -232,12 +232,22 @@ align_status align_session_reset(align_session * session);
 
 // ---------------------------------------------------------------- training
 //
-// A trainer holds a frozen GGUF base (any type ggml's CPU backend multiplies)
-// and LoRA adapters A (ne = [n_in, r]) and B (ne = [r, n_out]) on the chosen
-// projections: W·x + s·B·(A·x), s = lora_scale · alpha / r. The loss is the
-// caller's: forward returns per-sequence sums of scored token log-probs,
-// the caller computes dloss/dsum, and backward accumulates parameter
-// gradients. Optimiser state lives here (AdamW on the host, F32).
+// A trainer runs on the frozen weights of a loaded align_model (llama.cpp's
+// own tensors: one resident copy of the base serves training and
+// generation) and holds named adapter sets: LoRA pairs A (ne = [n_in, r])
+// and B (ne = [r, n_out]) on chosen projections, W·x + s·B·(A·x) with
+// s = lora_scale · alpha / r, plus optional scalar heads on the final hidden
+// state. Each set has its own rank, targets, heads, gradient accumulators,
+// AdamW moments and step counter, all on the trainer's device.
+//
+// The loss is the caller's. Forward returns per-token log-probs of the
+// scored tokens (and per-sequence sums) and the heads' values at chosen
+// positions; backward takes one cotangent per scored token and per head
+// value and accumulates (+=) parameter gradients. SFT and the DPO family
+// broadcast dL/dsum over a sequence's tokens; PPO/GRPO give each token its
+// own; a reward or value objective seeds the head values.
+//
+// Not safe for concurrent use, except align_trainer_cancel.
 
 typedef struct align_trainer align_trainer;
 
@@ -248,85 +258,180 @@ enum {
 
 typedef struct align_trainer_params {
     int32_t  n_threads;       // <= 0: all cores
+    // the first adapter set, "policy" (set 0)
     int32_t  lora_rank;       // r > 0
     float    lora_alpha;      // > 0; the adapter scale is alpha / r
     uint32_t targets;         // ALIGN_LORA_* bitmask (0: q, k, v, o)
     uint64_t seed;            // initialisation of A (B starts at zero)
     bool     exact_backward;  // F32 transposed weights for the input gradient
                               // (gradient checks); else Q8_0/F16 copies
+    const char * device;      // backend device: NULL or "CPU"; else a ggml
+                              // device name ("CUDA0") where one is built in
+    int64_t  head_chunk_bytes;  // LM-head working memory per chunk of scored
+                                // tokens (<= 0: 64 MiB); the head's memory is
+                                // O(n_vocab · chunk), not O(n_vocab · scored)
 } align_trainer_params;
 
 align_trainer_params align_trainer_default_params(void);
 
-align_status align_trainer_new(const char * model_path, const align_trainer_params * params, align_trainer ** out);
+// Creates a trainer over model's weights. The model must be loaded with
+// weights (not vocab_only) in memory the device can use, and must outlive
+// the trainer. Returns ALIGN_ERR_UNSUPPORTED for architectures the training
+// graph does not cover.
+align_status align_trainer_new(align_model * model, const align_trainer_params * params, align_trainer ** out);
 void         align_trainer_free(align_trainer * trainer);
 
 typedef struct align_trainer_info {
     char    arch[32];
+    char    device[32];
     int32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx_train;
     int64_t n_base_params;     // frozen weights
-    int64_t n_lora_params;     // trainable floats (length of the state vectors)
-    int32_t n_lora_tensors;    // adapted projections
+    int64_t n_lora_params;     // trainable floats of set 0
+    int32_t n_lora_tensors;    // adapted projections of set 0
     int64_t base_bytes;        // frozen weights as stored
     int64_t transposed_bytes;  // cached transposed copies for the backward
+    int32_t n_sets;
 } align_trainer_info;
 
 align_status align_trainer_get_info(const align_trainer * trainer, align_trainer_info * out);
 
-// Most scored tokens one micro-batch may hold (the head's row-max selection
-// keeps a scored x scored matrix).
-#define ALIGN_TRAIN_MAX_SCORED 4096
+// ---- adapter sets and the parameter table
+
+typedef struct align_adapter_set_params {
+    const char * name;         // unique, e.g. "value", "reward"
+    int32_t      lora_rank;
+    float        lora_alpha;
+    uint32_t     targets;      // ALIGN_LORA_* (0: no adapters, heads only)
+    uint64_t     seed;
+    int32_t      n_heads;      // scalar heads on the final hidden state
+    const char * const * head_names;
+    const int32_t *      head_dims;  // outputs per head (1 for a value or score)
+} align_adapter_set_params;
+
+align_adapter_set_params align_adapter_set_default_params(void);
+
+// Adds a set; *id receives its index (set 0 is made by align_trainer_new).
+align_status align_trainer_add_set(align_trainer * trainer, const align_adapter_set_params * params, int32_t * id);
+
+typedef struct align_set_info {
+    char     name[64];
+    int32_t  lora_rank;
+    float    lora_alpha;
+    uint32_t targets;
+    int64_t  n_params;     // length of the set's flat state vectors
+    int32_t  n_tensors;    // rows of the parameter table
+    int32_t  n_lora;       // adapted projections
+    int32_t  n_heads;
+    int32_t  n_head_out;   // Σ head_dims: values per head position
+    int64_t  step;         // optimiser steps taken
+} align_set_info;
+
+align_status align_trainer_get_set_info(const align_trainer * trainer, int32_t set, align_set_info * out);
+
+enum {
+    ALIGN_PARAM_LORA_A = 1,       // (n_in, r) of "<base>.lora_a"
+    ALIGN_PARAM_LORA_B = 2,       // (r, n_out) of "<base>.lora_b"
+    ALIGN_PARAM_HEAD_WEIGHT = 3,  // (n_embd, n_head_out) "heads.weight"
+    ALIGN_PARAM_HEAD_BIAS = 4,    // (n_head_out) "heads.bias"
+};
+
+// One row of a set's parameter table: the flat state (params, m, v, grads)
+// is the rows concatenated in order, each row ne0-fastest.
+typedef struct align_param_info {
+    char    name[96];
+    int32_t kind;     // ALIGN_PARAM_*
+    int64_t ne0, ne1;
+    int64_t offset;   // first float in the flat state
+} align_param_info;
+
+// Copies the table (n_max rows at most; *n_out = rows in the set).
+align_status align_trainer_get_params(const align_trainer * trainer, int32_t set, align_param_info * rows, int32_t n_max,
+                                      int32_t * n_out);
+
+// Name and size of head h of a set (its values start at *offset in a head
+// position's n_head_out values).
+align_status align_trainer_get_head(const align_trainer * trainer, int32_t set, int32_t h, char * name, int32_t name_len,
+                                    int32_t * n_out, int32_t * offset);
+
+// ---- forward and backward
 
 // A micro-batch of n_seq sequences padded to n_tok tokens (row-major
 // [n_seq][n_tok]). scored[b*n_tok + t] != 0 marks that log p(tokens[b][t] |
-// tokens[b][<t]) counts (needs 1 <= t < lengths[b]).
+// tokens[b][<t]) counts (needs 1 <= t < lengths[b]). head_at (optional)
+// marks positions 0 <= t < lengths[b] where the set's heads read the final
+// hidden state of token t.
 typedef struct align_batch {
     int32_t         n_seq;
     int32_t         n_tok;
     const int32_t * tokens;
     const int32_t * lengths;
     const uint8_t * scored;
+    const uint8_t * head_at;
 } align_batch;
 
-// Forward only: sums[b] = sum of scored log-probs of sequence b (double).
-// token_logps (optional) receives every scored log-prob in batch order.
-// lora_scale 0 is exactly the frozen base (the DPO/PPO reference).
-align_status align_trainer_forward(align_trainer * trainer, const align_batch * batch, float lora_scale,
-                                   double * sums, float * token_logps);
+// Where forward writes; any pointer may be NULL. Token order: sequence 0's
+// scored positions ascending, then sequence 1's, ...; head values: for each
+// head position in the same order, the set's n_head_out values.
+typedef struct align_outputs {
+    double * sums;         // n_seq: sum of each sequence's scored log-probs
+    float *  token_logps;  // n_scored
+    float *  head_values;  // n_head_at · n_head_out
+} align_outputs;
 
-// Training step, part 1: forward with the adapters at scale 1 keeping what
-// the backward needs; returns sums as align_trainer_forward does.
-align_status align_trainer_forward_grad(align_trainer * trainer, const align_batch * batch, double * sums);
+// Forward only with set's adapters at lora_scale (set -1, or scale 0: the
+// frozen base, exactly: the DPO/PPO reference; heads are still evaluated
+// when set >= 0).
+align_status align_trainer_forward(align_trainer * trainer, const align_batch * batch, int32_t set, float lora_scale,
+                                   align_outputs * out);
 
-// Part 2: backward of loss with dloss/dsum[b] = dsums[b] (n_seq values) for
-// the batch of the last align_trainer_forward_grad; adds (+=) the parameter
-// gradients to the trainer's accumulator.
-align_status align_trainer_backward(align_trainer * trainer, const double * dsums);
+// Training step, part 1: forward with set's adapters at scale 1 keeping
+// what the backward needs.
+align_status align_trainer_forward_grad(align_trainer * trainer, const align_batch * batch, int32_t set,
+                                        align_outputs * out);
 
-// Zeroes the gradient accumulator.
-align_status align_trainer_zero_grad(align_trainer * trainer);
+// Part 2: backward for the batch of the last forward_grad with dloss/dlogp
+// per scored token (token_cot, n_scored values; NULL: zeros) and dloss/dvalue
+// per head value (head_cot, same layout as head_values; NULL: zeros); adds
+// (+=) the gradients to the set's accumulators.
+align_status align_trainer_backward(align_trainer * trainer, const float * token_cot, const float * head_cot);
 
-// L2 norm of the accumulated gradient (times grad_scale).
-align_status align_trainer_grad_norm(align_trainer * trainer, double grad_scale, double * norm);
+// Zeroes a set's gradient accumulators.
+align_status align_trainer_zero_grad(align_trainer * trainer, int32_t set);
+
+// L2 norm of a set's accumulated gradient (times grad_scale).
+align_status align_trainer_grad_norm(align_trainer * trainer, int32_t set, double grad_scale, double * norm);
 
 typedef struct align_adamw_params {
     float lr, beta1, beta2, eps, weight_decay;
     float grad_scale;  // applied to the accumulated gradient first (1/accum · clip factor)
 } align_adamw_params;
 
-// One AdamW step from the accumulated gradient; zeroes the accumulator.
-align_status align_trainer_adamw_step(align_trainer * trainer, const align_adamw_params * params);
+// One AdamW step of a set from its accumulated gradient (on the device);
+// zeroes the accumulators.
+align_status align_trainer_adamw_step(align_trainer * trainer, int32_t set, const align_adamw_params * params);
 
-// Trainer state for checkpoints and checks: params, Adam moments (m, v) and
-// gradient accumulator, each n_lora_params floats; step counter. Any pointer
-// may be NULL.
-align_status align_trainer_get_state(const align_trainer * trainer, float * params, float * m, float * v, float * grads,
-                                     int64_t * step);
-align_status align_trainer_set_state(align_trainer * trainer, const float * params, const float * m, const float * v,
-                                     const int64_t * step);
+// A set's state for checkpoints and checks: params, Adam moments (m, v) and
+// gradient accumulator, each n_params floats in parameter-table order; step
+// counter. Any pointer may be NULL.
+align_status align_trainer_get_state(align_trainer * trainer, int32_t set, float * params, float * m, float * v,
+                                     float * grads, int64_t * step);
+align_status align_trainer_set_state(align_trainer * trainer, int32_t set, const float * params, const float * m,
+                                     const float * v, const int64_t * step);
 
-// Writes the adapters as a llama.cpp LoRA GGUF (alpha as configured).
-align_status align_trainer_export(const align_trainer * trainer, const char * path);
+// Writes a set's adapters as a llama.cpp LoRA GGUF (alpha as configured).
+align_status align_trainer_export(align_trainer * trainer, int32_t set, const char * path);
+
+// A LoRA handle over a set's live adapter tensors (no copy, no file): attach
+// it to a session of the trainer's model to sample from the current policy.
+// The values are read at each decode, so later steps show up in the next
+// generation. Free it (align_lora_free) before the trainer.
+align_status align_trainer_lora(align_trainer * trainer, int32_t set, align_lora ** out);
+
+// Requests that the running (or next) forward/backward stop; it returns
+// ALIGN_ERR_CANCELLED. Sticky until align_trainer_clear_cancel, so a cancel
+// that lands between calls is not lost. Any thread may call these.
+void align_trainer_cancel(align_trainer * trainer);
+void align_trainer_clear_cancel(align_trainer * trainer);
 
 // Measures ggml's CPU matrix-multiply rate: W (k x m, type "f32" or "q8_0")
 // times X (k x n, F32), reps times after one warm-up. *gflops receives

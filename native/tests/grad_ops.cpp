@@ -1,13 +1,13 @@
 // grad_ops: finite-difference checks of the ggml backward passes the
-// training graph relies on (native/src/train.cpp), on the CPU backend of the
-// pinned ggml. Two of them record facts about this ggml copy that the
+// training graph relies on (native/src/train_graph.cpp), on the CPU backend
+// of the pinned ggml. Two of them record facts about this ggml copy that the
 // training graph works around; if ggml fixes them these tests say so.
 //
-//  * SOFT_MAX_BACK(dy, y) may be computed in place over y by ggml-alloc,
-//    which corrupts y before it is read: wrong gradients unless y is marked
-//    as an output (what train.cpp does for every such node).
-//  * ggml_rms_norm's backward disagrees with finite differences here, so the
-//    training graph composes RMSNorm from sqr/sum_rows/log/exp/repeat/mul.
+//  * ggml-alloc may compute a backward node in place over a parent it still
+//    reads. SOFT_MAX_BACK(dy, y) then corrupts y (src[1]); RMS_NORM_BACK(dz,
+//    x) writes dx before it has read dz (src[0]; upstream ggml issue 1491).
+//    Marking those parents as outputs (what the trainer does) makes both
+//    exact; without it the gradients are wrong.
 //
 // Prints "N passed, N failed"; exits non-zero on failure.
 #include "ggml-alloc.h"
@@ -27,11 +27,17 @@ static int g_pass = 0, g_fail = 0;
 using build_fn = std::function<ggml_tensor *(ggml_context *, ggml_tensor *, std::vector<ggml_tensor *> &)>;
 using fill_fn = std::function<void(std::vector<ggml_tensor *> &)>;
 
+// How the backward graph is protected against in-place aliasing.
+enum protect_t {
+    PROTECT_NONE = 0,
+    PROTECT_SRC1 = 1,   // src[1] of SOFT_MAX_BACK / RMS_NORM_BACK / SILU_BACK (the trainer's old rule)
+    PROTECT_TRAIN = 2,  // the trainer's rule: also src[0] of RMS_NORM_BACK
+};
+
 // Returns the worst relative error of 8 gradient elements of p for
-// loss = Σ build(p) ⊙ r, r random. protect: mark src[1] of in-place-prone
-// backward nodes as outputs.
+// loss = Σ build(p) ⊙ r, r random.
 static double grad_error(int64_t n0, int64_t n1, int64_t n2, int64_t n3, const build_fn & build, const fill_fn & fill,
-                         bool protect) {
+                         int protect) {
     ggml_backend_t be = ggml_backend_cpu_init();
     ggml_init_params ip = {ggml_tensor_overhead() * 4096 + ggml_graph_overhead_custom(4096, true), nullptr, true};
     ggml_context * ctx = ggml_init(ip);
@@ -53,12 +59,13 @@ static double grad_error(int64_t n0, int64_t n1, int64_t n2, int64_t n3, const b
     ggml_build_forward_expand(g, loss);
     const int nf = ggml_graph_n_nodes(g);
     ggml_build_backward_expand(ctx, g, nullptr);
-    if (protect) {
+    if (protect != PROTECT_NONE) {
         for (int i = nf; i < ggml_graph_n_nodes(g); i++) {
             ggml_tensor * n = ggml_graph_node(g, i);
             if ((n->op == GGML_OP_SOFT_MAX_BACK || n->op == GGML_OP_RMS_NORM_BACK || n->op == GGML_OP_SILU_BACK) && n->src[1]) {
                 ggml_set_output(n->src[1]);
             }
+            if (protect == PROTECT_TRAIN && n->op == GGML_OP_RMS_NORM_BACK && n->src[0]) ggml_set_output(n->src[0]);
         }
     }
     ggml_gallocr_t ga = ggml_gallocr_new(ggml_backend_get_default_buffer_type(be));
@@ -130,7 +137,7 @@ int main() {
         in.push_back(pos);
         return ggml_rope_ext(c, p, pos, nullptr, hd, 0, 2048, 10000, 1, 0, 1, 32, 1);
     };
-    expect("rope (hd, heads, T, B)", grad_error(hd, H, T, B, rope, pos_fill, true), true);
+    expect("rope (hd, heads, T, B)", grad_error(hd, H, T, B, rope, pos_fill, PROTECT_TRAIN), true);
     auto masked_softmax = [&](ggml_context * c, ggml_tensor * p, std::vector<ggml_tensor *> & in) {
         ggml_tensor * m = ggml_new_tensor_4d(c, GGML_TYPE_F32, T, T, 1, B);
         ggml_set_input(m);
@@ -144,7 +151,7 @@ int main() {
                 for (int k = 0; k < T; k++) v[(size_t) ((b * T + q) * T + k)] = k <= q ? 0.0f : -INFINITY;
         ggml_backend_tensor_set(in[0], v.data(), 0, v.size() * sizeof(float));
     };
-    expect("soft_max_ext with causal mask (T, T, heads, B)", grad_error(T, T, H, B, masked_softmax, mask_fill, true), true);
+    expect("soft_max_ext with causal mask (T, T, heads, B)", grad_error(T, T, H, B, masked_softmax, mask_fill, PROTECT_TRAIN), true);
     auto pick = [&](ggml_context * c, ggml_tensor * p, std::vector<ggml_tensor *> & in) {
         ggml_tensor * ix = ggml_new_tensor_1d(c, GGML_TYPE_I32, 3);
         ggml_set_input(ix);
@@ -156,48 +163,31 @@ int main() {
         const int32_t v[3] = {4, 9, 20};
         ggml_backend_tensor_set(in[0], v, 0, sizeof(v));
     };
-    expect("log softmax picked by get_rows, protected", grad_error(7, 3, 1, 1, pick, pick_fill, true), true);
-    expect("log softmax picked by get_rows, unprotected", grad_error(7, 3, 1, 1, pick, pick_fill, false), false);
-    // the training head: exact log-softmax at target positions with the row
-    // max picked by argmax (native/src/train.cpp)
-    auto lsm = [&](ggml_context * c, ggml_tensor * L, std::vector<ggml_tensor *> & in) {
-        const int64_t V = L->ne[0], M = L->ne[1];
-        ggml_tensor * eye = ggml_new_tensor_2d(c, GGML_TYPE_F32, M, M);
-        ggml_tensor * tgt = ggml_new_tensor_1d(c, GGML_TYPE_I32, M);
-        ggml_set_input(eye);
-        ggml_set_input(tgt);
-        in.push_back(eye);
-        in.push_back(tgt);
-        ggml_tensor * am = ggml_argmax(c, L);
-        ggml_tensor * cand = ggml_get_rows(c, ggml_cont(c, ggml_transpose(c, L)), am);
-        ggml_tensor * mx = ggml_sum_rows(c, ggml_mul(c, cand, eye));
-        ggml_tensor * d = ggml_add(c, L, ggml_repeat(c, ggml_scale(c, mx, -1.0f), L));
-        ggml_tensor * lse = ggml_log(c, ggml_sum_rows(c, ggml_exp(c, d)));
-        return ggml_sub(c, ggml_get_rows(c, ggml_reshape_2d(c, d, 1, V * M), tgt), lse);
-    };
-    auto lsm_fill = [](std::vector<ggml_tensor *> & in) {
-        std::vector<float> eye(16, 0.0f);
-        for (int j = 0; j < 4; j++) eye[(size_t) (j * 4 + j)] = 1.0f;
-        ggml_backend_tensor_set(in[0], eye.data(), 0, eye.size() * sizeof(float));
-        const int32_t tgt[4] = {0 * 9 + 3, 1 * 9 + 8, 2 * 9 + 0, 3 * 9 + 5};
-        ggml_backend_tensor_set(in[1], tgt, 0, sizeof(tgt));
-    };
-    expect("exact log-softmax at targets (argmax shift)", grad_error(9, 4, 1, 1, lsm, lsm_fill, true), true);
+    expect("log softmax picked by get_rows, protected", grad_error(7, 3, 1, 1, pick, pick_fill, PROTECT_TRAIN), true);
+    expect("log softmax picked by get_rows, unprotected", grad_error(7, 3, 1, 1, pick, pick_fill, PROTECT_NONE), false);
     auto manual_rms = [](ggml_context * c, ggml_tensor * x, std::vector<ggml_tensor *> &) {
         ggml_tensor * ms = ggml_scale_bias(c, ggml_sum_rows(c, ggml_sqr(c, x)), 1.0f / (float) x->ne[0], 1e-5f);
         ggml_tensor * rinv = ggml_exp(c, ggml_scale(c, ggml_log(c, ms), -0.5f));
         return ggml_mul(c, x, ggml_repeat(c, rinv, x));
     };
-    expect("RMSNorm composed from ops", grad_error(64, 9, 1, 1, manual_rms, no_fill, true), true);
+    expect("RMSNorm composed from ops", grad_error(64, 9, 1, 1, manual_rms, no_fill, PROTECT_TRAIN), true);
     auto ggml_rms = [](ggml_context * c, ggml_tensor * x, std::vector<ggml_tensor *> &) { return ggml_rms_norm(c, x, 1e-5f); };
-    expect("ggml_rms_norm", grad_error(8, 5, 1, 1, ggml_rms, no_fill, true), false);
+    expect("ggml_rms_norm, src[0] and src[1] protected", grad_error(8, 5, 1, 1, ggml_rms, no_fill, PROTECT_TRAIN), true);
+    expect("ggml_rms_norm, only src[1] protected", grad_error(8, 5, 1, 1, ggml_rms, no_fill, PROTECT_SRC1), false);
+    expect("ggml_rms_norm, unprotected", grad_error(8, 5, 1, 1, ggml_rms, no_fill, PROTECT_NONE), false);
+    // as the trainer uses it: scaled by the norm weight, in a residual stream
+    auto rms_block = [](ggml_context * c, ggml_tensor * x, std::vector<ggml_tensor *> &) {
+        ggml_tensor * h = ggml_rms_norm(c, x, 1e-5f);
+        return ggml_add(c, x, ggml_mul(c, ggml_sqr(c, h), h));
+    };
+    expect("x + rms_norm(x)^3, protected", grad_error(64, 9, 1, 1, rms_block, no_fill, PROTECT_TRAIN), true);
     auto swiglu = [](ggml_context * c, ggml_tensor * x, std::vector<ggml_tensor *> &) { return ggml_mul(c, ggml_silu(c, x), x); };
-    expect("silu(x) * x", grad_error(8, 5, 1, 1, swiglu, no_fill, true), true);
+    expect("silu(x) * x", grad_error(8, 5, 1, 1, swiglu, no_fill, PROTECT_TRAIN), true);
     auto gqa_expand = [&](ggml_context * c, ggml_tensor * x, std::vector<ggml_tensor *> &) {
         ggml_tensor * t4 = ggml_reshape_4d(c, x, hd * T, 1, 2, B);
         return ggml_reshape_4d(c, ggml_repeat_4d(c, t4, hd * T, 2, 2, B), hd, T, 4, B);
     };
-    expect("GQA expansion by repeat_4d", grad_error(hd, T, 2, B, gqa_expand, no_fill, true), true);
+    expect("GQA expansion by repeat_4d", grad_error(hd, T, 2, B, gqa_expand, no_fill, PROTECT_TRAIN), true);
     auto attn = [&](ggml_context * c, ggml_tensor * q, std::vector<ggml_tensor *> & in) {
         ggml_tensor * k = ggml_new_tensor_4d(c, GGML_TYPE_F32, hd, T, H, B);
         ggml_set_input(k);
@@ -209,11 +199,11 @@ int main() {
         for (size_t i = 0; i < v.size(); i++) v[i] = std::sin((float) i);
         ggml_backend_tensor_set(in[0], v.data(), 0, v.size() * sizeof(float));
     };
-    expect("K·Q over permuted Q (hd, heads, T, B)", grad_error(hd, H, T, B, attn, k_fill, true), true);
+    expect("K·Q over permuted Q (hd, heads, T, B)", grad_error(hd, H, T, B, attn, k_fill, PROTECT_TRAIN), true);
     auto vt = [&](ggml_context * c, ggml_tensor * v, std::vector<ggml_tensor *> &) {
         return ggml_scale(c, ggml_cont(c, ggml_permute(c, v, 1, 2, 0, 3)), 1.0f);
     };
-    expect("Vᵀ by permute(1, 2, 0, 3) + cont", grad_error(hd, H, T, B, vt, no_fill, true), true);
+    expect("Vᵀ by permute(1, 2, 0, 3) + cont", grad_error(hd, H, T, B, vt, no_fill, PROTECT_TRAIN), true);
     std::printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail == 0 ? 0 : 1;
 }

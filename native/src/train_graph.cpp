@@ -1,0 +1,488 @@
+// train_graph.cpp: the training graphs.
+//
+// Body: a cache-free Llama-family graph (llama, qwen2): token embedding ->
+// n_layer x [RMSNorm, Q/K/V (+bias) with LoRA, RoPE (optionally with
+// rope_freqs factors, llama3-style), GQA attention with causal + padding mask,
+// output projection, RMSNorm, SwiGLU MLP] -> RMSNorm. It returns the final
+// states hs at the positions before each scored token, and the values of the
+// adapter set's scalar heads at the chosen positions.
+//
+// Head: a separate graph, chunked over scored tokens, computes exact
+// log p(target) from hs and, for training, dloss/dhs from one cotangent per
+// scored token. The body's autodiff loss is then Σ hs ⊙ dhs + Σ hv ⊙ dhv
+// with dhs and dhv as inputs, so any per-token objective (SFT, the DPO
+// family, PPO/GRPO surrogates) and any head objective (value, reward) shares
+// one body graph.
+//
+// Backward: ggml's autodiff with two rewrites after ggml_build_backward_expand:
+//  1. OUT_PROD(W, dYᵀ) over a frozen W becomes MUL_MAT(Wᵀ, dY) over the
+//     transposed copy made at load (DESIGN.md §4.3);
+//  2. parents that RMS_NORM_BACK / SOFT_MAX_BACK / SILU_BACK read after they
+//     start writing are marked as outputs, so ggml-alloc cannot compute those
+//     nodes in place over them (upstream ggml issue 1491; tests/grad_ops.cpp).
+#include "train_internal.h"
+
+#include "ggml-cpu.h"
+#include "ggml-impl.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+using align::fail;
+using align::ok;
+
+namespace align::train {
+
+namespace {
+
+// Nodes a body graph needs, from the model's size (no fixed cap).
+size_t body_graph_size(const align_trainer * tr, const adapter_set * s) {
+    // measured (ALIGN_DEBUG_GRAPH=1): the 2-layer fixture with LoRA on all
+    // seven projections takes 166-172 forward + 225 backward nodes and 55-61
+    // leafs, about 190 a layer; twice that leaves room
+    const size_t per_layer = s ? 400 : 160;
+    return 512 + per_layer * (size_t) tr->n_layer;
+}
+
+ggml_tensor * proj(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const adapter_set * s, ggml_tensor * bias,
+                   ggml_tensor * scale) {
+    ggml_tensor * y = ggml_mul_mat(ctx, w, x);  // (n_out, N)
+    if (s != nullptr && scale != nullptr) {
+        auto it = s->by_weight.find(w);
+        if (it != s->by_weight.end()) {
+            const lora_t * l = it->second;
+            ggml_tensor * ax = ggml_mul_mat(ctx, l->a, x);     // (r, N)
+            ggml_tensor * bax = ggml_mul_mat(ctx, l->b, ax);   // (n_out, N)
+            y = ggml_add(ctx, y, ggml_mul(ctx, bax, scale));
+        }
+    }
+    if (bias != nullptr) y = ggml_add(ctx, y, bias);
+    return y;
+}
+
+}  // namespace
+
+align_status validate_batch(const align_trainer * tr, const align_batch * b) {
+    if (b == nullptr || b->n_seq <= 0 || b->n_tok <= 0 || b->tokens == nullptr || b->lengths == nullptr ||
+        b->scored == nullptr) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "batch: need n_seq > 0, n_tok > 0, tokens, lengths and scored");
+    }
+    if (b->n_tok > std::max(tr->n_ctx_train, 1) && tr->n_ctx_train > 0) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "batch: " + std::to_string(b->n_tok) +
+                                                    " tokens per sequence exceed the model's training context " +
+                                                    std::to_string(tr->n_ctx_train));
+    }
+    if ((int64_t) b->n_seq * b->n_tok > (1 << 22)) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "batch: too many tokens in one micro-batch");
+    }
+    int64_t n_scored = 0, n_head = 0;
+    for (int32_t s = 0; s < b->n_seq; s++) {
+        const int32_t len = b->lengths[s];
+        if (len < 1 || len > b->n_tok) {
+            return fail(ALIGN_ERR_INVALID_ARGUMENT, "batch: sequence " + std::to_string(s) + " has length " +
+                                                        std::to_string(len) + " outside [1, " + std::to_string(b->n_tok) + "]");
+        }
+        for (int32_t t = 0; t < b->n_tok; t++) {
+            const size_t i = (size_t) s * b->n_tok + t;
+            const int32_t tok = b->tokens[i];
+            const bool sc = b->scored[i] != 0;
+            if (t < len && (tok < 0 || tok >= tr->n_vocab)) {
+                return fail(ALIGN_ERR_INVALID_ARGUMENT, "batch: token " + std::to_string(tok) + " (sequence " +
+                                                            std::to_string(s) + ", position " + std::to_string(t) +
+                                                            ") is outside the vocabulary");
+            }
+            if (sc && (t == 0 || t >= len)) {
+                return fail(ALIGN_ERR_INVALID_ARGUMENT, "batch: sequence " + std::to_string(s) + " scores position " +
+                                                            std::to_string(t) + " (must be in [1, length))");
+            }
+            n_scored += sc;
+            if (b->head_at != nullptr && b->head_at[i] != 0) {
+                if (t >= len) {
+                    return fail(ALIGN_ERR_INVALID_ARGUMENT, "batch: sequence " + std::to_string(s) +
+                                                                " asks for head values at position " + std::to_string(t) +
+                                                                " (must be in [0, length))");
+                }
+                n_head++;
+            }
+        }
+    }
+    if (n_scored == 0 && n_head == 0) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "batch: no scored tokens and no head positions");
+    }
+    return ALIGN_OK;
+}
+
+int32_t head_chunk(const align_trainer * tr, int32_t n_sel) {
+    // about four (V, chunk) F32 temporaries are live at once
+    const int64_t bytes = tr->params.head_chunk_bytes > 0 ? tr->params.head_chunk_bytes : (64ll << 20);
+    const int64_t c = bytes / (4ll * 4 * std::max(tr->n_vocab, 1));
+    return (int32_t) std::max<int64_t>(1, std::min<int64_t>(c, std::max(n_sel, 1)));
+}
+
+align_status prepare_body(align_trainer * tr, const align_batch * b, int32_t set, bool with_grad, graph_t & gt) {
+    const int32_t B = b->n_seq, T = b->n_tok, N = B * T;
+    const adapter_set * s = set >= 0 ? tr->sets[(size_t) set].get() : nullptr;
+    if (with_grad && s == nullptr) return fail(ALIGN_ERR_INVALID_ARGUMENT, "training needs an adapter set");
+    if (with_grad && s->n_params == 0) return fail(ALIGN_ERR_INVALID_ARGUMENT, "adapter set \"" + s->name + "\" has no parameters");
+    gt = graph_t();
+    gt.n_seq = B;
+    gt.n_tok = T;
+    gt.set = set;
+    gt.with_grad = with_grad;
+    // host inputs
+    gt.h_tokens.resize((size_t) N);
+    for (int32_t q = 0; q < B; q++) {
+        for (int32_t t = 0; t < T; t++) {
+            const size_t i = (size_t) q * T + t;
+            gt.h_tokens[i] = t < b->lengths[q] ? b->tokens[i] : 0;  // padding reads token 0
+        }
+    }
+    gt.h_pos.resize((size_t) T);
+    for (int32_t t = 0; t < T; t++) gt.h_pos[(size_t) t] = t;
+    gt.h_mask.assign((size_t) T * T * B, -INFINITY);
+    for (int32_t q = 0; q < B; q++) {
+        const int32_t len = b->lengths[q];
+        for (int32_t i = 0; i < T; i++) {
+            for (int32_t k = 0; k <= i && k < len; k++) {
+                gt.h_mask[((size_t) q * T + i) * T + k] = 0.0f;  // mask (T_k, T_q, 1, B)
+            }
+        }
+    }
+    for (int32_t q = 0; q < B; q++) {
+        for (int32_t t = 1; t < b->lengths[q]; t++) {
+            const size_t i = (size_t) q * T + t;
+            if (b->scored[i]) {
+                gt.h_sel.push_back(q * T + t - 1);
+                gt.h_tgt.push_back(gt.h_tokens[i]);
+                gt.h_seq.push_back(q);
+            }
+        }
+    }
+    const bool heads = s != nullptr && !s->heads.empty() && b->head_at != nullptr;
+    if (heads) {
+        for (int32_t q = 0; q < B; q++) {
+            for (int32_t t = 0; t < b->lengths[q]; t++) {
+                if (b->head_at[(size_t) q * T + t]) gt.h_hsel.push_back(q * T + t);
+            }
+        }
+    }
+    gt.n_sel = (int32_t) gt.h_sel.size();
+    gt.n_hpos = (int32_t) gt.h_hsel.size();
+    if (gt.n_sel == 0 && gt.n_hpos == 0) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "batch: nothing to compute (no scored tokens, no head values)");
+    }
+    return ALIGN_OK;
+}
+
+bool same_shape(const graph_t & a, const graph_t & b) {
+    return a.g != nullptr && a.set == b.set && a.with_grad == b.with_grad && a.n_seq == b.n_seq && a.n_tok == b.n_tok &&
+           a.n_sel == b.n_sel && a.n_hpos == b.n_hpos;
+}
+
+align_status build_body(align_trainer * tr, graph_t & gt) {
+    const int32_t B = gt.n_seq, T = gt.n_tok, N = B * T, M = gt.n_sel, K = gt.n_hpos;
+    const bool with_grad = gt.with_grad;
+    const adapter_set * s = gt.set >= 0 ? tr->sets[(size_t) gt.set].get() : nullptr;
+    const size_t n_nodes = body_graph_size(tr, s);
+    const size_t mem = ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, with_grad);
+    ggml_init_params ip = {mem, nullptr, /*no_alloc=*/true};
+    gt.ctx.reset(ggml_init(ip));
+    if (!gt.ctx) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate the graph context");
+    ggml_context * ctx = gt.ctx.get();
+
+    gt.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
+    gt.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
+    gt.mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
+    for (ggml_tensor * t : {gt.tokens, gt.pos, gt.mask}) ggml_set_input(t);
+    if (s != nullptr) {
+        gt.scale = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, 1);
+        ggml_set_input(gt.scale);
+    }
+
+    const int32_t hd = tr->head_dim;
+    const float kq_scale = 1.0f / std::sqrt((float) hd);
+    ggml_tensor * x = ggml_get_rows(ctx, tr->tok_embd, gt.tokens);  // (n_embd, N)
+    for (int32_t il = 0; il < tr->n_layer; il++) {
+        const layer_t & L = tr->layers[(size_t) il];
+        ggml_tensor * h = ggml_mul(ctx, ggml_rms_norm(ctx, x, tr->eps), L.attn_norm);
+        ggml_tensor * q = proj(ctx, L.wq, h, s, L.bq, gt.scale);  // (n_head*hd, N)
+        ggml_tensor * k = proj(ctx, L.wk, h, s, L.bk, gt.scale);  // (n_kv*hd, N)
+        ggml_tensor * v = proj(ctx, L.wv, h, s, L.bv, gt.scale);  // (n_kv*hd, N)
+        q = ggml_reshape_4d(ctx, q, hd, tr->n_head, T, B);
+        k = ggml_reshape_4d(ctx, k, hd, tr->n_head_kv, T, B);
+        v = ggml_reshape_4d(ctx, v, hd, tr->n_head_kv, T, B);
+        q = ggml_rope_ext(ctx, q, gt.pos, tr->rope_freqs, tr->n_rot, tr->rope_mode, tr->n_ctx_train, tr->rope_base,
+                          tr->rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
+        k = ggml_rope_ext(ctx, k, gt.pos, tr->rope_freqs, tr->n_rot, tr->rope_mode, tr->n_ctx_train, tr->rope_base,
+                          tr->rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
+        q = ggml_cont(ctx, ggml_permute(ctx, q, 0, 2, 1, 3));                 // (hd, T, n_head, B)
+        k = ggml_cont(ctx, ggml_permute(ctx, k, 0, 2, 1, 3));                 // (hd, T, n_kv, B)
+        ggml_tensor * vt = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3));  // (T, hd, n_kv, B)
+        if (tr->n_head_kv != tr->n_head) {
+            // GQA: head h reads kv head h / g. ggml's broadcasting mul_mat has
+            // no backward with a batch dimension (ne[3] > 1), so expand K and
+            // V explicitly: (x, n_kv, B) -> (x, g, n_kv, B) -> (x, n_head, B)
+            const int64_t g = tr->n_head / tr->n_head_kv;
+            auto expand = [&](ggml_tensor * t) {
+                ggml_tensor * t4 = ggml_reshape_4d(ctx, t, t->ne[0] * t->ne[1], 1, tr->n_head_kv, B);
+                ggml_tensor * r = ggml_repeat_4d(ctx, t4, t->ne[0] * t->ne[1], g, tr->n_head_kv, B);
+                return ggml_reshape_4d(ctx, r, t->ne[0], t->ne[1], tr->n_head, B);
+            };
+            k = expand(k);    // (hd, T, n_head, B)
+            vt = expand(vt);  // (T, hd, n_head, B)
+        }
+        ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                 // (T_k, T_q, n_head, B)
+        kq = ggml_soft_max_ext(ctx, kq, gt.mask, kq_scale, 0.0f);
+        ggml_tensor * kqv = ggml_mul_mat(ctx, vt, kq);              // (hd, T, n_head, B)
+        ggml_tensor * o = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));  // (hd, n_head, T, B)
+        o = ggml_reshape_2d(ctx, o, hd * tr->n_head, N);
+        o = proj(ctx, L.wo, o, s, nullptr, gt.scale);               // (n_embd, N)
+        x = ggml_add(ctx, x, o);
+        h = ggml_mul(ctx, ggml_rms_norm(ctx, x, tr->eps), L.ffn_norm);
+        ggml_tensor * g = proj(ctx, L.gate, h, s, nullptr, gt.scale);  // (n_ff, N)
+        ggml_tensor * u = proj(ctx, L.up, h, s, nullptr, gt.scale);    // (n_ff, N)
+        ggml_tensor * a = ggml_mul(ctx, ggml_silu(ctx, g), u);
+        ggml_tensor * d = proj(ctx, L.down, a, s, nullptr, gt.scale);  // (n_embd, N)
+        x = ggml_add(ctx, x, d);
+    }
+    x = ggml_mul(ctx, ggml_rms_norm(ctx, x, tr->eps), tr->output_norm);  // (n_embd, N)
+
+    ggml_tensor * loss = nullptr;
+    auto add_loss = [&](ggml_tensor * term) { loss = loss ? ggml_add(ctx, loss, term) : term; };
+    if (M > 0) {
+        gt.sel = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, M);
+        ggml_set_input(gt.sel);
+        gt.hs = ggml_get_rows(ctx, x, gt.sel);  // (n_embd, M)
+        ggml_set_output(gt.hs);
+        if (with_grad) {
+            gt.dhs = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, tr->n_embd, M);
+            ggml_set_input(gt.dhs);
+            add_loss(ggml_sum(ctx, ggml_mul(ctx, gt.hs, gt.dhs)));
+        }
+    }
+    if (K > 0) {
+        gt.hsel = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, K);
+        ggml_set_input(gt.hsel);
+        ggml_tensor * hh = ggml_get_rows(ctx, x, gt.hsel);  // (n_embd, K)
+        gt.hv = ggml_add(ctx, ggml_mul_mat(ctx, s->head_w, hh), s->head_b);  // (n_head_out, K)
+        ggml_set_output(gt.hv);
+        if (with_grad) {
+            gt.dhv = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, s->n_head_out, K);
+            ggml_set_input(gt.dhv);
+            add_loss(ggml_sum(ctx, ggml_mul(ctx, gt.hv, gt.dhv)));
+        }
+    }
+    const int graph_nodes = (int) n_nodes;
+    gt.g = ggml_new_graph_custom(ctx, graph_nodes, with_grad);
+    if (gt.hs) ggml_build_forward_expand(gt.g, gt.hs);
+    if (gt.hv) ggml_build_forward_expand(gt.g, gt.hv);
+    if (!with_grad) {
+        gt.n_fwd = ggml_graph_n_nodes(gt.g);
+        return ALIGN_OK;
+    }
+    gt.loss = loss;
+    ggml_set_loss(gt.loss);
+    ggml_set_output(gt.loss);
+    ggml_build_forward_expand(gt.g, gt.loss);
+    gt.n_fwd = ggml_graph_n_nodes(gt.g);
+
+    // gradients accumulate (+=) into the set's persistent accumulators
+    std::unordered_map<const ggml_tensor *, ggml_tensor *> acc;
+    for (const param_t & p : s->params) acc[p.t] = p.g;
+    std::vector<ggml_tensor *> grad_accs((size_t) gt.n_fwd, nullptr);
+    for (int i = 0; i < gt.n_fwd; i++) {
+        auto it = acc.find(ggml_graph_node(gt.g, i));
+        if (it != acc.end()) grad_accs[(size_t) i] = it->second;
+    }
+    ggml_build_backward_expand(ctx, gt.g, grad_accs.data());
+    const int n = ggml_graph_n_nodes(gt.g);
+    if (getenv("ALIGN_DEBUG_GRAPH")) fprintf(stderr, "align: body graph %d forward + %d backward nodes, %d leafs, budget %d\n", gt.n_fwd, n - gt.n_fwd, gt.g->n_leafs, graph_nodes);
+    for (int i = gt.n_fwd; i < n; i++) {
+        ggml_tensor * node = ggml_graph_node(gt.g, i);
+        switch (node->op) {
+            case GGML_OP_RMS_NORM_BACK:
+                // the CPU kernel writes dx before it has read dz = src[0]
+                if (node->src[0]) ggml_set_output(node->src[0]);
+                if (node->src[1]) ggml_set_output(node->src[1]);
+                break;
+            case GGML_OP_SOFT_MAX_BACK:
+            case GGML_OP_SILU_BACK:
+                if (node->src[1]) ggml_set_output(node->src[1]);
+                break;
+            default:
+                break;
+        }
+    }
+    // OUT_PROD(W, dYᵀ) over a frozen W  ->  MUL_MAT(Wᵀ, dY)
+    for (int i = gt.n_fwd; i < n; i++) {
+        ggml_tensor * node = ggml_graph_node(gt.g, i);
+        if (node->op != GGML_OP_OUT_PROD) continue;
+        auto it = tr->transposed.find(node->src[0]);
+        if (it == tr->transposed.end()) continue;
+        ggml_tensor * tv = node->src[1];
+        if (tv->op != GGML_OP_TRANSPOSE || tv->src[0] == nullptr) {
+            return fail(ALIGN_ERR_INTERNAL, "unexpected backward of a frozen matmul (no transpose)");
+        }
+        ggml_tensor * dy = tv->src[0];  // (n_out, N)
+        ggml_tensor * wt = it->second;  // (n_out, n_in)
+        if (dy->ne[0] != wt->ne[0] || node->ne[0] != wt->ne[1] || node->ne[1] != dy->ne[1] ||
+            dy->nb[0] != sizeof(float) || dy->type != GGML_TYPE_F32) {
+            return fail(ALIGN_ERR_INTERNAL, "unexpected shapes in the backward of a frozen matmul");
+        }
+        node->op = GGML_OP_MUL_MAT;
+        std::memset(node->op_params, 0, sizeof(node->op_params));
+        node->src[0] = wt;
+        node->src[1] = dy;
+    }
+    return ALIGN_OK;
+}
+
+align_status alloc_body(align_trainer * tr, graph_t & gt) {
+    if (!ggml_gallocr_alloc_graph(tr->galloc.get(), gt.g)) {
+        return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate compute buffers for the training graph");
+    }
+    return ALIGN_OK;
+}
+
+align_status set_body_inputs(align_trainer * tr, graph_t & gt, float lora_scale) {
+    ggml_backend_tensor_set(gt.tokens, gt.h_tokens.data(), 0, ggml_nbytes(gt.tokens));
+    ggml_backend_tensor_set(gt.pos, gt.h_pos.data(), 0, ggml_nbytes(gt.pos));
+    ggml_backend_tensor_set(gt.mask, gt.h_mask.data(), 0, ggml_nbytes(gt.mask));
+    if (gt.sel) ggml_backend_tensor_set(gt.sel, gt.h_sel.data(), 0, ggml_nbytes(gt.sel));
+    if (gt.hsel) ggml_backend_tensor_set(gt.hsel, gt.h_hsel.data(), 0, ggml_nbytes(gt.hsel));
+    if (gt.scale) {
+        const adapter_set & s = *tr->sets[(size_t) gt.set];
+        const float v = s.rank > 0 ? lora_scale * s.alpha / (float) s.rank : 0.0f;
+        ggml_backend_tensor_set(gt.scale, &v, 0, sizeof(float));
+    }
+    if (gt.with_grad) {
+        // d(loss) = 1 (the accumulators are not touched: they sum micro-batches)
+        ggml_tensor * gl = ggml_graph_get_grad_acc(gt.g, gt.loss);
+        if (gl == nullptr) return fail(ALIGN_ERR_INTERNAL, "training graph has no loss gradient");
+        const float one = 1.0f;
+        ggml_backend_tensor_set(gl, &one, 0, sizeof(float));
+    }
+    return ALIGN_OK;
+}
+
+align_status build_head(align_trainer * tr, const graph_t & body, bool with_grad, head_graph_t & hg) {
+    hg = head_graph_t();
+    const int32_t M = body.n_sel;
+    hg.n_sel = M;
+    hg.with_grad = with_grad;
+    if (M == 0) return ALIGN_OK;
+    const int64_t V = tr->n_vocab;
+    const int32_t C = head_chunk(tr, M);
+    hg.chunk = C;
+    const int32_t n_chunks = (M + C - 1) / C;
+    const size_t n_nodes = (size_t) n_chunks * (with_grad ? 64 : 32) + 64;
+    ggml_init_params ip = {ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, false), nullptr, true};
+    hg.ctx.reset(ggml_init(ip));
+    if (!hg.ctx) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate the head graph context");
+    ggml_context * ctx = hg.ctx.get();
+    hg.tgt = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, M);
+    ggml_set_input(hg.tgt);
+    hg.logp = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, M);
+    ggml_set_output(hg.logp);
+    if (with_grad) {
+        hg.tgt64 = ggml_new_tensor_1d(ctx, GGML_TYPE_I64, M);
+        hg.cot = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, 1, M);
+        ggml_set_input(hg.tgt64);
+        ggml_set_input(hg.cot);
+    }
+    hg.g = ggml_new_graph_custom(ctx, n_nodes, false);
+    // hs and dhs enter as leafs aliasing the body graph's (allocated)
+    // tensors: a view would make the graph walk into the whole body
+    auto alias = [&](ggml_tensor * t) {
+        ggml_tensor * a = ggml_new_tensor(ctx, t->type, GGML_MAX_DIMS, t->ne);
+        ggml_backend_tensor_alloc(t->buffer, a, t->data);
+        return a;
+    };
+    ggml_tensor * hs = alias(body.hs);
+    ggml_tensor * dhs = with_grad ? alias(body.dhs) : nullptr;
+    ggml_tensor * W = tr->output;  // (n_embd, V)
+    struct fwd_t { ggml_tensor * p, * logp; };
+    std::vector<fwd_t> fw;
+    // exact log-softmax at the target: with μ_j = Σ_v p_vj·L_vj (within
+    // log V of the row max, since lse − log V ≤ μ ≤ max), lse_j = μ_j +
+    // log Σ_v exp(L_vj − μ_j) neither overflows (terms ≤ V) nor underflows
+    // (the largest term ≥ 1); log p_t = L_tj − lse_j. No argmax, no M×M.
+    auto logits_of = [&](int32_t j0, int32_t c) {
+        ggml_tensor * h = ggml_view_2d(ctx, hs, tr->n_embd, c, hs->nb[1], (size_t) j0 * hs->nb[1]);
+        return ggml_mul_mat(ctx, W, h);  // (V, c)
+    };
+    for (int32_t j0 = 0; j0 < M; j0 += C) {
+        const int32_t c = std::min(C, M - j0);
+        ggml_tensor * L = logits_of(j0, c);                                              // (V, c)
+        ggml_tensor * p = ggml_soft_max(ctx, L);                                         // (V, c)
+        ggml_tensor * mu = ggml_sum_rows(ctx, ggml_mul(ctx, p, L));                      // (1, c)
+        ggml_tensor * lse = ggml_add(ctx, mu, ggml_log(ctx, ggml_sum_rows(ctx, ggml_exp(ctx, ggml_sub(ctx, L, mu)))));
+        ggml_tensor * idx = ggml_view_1d(ctx, hg.tgt, c, (size_t) j0 * sizeof(int32_t));  // j·V + t_j, chunk-local
+        ggml_tensor * lt = ggml_get_rows(ctx, ggml_reshape_2d(ctx, L, 1, V * c), idx);  // (1, c)
+        ggml_tensor * lp = ggml_sub(ctx, lt, lse);                                       // (1, c)
+        ggml_tensor * dst = ggml_view_2d(ctx, hg.logp, 1, c, hg.logp->nb[1], (size_t) j0 * hg.logp->nb[1]);
+        ggml_build_forward_expand(hg.g, ggml_cpy(ctx, lp, dst));
+        fw.push_back({p, lp});
+    }
+    hg.n_fwd = ggml_graph_n_nodes(hg.g);
+    if (!with_grad) return ALIGN_OK;
+    // dloss/dL_vj = g_j·(1[v = t_j] − p_vj); dloss/dh = Wᵀ-product over the
+    // transposed copy of the head (the same rewrite the body uses)
+    auto wt_it = tr->transposed.find(W);
+    if (wt_it == tr->transposed.end()) return fail(ALIGN_ERR_INTERNAL, "no transposed copy of the LM head");
+    ggml_tensor * WT = wt_it->second;  // (V, n_embd)
+    for (int32_t j0 = 0, k = 0; j0 < M; j0 += C, k++) {
+        const int32_t c = std::min(C, M - j0);
+        ggml_tensor * p = fw[(size_t) k].p;
+        if (n_chunks > 1) p = ggml_soft_max(ctx, logits_of(j0, c));  // recompute: keep memory O(V·chunk)
+        ggml_tensor * g = ggml_view_2d(ctx, hg.cot, 1, c, hg.cot->nb[1], (size_t) j0 * hg.cot->nb[1]);  // (1, c)
+        ggml_tensor * dL = ggml_mul(ctx, p, ggml_scale(ctx, g, -1.0f));                                 // (V, c)
+        // at the target: g·(1 − p_t) = g·(1 − exp(log p_t))
+        ggml_tensor * at = ggml_mul(ctx, g, ggml_scale_bias(ctx, ggml_exp(ctx, fw[(size_t) k].logp), -1.0f, 1.0f));
+        ggml_tensor * idx = ggml_view_1d(ctx, hg.tgt64, c, (size_t) j0 * sizeof(int64_t));
+        ggml_tensor * dLs = ggml_set_rows(ctx, ggml_reshape_2d(ctx, dL, 1, V * c), at, idx);
+        ggml_tensor * dh = ggml_mul_mat(ctx, WT, ggml_reshape_2d(ctx, dLs, V, c));  // (n_embd, c)
+        ggml_tensor * dst = ggml_view_2d(ctx, dhs, tr->n_embd, c, dhs->nb[1], (size_t) j0 * dhs->nb[1]);
+        ggml_build_forward_expand(hg.g, ggml_cpy(ctx, dh, dst));
+    }
+    return ALIGN_OK;
+}
+
+align_status alloc_head(align_trainer * tr, head_graph_t & hg) {
+    if (hg.g == nullptr) return ALIGN_OK;
+    if (!ggml_gallocr_alloc_graph(tr->head_galloc.get(), hg.g)) {
+        return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate compute buffers for the LM head");
+    }
+    return ALIGN_OK;
+}
+
+align_status set_head_inputs(align_trainer * tr, head_graph_t & hg, const graph_t & body) {
+    if (hg.g == nullptr) return ALIGN_OK;
+    const int64_t V = tr->n_vocab;
+    std::vector<int32_t> idx((size_t) hg.n_sel);
+    for (int32_t j = 0; j < hg.n_sel; j++) {
+        const int32_t local = j % hg.chunk;  // index inside its chunk's (1, V·c) view
+        idx[(size_t) j] = (int32_t) (local * V + body.h_tgt[(size_t) j]);
+    }
+    ggml_backend_tensor_set(hg.tgt, idx.data(), 0, ggml_nbytes(hg.tgt));
+    if (hg.tgt64) {
+        std::vector<int64_t> i64(idx.begin(), idx.end());
+        ggml_backend_tensor_set(hg.tgt64, i64.data(), 0, ggml_nbytes(hg.tgt64));
+    }
+    return ALIGN_OK;
+}
+
+align_status compute(align_trainer * tr, ggml_cgraph * g) {
+    if (tr->cancel.load(std::memory_order_relaxed)) return fail(ALIGN_ERR_CANCELLED, "cancelled");
+    const ggml_status st = ggml_backend_graph_compute(tr->backend, g);
+    if (st == GGML_STATUS_ABORTED || tr->cancel.load(std::memory_order_relaxed)) {
+        return fail(ALIGN_ERR_CANCELLED, "cancelled");
+    }
+    if (st != GGML_STATUS_SUCCESS) {
+        return fail(ALIGN_ERR_INTERNAL, std::string("graph compute failed: ") + ggml_status_to_string(st));
+    }
+    return ALIGN_OK;
+}
+
+}  // namespace align::train

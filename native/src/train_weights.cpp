@@ -1,0 +1,267 @@
+// train_weights.cpp: the frozen base of a trainer.
+//
+// The trainer runs on llama.cpp's own weight tensors (the align_model it is
+// given): one resident copy of the base serves training and generation, and
+// the weights sit where llama.cpp placed them for inference (CPU extra
+// buffer types such as repacked GEMM or AMX; mmap for the rest). What the
+// trainer adds is a transposed copy of each frozen matrix for the input
+// gradient (Q8_0 where rows allow, F16 otherwise, F32 with exact_backward;
+// DESIGN.md §4.3), made from the file's bytes since repacked buffers cannot
+// be read back. Hyper-parameters come from the GGUF header with the same
+// checks as before, so a model llama.cpp accepts but we cannot train (other
+// architectures, per-layer FFN sizes, unknown rope scaling) is refused by name.
+#include "train_internal.h"
+
+#include "gguf.h"
+#include "llama-model.h"  // llama.cpp internals of the pinned copy: the weight tensors
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+
+using align::fail;
+using align::ok;
+
+namespace align::train {
+
+namespace {
+
+bool kv_u32(gguf_context * g, const std::string & key, int32_t & out) {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0) return false;
+    switch (gguf_get_kv_type(g, id)) {
+        case GGUF_TYPE_UINT32: out = (int32_t) gguf_get_val_u32(g, id); return true;
+        case GGUF_TYPE_INT32:  out = gguf_get_val_i32(g, id); return true;
+        case GGUF_TYPE_UINT64: out = (int32_t) gguf_get_val_u64(g, id); return true;
+        case GGUF_TYPE_UINT16: out = gguf_get_val_u16(g, id); return true;
+        default: return false;
+    }
+}
+
+bool kv_f32(gguf_context * g, const std::string & key, float & out) {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0) return false;
+    switch (gguf_get_kv_type(g, id)) {
+        case GGUF_TYPE_FLOAT32: out = gguf_get_val_f32(g, id); return true;
+        case GGUF_TYPE_FLOAT64: out = (float) gguf_get_val_f64(g, id); return true;
+        default: return false;
+    }
+}
+
+std::string kv_str(gguf_context * g, const std::string & key) {
+    const int64_t id = gguf_find_key(g, key.c_str());
+    if (id < 0 || gguf_get_kv_type(g, id) != GGUF_TYPE_STRING) return "";
+    return gguf_get_val_str(g, id);
+}
+
+// Dequantises a whole 2-D tensor's host bytes to F32.
+bool to_f32(ggml_type type, const void * src, float * dst, int64_t n) {
+    if (type == GGML_TYPE_F32) {
+        std::memcpy(dst, src, (size_t) n * sizeof(float));
+        return true;
+    }
+    const ggml_type_traits * tr = ggml_get_type_traits(type);
+    if (tr == nullptr || tr->to_float == nullptr) return false;
+    tr->to_float(src, dst, n);
+    return true;
+}
+
+align_status read_hparams(align_trainer * tr, gguf_context * g, const std::string & path) {
+    tr->arch = kv_str(g, "general.architecture");
+    if (tr->arch != "llama" && tr->arch != "qwen2") {
+        return fail(ALIGN_ERR_UNSUPPORTED, path + ": architecture \"" + tr->arch +
+                                               "\" is not supported for training (supported: llama, qwen2)");
+    }
+    const std::string a = tr->arch + ".";
+    if (!kv_u32(g, a + "embedding_length", tr->n_embd) || !kv_u32(g, a + "block_count", tr->n_layer) ||
+        !kv_u32(g, a + "attention.head_count", tr->n_head)) {
+        return fail(ALIGN_ERR_FORMAT, path + ": missing " + a + "embedding_length, block_count or attention.head_count");
+    }
+    if (!kv_u32(g, a + "feed_forward_length", tr->n_ff)) {
+        return fail(ALIGN_ERR_UNSUPPORTED, path + ": " + a + "feed_forward_length missing or per-layer (unsupported)");
+    }
+    if (!kv_u32(g, a + "attention.head_count_kv", tr->n_head_kv)) tr->n_head_kv = tr->n_head;
+    kv_u32(g, a + "context_length", tr->n_ctx_train);
+    kv_f32(g, a + "attention.layer_norm_rms_epsilon", tr->eps);
+    kv_f32(g, a + "rope.freq_base", tr->rope_base);
+    if (tr->n_embd <= 0 || tr->n_layer <= 0 || tr->n_head <= 0 || tr->n_head_kv <= 0 || tr->n_ff <= 0 ||
+        tr->n_head % tr->n_head_kv != 0 || tr->n_layer > 4096) {
+        return fail(ALIGN_ERR_FORMAT, path + ": inconsistent hyper-parameters");
+    }
+    tr->head_dim = tr->n_embd / tr->n_head;
+    int32_t key_len = 0;
+    if (kv_u32(g, a + "attention.key_length", key_len) && key_len != tr->head_dim) {
+        return fail(ALIGN_ERR_UNSUPPORTED, path + ": attention.key_length differs from n_embd/n_head (unsupported)");
+    }
+    tr->n_rot = tr->head_dim;
+    kv_u32(g, a + "rope.dimension_count", tr->n_rot);
+    tr->rope_mode = tr->arch == "qwen2" ? GGML_ROPE_TYPE_NEOX : GGML_ROPE_TYPE_NORMAL;
+    const std::string scaling = kv_str(g, a + "rope.scaling.type");
+    if (scaling == "linear") {
+        float factor = 1.0f;
+        if (kv_f32(g, a + "rope.scaling.factor", factor) && factor > 0) tr->rope_freq_scale = 1.0f / factor;
+    } else if (!scaling.empty() && scaling != "none") {
+        return fail(ALIGN_ERR_UNSUPPORTED, path + ": rope scaling \"" + scaling + "\" is not supported for training");
+    }
+    return ALIGN_OK;
+}
+
+// Checks one of llama.cpp's tensors against the shape the graph assumes.
+align_status check_tensor(const std::string & path, const char * what, const ggml_tensor * t, int64_t ne0, int64_t ne1,
+                          bool required) {
+    if (t == nullptr) {
+        return required ? fail(ALIGN_ERR_FORMAT, path + ": missing tensor " + what) : ALIGN_OK;
+    }
+    const bool is_vec = ne1 == 1;
+    if (t->ne[0] != ne0 || (is_vec ? ggml_nrows(t) != 1 : (t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1))) {
+        return fail(ALIGN_ERR_FORMAT, path + ": tensor " + ggml_get_name(t) + " has shape [" + std::to_string(t->ne[0]) +
+                                          ", " + std::to_string(t->ne[1]) + "], expected [" + std::to_string(ne0) + ", " +
+                                          std::to_string(ne1) + "]");
+    }
+    if (t->type != GGML_TYPE_F32 && ggml_get_type_traits(t->type)->to_float == nullptr) {
+        return fail(ALIGN_ERR_UNSUPPORTED, path + ": tensor " + ggml_get_name(t) + " has type " + ggml_type_name(t->type) +
+                                               ", which cannot be dequantised");
+    }
+    if (is_vec && t->type != GGML_TYPE_F32) {
+        return fail(ALIGN_ERR_UNSUPPORTED, path + ": norm/bias tensor " + ggml_get_name(t) + " is " +
+                                               ggml_type_name(t->type) + " (expected f32)");
+    }
+    return ALIGN_OK;
+}
+
+// Fills Wᵀ from W's bytes as stored in the file.
+align_status fill_transposed(align_trainer * tr, const ggml_tensor * w, const void * raw, ggml_tensor * wt) {
+    const int64_t n_in = w->ne[0], n_out = w->ne[1];
+    std::vector<float> f((size_t) (n_in * n_out)), ft((size_t) (n_in * n_out));
+    if (!to_f32(w->type, raw, f.data(), n_in * n_out)) {
+        return fail(ALIGN_ERR_UNSUPPORTED, std::string("cannot dequantise ") + ggml_get_name(w));
+    }
+    for (int64_t j = 0; j < n_out; j++) {
+        for (int64_t i = 0; i < n_in; i++) ft[(size_t) (i * n_out + j)] = f[(size_t) (j * n_in + i)];
+    }
+    std::vector<uint8_t> out(ggml_nbytes(wt));
+    if (wt->type == GGML_TYPE_F32) {
+        std::memcpy(out.data(), ft.data(), out.size());
+    } else if (wt->type == GGML_TYPE_F16) {
+        ggml_fp32_to_fp16_row(ft.data(), reinterpret_cast<ggml_fp16_t *>(out.data()), (int64_t) ft.size());
+    } else {
+        ggml_quantize_chunk(wt->type, ft.data(), out.data(), 0, n_in, n_out, nullptr);
+    }
+    ggml_backend_tensor_set(wt, out.data(), 0, out.size());
+    tr->transposed_bytes += (int64_t) out.size();
+    return ALIGN_OK;
+}
+
+// Transposed copies of every frozen matrix whose input needs a gradient.
+align_status make_transposed(align_trainer * tr, gguf_context * g, const std::string & path) {
+    std::vector<ggml_tensor *> mats;
+    for (auto & L : tr->layers) {
+        for (ggml_tensor * w : {L.wq, L.wk, L.wv, L.wo, L.gate, L.up, L.down}) mats.push_back(w);
+    }
+    mats.push_back(tr->output);
+    ggml_init_params ip = {ggml_tensor_overhead() * (mats.size() + 4), nullptr, true};
+    tr->tctx.reset(ggml_init(ip));
+    for (ggml_tensor * w : mats) {
+        if (tr->transposed.count(w)) continue;
+        const int64_t n_in = w->ne[0], n_out = w->ne[1];
+        ggml_type tt;
+        if (tr->params.exact_backward || w->type == GGML_TYPE_F32) tt = GGML_TYPE_F32;
+        else if (w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16) tt = GGML_TYPE_F16;
+        else tt = n_out % ggml_blck_size(GGML_TYPE_Q8_0) == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F16;
+        ggml_tensor * wt = ggml_new_tensor_2d(tr->tctx.get(), tt, n_out, n_in);  // (n_out, n_in)
+        ggml_set_name(wt, (std::string(ggml_get_name(w)) + ".T").c_str());
+        tr->transposed[w] = wt;
+    }
+    tr->tbuf.reset(ggml_backend_alloc_ctx_tensors(tr->tctx.get(), tr->backend));
+    if (!tr->tbuf) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate transposed weights");
+
+    FILE * f = std::fopen(path.c_str(), "rb");
+    if (f == nullptr) return fail(ALIGN_ERR_IO, path + ": " + std::strerror(errno));
+    std::unique_ptr<FILE, int (*)(FILE *)> fg(f, std::fclose);
+    const size_t data_off = gguf_get_data_offset(g);
+    std::vector<uint8_t> staging;
+    for (auto & [w, wt] : tr->transposed) {
+        // a tied head is llama.cpp's duplicate of token_embd.weight
+        const int64_t idx = gguf_find_tensor(g, ggml_get_name(w));
+        if (idx < 0) return fail(ALIGN_ERR_FORMAT, path + ": tensor " + ggml_get_name(w) + " is not in the file");
+        const size_t nb = ggml_nbytes(w);
+        if (gguf_get_tensor_type(g, idx) != w->type || gguf_get_tensor_size(g, idx) != nb) {
+            return fail(ALIGN_ERR_FORMAT, path + ": tensor " + ggml_get_name(w) + " differs from the loaded model");
+        }
+        staging.resize(nb);
+        if (fseeko(f, (off_t) (data_off + gguf_get_tensor_offset(g, idx)), SEEK_SET) != 0 ||
+            std::fread(staging.data(), 1, nb, f) != nb) {
+            return fail(ALIGN_ERR_FORMAT, path + ": cannot read tensor " + std::string(ggml_get_name(w)));
+        }
+        align_status st = fill_transposed(tr, w, staging.data(), wt);
+        if (st != ALIGN_OK) return st;
+    }
+    return ALIGN_OK;
+}
+
+}  // namespace
+
+align_status load_base(align_trainer * tr, align_model * am) {
+    if (am == nullptr || am->model == nullptr) return fail(ALIGN_ERR_INVALID_ARGUMENT, "trainer: no model");
+    if (am->vocab_only) return fail(ALIGN_ERR_INVALID_ARGUMENT, "trainer: the model was loaded vocab-only (no weights)");
+    const std::string & path = am->path;
+    tr->path = path;
+    align_status st = align::check_gguf_file(path);
+    if (st != ALIGN_OK) return st;
+    gguf_init_params gp = {/*no_alloc=*/true, nullptr};
+    std::unique_ptr<gguf_context, void (*)(gguf_context *)> g(gguf_init_from_file(path.c_str(), gp), gguf_free);
+    if (!g) return fail(ALIGN_ERR_FORMAT, path + ": cannot read GGUF metadata");
+    st = read_hparams(tr, g.get(), path);
+    if (st != ALIGN_OK) return st;
+
+    const llama_model & m = *am->model;
+    if ((int32_t) m.layers.size() != tr->n_layer) return fail(ALIGN_ERR_INTERNAL, path + ": layer count differs from llama.cpp's");
+    if (m.tok_embd == nullptr) return fail(ALIGN_ERR_FORMAT, path + ": missing tensor token_embd.weight");
+    tr->n_vocab = (int32_t) m.tok_embd->ne[1];
+    const int64_t nq = (int64_t) tr->head_dim * tr->n_head, nkv = (int64_t) tr->head_dim * tr->n_head_kv;
+    tr->tok_embd = m.tok_embd;
+    tr->output_norm = m.output_norm;
+    tr->output = m.output ? m.output : m.tok_embd;  // llama.cpp duplicates a tied head
+    struct want_t { const char * what; ggml_tensor * t; int64_t ne0, ne1; bool required; };
+    std::vector<want_t> wants = {
+        {"token_embd.weight", tr->tok_embd, tr->n_embd, tr->n_vocab, true},
+        {"output_norm.weight", tr->output_norm, tr->n_embd, 1, true},
+        {"output.weight", tr->output, tr->n_embd, tr->n_vocab, true},
+    };
+    tr->layers.resize((size_t) tr->n_layer);
+    for (int32_t il = 0; il < tr->n_layer; il++) {
+        const llama_layer & s = m.layers[(size_t) il];
+        layer_t & L = tr->layers[(size_t) il];
+        L = {s.attn_norm, s.wq, s.wk, s.wv, s.wo, s.bq, s.bk, s.bv, s.ffn_norm, s.ffn_gate, s.ffn_up, s.ffn_down};
+        const std::vector<want_t> lw = {
+            {"attn_norm.weight", L.attn_norm, tr->n_embd, 1, true},   {"attn_q.weight", L.wq, tr->n_embd, nq, true},
+            {"attn_k.weight", L.wk, tr->n_embd, nkv, true},           {"attn_v.weight", L.wv, tr->n_embd, nkv, true},
+            {"attn_output.weight", L.wo, nq, tr->n_embd, true},       {"attn_q.bias", L.bq, nq, 1, false},
+            {"attn_k.bias", L.bk, nkv, 1, false},                     {"attn_v.bias", L.bv, nkv, 1, false},
+            {"ffn_norm.weight", L.ffn_norm, tr->n_embd, 1, true},     {"ffn_gate.weight", L.gate, tr->n_embd, tr->n_ff, true},
+            {"ffn_up.weight", L.up, tr->n_embd, tr->n_ff, true},      {"ffn_down.weight", L.down, tr->n_ff, tr->n_embd, true},
+        };
+        for (const want_t & w : lw) wants.push_back(w);
+        if (il == 0) tr->rope_freqs = s.rope_freqs;
+    }
+    if (tr->rope_freqs) wants.push_back({"rope_freqs.weight", tr->rope_freqs, tr->n_rot / 2, 1, true});
+    for (const want_t & w : wants) {
+        st = check_tensor(path, w.what, w.t, w.ne0, w.ne1, w.required);
+        if (st != ALIGN_OK) return st;
+        if (w.t == nullptr) continue;
+        // the graph reads weights where llama.cpp put them; a device build
+        // must find them in memory that backend can address
+        if (w.t->buffer == nullptr || (tr->is_cpu && !ggml_backend_buffer_is_host(w.t->buffer) &&
+                                       std::string(ggml_backend_buffer_name(w.t->buffer)).find("CPU") == std::string::npos)) {
+            return fail(ALIGN_ERR_UNSUPPORTED, path + ": tensor " + ggml_get_name(w.t) + " is not in host memory (offloaded?)");
+        }
+        if (w.t != tr->output || tr->output != tr->tok_embd) {
+            tr->n_base_params += ggml_nelements(w.t);
+            tr->base_bytes += (int64_t) ggml_nbytes(w.t);
+        }
+    }
+    return make_transposed(tr, g.get(), path);
+}
+
+}  // namespace align::train
