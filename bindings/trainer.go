@@ -439,13 +439,13 @@ type HeadSpec struct {
 
 // SetInfo describes an adapter set.
 type SetInfo struct {
-	Name                                string
-	Rank                                int
-	Alpha                               float32
-	Targets                             uint32
-	NParams                             int64
-	NTensors, NLoRA, NHeads, NHeadOut   int
-	Step                                int64
+	Name                              string
+	Rank                              int
+	Alpha                             float32
+	Targets                           uint32
+	NParams                           int64
+	NTensors, NLoRA, NHeads, NHeadOut int
+	Step                              int64
 }
 
 // AddSet adds a named adapter set over the same base and returns its index.
