@@ -195,7 +195,7 @@ align_status build_body(align_trainer * tr, graph_t & gt) {
     gt.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
     gt.mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
     for (ggml_tensor * t : {gt.tokens, gt.pos, gt.mask}) ggml_set_input(t);
-    if (s != nullptr) {
+    if (s != nullptr && !s->loras.empty()) {
         gt.scale = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, 1);
         ggml_set_input(gt.scale);
     }
