@@ -230,6 +230,31 @@ align_status align_session_logprobs(align_session * session, const int32_t * tok
 align_status align_session_decode(align_session * session, const int32_t * tokens, int32_t n_tokens, float * logits);
 align_status align_session_reset(align_session * session);
 
+// ---------------------------------------------------------------- batched generation
+
+typedef struct align_batch_generate_params {
+    int32_t n_threads;                 // <= 0: the model's n_threads
+    const align_lora * const * loras;  // n_loras adapters (may be live trainer adapters)
+    const float * lora_scales;         // user scale per adapter (NULL: 1.0)
+    int32_t n_loras;
+    align_sampler_params sampler;      // sequence i samples with seed + i; no stop
+                                       // strings or grammar (use a session for those)
+    const volatile int32_t * cancel;   // optional: set non-zero (any thread) to stop
+} align_batch_generate_params;
+
+align_batch_generate_params align_batch_generate_default_params(void);
+
+// Generates up to sampler.max_tokens tokens for each of n_seq prompts
+// (prompts[i] has n_prompt[i] tokens) in one batched decode: one context with
+// a KV cache per sequence, each step decoding the next token of every live
+// sequence together. Equal prompts are decoded once and the cache copied
+// (GRPO's G samples per prompt). out_tokens holds n_seq rows of max_tokens
+// tokens (EOG included when sampled); n_out[i] is row i's count. result
+// (optional) sums prompt and generated tokens over all sequences.
+align_status align_generate_batch(align_model * model, const align_batch_generate_params * params,
+                                  const int32_t * const * prompts, const int32_t * n_prompt, int32_t n_seq,
+                                  int32_t * out_tokens, int32_t * n_out, align_generate_result * result);
+
 // ---------------------------------------------------------------- training
 //
 // A trainer runs on the frozen weights of a loaded align_model (llama.cpp's
