@@ -50,7 +50,7 @@ func runBatch(ctx context.Context, bc *BatchConfig, retried map[string]bool, out
 	}
 	jobsPath := bc.Jobs
 	if jobsPath == "" {
-		jobsPath = SidePath(out, "batch")
+		jobsPath = StagePath(stage, out, "batch")
 	}
 	app, _, err := jsonl.OpenAppend(jobsPath, nil)
 	if err != nil {
