@@ -31,7 +31,9 @@ then a dead letter. The summary reports the consistency rate, first-position
 win rate and tie rate. With --out -, ties and dead letters go to
 rank.ties.jsonl and rank.dead.jsonl in the current directory unless --ties
 and --dead-letter name other files. --max-usd 0 spends nothing (rules:
-judges are free); without the flag there is no limit.
+judges are free); without the flag there is no limit. Five calls in a row
+that cannot reach the judge (refused, unknown host, no credentials) stop
+the run with exit 1.
 
 Example:
    align rank --in cand.jsonl --judge bedrock:anthropic.claude-3-5-sonnet-20240620-v1:0 --out pairs.jsonl

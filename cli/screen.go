@@ -33,7 +33,9 @@ each with a "screen" field naming the decision and rule number. A summary
 table goes to standard error. With --out -, removed pairs and dead letters
 go to screen.removed.jsonl and screen.dead.jsonl in the current directory
 unless --removed and --dead-letter name other files. A rules: screener
-checks the default constitution only.
+checks the default constitution only. Five calls in a row that cannot reach
+the screener (refused, unknown host, no credentials) stop the run with
+exit 1.
 
 Default constitution:
    1. Keep a friendly, patient tone, also with frustrated customers.
