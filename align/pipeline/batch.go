@@ -52,6 +52,9 @@ func runBatch(ctx context.Context, bc *BatchConfig, retried map[string]bool, out
 	if jobsPath == "" {
 		jobsPath = StagePath(stage, out, "batch")
 	}
+	if err := checkOutput(jobsPath, "--out (its batch job file)", kindBatchJob); err != nil {
+		return err
+	}
 	app, _, err := jsonl.OpenAppend(jobsPath, nil)
 	if err != nil {
 		return err

@@ -23,6 +23,7 @@ const (
 	kindPair       recordKind = "preference pairs"
 	kindPrompt     recordKind = "prompts"
 	kindLedger     recordKind = "cost ledger entries"
+	kindBatchJob   recordKind = "batch job records"
 	kindUnknown    recordKind = "records align did not write"
 )
 
@@ -43,6 +44,8 @@ func kindOf(raw json.RawMessage) recordKind {
 		return true
 	}
 	switch {
+	case has("arn", "items", "model"):
+		return kindBatchJob
 	case has("stage", "kind", "input", "error"):
 		var stage string
 		json.Unmarshal(m["stage"], &stage)

@@ -31,6 +31,8 @@ func TestCheckOutput(t *testing.T) {
 		{"screened", screened + "\n", kindScreened, ""},
 		{"other stage's dead letters", dead + "\n", deadKind("collect"), ":1: holds rank dead letters, not collect dead letters"},
 		{"own dead letters", dead + "\n", deadKind("rank"), ""},
+		{"batch jobs", `{"id":"j","arn":"arn:x","model":"m","items":["a"]}` + "\n", kindBatchJob, ""},
+		{"pairs as batch jobs", pair + "\n", kindBatchJob, ":1: holds preference pairs, not batch job records"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
