@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -24,12 +25,12 @@ func init() { register(collectCommand) }
 func stageFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "out", Usage: "output `FILE` (.jsonl or .jsonl.zst; '-': standard output, resume is then yours)", Required: true, EnvVars: []string{"ALIGN_OUT"}},
-		&cli.StringFlag{Name: "dead-letter", Usage: "dead-letter `FILE` (default: OUT.dead.jsonl)", EnvVars: []string{"ALIGN_DEAD_LETTER"}},
+		&cli.StringFlag{Name: "dead-letter", Usage: "dead-letter `FILE` (default: OUT.dead.jsonl; with --out -, STAGE.dead.jsonl in the current directory, e.g. rank.dead.jsonl)", EnvVars: []string{"ALIGN_DEAD_LETTER"}},
 		&cli.StringFlag{Name: "ledger", Usage: "cost ledger `FILE` (default: OUT.ledger.jsonl; in memory for --out -)", EnvVars: []string{"ALIGN_LEDGER"}},
 		&cli.IntFlag{Name: "workers", Value: 8, Usage: "records in flight", EnvVars: []string{"ALIGN_WORKERS"}},
 		&cli.DurationFlag{Name: "item-timeout", Value: 15 * time.Minute, Usage: "time budget per record, retries and repair included (0: none)", EnvVars: []string{"ALIGN_ITEM_TIMEOUT"}},
 		&cli.BoolFlag{Name: "retry-failed", Usage: "process the dead letters of earlier runs again", EnvVars: []string{"ALIGN_RETRY_FAILED"}},
-		&cli.Float64Flag{Name: "max-usd", Usage: "stop cleanly (exit 3) before spending more than `USD` in total, earlier runs' ledger included", EnvVars: []string{"ALIGN_MAX_USD"}},
+		&cli.Float64Flag{Name: "max-usd", Usage: "stop cleanly (exit 3) before spending more than `USD` in total, earlier runs' ledger included (0: spend nothing; leave out for no limit)", EnvVars: []string{"ALIGN_MAX_USD"}},
 		&cli.StringFlag{Name: "prices", Usage: "price table `FILE` (JSON) overriding the built-in prices", EnvVars: []string{"ALIGN_PRICES"}},
 		&cli.BoolFlag{Name: "dry-run", Usage: "estimate the cost of the remaining work and exit; calls nothing", EnvVars: []string{"ALIGN_DRY_RUN"}},
 		&cli.BoolFlag{Name: "json", Usage: "print the report as JSON on standard output (not with --out -)", EnvVars: []string{"ALIGN_JSON"}},
@@ -66,22 +67,50 @@ func batchFlags() []cli.Flag {
 	}
 }
 
-func commonOf(c *cli.Context, in string) (pipeline.Common, error) {
+// commonOf checks the flags every stage shares and the files it names
+// (in, out and the side files: side holds a stage's own, such as ties) and
+// returns the stage's common configuration. Nothing is opened or created.
+func commonOf(c *cli.Context, stage, inFlag string, side ...namedPath) (pipeline.Common, error) {
 	env := envOf(c)
+	in := c.String(inFlag)
 	pc := pipeline.Common{
 		In: in, Out: c.String("out"), Stdin: env.Stdin, Stdout: env.Stdout, Stderr: env.Stderr,
 		DeadLetter: c.String("dead-letter"), Ledger: c.String("ledger"),
 		Workers: c.Int("workers"), ItemTimeout: c.Duration("item-timeout"), RetryFailed: c.Bool("retry-failed"),
-		MaxUSD: c.Float64("max-usd"), DryRun: c.Bool("dry-run"),
+		DryRun: c.Bool("dry-run"),
 	}
-	if pc.Workers <= 0 {
-		return pc, usagef("--workers must be positive (got %d)", pc.Workers)
+	if err := checkAll(
+		checkIntsAtLeast(c, 1, "workers", "max-attempts", "max-tokens"),
+		checkIntsAtLeast(c, 0, "concurrency", "threads", "ctx-size"),
+		checkDurations(c, "item-timeout", "max-backoff", "attempt-timeout"),
+		checkAmounts(c, "rpm", "tpm"),
+	); err != nil {
+		return pc, err
 	}
-	if pc.MaxUSD < 0 {
-		return pc, usagef("--max-usd must not be negative")
+	if c.IsSet("max-usd") {
+		usd := c.Float64("max-usd")
+		if math.IsNaN(usd) || math.IsInf(usd, 0) || usd < 0 {
+			return pc, usagef("--max-usd %g: want a finite amount, 0 (spend nothing) or more; leave the flag out for no limit", usd)
+		}
+		pc.MaxUSD = &usd
 	}
-	if in == pc.Out && in != "-" {
-		return pc, usagef("input and output are the same file (%s)", in)
+	dead := pc.DeadLetter
+	if dead == "" {
+		dead = pipeline.StagePath(stage, pc.Out, "dead")
+	}
+	ledger := pc.Ledger
+	if ledger == "" && pc.Out != "-" {
+		ledger = pipeline.SidePath(pc.Out, "ledger")
+	}
+	inputs := []namedPath{{inFlag, in}, {"prices", c.String("prices")}}
+	for _, f := range []string{"rubric", "constitution"} {
+		if c.IsSet(f) {
+			inputs = append(inputs, namedPath{f, c.String(f)})
+		}
+	}
+	outputs := append([]namedPath{{"out", pc.Out}, {"dead-letter", dead}, {"ledger", ledger}}, side...)
+	if err := checkDistinct(inputs, outputs); err != nil {
+		return pc, err
 	}
 	if p := c.String("prices"); p != "" {
 		prices, err := cost.LoadPrices(p)
@@ -210,7 +239,12 @@ func collectCommand() *cli.Command {
 		Description: `Samples --n responses per prompt (defaults: A at temperature 0.7, top-p
 0.9; B at 1.0, 0.95) and appends one candidate record per prompt to --out.
 Records have deterministic ids; a rerun skips finished prompts and drops a
-torn last line. Failures go to OUT.dead.jsonl, spend to OUT.ledger.jsonl.
+torn last line. Failures go to OUT.dead.jsonl, spend to OUT.ledger.jsonl
+(with --out -: collect.dead.jsonl in the current directory, or
+--dead-letter; the ledger stays in memory). An existing --out must hold
+candidate records. --max-usd 0 spends nothing; without the flag there is
+no limit. Five calls in a row that cannot reach the server (refused,
+unknown host, no credentials) stop the run with exit 1.
 
 Example:
    align collect --prompts testdata/prompts/sample.jsonl --generator bedrock:meta.llama3-70b-instruct-v1:0 --out cand.jsonl
@@ -222,12 +256,12 @@ Example:
 }
 
 func runCollect(c *cli.Context) error {
-	pc, err := commonOf(c, c.String("prompts"))
+	pc, err := commonOf(c, "collect", "prompts")
 	if err != nil {
 		return err
 	}
 	if c.Int("n") < 2 {
-		return usagef("--n must be at least 2 (got %d)", c.Int("n"))
+		return usagef("--n %d: want 2 or more", c.Int("n"))
 	}
 	temps, tops := c.Float64Slice("temperature"), c.Float64Slice("top-p")
 	var samplings []pipeline.Sampling
@@ -237,8 +271,11 @@ func runCollect(c *cli.Context) error {
 		}
 		for i := 0; i < max(len(temps), len(tops)); i++ {
 			s := pipeline.Sampling{Temperature: temps[i%len(temps)], TopP: tops[i%len(tops)]}
-			if s.Temperature < 0 || s.TopP <= 0 || s.TopP > 1 {
-				return usagef("bad sampling: temperature %g, top-p %g", s.Temperature, s.TopP)
+			if math.IsNaN(s.Temperature) || math.IsInf(s.Temperature, 0) || s.Temperature < 0 {
+				return usagef("--temperature %g: want a finite number, 0 or more", s.Temperature)
+			}
+			if !(s.TopP > 0 && s.TopP <= 1) {
+				return usagef("--top-p %g: want a number in (0, 1]", s.TopP)
 			}
 			samplings = append(samplings, s)
 		}

@@ -60,7 +60,7 @@ Example:
 			&cli.IntFlag{Name: "n", Value: 1000, Usage: "number of pairs", EnvVars: []string{"ALIGN_N"}},
 			evalFractionFlag(),
 			seedFlag(),
-			&cli.StringFlag{Name: "catalog", Value: "testdata/catalog.json", Usage: "series catalog `FILE` (JSON)", EnvVars: []string{"ALIGN_CATALOG"}},
+			&cli.StringFlag{Name: "catalog", Usage: "series catalog `FILE` (JSON; default: the built-in catalog, the repository's testdata/catalog.json)", EnvVars: []string{"ALIGN_CATALOG"}},
 		),
 		Action: runDataSynth,
 	}
@@ -68,19 +68,18 @@ Example:
 
 func checkFraction(f float64) error {
 	if f < 0 || f > 1 || math.IsNaN(f) {
-		return usagef("--eval-fraction must be in [0, 1] (got %g)", f)
+		return usagef("--eval-fraction %g: want a number in [0, 1]", f)
 	}
 	return nil
 }
 
-func checkOuts(c *cli.Context) error {
-	if c.String("out-train") == c.String("out-eval") && c.String("out-train") != "-" {
-		return usagef("--out-train and --out-eval are the same file (%s)", c.String("out-train"))
-	}
+// checkOuts checks --out-train and --out-eval: distinct, at most one
+// standard output, and neither one of the inputs.
+func checkOuts(c *cli.Context, inputs ...namedPath) error {
 	if c.String("out-train") == "-" && c.String("out-eval") == "-" {
 		return usagef("only one of --out-train and --out-eval can be standard output")
 	}
-	return nil
+	return checkDistinct(inputs, []namedPath{{"out-train", c.String("out-train")}, {"out-eval", c.String("out-eval")}})
 }
 
 func runDataSynth(c *cli.Context) error {
@@ -90,17 +89,20 @@ func runDataSynth(c *cli.Context) error {
 	}
 	n := c.Int("n")
 	if n <= 0 {
-		return usagef("--n must be positive (got %d)", n)
+		return usagef("--n %d: want 1 or more", n)
 	}
 	if err := checkFraction(c.Float64("eval-fraction")); err != nil {
 		return err
 	}
-	if err := checkOuts(c); err != nil {
+	if err := checkOuts(c, namedPath{"catalog", c.String("catalog")}); err != nil {
 		return err
 	}
-	cat, err := manga.LoadCatalog(c.String("catalog"))
-	if err != nil {
-		return err
+	cat := manga.DefaultCatalog()
+	if f := c.String("catalog"); f != "" {
+		var err error
+		if cat, err = manga.LoadCatalog(f); err != nil {
+			return err
+		}
 	}
 	train, eval, err := manga.Synth(cat, n, c.Float64("eval-fraction"), c.Uint64("seed"))
 	if err != nil {
@@ -137,7 +139,7 @@ func loadFlags() []cli.Flag {
 }
 
 func loadPairs(c *cli.Context) ([]pairs.Pair, pairs.Stats, error) {
-	opt := pairs.LoadOptions{SkipInvalid: c.Bool("skip-invalid"), Objectives: c.StringSlice("objectives")}
+	opt := pairs.LoadOptions{SkipInvalid: c.Bool("skip-invalid"), Objectives: c.StringSlice("objectives"), Dedupe: c.Bool("dedupe")}
 	path := c.String("in")
 	if path == "-" {
 		return pairs.Read(envOf(c).Stdin, "stdin", opt)
@@ -188,7 +190,8 @@ func dataSplitCommand() *cli.Command {
 		Description: `Each pair goes to eval when a hash of (seed, id) falls below
 --eval-fraction, so a pair keeps its side when the file grows. --dedupe drops
 pairs whose prompt, chosen and rejected match an earlier pair's (ignoring case
-and white space).
+and white space), with or without ids, and says how many; a repeated id on
+other content is an error naming both lines. Neither output may be the input.
 
 Example:
    align data split --in pairs.jsonl --out-train train.jsonl --out-eval eval.jsonl --dedupe`,
@@ -205,17 +208,14 @@ Example:
 			if err := checkFraction(c.Float64("eval-fraction")); err != nil {
 				return err
 			}
-			if err := checkOuts(c); err != nil {
+			if err := checkOuts(c, namedPath{"in", c.String("in")}); err != nil {
 				return err
 			}
 			ps, st, err := loadPairs(c)
 			if err != nil {
 				return err
 			}
-			dropped := 0
-			if c.Bool("dedupe") {
-				ps, dropped = pairs.Dedupe(ps)
-			}
+			dropped := st.Duplicates
 			train, eval, err := pairs.Split(ps, c.Float64("eval-fraction"), c.Uint64("seed"))
 			if err != nil {
 				return usagef("%v", err)
@@ -226,8 +226,8 @@ Example:
 			if err := savePairs(env, c.String("out-eval"), eval); err != nil {
 				return err
 			}
-			fmt.Fprintf(env.Stderr, "align: %d pairs read, %d skipped, %d duplicates dropped; %d train, %d eval\n",
-				st.Read, st.Skipped, dropped, len(train), len(eval))
+			fmt.Fprintf(env.Stderr, "align: %s read, %d skipped, %s dropped; %d train, %d eval\n",
+				fmtCount(st.Read+dropped, "pair", "pairs"), st.Skipped, fmtCount(dropped, "duplicate", "duplicates"), len(train), len(eval))
 			return nil
 		},
 	}

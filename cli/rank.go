@@ -15,7 +15,7 @@ func rankCommand() *cli.Command {
 		&cli.StringFlag{Name: "in", Usage: "candidates `FILE` from 'align collect' ('-': standard input)", Required: true, EnvVars: []string{"ALIGN_IN"}},
 		&cli.StringFlag{Name: "judge", Usage: "judge `SPEC`: bedrock:MODEL, local:FILE.gguf, openai:URL[#model] or rules:CATALOG.json", Required: true, EnvVars: []string{"ALIGN_JUDGE"}},
 		&cli.BoolFlag{Name: "single-order", Usage: "judge each pair in one order only (position bias uncontrolled)", EnvVars: []string{"ALIGN_SINGLE_ORDER"}},
-		&cli.StringFlag{Name: "ties", Usage: "ties and inconsistent verdicts `FILE` (default: OUT.ties.jsonl)", EnvVars: []string{"ALIGN_TIES"}},
+		&cli.StringFlag{Name: "ties", Usage: "ties and inconsistent verdicts `FILE` (default: OUT.ties.jsonl; with --out -, rank.ties.jsonl in the current directory)", EnvVars: []string{"ALIGN_TIES"}},
 		&cli.StringFlag{Name: "rubric", Usage: "rubric `FILE` replacing the default criteria", EnvVars: []string{"ALIGN_RUBRIC"}},
 		&cli.IntFlag{Name: "max-tokens", Value: 1024, Usage: "judge output ceiling", EnvVars: []string{"ALIGN_MAX_TOKENS"}},
 	}
@@ -28,7 +28,12 @@ default, and keeps a pair (chosen, rejected, per-criterion scores, reasoning,
 objective) only when both orders agree. Ties and disagreements go to the
 ties file, never to training; invalid judge output gets one repair attempt,
 then a dead letter. The summary reports the consistency rate, first-position
-win rate and tie rate.
+win rate and tie rate. With --out -, ties and dead letters go to
+rank.ties.jsonl and rank.dead.jsonl in the current directory unless --ties
+and --dead-letter name other files. --max-usd 0 spends nothing (rules:
+judges are free); without the flag there is no limit. Five calls in a row
+that cannot reach the judge (refused, unknown host, no credentials) stop
+the run with exit 1.
 
 Example:
    align rank --in cand.jsonl --judge bedrock:anthropic.claude-3-5-sonnet-20240620-v1:0 --out pairs.jsonl
@@ -40,8 +45,15 @@ Example:
 }
 
 func runRank(c *cli.Context) error {
-	pc, err := commonOf(c, c.String("in"))
+	ties := c.String("ties")
+	if ties == "" {
+		ties = pipeline.StagePath("rank", c.String("out"), "ties")
+	}
+	pc, err := commonOf(c, "rank", "in", namedPath{"ties", ties})
 	if err != nil {
+		return err
+	}
+	if err := checkPositiveDurations(c, "batch-poll"); err != nil {
 		return err
 	}
 	judge, err := openBackend(c, "judge")

@@ -1,8 +1,11 @@
 package backend
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
+	"syscall"
 )
 
 // InvalidOutputError reports that a model answered but its output is not
@@ -41,7 +44,13 @@ type CallError struct {
 	Status    int    // HTTP status of the last attempt, 0 when none arrived
 	Code      string // service error code, e.g. "ThrottlingException", when known
 	Retryable bool   // the last failure was of a transient kind (retries ran out)
-	Err       error
+	Attempts  int    // HTTP attempts made, retries included; 0 when unknown
+	// Unreachable says the server could not be reached or would not let
+	// this client in: connection refused, unknown host, TLS failure, no or
+	// bad credentials, access denied. Every further call will fail the same
+	// way until someone fixes the set-up, so stages stop after a few.
+	Unreachable bool
+	Err         error
 }
 
 func (e *CallError) Error() string {
@@ -68,4 +77,38 @@ func IsInvalidOutput(err error) bool {
 func IsCallFailed(err error) bool {
 	var e *CallError
 	return errors.As(err, &e)
+}
+
+// IsUnreachable reports whether err says the server could not be reached
+// or refused this client's credentials (see CallError.Unreachable).
+func IsUnreachable(err error) bool {
+	var e *CallError
+	return errors.As(err, &e) && e.Unreachable
+}
+
+// AttemptsOf returns the HTTP attempts a failed call made (retries
+// included), or 1 when err does not say.
+func AttemptsOf(err error) int {
+	var e *CallError
+	if errors.As(err, &e) && e.Attempts > 0 {
+		return e.Attempts
+	}
+	return 1
+}
+
+// DialFailed reports whether err says no connection could be made: a
+// refused or timed-out dial, an unknown host, or a failed TLS handshake.
+// Clients use it to set CallError.Unreachable.
+func DialFailed(err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	var de *net.DNSError
+	if errors.As(err, &de) {
+		return true
+	}
+	var ce *tls.CertificateVerificationError
+	var re tls.RecordHeaderError
+	return errors.As(err, &ce) || errors.As(err, &re) || errors.Is(err, syscall.ECONNREFUSED)
 }

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 )
+
+// NoLimit is the ceiling of a budget without one.
+var NoLimit = math.Inf(1)
 
 // BudgetError says a call was refused because its worst-case cost would
 // have crossed the spending ceiling. Nothing was sent. The CLI maps it to
@@ -40,9 +44,24 @@ type Budget struct {
 }
 
 // NewBudget returns a ceiling of maxUSD with spentUSD already spent (the
-// ledger's total on a rerun). maxUSD <= 0 means no ceiling.
+// ledger's total on a rerun). NoLimit (+Inf) means no ceiling; 0 admits
+// free calls only. A NaN or negative ceiling admits nothing.
 func NewBudget(maxUSD, spentUSD float64) *Budget {
+	if math.IsNaN(maxUSD) || maxUSD < 0 {
+		maxUSD = 0 // never "no limit" by accident
+	}
 	return &Budget{max: maxUSD, spent: spentUSD}
+}
+
+// Limited reports whether the budget has a ceiling.
+func (b *Budget) Limited() bool { return b != nil && !math.IsInf(b.max, 1) }
+
+// Max returns the ceiling (NoLimit when there is none).
+func (b *Budget) Max() float64 {
+	if b == nil {
+		return NoLimit
+	}
+	return b.max
 }
 
 // Reserve holds usd for a call about to start, or returns a *BudgetError
@@ -50,7 +69,7 @@ func NewBudget(maxUSD, spentUSD float64) *Budget {
 func (b *Budget) Reserve(model string, usd float64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.max > 0 && b.spent+b.reserved+usd > b.max {
+	if b.Limited() && b.spent+b.reserved+usd > b.max {
 		return &BudgetError{MaxUSD: b.max, SpentUSD: b.spent, ReservedUSD: b.reserved, NeedUSD: usd, Model: model}
 	}
 	b.reserved += usd
@@ -84,8 +103,8 @@ type Meter struct {
 	Batch  bool    // price calls at the batch discount
 }
 
-// NewMeter returns a meter with a ceiling of maxUSD (<= 0: none) that
-// counts what ledger already holds as spent.
+// NewMeter returns a meter with a ceiling of maxUSD (NoLimit: none; 0:
+// free calls only) that counts what ledger already holds as spent.
 func NewMeter(prices *Prices, ledger *Ledger, maxUSD float64) *Meter {
 	if ledger == nil {
 		ledger = NewLedger()
@@ -100,7 +119,7 @@ func NewMeter(prices *Prices, ledger *Ledger, maxUSD float64) *Meter {
 // at $0 otherwise.
 func (m *Meter) Reserve(ctx context.Context, model string, inputTokens, maxOutputTokens int) (func(inputTokens, outputTokens int), error) {
 	worst, priced := m.Prices.Cost(model, inputTokens, maxOutputTokens, m.Batch)
-	if !priced && m.Budget != nil && m.Budget.max > 0 {
+	if !priced && m.Budget.Limited() {
 		return nil, fmt.Errorf("no price for model %q: add it to the price table to use --max-usd", model)
 	}
 	if m.Budget != nil {

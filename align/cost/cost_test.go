@@ -133,9 +133,19 @@ func TestLedgerPersistsAndContinues(t *testing.T) {
 	}
 
 	bad := filepath.Join(t.TempDir(), "bad.jsonl")
-	os.WriteFile(bad, []byte("{\"model\":\"a\"}\nnot json\n{\"model\":\"b\"}\n"), 0o644)
+	os.WriteFile(bad, []byte("{\"time\":\"2026-12-01T00:00:00Z\",\"model\":\"a\"}\nnot json\n{\"time\":\"2026-12-01T00:00:00Z\",\"model\":\"b\"}\n"), 0o644)
 	if _, err := OpenLedger(bad); err == nil || !strings.Contains(err.Error(), "bad.jsonl:2") {
 		t.Errorf("malformed middle line: err = %v, want file:line", err)
+	}
+	// a file of other records is no ledger: refused, and left as it was
+	pairs := filepath.Join(t.TempDir(), "pairs.jsonl")
+	body := []byte(`{"id":"p1","prompt":"q","chosen":"a","rejected":"b"}` + "\n")
+	os.WriteFile(pairs, body, 0o644)
+	if _, err := OpenLedger(pairs); err == nil || !strings.Contains(err.Error(), "pairs.jsonl:1") {
+		t.Errorf("pairs as a ledger: err = %v, want pairs.jsonl:1", err)
+	}
+	if got, _ := os.ReadFile(pairs); string(got) != string(body) {
+		t.Errorf("pairs file changed to %q", got)
 	}
 }
 
@@ -199,7 +209,7 @@ func TestBudgetRefusesBeforeCrossing(t *testing.T) {
 	if _, err := m2.Reserve(ctx, "unknown", 1, 1); err == nil || IsBudget(err) {
 		t.Errorf("unpriced: err = %v", err)
 	}
-	free := NewMeter(DefaultPrices(), nil, 0)
+	free := NewMeter(DefaultPrices(), nil, NoLimit)
 	s, err := free.Reserve(ctx, "unknown", 1, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -207,5 +217,24 @@ func TestBudgetRefusesBeforeCrossing(t *testing.T) {
 	s(5, 5)
 	if tot := free.Ledger.Total(); tot.Calls != 1 || tot.USD != 0 {
 		t.Errorf("free ledger %+v", tot)
+	}
+}
+
+// A ceiling of 0 spends nothing (it is not "no limit"), and a NaN or
+// negative ceiling that slipped past the flag checks admits nothing.
+func TestZeroCeilingSpendsNothing(t *testing.T) {
+	const model = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+	for _, max := range []float64{0, math.NaN(), -1} {
+		m := NewMeter(DefaultPrices(), nil, max)
+		if _, err := m.Reserve(context.Background(), model, 10, 10); !IsBudget(err) {
+			t.Errorf("ceiling %v: err = %v, want a budget error", max, err)
+		}
+		if !m.Budget.Limited() {
+			t.Errorf("ceiling %v reads as no limit", max)
+		}
+	}
+	m := NewMeter(DefaultPrices(), nil, NoLimit)
+	if _, err := m.Reserve(context.Background(), model, 10, 10); err != nil || m.Budget.Limited() {
+		t.Errorf("no limit: err = %v, limited %v", err, m.Budget.Limited())
 	}
 }

@@ -79,6 +79,21 @@ func OpenLedger(path string) (*Ledger, error) {
 	return l, nil
 }
 
+var errNotEntry = errors.New("not a cost ledger entry (no \"time\" and \"model\"): refusing to add to this file (name another --ledger)")
+
+// CheckLedger reads the ledger file at path without changing it and
+// returns the error OpenLedger would: a line that is not an entry, before
+// a torn last one, names path and line.
+func CheckLedger(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = NewLedger().load(f, path)
+	return err
+}
+
 // load reads entries and returns the offset after the last complete one.
 func (l *Ledger) load(f *os.File, path string) (int64, error) {
 	r := bufio.NewReader(f)
@@ -93,7 +108,11 @@ func (l *Ledger) load(f *os.File, path string) (int64, error) {
 		}
 		if len(bytes.TrimSpace(b)) > 0 {
 			var e Entry
-			if err := json.Unmarshal(b, &e); err != nil {
+			err := json.Unmarshal(b, &e)
+			if err == nil && (e.Model == "" || e.Time.IsZero()) {
+				return 0, fmt.Errorf("%s:%d: %w", path, line, errNotEntry) // whole, but not ours: never torn
+			}
+			if err != nil {
 				if _, perr := r.Peek(1); errors.Is(perr, io.EOF) {
 					return off, nil // a garbled last line is torn too
 				}

@@ -8,6 +8,7 @@ package manga
 
 import (
 	"bytes"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -99,6 +100,23 @@ type Catalog struct {
 	AsOf   string   `json:"as_of"`          // date the volume counts hold for
 	Note   string   `json:"note,omitempty"` // provenance, for people
 	Series []Series `json:"series"`
+}
+
+// defaultCatalog is testdata/catalog.json at the repository root, built
+// in so that data synth works from any directory. TestDefaultCatalog keeps
+// the two identical.
+//
+//go:embed catalog.json
+var defaultCatalog []byte
+
+// DefaultCatalog returns the built-in catalog (the repository's
+// testdata/catalog.json), the one the shipped pairs were made from.
+func DefaultCatalog() *Catalog {
+	c, err := ParseCatalog(defaultCatalog, "built-in catalog")
+	if err != nil {
+		panic(err) // a build with a broken catalog fails its tests
+	}
+	return c
 }
 
 // LoadCatalog reads and validates a catalog file.

@@ -337,3 +337,18 @@ func TestShippedPairs(t *testing.T) {
 		t.Errorf("shipped pairs take %d bytes, want < 400 KiB", total)
 	}
 }
+
+// The built-in catalog is the repository's testdata/catalog.json, byte for
+// byte: data synth without --catalog makes the shipped pairs.
+func TestDefaultCatalog(t *testing.T) {
+	want, err := os.ReadFile("../../testdata/catalog.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(defaultCatalog, want) {
+		t.Fatal("align/manga/catalog.json differs from testdata/catalog.json: copy it again")
+	}
+	if c := DefaultCatalog(); len(c.Series) == 0 {
+		t.Fatal("empty built-in catalog")
+	}
+}

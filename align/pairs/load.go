@@ -25,12 +25,18 @@ type LoadOptions struct {
 	// Objectives, if not empty, is the set of allowed objectives; a pair
 	// without one of them is invalid.
 	Objectives []string
+	// Dedupe drops a pair whose normalised prompt, chosen and rejected
+	// (see Normalize) repeat an earlier pair's, and counts it in
+	// Stats.Duplicates. A repeated id on different content is still an
+	// error.
+	Dedupe bool
 }
 
 // Stats describes what Load read.
 type Stats struct {
 	Read           int            `json:"read"`             // pairs kept
 	Skipped        int            `json:"skipped"`          // invalid lines skipped (SkipInvalid)
+	Duplicates     int            `json:"duplicates"`       // repeated pairs dropped (Dedupe)
 	Conversational int            `json:"conversational"`   // kept pairs in message-list form
 	ByObjective    map[string]int `json:"by_objective"`     // kept pairs per objective ("" for none)
 	BySource       map[string]int `json:"by_source"`        // kept pairs per source ("" for none)
@@ -62,7 +68,8 @@ func Read(r io.Reader, name string, opt LoadOptions) ([]Pair, Stats, error) {
 	st := Stats{ByObjective: map[string]int{}, BySource: map[string]int{}}
 	jr := jsonl.NewReader(r, name)
 	var out []Pair
-	seen := map[string]int{} // id -> line
+	seen := map[string]int{}    // id -> line
+	content := map[string]int{} // dedupe key -> line
 	for {
 		raw, line, err := jr.NextRaw()
 		if err == io.EOF {
@@ -72,9 +79,24 @@ func Read(r io.Reader, name string, opt LoadOptions) ([]Pair, Stats, error) {
 			return nil, st, err
 		}
 		p, err := parse(raw, opt.Objectives)
+		if err == nil && opt.Dedupe {
+			k := dedupeKey(&p)
+			if _, dup := content[k]; dup {
+				st.Duplicates++
+				continue
+			}
+			content[k] = line
+		}
 		if err == nil {
 			if first, dup := seen[p.ID]; dup {
-				err = fmt.Errorf("duplicate id %q (first on line %d)", p.ID, first)
+				switch {
+				case p.has&hasID == 0:
+					err = fmt.Errorf("repeats line %d (no \"id\": the same content gets the same id)", first)
+				case opt.Dedupe:
+					err = fmt.Errorf("id %q also on line %d, with other content", p.ID, first)
+				default:
+					err = fmt.Errorf("duplicate id %q (first on line %d)", p.ID, first)
+				}
 			}
 		}
 		if err != nil {
@@ -160,8 +182,7 @@ func Dedupe(ps []Pair) ([]Pair, int) {
 	seen := map[string]bool{}
 	out := ps[:0:0]
 	for _, p := range ps {
-		pr, ch, rj := p.Text()
-		k := jsonl.RecordID(Normalize(pr), Normalize(ch), Normalize(rj))
+		k := dedupeKey(&p)
 		if seen[k] {
 			continue
 		}
@@ -169,6 +190,13 @@ func Dedupe(ps []Pair) ([]Pair, int) {
 		out = append(out, p)
 	}
 	return out, len(ps) - len(out)
+}
+
+// dedupeKey is what Dedupe compares: the normalised prompt, chosen and
+// rejected.
+func dedupeKey(p *Pair) string {
+	pr, ch, rj := p.Text()
+	return jsonl.RecordID(Normalize(pr), Normalize(ch), Normalize(rj))
 }
 
 // Summary formats Stats for people: one line per objective, sorted.

@@ -52,13 +52,14 @@ type Pair struct {
 	// Extra holds the fields this package does not know, verbatim.
 	Extra map[string]json.RawMessage
 
-	has uint8 // which of prompt, chosen, rejected the JSON had (bits 0, 1, 2)
+	has uint8 // which of prompt, chosen, rejected and id the JSON had (bits 0-3)
 }
 
 const (
 	hasPrompt uint8 = 1 << iota
 	hasChosen
 	hasRejected
+	hasID // the line had an id (else it is the ContentID)
 )
 
 // Conversational reports whether the pair is in message-list form.
@@ -359,6 +360,9 @@ func (p *Pair) Validate(objectives []string) error {
 				return fmt.Errorf("empty %q", f.k)
 			}
 		}
+		if err := checkRoles(p.PromptMessages, p.ChosenMessages, p.RejectedMessages); err != nil {
+			return err
+		}
 		if slices.Equal(p.ChosenMessages, p.RejectedMessages) {
 			return errors.New("\"chosen\" and \"rejected\" are identical")
 		}
@@ -390,6 +394,38 @@ func (p *Pair) Validate(objectives []string) error {
 	return nil
 }
 
+// checkRoles checks the roles of a conversational pair, so that a pair the
+// chat template cannot render fails where it is read: the prompt holds
+// system (first only), user and assistant turns and ends with a user turn;
+// chosen and rejected hold assistant turns only.
+func checkRoles(prompt, chosen, rejected []Message) error {
+	for i, m := range prompt {
+		switch m.Role {
+		case "user", "assistant":
+		case "system":
+			if i != 0 {
+				return fmt.Errorf("field \"prompt\": message %d: a system message must come first", i)
+			}
+		default:
+			return fmt.Errorf("field \"prompt\": message %d: role %q is not system, user or assistant", i, m.Role)
+		}
+	}
+	if last := prompt[len(prompt)-1]; last.Role != "user" {
+		return fmt.Errorf("field \"prompt\": ends with a %q message, want a user message before the response", last.Role)
+	}
+	for _, f := range []struct {
+		k  string
+		ms []Message
+	}{{"chosen", chosen}, {"rejected", rejected}} {
+		for i, m := range f.ms {
+			if m.Role != "assistant" {
+				return fmt.Errorf("field %q: message %d: role %q in a response, want assistant messages only", f.k, i, m.Role)
+			}
+		}
+	}
+	return nil
+}
+
 // ParseLine reads one pair from one JSON line and validates it (without an
 // objective set). A pair without an id gets its ContentID.
 func ParseLine(line []byte) (Pair, error) { return parse(line, nil) }
@@ -404,6 +440,8 @@ func parse(line []byte, objectives []string) (Pair, error) {
 	}
 	if p.ID == "" {
 		p.ID = p.ContentID()
+	} else {
+		p.has |= hasID
 	}
 	return p, nil
 }

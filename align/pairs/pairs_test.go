@@ -342,3 +342,62 @@ func normExtra(p Pair) (Pair, map[string]any) {
 	p.Extra = nil
 	return p, m
 }
+
+// Conversational roles are checked where the pair is read, so a pair the
+// chat template cannot render fails with file:line, not in training.
+func TestConversationalRoles(t *testing.T) {
+	tests := []struct {
+		name, line, wantErr string // wantErr "": valid
+	}{
+		{"ok", `{"prompt":[{"role":"system","content":"s"},{"role":"user","content":"q"}],"chosen":[{"role":"assistant","content":"a"}],"rejected":[{"role":"assistant","content":"b"}]}`, ""},
+		{"implicit prompt", `{"chosen":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"rejected":[{"role":"user","content":"q"},{"role":"assistant","content":"b"}]}`, ""},
+		{"wizard", `{"prompt":[{"role":"wizard","content":"q"}],"chosen":[{"role":"assistant","content":"a"}],"rejected":[{"role":"assistant","content":"b"}]}`,
+			`field "prompt": message 0: role "wizard" is not system, user or assistant`},
+		{"user in chosen", `{"prompt":[{"role":"user","content":"q"}],"chosen":[{"role":"user","content":"a"}],"rejected":[{"role":"assistant","content":"b"}]}`,
+			`field "chosen": message 0: role "user" in a response, want assistant messages only`},
+		{"user later in rejected", `{"prompt":[{"role":"user","content":"q"}],"chosen":[{"role":"assistant","content":"a"}],"rejected":[{"role":"assistant","content":"b"},{"role":"user","content":"c"}]}`,
+			`field "rejected": message 1: role "user" in a response, want assistant messages only`},
+		{"late system", `{"prompt":[{"role":"user","content":"q"},{"role":"system","content":"s"},{"role":"user","content":"q"}],"chosen":[{"role":"assistant","content":"a"}],"rejected":[{"role":"assistant","content":"b"}]}`,
+			`field "prompt": message 1: a system message must come first`},
+		{"prompt ends with assistant", `{"prompt":[{"role":"user","content":"q"},{"role":"assistant","content":"x"}],"chosen":[{"role":"assistant","content":"a"}],"rejected":[{"role":"assistant","content":"b"}]}`,
+			`field "prompt": ends with a "assistant" message, want a user message before the response`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeFile(t, "chat.jsonl", good+tt.line+"\n")
+			_, _, err := Load(path, LoadOptions{})
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("err = %v, want none", err)
+			case tt.wantErr != "" && (err == nil || err.Error() != path+":3: "+tt.wantErr):
+				t.Fatalf("err = %v, want %s:3: %s", err, path, tt.wantErr)
+			}
+		})
+	}
+}
+
+// Load with Dedupe drops exact and normalised repeats (with or without
+// ids) and counts them; a repeated id on other content is still an error.
+// Without Dedupe a repeated line without an id names the line it repeats,
+// not a hash found nowhere in the file.
+func TestLoadDedupe(t *testing.T) {
+	rowA := `{"id":"a","prompt":"p1","chosen":"c","rejected":"r"}`
+	noID := `{"prompt":"p2","chosen":"c","rejected":"r"}`
+	content := rowA + "\n" + rowA + "\n" + noID + "\n" + `{"prompt":"P2 ","chosen":"c","rejected":"r"}` + "\n" + noID + "\n"
+	path := writeFile(t, "dups.jsonl", content)
+	ps, st, err := Load(path, LoadOptions{Dedupe: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 2 || st.Read != 2 || st.Duplicates != 3 {
+		t.Errorf("kept %d, read %d, duplicates %d; want 2, 2, 3", len(ps), st.Read, st.Duplicates)
+	}
+	clash := writeFile(t, "clash.jsonl", rowA+"\n"+`{"id":"a","prompt":"other","chosen":"c","rejected":"r"}`+"\n")
+	if _, _, err := Load(clash, LoadOptions{Dedupe: true}); err == nil || err.Error() != clash+`:2: id "a" also on line 1, with other content` {
+		t.Errorf("clash: err = %v", err)
+	}
+	rep := writeFile(t, "rep.jsonl", noID+"\n"+noID+"\n")
+	if _, _, err := Load(rep, LoadOptions{}); err == nil || err.Error() != rep+`:2: repeats line 1 (no "id": the same content gets the same id)` {
+		t.Errorf("repeat without id: err = %v", err)
+	}
+}

@@ -50,7 +50,10 @@ func runBatch(ctx context.Context, bc *BatchConfig, retried map[string]bool, out
 	}
 	jobsPath := bc.Jobs
 	if jobsPath == "" {
-		jobsPath = SidePath(out, "batch")
+		jobsPath = StagePath(stage, out, "batch")
+	}
+	if err := checkOutput(jobsPath, "--out (its batch job file)", kindBatchJob); err != nil {
+		return err
 	}
 	app, _, err := jsonl.OpenAppend(jobsPath, nil)
 	if err != nil {

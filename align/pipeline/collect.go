@@ -67,7 +67,7 @@ func (c *CollectConfig) defaults() {
 		c.EstOutputToks = cost.RefResponseTokens
 	}
 	if c.DeadLetter == "" {
-		c.DeadLetter = SidePath(c.Out, "dead")
+		c.DeadLetter = StagePath("collect", c.Out, "dead")
 	}
 }
 
@@ -110,7 +110,7 @@ func Collect(ctx context.Context, c CollectConfig) (CollectReport, error) {
 	if c.DryRun {
 		return rep, collectDryRun(ctx, &c, &rep, parse, done)
 	}
-	st, err := openStage(&c.Common, "collect", c.Generator, "", false, done)
+	st, err := openStage(&c.Common, "collect", c.Generator, "", stageKinds{out: kindCandidate}, false, done)
 	if err != nil {
 		return rep, err
 	}
@@ -143,9 +143,9 @@ func Collect(ctx context.Context, c CollectConfig) (CollectReport, error) {
 				}
 			}
 			if err != nil {
-				kind, isFatal := failKind(ctx, ictx, err)
-				if isFatal {
-					return nil, err
+				kind, fatal := st.failKind(ctx, ictx, err)
+				if fatal != nil {
+					return nil, fatal
 				}
 				return []write{{dead, deadLetter("collect", c.Generator.Model, j, kind, fmt.Errorf("response %d: %w", i, err), attempts)}}, nil
 			}
@@ -154,6 +154,7 @@ func Collect(ctx context.Context, c CollectConfig) (CollectReport, error) {
 		return []write{{out, cand}}, nil
 	}
 	tally := func(ws []write) {
+		st.seen(ws)
 		prog.Done.Add(1)
 		if ws[0].s == dead {
 			prog.Failed.Add(1)

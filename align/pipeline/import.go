@@ -29,7 +29,7 @@ type ImportConfig struct {
 type ImportReport struct {
 	FeedbackEvents int            `json:"feedback_events"`
 	FeedbackPairs  int            `json:"feedback_pairs"`
-	LabeledPairs   int            `json:"labeled_pairs"`
+	LabeledPairs   int            `json:"labeled_pairs"` // kept from the labelled files, repeats within a file excluded
 	Duplicates     int            `json:"duplicates"`
 	Unpaired       int            `json:"unpaired_prompts"` // prompts with only ups or only downs
 	Train          int            `json:"train"`
@@ -169,10 +169,11 @@ func Import(c ImportConfig) (ImportReport, error) {
 	}
 	rep.FeedbackPairs = len(all)
 	for _, path := range c.Labeled {
-		ps, _, err := pairs.Load(path, pairs.LoadOptions{})
+		ps, st, err := pairs.Load(path, pairs.LoadOptions{Dedupe: true})
 		if err != nil {
 			return rep, err
 		}
+		rep.Duplicates += st.Duplicates
 		for i := range ps {
 			if ps[i].Source == "" {
 				ps[i].Source = c.LabelSource

@@ -2,8 +2,10 @@ package pipeline
 
 import (
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParsePrompt(t *testing.T) {
@@ -59,4 +61,33 @@ func FuzzParsePrompt(f *testing.F) {
 			t.Fatalf("round trip changed %+v to %+v", p, q)
 		}
 	})
+}
+
+// The progress line shows the spending ceiling beside the spend, and a
+// redraw never outgrows the terminal (issue 7 items 4 and 16).
+func TestProgressLineCeilingAndWidth(t *testing.T) {
+	p := &Progress{stage: "collect", spend: func() float64 { return 0.0123 }, start: time.Now()}
+	p.Total.Store(3000)
+	p.Done.Store(1234)
+	p.Failed.Store(7)
+	if l := p.line(); strings.Contains(l, " of $") {
+		t.Errorf("no ceiling, line %q shows one", l)
+	}
+	p.setMax(5)
+	l := p.line()
+	if !strings.Contains(l, "$0.0123 of $5.00") {
+		t.Errorf("line %q lacks the ceiling", l)
+	}
+	for _, width := range []int{20, 40, 60} {
+		if got := clip(l, width); len([]rune(got)) >= width || !strings.HasPrefix(l, got) {
+			t.Errorf("clip(%q, %d) = %q", l, width, got)
+		}
+	}
+	if got := clip(l, 0); got != l {
+		t.Errorf("unknown width cut the line to %q", got)
+	}
+	t.Setenv("COLUMNS", "61")
+	if n := terminalWidth(io.Discard); n != 61 {
+		t.Errorf("terminalWidth = %d with COLUMNS=61", n)
+	}
 }

@@ -205,7 +205,7 @@ func TestMaxUSD(t *testing.T) {
 	writePrompts(t, prompts, n)
 	gen := mustOpen(t, "bedrock:"+llama, fastOpen(s))
 	const ceiling = 0.02
-	rep, err := Collect(context.Background(), CollectConfig{Common: Common{In: prompts, Out: out, MaxUSD: ceiling, Workers: 4}, Generator: gen})
+	rep, err := Collect(context.Background(), CollectConfig{Common: Common{In: prompts, Out: out, MaxUSD: new(ceiling), Workers: 4}, Generator: gen})
 	if !cost.IsBudget(err) {
 		t.Fatalf("err = %v, want a budget error", err)
 	}
@@ -219,7 +219,7 @@ func TestMaxUSD(t *testing.T) {
 		t.Errorf("spent $%.4f of $%.2f, wrote %d", spent, ceiling, rep.Written)
 	}
 	t.Logf("stopped at $%.4f with %d of %d written: %v", spent, rep.Written, n, err)
-	rep2, err := Collect(context.Background(), CollectConfig{Common: Common{In: prompts, Out: out, MaxUSD: 10}, Generator: gen})
+	rep2, err := Collect(context.Background(), CollectConfig{Common: Common{In: prompts, Out: out, MaxUSD: new(10.0)}, Generator: gen})
 	if err != nil {
 		t.Fatal(err)
 	}

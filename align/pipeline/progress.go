@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +22,10 @@ type Progress struct {
 	every time.Duration
 	spend func() float64
 	start time.Time
+	width func() int // terminal columns; 0: unknown
+
+	maxUSD float64 // the spending ceiling shown beside the spend; 0 with hasMax false: none
+	hasMax bool
 
 	Total   atomic.Int64 // items expected this run (0: unknown)
 	Done    atomic.Int64 // items finished this run
@@ -47,6 +52,10 @@ func newProgress(c *Common, stage string, spend func() float64) *Progress {
 		p.w = io.Discard
 	}
 	p.tty = isTerminal(p.w)
+	p.width = func() int { return terminalWidth(p.w) }
+	if c.Columns > 0 {
+		p.width = func() int { return c.Columns }
+	}
 	if c.Interactive != nil {
 		p.tty = *c.Interactive
 	}
@@ -61,7 +70,7 @@ func newProgress(c *Common, stage string, spend func() float64) *Progress {
 				case <-p.stop:
 					return
 				case <-t.C:
-					fmt.Fprintf(p.w, "\r\x1b[K%s", p.line())
+					fmt.Fprintf(p.w, "\r\x1b[K%s", clip(p.line(), p.width()))
 				}
 			}
 		}()
@@ -93,6 +102,9 @@ func (p *Progress) line() string {
 	}
 	if p.spend != nil {
 		fmt.Fprintf(&b, " $%.4f", p.spend())
+		if p.hasMax {
+			fmt.Fprintf(&b, " of $%.2f", p.maxUSD)
+		}
 	}
 	if f := p.Failed.Load(); f > 0 {
 		fmt.Fprintf(&b, " dead %d", f)
@@ -113,9 +125,43 @@ func (p *Progress) finish(extra string) {
 		p.stage, p.Done.Load(), p.Skipped.Load(), p.Failed.Load(), el.Round(time.Millisecond), p.Rate())
 	if p.spend != nil {
 		line += fmt.Sprintf(", spent $%.4f", p.spend())
+		if p.hasMax {
+			line += fmt.Sprintf(" of --max-usd $%.2f", p.maxUSD)
+		}
 	}
 	if extra != "" {
 		line += "; " + extra
 	}
 	fmt.Fprintln(p.w, line)
+}
+
+// setMax shows usd as the spending ceiling.
+func (p *Progress) setMax(usd float64) { p.maxUSD, p.hasMax = usd, true }
+
+// clip cuts a redrawn line to fit width columns (one left free, so the
+// cursor never wraps); width <= 0 leaves it whole. Progress lines are
+// ASCII apart from the stage name, so runes stand for columns.
+func clip(line string, width int) string {
+	if width <= 1 {
+		return line
+	}
+	r := []rune(line)
+	if len(r) < width {
+		return line
+	}
+	return string(r[:width-1])
+}
+
+// terminalWidth is the column count of w when it is a terminal, else
+// $COLUMNS, else 0 (unknown).
+func terminalWidth(w io.Writer) int {
+	if f, ok := w.(*os.File); ok {
+		if n := fdColumns(f.Fd()); n > 0 {
+			return n
+		}
+	}
+	if n, err := strconv.Atoi(os.Getenv("COLUMNS")); err == nil && n > 0 {
+		return n
+	}
+	return 0
 }

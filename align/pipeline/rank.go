@@ -87,10 +87,10 @@ func (c *RankConfig) defaults() {
 		c.MaxTokens = 1024
 	}
 	if c.Ties == "" {
-		c.Ties = SidePath(c.Out, "ties")
+		c.Ties = StagePath("rank", c.Out, "ties")
 	}
 	if c.DeadLetter == "" {
-		c.DeadLetter = SidePath(c.Out, "dead")
+		c.DeadLetter = StagePath("rank", c.Out, "dead")
 	}
 }
 
@@ -241,7 +241,7 @@ func Rank(ctx context.Context, c RankConfig) (RankReport, error) {
 	if c.DryRun {
 		return rep, rankDryRun(ctx, &c, &rep, done)
 	}
-	st, err := openStage(&c.Common, "rank", c.Judge, c.Ties, c.Batch != nil, done)
+	st, err := openStage(&c.Common, "rank", c.Judge, c.Ties, stageKinds{out: kindRankedPair, side: kindTie, sideFlag: "--ties"}, c.Batch != nil, done)
 	if err != nil {
 		return rep, err
 	}
@@ -260,9 +260,9 @@ func Rank(ctx context.Context, c RankConfig) (RankReport, error) {
 		for k, o := range orders {
 			resp, attempts, err := judgeRepair(lctx, c.Judge.Judge, c.request(cmp, o[0], o[1]), &rc)
 			if err != nil {
-				kind, isFatal := failKind(ctx, ictx, err)
-				if isFatal {
-					return nil, err
+				kind, fatal := st.failKind(ctx, ictx, err)
+				if fatal != nil {
+					return nil, fatal
 				}
 				return []write{{dead, deadLetter("rank", c.Judge.Model, j, kind, fmt.Errorf("order %d: %w", k+1, err), attempts)}}, nil
 			}
@@ -276,6 +276,7 @@ func Rank(ctx context.Context, c RankConfig) (RankReport, error) {
 		return c.writes(j.id, cmp, vs, &rc, out, ties), nil
 	}
 	tally := func(ws []write) {
+		st.seen(ws)
 		prog.Done.Add(1)
 		switch ws[0].s {
 		case dead:

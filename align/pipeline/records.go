@@ -180,14 +180,15 @@ func ParseCandidate(line []byte) (Candidate, error) {
 // from, what went wrong, and the model's last raw output when there was
 // one. --retry-failed processes dead letters again.
 type DeadLetter struct {
-	ID       string          `json:"id"`
-	Stage    string          `json:"stage"`
-	Model    string          `json:"model"`
-	Error    string          `json:"error"`
-	Kind     string          `json:"kind"` // "invalid_output", "call_failed", "timeout", "batch_failed"
-	Raw      string          `json:"raw,omitempty"`
-	Attempts int             `json:"attempts"`
-	Input    json.RawMessage `json:"input"`
+	ID       string `json:"id"`
+	Stage    string `json:"stage"`
+	Model    string `json:"model"`
+	Error    string `json:"error"`
+	Kind     string `json:"kind"` // "invalid_output", "call_failed", "unreachable", "timeout", "batch_failed"
+	Raw      string `json:"raw,omitempty"`
+	Attempts int    `json:"attempts"` // HTTP attempts, retries included, of all the calls made
+
+	Input json.RawMessage `json:"input"`
 }
 
 // idOf reads the "id" field of a record, for OpenAppend.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/align-dev/align/align/backend"
@@ -24,7 +25,7 @@ type Common struct {
 	Stdout io.Writer
 	Stderr io.Writer // progress and summary; nil: none
 
-	DeadLetter string // dead-letter file; "" derives it from Out (OUT.dead.jsonl, or dead.jsonl for "-")
+	DeadLetter string // dead-letter file; "" derives it from Out (OUT.dead.jsonl, or STAGE.dead.jsonl for "-")
 	Ledger     string // cost ledger; "" derives it from Out (OUT.ledger.jsonl, or in memory for "-")
 
 	Workers     int           // items in flight; default 8
@@ -32,11 +33,16 @@ type Common struct {
 	RetryFailed bool          // process the dead letters of earlier runs again
 
 	Prices *cost.Prices // nil: cost.DefaultPrices()
-	MaxUSD float64      // spending ceiling including earlier runs' ledger; <= 0: none
+	MaxUSD *float64     // spending ceiling including earlier runs' ledger; nil: none; 0: free calls only
 	DryRun bool         // estimate and return without calling anything
+
+	// MaxUnreachable ends the stage after this many calls in a row could
+	// not reach their server or were refused its credentials; default 5.
+	MaxUnreachable int
 
 	ProgressEvery time.Duration // ticker period on a terminal; default 1s
 	Interactive   *bool         // force progress lines on or off; nil: on when Stderr is a terminal
+	Columns       int           // terminal width progress lines are cut to; 0: the terminal's, else $COLUMNS
 
 	retried map[string]bool // ids taken back from the dead-letter file
 }
@@ -57,11 +63,14 @@ func (c *Common) defaults() {
 	if c.ProgressEvery <= 0 {
 		c.ProgressEvery = time.Second
 	}
+	if c.MaxUnreachable <= 0 {
+		c.MaxUnreachable = 5
+	}
 }
 
 // SidePath is the path of a file kept next to out: OUT with its .jsonl (and
 // .zst) suffix replaced by "."+suffix+".jsonl"; for "-", suffix+".jsonl" in
-// the current directory.
+// the current directory. Stages name theirs with StagePath.
 func SidePath(out, suffix string) string {
 	if out == "-" || out == "" {
 		return suffix + ".jsonl"
@@ -75,15 +84,24 @@ func SidePath(out, suffix string) string {
 	return base + "." + suffix + ".jsonl"
 }
 
+// StagePath is the default path of stage's suffix file (dead letters,
+// ties, removed pairs, batch jobs): SidePath(out, suffix) for a file, and
+// STAGE.SUFFIX.jsonl in the current directory for "-", so that the stages
+// of one pipe (collect --out - | rank --in - --out - | screen ...) keep
+// their files apart.
+func StagePath(stage, out, suffix string) string {
+	if out == "-" || out == "" {
+		return stage + "." + suffix + ".jsonl"
+	}
+	return SidePath(out, suffix)
+}
+
 // OpenLedger opens the ledger for c (a file next to the output unless
 // c.Ledger says otherwise; in memory for "-") and a meter with c's ceiling.
 func (c *Common) OpenLedger() (*cost.Ledger, *cost.Meter, error) {
-	path := c.Ledger
-	if path == "" && c.Out != "-" {
-		path = SidePath(c.Out, "ledger")
-	}
+	path := c.ledgerPath()
 	var l *cost.Ledger
-	if path == "" || c.DryRun {
+	if path == "" {
 		l = cost.NewLedger()
 	} else {
 		var err error
@@ -91,7 +109,35 @@ func (c *Common) OpenLedger() (*cost.Ledger, *cost.Meter, error) {
 			return nil, nil, err
 		}
 	}
-	return l, cost.NewMeter(c.Prices, l, c.MaxUSD), nil
+	max := cost.NoLimit
+	if c.MaxUSD != nil {
+		max = *c.MaxUSD
+	}
+	return l, cost.NewMeter(c.Prices, l, max), nil
+}
+
+// ledgerPath is the ledger file of c, "" for one in memory.
+func (c *Common) ledgerPath() string {
+	if c.DryRun {
+		return ""
+	}
+	if c.Ledger == "" && c.Out != "-" {
+		return SidePath(c.Out, "ledger")
+	}
+	return c.Ledger
+}
+
+// checkLedger reads the existing ledger without changing it, so that a
+// file that is not a ledger fails the stage before anything is written.
+func (c *Common) checkLedger() error {
+	path := c.ledgerPath()
+	if path == "" {
+		return nil
+	}
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	return cost.CheckLedger(path)
 }
 
 // sink is one output: an append-only file or a stream.
@@ -144,7 +190,7 @@ func (c *Common) retryDead() error {
 	}
 	path := c.DeadLetter
 	if path == "" {
-		path = SidePath(c.Out, "dead")
+		return errors.New("retry: no dead-letter file named") // the stages' defaults() set it
 	}
 	n, ids, err := scanIDs(path)
 	if err != nil || n == 0 {
@@ -162,18 +208,45 @@ type stage struct {
 	ledger          *cost.Ledger
 	meter           *cost.Meter
 	prog            *Progress
+
+	unreachable    atomic.Int64 // calls in a row that could not reach their server
+	maxUnreachable int
 }
 
-// openStage takes back the dead letters to retry, opens c.Out, side (none
-// for "") and c.DeadLetter, adding the ids they hold to done, opens the
-// ledger, points b's calls at its meter (priced at the batch discount
-// where batch) and starts progress under name. The caller owns the stage:
-// close it when done; on error nothing is left open.
-func openStage(c *Common, name string, b *Backend, side string, batch bool, done map[string]bool) (*stage, error) {
+// stageKinds names the record kinds of a stage's output and side output,
+// and the flag that names the side output.
+type stageKinds struct {
+	out, side recordKind
+	sideFlag  string
+}
+
+// openStage checks c.In and that every existing output holds its own kind
+// of record (before it creates or changes any file), takes back the dead
+// letters to retry, opens c.Out, side (none for "") and c.DeadLetter,
+// adding the ids they hold to done, opens the ledger, points b's calls at
+// its meter (priced at the batch discount where batch) and starts progress
+// under name. The caller owns the stage: close it when done; on error
+// nothing is left open.
+func openStage(c *Common, name string, b *Backend, side string, kinds stageKinds, batch bool, done map[string]bool) (*stage, error) {
+	if err := checkInput(c.In); err != nil {
+		return nil, err
+	}
+	checks := []struct {
+		path, flag string
+		kind       recordKind
+	}{{c.Out, "--out", kinds.out}, {side, kinds.sideFlag, kinds.side}, {c.DeadLetter, "--dead-letter", deadKind(name)}}
+	for _, ck := range checks {
+		if err := checkOutput(ck.path, ck.flag, ck.kind); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.checkLedger(); err != nil {
+		return nil, err
+	}
 	if err := c.retryDead(); err != nil {
 		return nil, err
 	}
-	s := &stage{}
+	s := &stage{maxUnreachable: c.MaxUnreachable}
 	var err error
 	if s.out, err = openSink(c.Out, c.Stdout, done); err != nil {
 		return nil, err
@@ -197,6 +270,9 @@ func openStage(c *Common, name string, b *Backend, side string, batch bool, done
 		s.meter.Batch = true
 	}
 	s.prog = newProgress(c, name, func() float64 { return s.ledger.Total().USD })
+	if s.meter.Budget.Limited() {
+		s.prog.setMax(s.meter.Budget.Max())
+	}
 	return s, nil
 }
 
@@ -235,27 +311,61 @@ type write struct {
 	v any
 }
 
-// errStop wraps errors that end a stage early but cleanly: the budget, or
-// the caller's context.
-func fatal(parent context.Context, err error) bool {
+// isStop reports errors that end a stage early but cleanly: the budget,
+// or the caller's context.
+func isStop(parent context.Context, err error) bool {
 	return parent.Err() != nil || cost.IsBudget(err)
 }
 
-// failKind classifies a per-item error for a dead letter, or reports that
-// it is fatal to the stage.
-func failKind(parent, item context.Context, err error) (kind string, isFatal bool) {
+// failKind classifies a per-item error for a dead letter (kind), or
+// returns the error that ends the stage (fatal): the budget, the caller's
+// context, an unexpected error, or the MaxUnreachable-th call in a row
+// that could not reach its server.
+func (s *stage) failKind(parent, item context.Context, err error) (kind string, fatal error) {
 	switch {
-	case fatal(parent, err):
-		return "", true
+	case isStop(parent, err):
+		return "", err
 	case backend.IsInvalidOutput(err):
-		return "invalid_output", false
+		return "invalid_output", nil
+	case backend.IsUnreachable(err):
+		if n := s.unreachable.Add(1); n >= int64(s.maxUnreachable) {
+			return "", &UnreachableError{Calls: int(n), Err: err}
+		}
+		return "unreachable", nil
 	case backend.IsCallFailed(err):
-		return "call_failed", false
+		return "call_failed", nil
 	case item.Err() != nil:
-		return "timeout", false
+		return "timeout", nil
 	}
-	return "", true
+	return "", err
 }
+
+// seen looks at an item's writes: unless the item was dead-lettered for
+// an unreachable server, its calls went through, and the count of
+// unreachable calls in a row starts again.
+func (s *stage) seen(ws []write) {
+	if len(ws) > 0 && ws[0].s == s.dead {
+		if d, ok := ws[0].v.(DeadLetter); ok && d.Kind == "unreachable" {
+			return
+		}
+	}
+	s.unreachable.Store(0)
+}
+
+// UnreachableError ends a stage whose calls keep failing to reach their
+// server (refused connections, unknown host, missing or bad credentials):
+// going on would only fill the dead-letter file.
+type UnreachableError struct {
+	Calls int   // failed calls in a row
+	Err   error // the last one
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("%d calls in a row could not reach the server or were refused its credentials, so nothing more was sent "+
+		"(fix the endpoint or credentials, then rerun with --retry-failed to redo the dead letters): %v", e.Calls, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
 
 // pool runs do over the jobs produce sends, workers at a time, and writes
 // their records from one goroutine, calling tally for each job's writes.
@@ -400,8 +510,11 @@ func countLines(path string) int64 {
 	}
 }
 
-// deadLetter builds a dead letter for job j.
-func deadLetter(stage, model string, j job, kind string, err error, attempts int) DeadLetter {
+// deadLetter builds a dead letter for job j after calls calls, the last
+// failing with err; its attempts count the HTTP attempts of the last call
+// (retries included) and one for each call before it.
+func deadLetter(stage, model string, j job, kind string, err error, calls int) DeadLetter {
+	attempts := max(calls-1, 0) + backend.AttemptsOf(err)
 	d := DeadLetter{ID: j.id, Stage: stage, Model: model, Error: err.Error(), Kind: kind, Attempts: attempts, Input: j.raw}
 	var ie *backend.InvalidOutputError
 	if errors.As(err, &ie) {

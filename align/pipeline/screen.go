@@ -86,10 +86,10 @@ func (c *ScreenConfig) defaults() {
 		c.MaxTokens = 1024
 	}
 	if c.Removed == "" {
-		c.Removed = SidePath(c.Out, "removed")
+		c.Removed = StagePath("screen", c.Out, "removed")
 	}
 	if c.DeadLetter == "" {
-		c.DeadLetter = SidePath(c.Out, "dead")
+		c.DeadLetter = StagePath("screen", c.Out, "dead")
 	}
 }
 
@@ -153,7 +153,7 @@ func Screen(ctx context.Context, c ScreenConfig) (ScreenReport, error) {
 	if c.DryRun {
 		return rep, screenDryRun(ctx, &c, &rep, done)
 	}
-	st, err := openStage(&c.Common, "screen", c.Screener, c.Removed, c.Batch != nil, done)
+	st, err := openStage(&c.Common, "screen", c.Screener, c.Removed, stageKinds{out: kindScreened, side: kindScreened, sideFlag: "--removed"}, c.Batch != nil, done)
 	if err != nil {
 		return rep, err
 	}
@@ -184,15 +184,16 @@ func Screen(ctx context.Context, c ScreenConfig) (ScreenReport, error) {
 			resp, err = c.Screener.Screener.Screen(lctx, req)
 		}
 		if err != nil {
-			kind, isFatal := failKind(ctx, ictx, err)
-			if isFatal {
-				return nil, err
+			kind, fatal := st.failKind(ctx, ictx, err)
+			if fatal != nil {
+				return nil, fatal
 			}
 			return []write{{dead, deadLetter("screen", c.Screener.Model, j, kind, err, attempts)}}, nil
 		}
 		return decided(j, resp.Decision), nil
 	}
 	tally := func(ws []write) {
+		st.seen(ws)
 		prog.Done.Add(1)
 		switch ws[0].s {
 		case dead:

@@ -31,6 +31,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/bedrockruntime/document"
 	"github.com/aws/aws-sdk-go-v2/service/bedrockruntime/types"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/logging"
 	"github.com/aws/smithy-go/middleware"
 
 	"github.com/align-dev/align/align/backend"
@@ -109,6 +110,9 @@ func LoadConfig(ctx context.Context, opts Options) (aws.Config, error) {
 	if opts.Credentials != nil {
 		lo = append(lo, config.WithCredentialsProvider(opts.Credentials))
 	}
+	// The SDK's own log lines (IMDS fall-backs, header warnings) would reach
+	// the user's terminal unasked; align reports failures itself.
+	lo = append(lo, config.WithLogger(logging.Nop{}))
 	cfg, err := config.LoadDefaultConfig(ctx, lo...)
 	if err != nil {
 		return aws.Config{}, fmt.Errorf("bedrock: load aws config: %w", err)
@@ -186,6 +190,7 @@ func New(ctx context.Context, model string, opts Options) (*Client, error) {
 			o.BaseEndpoint = aws.String(opts.Endpoint)
 		}
 		o.Retryer = NewRetryer(opts.MaxAttempts, opts.MaxBackoff)
+		o.Logger = logging.Nop{}
 		o.HTTPClient = awshttp.NewBuildableClient().WithTimeout(opts.AttemptTimeout)
 		o.APIOptions = append(o.APIOptions, c.addPacing)
 	})
@@ -216,6 +221,9 @@ func (c *Client) addPacing(stack *middleware.Stack) error {
 				return middleware.FinalizeOutput{}, middleware.Metadata{}, err
 			}
 			c.attempts.Add(1)
+			if n, ok := ctx.Value(attemptsKey{}).(*atomic.Int32); ok {
+				n.Add(1)
+			}
 			out, md, err := next.HandleFinalize(ctx, in)
 			switch {
 			case err == nil:
@@ -250,12 +258,16 @@ func (c *Client) admit(ctx context.Context, inTokens, maxTokens int) (done func(
 	}, nil
 }
 
-func (c *Client) callError(op string, parent context.Context, err error) error {
+// attemptsKey keys the per-call attempt counter in a call's context.
+type attemptsKey struct{}
+
+// callError builds the error of a call that made attempts attempts.
+func (c *Client) callError(op string, parent context.Context, err error, attempts int) error {
 	if parent.Err() != nil {
 		return fmt.Errorf("%s %s: %w", op, c.model, parent.Err())
 	}
 	c.failures.Add(1)
-	ce := &backend.CallError{Op: op, Model: c.model, Err: err}
+	ce := &backend.CallError{Op: op, Model: c.model, Err: err, Attempts: attempts}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		ce.Code = ae.ErrorCode()
@@ -264,9 +276,27 @@ func (c *Client) callError(op string, parent context.Context, err error) error {
 	if errors.As(err, &re) {
 		ce.Status = re.HTTPStatusCode()
 	}
+	ce.Unreachable = backend.DialFailed(err) || credentialsFailed(ce.Code, ce.Status, err)
 	var me *retry.MaxAttemptsError
 	ce.Retryable = errors.As(err, &me) || errors.Is(err, context.DeadlineExceeded)
 	return ce
+}
+
+// credentialsFailed reports whether a call failed for want of (valid)
+// credentials or access: every further call would fail the same way.
+func credentialsFailed(code string, status int, err error) bool {
+	switch code {
+	case "UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException", "AccessDeniedException",
+		"IncompleteSignature", "MissingAuthenticationToken", "InvalidClientTokenId", "ExpiredToken":
+		return true
+	}
+	if status == 401 || status == 403 {
+		return true
+	}
+	// the SDK could not sign the request: no credentials in the chain
+	msg := err.Error()
+	return strings.Contains(msg, "get identity:") || strings.Contains(msg, "failed to retrieve credentials") ||
+		strings.Contains(msg, "failed to refresh cached credentials")
 }
 
 func f32(p *float64) *float32 {
@@ -313,11 +343,12 @@ func (c *Client) converse(ctx context.Context, op string, in *bedrockruntime.Con
 	}
 	cctx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
 	defer cancel()
-	out, err := c.rt.Converse(cctx, in)
+	var attempts atomic.Int32
+	out, err := c.rt.Converse(context.WithValue(cctx, attemptsKey{}, &attempts), in)
 	u := usageOf(out)
 	done(u)
 	if err != nil {
-		return nil, u, c.callError(op, ctx, err)
+		return nil, u, c.callError(op, ctx, err, int(attempts.Load()))
 	}
 	return out, u, nil
 }

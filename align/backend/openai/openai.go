@@ -292,20 +292,22 @@ func (c *Client) do(ctx context.Context, op string, req chatRequest, estIn int) 
 	cctx, cancel := context.WithTimeout(ctx, c.opts.CallTimeout)
 	defer cancel()
 	var last error
+	made := 0 // attempts of this call
 	for n := 0; n < c.opts.MaxAttempts; n++ {
 		if n > 0 {
 			tm := time.NewTimer(c.backoff(n-1, last))
 			select {
 			case <-cctx.Done():
 				tm.Stop()
-				return nil, c.fail(ctx, op, cctx.Err(), last)
+				return nil, c.fail(ctx, op, cctx.Err(), last, made)
 			case <-tm.C:
 			}
 		}
 		if err := c.pacer.Attempt(cctx); err != nil {
-			return nil, c.fail(ctx, op, err, last)
+			return nil, c.fail(ctx, op, err, last, made)
 		}
 		c.attempts.Add(1)
+		made++
 		body, _ := json.Marshal(req)
 		resp, err := c.attempt(cctx, body)
 		if err == nil {
@@ -327,12 +329,13 @@ func (c *Client) do(ctx context.Context, op string, req chatRequest, estIn int) 
 			break
 		}
 	}
-	return nil, c.fail(ctx, op, nil, last)
+	return nil, c.fail(ctx, op, nil, last, made)
 }
 
 var errSchemaUnsupported = errors.New("server does not support response_format json_schema")
 
-func (c *Client) fail(parent context.Context, op string, cause, last error) error {
+// fail builds the error of a call that made attempts HTTP attempts.
+func (c *Client) fail(parent context.Context, op string, cause, last error, attempts int) error {
 	if parent.Err() != nil {
 		return fmt.Errorf("%s %s: %w", op, c.opts.Model, parent.Err())
 	}
@@ -345,10 +348,13 @@ func (c *Client) fail(parent context.Context, op string, cause, last error) erro
 			err = cause
 		}
 	}
-	ce := &backend.CallError{Op: op, Model: c.opts.Model, Err: err}
+	ce := &backend.CallError{Op: op, Model: c.opts.Model, Err: err, Attempts: attempts}
 	var he *httpError
 	if errors.As(last, &he) {
 		ce.Status, ce.Code = he.status, he.code
+		ce.Unreachable = he.status == 401 || he.status == 403
+	} else if last != nil {
+		ce.Unreachable = backend.DialFailed(last)
 	}
 	ce.Retryable = last != nil && retryable(context.Background(), last)
 	return ce
