@@ -3,7 +3,6 @@ package bindings
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -657,17 +656,14 @@ func noByteModel(t *testing.T) string {
 func TestTokenizeUnspellable(t *testing.T) {
 	m := load(t, noByteModel(t))
 	plain := "Once upon a time there was a cat."
-	want, u, err := m.TokenizeReport(plain, true, false)
+	_, u, err := m.TokenizeReport(plain, true, false)
 	if err != nil || u.Count != 0 || u.Offset != -1 {
 		t.Fatalf("plain text: %v, %+v", err, u)
 	}
 	text := "Once upon a time {there} was a café ~ 😀."
 	toks, u, err := m.TokenizeReport(text, true, false)
 	if err != nil {
-		t.Fatalf("TokenizeReport: %v", err)
-	}
-	if strings.Contains(fmt.Sprint(err), "unordered_map") {
-		t.Fatalf("C++ exception text: %v", err)
+		t.Fatalf("TokenizeReport: %v", err) // today: unordered_map::at
 	}
 	if u.Count < 4 || u.First != "{" || u.Offset != strings.Index(text, "{") {
 		t.Errorf("unspelled = %+v, want >= 4 starting with \"{\" at %d", u, strings.Index(text, "{"))
@@ -693,5 +689,4 @@ func TestTokenizeUnspellable(t *testing.T) {
 	if err != nil || len(again) != len(toks) {
 		t.Errorf("Tokenize: %d tokens, %v; TokenizeReport gave %d", len(again), err, len(toks))
 	}
-	_ = want
 }
