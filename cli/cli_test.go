@@ -375,8 +375,8 @@ func TestSampleStatsOnOwnLine(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, screen.String())
 	}
 	s := screen.String()
-	at := strings.Index(s, "align: ")
-	if at <= 0 || s[at-1] != '\n' {
+	at := strings.LastIndex(s, "align: ") // the stats line comes last
+	if at <= 0 || s[at-1] != '\n' || !strings.Contains(s[at:], "prompt tokens") {
 		t.Errorf("stats line glued to the text: %q", s)
 	}
 }
