@@ -52,11 +52,14 @@ type Error struct {
 	Msg  string // the native message
 }
 
+// Error prints the native message followed by the call and its status,
+// e.g. "x.gguf: not a GGUF file (align_model_load: format)", so a report
+// names the failing function and code without a debugger.
 func (e *Error) Error() string {
 	if e.Msg == "" {
 		return fmt.Sprintf("%s: %s", e.Op, e.Code)
 	}
-	return e.Msg
+	return fmt.Sprintf("%s (%s: %s)", e.Msg, e.Op, e.Code)
 }
 
 // Is lets errors.Is match on the code: errors.Is(err, &Error{Code: StatusCancelled}).

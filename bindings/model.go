@@ -8,6 +8,7 @@ import "C"
 
 import (
 	"errors"
+	"fmt"
 	"runtime"
 	"sync/atomic"
 	"unsafe"
@@ -117,28 +118,47 @@ func (m *Model) Info() (ModelInfo, error) {
 
 // Tokenize converts text to tokens. addSpecial adds BOS (when the model
 // wants it); parseSpecial turns control-token text such as <|im_start|> into
-// control tokens.
+// control tokens. Characters the vocabulary cannot spell become its unknown
+// token (see TokenizeReport to learn about them).
 func (m *Model) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, error) {
+	toks, _, err := m.TokenizeReport(text, addSpecial, parseSpecial)
+	return toks, err
+}
+
+// Unspelled describes the characters of a text the vocabulary could not
+// spell (no token and no byte fallback): each became the unknown token.
+type Unspelled struct {
+	Count  int    // characters mapped to the unknown token (0: none)
+	First  string // the first such character
+	Offset int    // its byte offset in the text (-1 when Count is 0)
+}
+
+// TokenizeReport is Tokenize that also reports what could not be spelled,
+// so callers can warn once. A vocabulary without an unknown token fails
+// with StatusUnsupported naming the character and its offset.
+func (m *Model) TokenizeReport(text string, addSpecial, parseSpecial bool) ([]int32, Unspelled, error) {
 	defer lockThread()()
 	if err := m.live(); err != nil {
-		return nil, err
+		return nil, Unspelled{}, err
 	}
 	ctext := C.CString(text)
 	defer C.free(unsafe.Pointer(ctext))
 	buf := make([]int32, len(text)+8)
 	for {
 		var n C.int32_t
+		var stats C.align_tokenize_stats
 		st := C.align_model_tokenize(m.p, ctext, C.int32_t(len(text)), C.bool(addSpecial), C.bool(parseSpecial),
-			(*C.int32_t)(unsafe.Pointer(unsafe.SliceData(buf))), C.int32_t(len(buf)), &n)
+			(*C.int32_t)(unsafe.Pointer(unsafe.SliceData(buf))), C.int32_t(len(buf)), &n, &stats)
 		runtime.KeepAlive(buf)
 		if st == C.ALIGN_ERR_BUFFER_TOO_SMALL {
 			buf = make([]int32, int(n))
 			continue
 		}
+		u := Unspelled{Count: int(stats.n_unknown), First: C.GoString(&stats.first_char[0]), Offset: int(stats.first_offset)}
 		if err := check("align_model_tokenize", st); err != nil {
-			return nil, err
+			return nil, u, err
 		}
-		return buf[:int(n)], nil
+		return buf[:int(n)], u, nil
 	}
 }
 
@@ -251,6 +271,7 @@ type LoRA struct {
 	p     *C.align_lora
 	model *Model
 	path  string
+	users atomic.Int64 // open sessions the adapter is attached to
 }
 
 // LoadLoRA loads an adapter GGUF for model. An adapter made for another
@@ -273,10 +294,14 @@ func LoadLoRA(model *Model, path string) (*LoRA, error) {
 // Path is the adapter's file.
 func (l *LoRA) Path() string { return l.path }
 
-// Close frees the adapter (after every session that uses it). Idempotent.
+// Close frees the adapter. It fails, freeing nothing, while a session that
+// uses the adapter is open (close the sessions first). Idempotent.
 func (l *LoRA) Close() error {
 	if l == nil || l.p == nil {
 		return nil
+	}
+	if n := l.users.Load(); n > 0 {
+		return fmt.Errorf("bindings: adapter %s closed while %d session(s) use it", l.path, n)
 	}
 	C.align_lora_free(l.p)
 	l.p = nil

@@ -35,9 +35,10 @@ type SessionOptions struct {
 
 // Session is an inference context with fixed adapters.
 type Session struct {
-	p     *C.align_session
-	model *Model
-	loras []*LoRA
+	p      *C.align_session
+	model  *Model
+	loras  []*LoRA
+	nVocab int // the model's vocabulary: the row length of every logits buffer
 }
 
 // NewSession creates an inference context for model.
@@ -74,36 +75,70 @@ func NewSession(model *Model, opt SessionOptions) (*Session, error) {
 		p.lora_scales = (*C.float)(sc)
 		p.n_loras = C.int32_t(n)
 	}
+	var ci C.align_model_info
+	if err := check("align_model_get_info", C.align_model_get_info(model.p, &ci)); err != nil {
+		return nil, err
+	}
 	var s *C.align_session
 	if err := check("align_session_new", C.align_session_new(model.p, &p, &s)); err != nil {
 		return nil, err
 	}
 	model.children.Add(1)
-	return &Session{p: s, model: model, loras: loras}, nil
+	for _, l := range loras {
+		l.users.Add(1)
+	}
+	return &Session{p: s, model: model, loras: loras, nVocab: int(ci.n_vocab)}, nil
 }
 
-// Close frees the session. Idempotent.
+// Close frees the session (and releases its adapters, which may then be
+// closed). Idempotent.
 func (s *Session) Close() error {
 	if s == nil || s.p == nil {
 		return nil
 	}
 	C.align_session_free(s.p)
 	s.p = nil
+	for _, l := range s.loras {
+		l.users.Add(-1)
+	}
+	s.loras = nil
 	s.model.children.Add(-1)
 	return nil
 }
 
-// Cancel asks the running call to stop; safe from any goroutine.
+// Cancel asks the running call to stop; safe from any goroutine. The
+// request is sticky: if no call is running, the next one returns an error
+// matching ErrCancelled at once. A call that returns that error consumes
+// the request; ResetCancel drops one that no call has seen.
 func (s *Session) Cancel() {
 	if s != nil && s.p != nil {
 		C.align_session_cancel(s.p)
 	}
 }
 
+// ResetCancel drops a pending Cancel request that no call has observed.
+func (s *Session) ResetCancel() {
+	if s != nil && s.p != nil {
+		C.align_session_cancel_reset(s.p)
+	}
+}
+
 // watch cancels the session's running call when ctx ends; call the returned
-// stop when the call returns.
-func (s *Session) watch(ctx context.Context) (stop func() bool) {
-	return context.AfterFunc(ctx, s.Cancel)
+// stop when the call returns. stop waits for a cancel that ctx started and
+// drops it if the call finished without seeing it, so a context that ends
+// just after its call returned does not cancel the next call.
+func (s *Session) watch(ctx context.Context) (stop func()) {
+	done := make(chan struct{})
+	after := context.AfterFunc(ctx, func() {
+		s.Cancel()
+		close(done)
+	})
+	return func() {
+		if !after() {
+			<-done
+			s.ResetCancel()
+		}
+	}
 }
 
 // SamplerParams choose how tokens are drawn.
@@ -231,21 +266,22 @@ func (s *Session) Generate(ctx context.Context, prompt []int32, sp SamplerParams
 // LogProbs returns log p(tokens[i+1] | tokens[:i+1]) for each i, decoding
 // the sequence from an empty cache.
 func (s *Session) LogProbs(ctx context.Context, tokens []int32) ([]float32, error) {
-	lp, _, err := s.logprobs(ctx, tokens, false)
+	lp, _, err := s.logprobs(ctx, tokens, nil)
 	return lp, err
 }
 
 // LogProbsAndLogits is LogProbs plus the raw logits of every position,
-// row-major (len(tokens) rows of nVocab).
-func (s *Session) LogProbsAndLogits(ctx context.Context, tokens []int32, nVocab int) ([]float32, []float32, error) {
-	return s.logprobsN(ctx, tokens, nVocab)
+// row-major: len(tokens) rows of the model's vocabulary size.
+func (s *Session) LogProbsAndLogits(ctx context.Context, tokens []int32) ([]float32, []float32, error) {
+	if s == nil || s.p == nil {
+		return nil, nil, errors.New("bindings: session is closed")
+	}
+	return s.logprobs(ctx, tokens, make([]float32, len(tokens)*s.nVocab))
 }
 
-func (s *Session) logprobs(ctx context.Context, tokens []int32, _ bool) ([]float32, []float32, error) {
-	return s.logprobsN(ctx, tokens, 0)
-}
-
-func (s *Session) logprobsN(ctx context.Context, tokens []int32, nVocab int) ([]float32, []float32, error) {
+// logprobs decodes tokens; logits, when not nil, receives the raw logits
+// and its length is the capacity the native call may write.
+func (s *Session) logprobs(ctx context.Context, tokens []int32, logits []float32) ([]float32, []float32, error) {
 	defer lockThread()()
 	if s == nil || s.p == nil {
 		return nil, nil, errors.New("bindings: session is closed")
@@ -254,17 +290,16 @@ func (s *Session) logprobsN(ctx context.Context, tokens []int32, nVocab int) ([]
 		return nil, nil, errors.New("bindings: empty token sequence")
 	}
 	out := make([]float32, len(tokens))
-	var logits []float32
 	var lp *C.float
-	if nVocab > 0 {
-		logits = make([]float32, len(tokens)*nVocab)
-		lp = (*C.float)(unsafe.Pointer(&logits[0]))
+	if logits != nil {
+		lp = (*C.float)(unsafe.Pointer(unsafe.SliceData(logits)))
 	}
 	stop := s.watch(ctx)
 	st := C.align_session_logprobs(s.p, (*C.int32_t)(unsafe.Pointer(&tokens[0])), C.int32_t(len(tokens)),
-		(*C.float)(unsafe.Pointer(&out[0])), lp)
+		(*C.float)(unsafe.Pointer(&out[0])), lp, C.int64_t(len(logits)))
 	stop()
 	runtime.KeepAlive(tokens)
+	runtime.KeepAlive(logits)
 	if err := check("align_session_logprobs", st); err != nil {
 		return nil, nil, err
 	}
@@ -280,21 +315,32 @@ func (s *Session) Reset() error {
 	return check("align_session_reset", C.align_session_reset(s.p))
 }
 
-// Decode appends tokens to the cache and returns the last position's logits.
-func (s *Session) Decode(tokens []int32, nVocab int) ([]float32, error) {
-	defer lockThread()()
+// Decode appends tokens to the cache and returns the last position's logits
+// (the model's vocabulary size of them).
+func (s *Session) Decode(tokens []int32) ([]float32, error) {
 	if s == nil || s.p == nil {
 		return nil, errors.New("bindings: session is closed")
 	}
-	if len(tokens) == 0 || nVocab <= 0 {
-		return nil, errors.New("bindings: Decode needs tokens and the vocabulary size")
-	}
-	logits := make([]float32, nVocab)
-	st := C.align_session_decode(s.p, (*C.int32_t)(unsafe.Pointer(&tokens[0])), C.int32_t(len(tokens)),
-		(*C.float)(unsafe.Pointer(&logits[0])))
-	runtime.KeepAlive(tokens)
-	if err := check("align_session_decode", st); err != nil {
+	logits := make([]float32, s.nVocab)
+	if err := s.decodeInto(tokens, logits); err != nil {
 		return nil, err
 	}
 	return logits, nil
+}
+
+// decodeInto is Decode into a caller's buffer; len(logits) is the capacity
+// the native call may write.
+func (s *Session) decodeInto(tokens []int32, logits []float32) error {
+	defer lockThread()()
+	if s == nil || s.p == nil {
+		return errors.New("bindings: session is closed")
+	}
+	if len(tokens) == 0 {
+		return errors.New("bindings: Decode needs tokens")
+	}
+	st := C.align_session_decode(s.p, (*C.int32_t)(unsafe.Pointer(&tokens[0])), C.int32_t(len(tokens)),
+		(*C.float)(unsafe.Pointer(unsafe.SliceData(logits))), C.int32_t(len(logits)))
+	runtime.KeepAlive(tokens)
+	runtime.KeepAlive(logits)
+	return check("align_session_decode", st)
 }

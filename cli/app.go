@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"reflect"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/align-dev/align/bindings"
+	"github.com/align-dev/align/align/engine"
 )
 
 // Exit codes of the align command.
@@ -22,8 +25,22 @@ const (
 	ExitUsage       = 2   // bad flags or arguments
 	ExitBudget      = 3   // a spending limit (--max-usd) was reached; rerun to continue
 	ExitResumable   = 4   // interrupted after saving state; --resume continues
-	ExitInterrupted = 130 // interrupted (SIGINT/SIGTERM), nothing to resume
+	ExitInterrupted = 130 // interrupted (SIGINT/SIGTERM/SIGHUP), nothing to resume
 )
+
+// InterruptSignals end a command the way Ctrl-C does: its context is
+// cancelled, long commands save what they can (train: a checkpoint, exit
+// 4) and exit. SIGHUP (the terminal closed) is one of them, so closing the
+// terminal loses no more than SIGTERM does.
+var InterruptSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
+// Main runs align as the process: args as os.Args, the process's streams,
+// InterruptSignals cancelling the context. It returns the exit code.
+func Main(args []string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), InterruptSignals...)
+	defer stop()
+	return Run(ctx, args, MainEnv())
+}
 
 // UsageError marks an error as the user's invocation, not the work.
 type UsageError struct{ Err error }
@@ -59,8 +76,18 @@ func NewApp(env Env) *cli.App {
 	app := &cli.App{
 		Name:  "align",
 		Usage: "align GGUF language models with preference optimisation",
-		Description: "Exit codes: 0 ok, 1 error, 2 usage, 3 budget reached, 4 interrupted (resumable), " +
-			"130 interrupted.",
+		Description: `Builds preference data (collect, rank, screen, data), trains LoRA adapters
+(train) and runs GGUF models (sample, model) on the CPU. Each command's
+--help ends with examples. SIGINT, SIGTERM and SIGHUP interrupt a command
+cleanly (train saves a checkpoint).
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 budget reached, 4 interrupted (resumable),
+130 interrupted.
+
+Example:
+   align model init --out models/tiny.gguf
+   align sample --model models/tiny.gguf --prompt "Is Berserk finished?" -n 32
+   align train --model models/tiny.gguf --data testdata/pairs/train.jsonl --out runs/dpo`,
 		Reader:          env.Stdin,
 		Writer:          env.Stdout,
 		ErrWriter:       env.Stderr,
@@ -71,7 +98,7 @@ func NewApp(env Env) *cli.App {
 		},
 		Before: func(c *cli.Context) error {
 			if c.Bool("verbose") {
-				bindings.SetLogger(func(level int, text string) { fmt.Fprint(env.Stderr, text) })
+				engine.SetNativeLog(func(text string) { fmt.Fprint(env.Stderr, text) })
 			}
 			return nil
 		},
@@ -102,8 +129,59 @@ func registeredCommands() []*cli.Command {
 
 func setUsageHandler(cmd *cli.Command) {
 	cmd.OnUsageError = func(c *cli.Context, err error, _ bool) error { return &UsageError{Err: err} }
+	checkRequiredFlags(cmd)
 	for _, sub := range cmd.Subcommands {
 		setUsageHandler(sub)
+	}
+}
+
+// checkRequiredFlags moves the check of cmd's required flags from urfave/cli,
+// which prints the whole help on standard output before its error, into
+// cmd.Before, which fails with one usage error naming the flags.
+func checkRequiredFlags(cmd *cli.Command) {
+	var required [][]string // each required flag's names
+	for _, f := range cmd.Flags {
+		rf, ok := f.(cli.RequiredFlag)
+		if !ok || !rf.IsRequired() {
+			continue
+		}
+		v := reflect.ValueOf(f)
+		if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+			continue
+		}
+		field := v.Elem().FieldByName("Required")
+		if !field.IsValid() || !field.CanSet() || field.Kind() != reflect.Bool {
+			continue
+		}
+		field.SetBool(false)
+		required = append(required, f.Names())
+	}
+	if len(required) == 0 {
+		return
+	}
+	before := cmd.Before
+	cmd.Before = func(c *cli.Context) error {
+		var missing []string
+		for _, names := range required {
+			set := false
+			for _, n := range names {
+				set = set || c.IsSet(n)
+			}
+			if !set {
+				missing = append(missing, "--"+names[0])
+			}
+		}
+		switch len(missing) {
+		case 0:
+		case 1:
+			return usagef("%s is required", missing[0])
+		default:
+			return usagef("%s and %s are required", strings.Join(missing[:len(missing)-1], ", "), missing[len(missing)-1])
+		}
+		if before != nil {
+			return before(c)
+		}
+		return nil
 	}
 }
 
@@ -117,19 +195,45 @@ func Run(ctx context.Context, args []string, env Env) int {
 	}
 	msg := strings.TrimSpace(err.Error())
 	msg = strings.ReplaceAll(msg, "\n", " ")
-	fmt.Fprintf(env.Stderr, "align: error: %s\n", msg)
 	var ue *UsageError
 	var ec *ExitCodeError
-	switch {
-	case errors.As(err, &ue) || isFlagError(err):
-		fmt.Fprintf(env.Stderr, "align: run 'align --help' or 'align COMMAND --help' for usage\n")
+	if errors.As(err, &ue) || isFlagError(err) {
+		// one line: the problem and where the usage is
+		fmt.Fprintf(env.Stderr, "align: error: %s (see '%s --help')\n", msg, commandPath(app, args))
 		return ExitUsage
+	}
+	fmt.Fprintf(env.Stderr, "align: error: %s\n", msg)
+	switch {
 	case errors.As(err, &ec):
 		return ec.Code
 	case ctx.Err() != nil:
 		return ExitInterrupted
 	}
 	return ExitError
+}
+
+// commandPath is "align" plus the (sub)command names at the start of args,
+// for pointing at the right --help.
+func commandPath(app *cli.App, args []string) string {
+	path := []string{"align"}
+	cmds := app.Commands
+	for _, a := range args[min(1, len(args)):] {
+		if strings.HasPrefix(a, "-") {
+			break
+		}
+		var next *cli.Command
+		for _, c := range cmds {
+			if c.HasName(a) {
+				next = c
+			}
+		}
+		if next == nil {
+			break
+		}
+		path = append(path, next.Name)
+		cmds = next.Subcommands
+	}
+	return strings.Join(path, " ")
 }
 
 // isFlagError recognises urfave/cli's own argument errors that bypass

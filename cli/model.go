@@ -8,7 +8,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/align-dev/align/align/engine"
-	"github.com/align-dev/align/bindings"
 )
 
 func init() { register(modelCommand) }
@@ -17,13 +16,19 @@ func modelCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "model",
 		Usage: "create and inspect GGUF models",
+		Description: `Writes small random-weight models for tests and demos (init) and describes
+GGUF model files (info).
+
+Example:
+   align model init --out models/tiny.gguf --seed 1
+   align model info --model models/tiny.gguf --json`,
 		Subcommands: []*cli.Command{
 			{
 				Name:  "init",
 				Usage: "write a small random-weight model for tests and demos",
 				Description: `Writes a Llama-family GGUF model with seeded random weights, a small
 SentencePiece vocabulary and a ChatML template. The same flags give the same
-file, byte for byte. Sizes: tiny (~1.5M parameters, 256-wide, 2 layers) and
+file, byte for byte. Sizes: tiny (~2.8M parameters, 256-wide, 2 layers) and
 small (~100M parameters, 768-wide, 12 layers).
 
 Example:
@@ -55,7 +60,7 @@ Example:
 					default:
 						return usagef("--size must be tiny or small (got %q)", size)
 					}
-					return engine.InitModel(c.String("out"), bindings.FixtureParams{
+					return engine.InitModel(c.String("out"), engine.FixtureParams{
 						Arch: arch, Type: typ, Size: size, Seed: c.Uint64("seed"), TiedOutput: c.Bool("tied"), Llama3Rope: c.Bool("llama3-rope"),
 					})
 				},
@@ -71,12 +76,7 @@ Example:
 					&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: []string{"ALIGN_JSON"}},
 				},
 				Action: func(c *cli.Context) error {
-					m, err := bindings.LoadModel(c.String("model"), bindings.ModelOptions{})
-					if err != nil {
-						return err
-					}
-					defer m.Close()
-					info, err := m.Info()
+					info, err := engine.DescribeModel(c.String("model"))
 					if err != nil {
 						return err
 					}

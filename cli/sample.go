@@ -11,7 +11,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/align-dev/align/align/engine"
-	"github.com/align-dev/align/bindings"
 )
 
 func init() { register(sampleCommand) }
@@ -22,8 +21,11 @@ func sampleCommand() *cli.Command {
 		Usage:     "generate text from a GGUF model, optionally with LoRA adapters",
 		ArgsUsage: " ",
 		Description: `Generates a response to --prompt (or standard input) and streams it to
-standard output. The model's chat template is applied when it has one
-(--raw disables it). The same --seed gives the same output.
+standard output. The model's chat template is applied when it has one;
+--raw (or a model without one) uses the plain format training uses with
+--raw: the system message and the prompt, each followed by a newline. The
+same --seed gives the same output. Characters the model's vocabulary cannot
+spell become <unk>, with one warning on standard error.
 
 Example:
    align sample --model models/tiny-q8_0.gguf --prompt "Is Berserk finished?" --seed 1 -n 32
@@ -56,6 +58,9 @@ func runSample(c *cli.Context) error {
 	}
 	prompt := c.String("prompt")
 	if !c.IsSet("prompt") || prompt == "-" {
+		if stdinIsTerminal(env.Stdin) {
+			fmt.Fprintln(env.Stderr, "align: reading the prompt from standard input (end it with Ctrl-D; or pass --prompt TEXT)")
+		}
 		b, err := io.ReadAll(env.Stdin)
 		if err != nil {
 			return fmt.Errorf("reading prompt from standard input: %w", err)
@@ -86,7 +91,7 @@ func runSample(c *cli.Context) error {
 	for _, spec := range c.StringSlice("lora") {
 		a, err := engine.ParseAdapter(spec)
 		if err != nil {
-			return usagef("--lora %q: %v", spec, err)
+			return usagef("--lora %s: %v", spec, err)
 		}
 		adapters = append(adapters, a)
 	}
@@ -94,14 +99,15 @@ func runSample(c *cli.Context) error {
 	out := bufio.NewWriter(env.Stdout)
 	defer out.Flush()
 	req := engine.SampleRequest{
-		Model:    c.String("model"),
-		Adapters: adapters,
-		Prompt:   prompt,
-		System:   c.String("system"),
-		Raw:      c.Bool("raw"),
-		Threads:  c.Int("threads"),
-		NCtx:     c.Int("ctx-size"),
-		Sampler: bindings.SamplerParams{
+		Model:     c.String("model"),
+		Adapters:  adapters,
+		Prompt:    prompt,
+		System:    c.String("system"),
+		Raw:       c.Bool("raw"),
+		Threads:   c.Int("threads"),
+		NCtx:      c.Int("ctx-size"),
+		OnWarning: func(w string) { fmt.Fprintf(env.Stderr, "align: warning: %s\n", w) },
+		Sampler: engine.Sampler{
 			Temperature: float32(c.Float64("temperature")),
 			TopP:        float32(c.Float64("top-p")),
 			TopK:        c.Int("top-k"),
@@ -111,11 +117,15 @@ func runSample(c *cli.Context) error {
 			Stop:        c.StringSlice("stop"),
 		},
 	}
+	endsLine := true // the streamed text so far is empty or ends with a newline
 	if !asJSON {
 		tty := isTerminal(env.Stdout)
 		req.OnText = func(t string) bool {
 			if tty {
 				t = printable(t)
+			}
+			if t != "" {
+				endsLine = strings.HasSuffix(t, "\n")
 			}
 			out.WriteString(t)
 			out.Flush()
@@ -130,11 +140,20 @@ func runSample(c *cli.Context) error {
 		enc := json.NewEncoder(out)
 		return enc.Encode(res)
 	}
-	out.WriteString("\n")
+	// end the text's line before the stats line, which a terminal shows
+	// right after it
+	if !endsLine {
+		out.WriteString("\n")
+	}
+	out.Flush()
 	fmt.Fprintf(env.Stderr, "align: %d prompt tokens (%.1f tokens/s), %d generated (%.1f tokens/s), stop: %s, seed %d\n",
 		res.PromptTokens, res.PromptTPS, res.GeneratedTokens, res.TPS, res.StopReason, res.Seed)
 	return nil
 }
+
+// stdinIsTerminal reports whether the prompt would be typed by hand (tests
+// replace it).
+var stdinIsTerminal = func(r io.Reader) bool { return isTerminal(r) }
 
 // printable makes model output safe for a terminal: invalid UTF-8 becomes
 // U+FFFD and control characters other than newline and tab are dropped

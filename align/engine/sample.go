@@ -1,15 +1,18 @@
-// Package engine drives the native core through bindings: quick generation
-// (sample), fixtures and, later, training. It is the only align package that
-// imports bindings (and so needs cgo).
+// Package engine drives the native core through bindings for the commands:
+// quick generation (sample), model inspection and fixtures, and the native
+// log. Commands reach bindings only through it.
 package engine
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"os"
 	"strconv"
 	"strings"
 
+	"github.com/align-dev/align/align/prompt"
 	"github.com/align-dev/align/bindings"
 )
 
@@ -19,17 +22,43 @@ type Adapter struct {
 	Scale float32
 }
 
-// ParseAdapter parses FILE or FILE:SCALE (the scale defaults to 1).
+// ParseAdapter parses FILE or FILE:SCALE (the scale defaults to 1). A spec
+// whose part after the last colon is not a number is a file name only when
+// that whole file exists; otherwise the scale is reported as bad.
 func ParseAdapter(spec string) (Adapter, error) {
 	if spec == "" {
 		return Adapter{}, errors.New("empty adapter")
 	}
-	if i := strings.LastIndexByte(spec, ':'); i > 0 && i < len(spec)-1 {
-		if f, err := strconv.ParseFloat(spec[i+1:], 32); err == nil {
-			return Adapter{Path: spec[:i], Scale: float32(f)}, nil
-		}
+	i := strings.LastIndexByte(spec, ':')
+	if i <= 0 {
+		return Adapter{Path: spec, Scale: 1}, nil
 	}
-	return Adapter{Path: spec, Scale: 1}, nil
+	path, scale := spec[:i], spec[i+1:]
+	f, err := strconv.ParseFloat(scale, 32)
+	if err == nil {
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			return Adapter{}, fmt.Errorf("scale %q is not a finite number", scale)
+		}
+		return Adapter{Path: path, Scale: float32(f)}, nil
+	}
+	if _, serr := os.Stat(spec); serr == nil {
+		return Adapter{Path: spec, Scale: 1}, nil // a file name with a colon
+	}
+	if scale == "" {
+		return Adapter{}, fmt.Errorf("missing scale after %q (use FILE or FILE:SCALE)", path+":")
+	}
+	return Adapter{}, fmt.Errorf("scale %q is not a number (use FILE or FILE:SCALE)", scale)
+}
+
+// Sampler chooses how tokens are drawn.
+type Sampler struct {
+	Temperature float32 // <= 0: greedy
+	TopP        float32 // 1: off
+	TopK        int     // <= 0: off
+	MinP        float32 // 0: off
+	Seed        uint32
+	MaxTokens   int
+	Stop        []string // output ends before the first occurrence
 }
 
 // SampleRequest is one generation.
@@ -38,12 +67,15 @@ type SampleRequest struct {
 	Adapters []Adapter
 	Prompt   string
 	System   string
-	Raw      bool // do not apply the chat template
-	Sampler  bindings.SamplerParams
+	Raw      bool // do not apply the chat template (align/prompt's plain format)
+	Sampler  Sampler
 	Threads  int
 	NCtx     int
 	NoMmap   bool
 	OnText   func(string) bool // streaming; may be nil
+	// OnWarning receives one line per problem worth telling the user (such
+	// as characters the vocabulary cannot spell); may be nil.
+	OnWarning func(string)
 }
 
 // SampleResult reports a generation.
@@ -58,6 +90,7 @@ type SampleResult struct {
 	TPS             float64 `json:"tokens_per_s"`
 	Seed            uint32  `json:"seed"`
 	Templated       bool    `json:"chat_template"`
+	UnknownChars    int     `json:"unknown_chars"` // prompt characters that became <unk>
 }
 
 var stopNames = map[int]string{
@@ -70,31 +103,30 @@ var stopNames = map[int]string{
 
 // Sample loads the model (and adapters), formats the prompt and generates.
 func Sample(ctx context.Context, req SampleRequest) (SampleResult, error) {
-	m, err := bindings.LoadModel(req.Model, bindings.ModelOptions{Threads: req.Threads, NoMmap: req.NoMmap})
+	m, err := LoadModel(req.Model, bindings.ModelOptions{Threads: req.Threads, NoMmap: req.NoMmap})
 	if err != nil {
 		return SampleResult{}, err
 	}
 	defer m.Close()
 	var adapters []bindings.LoRAScale
 	for _, a := range req.Adapters {
-		l, err := bindings.LoadLoRA(m, a.Path)
+		l, err := LoadLoRA(m, a.Path)
 		if err != nil {
 			return SampleResult{}, err
 		}
-		defer l.Close()
+		defer l.Close() // after the session: defers run last-in first-out
 		adapters = append(adapters, bindings.LoRAScale{LoRA: l, Scale: a.Scale})
 	}
 	info, err := m.Info()
 	if err != nil {
 		return SampleResult{}, err
 	}
-	text, templated, err := FormatPrompt(m, info, req.System, req.Prompt, req.Raw)
+	tokens, unspelled, templated, err := SamplePrompt(m, req.System, req.Prompt, req.Raw)
 	if err != nil {
 		return SampleResult{}, err
 	}
-	tokens, err := m.Tokenize(text, true, templated)
-	if err != nil {
-		return SampleResult{}, err
+	if w := unspelled.Warning("prompt"); w != "" && req.OnWarning != nil {
+		req.OnWarning(w)
 	}
 	if len(tokens) == 0 {
 		return SampleResult{}, errors.New("the prompt is empty after tokenisation")
@@ -118,7 +150,11 @@ func Sample(ctx context.Context, req SampleRequest) (SampleResult, error) {
 	}
 	defer s.Close()
 	var sb strings.Builder
-	res, err := s.Generate(ctx, tokens, req.Sampler, func(t string) bool {
+	sp := bindings.SamplerParams{
+		Temperature: req.Sampler.Temperature, TopP: req.Sampler.TopP, TopK: req.Sampler.TopK, MinP: req.Sampler.MinP,
+		Seed: req.Sampler.Seed, MaxTokens: req.Sampler.MaxTokens, Stop: req.Sampler.Stop,
+	}
+	res, err := s.Generate(ctx, tokens, sp, func(t string) bool {
 		sb.WriteString(t)
 		if req.OnText != nil {
 			return req.OnText(t)
@@ -128,7 +164,7 @@ func Sample(ctx context.Context, req SampleRequest) (SampleResult, error) {
 	out := SampleResult{
 		Text: sb.String(), PromptTokens: res.PromptTokens, GeneratedTokens: res.GeneratedTokens,
 		StopReason: stopNames[res.StopReason], PromptMS: res.PromptMS, GenerateMS: res.GenerateMS,
-		Seed: req.Sampler.Seed, Templated: templated,
+		Seed: req.Sampler.Seed, Templated: templated, UnknownChars: unspelled.Count,
 	}
 	if res.PromptMS > 0 {
 		out.PromptTPS = float64(res.PromptTokens) / (res.PromptMS / 1000)
@@ -139,29 +175,18 @@ func Sample(ctx context.Context, req SampleRequest) (SampleResult, error) {
 	return out, err
 }
 
-// FormatPrompt applies the model's chat template unless raw is set or the
-// model has none; templated reports whether it did (control-token text is
-// then parsed as control tokens).
-func FormatPrompt(m *bindings.Model, info bindings.ModelInfo, system, prompt string, raw bool) (string, bool, error) {
-	if raw || !info.HasChatTemplate {
-		if system != "" {
-			return system + "\n\n" + prompt, false, nil
-		}
-		return prompt, false, nil
-	}
-	var msgs []bindings.Message
-	if system != "" {
-		msgs = append(msgs, bindings.Message{Role: "system", Content: system})
-	}
-	msgs = append(msgs, bindings.Message{Role: "user", Content: prompt})
-	text, err := m.ChatApply("", msgs, true)
+// SamplePrompt is the prompt Sample decodes: system and user formatted by
+// align/prompt (the chat template unless raw or the model has none) and
+// tokenized; templated reports whether the template was applied.
+func SamplePrompt(m *bindings.Model, system, user string, raw bool) ([]int32, prompt.Unspelled, bool, error) {
+	pm, err := PromptModel(m)
 	if err != nil {
-		return "", false, fmt.Errorf("chat template: %w (use --raw)", err)
+		return nil, prompt.Unspelled{}, false, err
 	}
-	return text, true, nil
-}
-
-// InitModel writes a fixture model.
-func InitModel(path string, p bindings.FixtureParams) error {
-	return bindings.WriteFixture(path, p)
+	f := prompt.New(pm, raw)
+	tokens, u, err := f.EncodePrompt(prompt.Conversation(system, user))
+	if err != nil && f.Templated() {
+		err = fmt.Errorf("%w (or use --raw)", err)
+	}
+	return tokens, u, f.Templated(), err
 }

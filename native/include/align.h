@@ -93,12 +93,28 @@ typedef struct align_model_info {
 
 align_status align_model_get_info(const align_model * model, align_model_info * out);
 
+// What a tokenization could not spell.
+typedef struct align_tokenize_stats {
+    int32_t n_unknown;      // characters that became the unknown token
+    int32_t first_offset;   // byte offset in text of the first one; -1: none
+    char    first_char[8];  // its UTF-8 bytes, NUL-terminated ("" if none)
+} align_tokenize_stats;
+
 // Tokenizes text (len bytes). On success *n_out is the token count. If
 // n_max is too small, returns ALIGN_ERR_BUFFER_TOO_SMALL with the needed
 // count in *n_out.
+//
+// A character the vocabulary cannot spell (no token for it and no byte
+// tokens, e.g. "é" or "{" in a small SentencePiece vocabulary) becomes the
+// vocabulary's unknown token, and the text after it is tokenized as after
+// a control token; stats (may be NULL) counts these characters and gives
+// the first one and its byte offset, so callers can warn. A vocabulary
+// without an unknown token fails with ALIGN_ERR_UNSUPPORTED naming the
+// character and its offset (stats is filled then too).
 align_status align_model_tokenize(const align_model * model, const char * text, int32_t len,
                                   bool add_special, bool parse_special,
-                                  int32_t * tokens, int32_t n_max, int32_t * n_out);
+                                  int32_t * tokens, int32_t n_max, int32_t * n_out,
+                                  align_tokenize_stats * stats);
 
 // Converts tokens back to text (no NUL appended; *n_out bytes written or
 // needed). render_special: print control tokens such as <|im_end|>.
@@ -107,6 +123,10 @@ align_status align_model_detokenize(const align_model * model, const int32_t * t
 
 // True when the token ends a generation (EOS, EOT, ...).
 bool align_model_token_is_eog(const align_model * model, int32_t token);
+
+// The vocabulary's unknown token (what align_model_tokenize gives for a
+// character it cannot spell); -1 when it has none.
+int32_t align_model_token_unknown(const align_model * model);
 
 // Renders a conversation with the model's chat template (or tmpl, if not
 // NULL). roles/contents hold n_msg strings. Writes *n_out bytes (no NUL).
@@ -172,8 +192,13 @@ align_status align_session_new(align_model * model, const align_session_params *
 void         align_session_free(align_session * session);
 
 // Requests that the running call on this session stop as soon as possible;
-// that call returns ALIGN_ERR_CANCELLED. Cleared at the start of each call.
+// that call returns ALIGN_ERR_CANCELLED. The request is sticky: one that
+// lands before a call starts (or between two calls) makes the next call
+// return ALIGN_ERR_CANCELLED at once. A call that returns
+// ALIGN_ERR_CANCELLED consumes the request, so the call after it runs;
+// align_session_cancel_reset drops a request no call has observed yet.
 void align_session_cancel(align_session * session);
+void align_session_cancel_reset(align_session * session);
 
 typedef struct align_sampler_params {
     float    temperature;  // <= 0: greedy
@@ -211,23 +236,30 @@ typedef struct align_generate_result {
 } align_generate_result;
 
 // Clears the session's cache, decodes the prompt and samples up to
-// max_tokens tokens, streaming text through cb (may be NULL).
+// max_tokens tokens, streaming text through cb (may be NULL). The unknown
+// token (align_model_token_unknown) is never sampled: it has no text, and a
+// grammar cannot accept it.
 align_status align_session_generate(align_session * session, const int32_t * prompt, int32_t n_prompt,
                                     const align_sampler_params * params, align_token_fn cb, void * user_data,
                                     align_generate_result * result);
 
 // Log-probabilities of a token sequence under the session's model (and its
 // adapters): out[i] = log p(tokens[i+1] | tokens[0..i]) for i in
-// [0, n_tokens-1). Decodes the whole sequence from an empty cache (in chunks
-// of n_batch). If logits is not NULL it receives the raw logits of every
-// position, (n_tokens, n_vocab) row-major.
+// [0, n_tokens-1) (out holds n_tokens-1 floats). Decodes the whole sequence
+// from an empty cache (in chunks of n_batch). If logits is not NULL it
+// receives the raw logits of every position, (n_tokens, n_vocab) row-major,
+// n_vocab being the model's (align_model_info.n_vocab); n_logits is the
+// capacity of logits in floats, and a buffer smaller than n_tokens * n_vocab
+// is ALIGN_ERR_BUFFER_TOO_SMALL before anything is decoded or written.
 align_status align_session_logprobs(align_session * session, const int32_t * tokens, int32_t n_tokens,
-                                    float * out, float * logits);
+                                    float * out, float * logits, int64_t n_logits);
 
 // Decodes tokens appended to the session's cache (no clear) and copies the
-// logits of the last one into logits (n_vocab floats). For incremental use:
-// call align_session_reset first.
-align_status align_session_decode(align_session * session, const int32_t * tokens, int32_t n_tokens, float * logits);
+// logits of the last one into logits, which holds n_logits floats: fewer
+// than the model's n_vocab is ALIGN_ERR_BUFFER_TOO_SMALL before anything is
+// decoded. For incremental use: call align_session_reset first.
+align_status align_session_decode(align_session * session, const int32_t * tokens, int32_t n_tokens, float * logits,
+                                  int32_t n_logits);
 align_status align_session_reset(align_session * session);
 
 // ---------------------------------------------------------------- batched generation

@@ -1,11 +1,16 @@
 // model.cpp: model and adapter loading, tokenizer and chat template access.
 #include "internal.h"
 
+#include "gguf.h"
 #include "llama.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 #include <thread>
+#include <unordered_map>
 
 using align::fail;
 using align::ok;
@@ -21,6 +26,119 @@ void copy_str(char * dst, size_t cap, const std::string & s) {
     size_t n = std::min(cap - 1, s.size());
     std::memcpy(dst, s.data(), n);
     dst[n] = '\0';
+}
+
+// general.type of a GGUF file ("model", "adapter", ...; "" when absent or
+// unreadable). Reads the metadata only.
+std::string gguf_general_type(const char * path) {
+    gguf_init_params gp = {/*no_alloc =*/true, /*ctx =*/nullptr};
+    gguf_context * g = gguf_init_from_file(path, gp);
+    if (g == nullptr) return "";
+    std::string type;
+    const int64_t k = gguf_find_key(g, "general.type");
+    if (k >= 0 && gguf_get_kv_type(g, k) == GGUF_TYPE_STRING) type = gguf_get_val_str(g, k);
+    gguf_free(g);
+    return type;
+}
+
+// Bytes of the UTF-8 character that starts with c (1 for a stray byte).
+size_t utf8_len(unsigned char c) {
+    if ((c & 0xE0) == 0xC0) return 2;
+    if ((c & 0xF0) == 0xE0) return 3;
+    if ((c & 0xF8) == 0xF0) return 4;
+    return 1;
+}
+
+// The vocabulary's unknown token (tokenizer.ggml.unknown_token_id, else a
+// token marked unknown), LLAMA_TOKEN_NULL when it has none.
+llama_token unknown_token(const llama_model * m) {
+    const llama_vocab * v = llama_model_get_vocab(m);
+    const int32_t n = llama_vocab_n_tokens(v);
+    char buf[32];
+    if (llama_model_meta_val_str(m, "tokenizer.ggml.unknown_token_id", buf, sizeof(buf)) > 0) {
+        char * end = nullptr;
+        const long id = std::strtol(buf, &end, 10);
+        if (end != buf && *end == '\0' && id >= 0 && id < n) return (llama_token) id;
+    }
+    for (llama_token t = 0; t < n; t++) {
+        if (llama_vocab_get_attr(v, t) & LLAMA_TOKEN_ATTR_UNKNOWN) return t;
+    }
+    return LLAMA_TOKEN_NULL;
+}
+
+// llama_tokenize into a vector; throws what llama.cpp throws.
+std::vector<llama_token> tokenize_vec(const llama_vocab * v, const char * text, int32_t len, bool add_special,
+                                      bool parse_special) {
+    std::vector<llama_token> out((size_t) len + 8);
+    int32_t n = llama_tokenize(v, text, len, out.data(), (int32_t) out.size(), add_special, parse_special);
+    if (n == INT32_MIN) throw std::length_error("text too long");
+    if (n < 0) {
+        out.resize((size_t) -n);
+        n = llama_tokenize(v, text, len, out.data(), (int32_t) out.size(), add_special, parse_special);
+    }
+    out.resize((size_t) std::max(n, 0));
+    return out;
+}
+
+// The slow path of align_model_tokenize, taken when llama.cpp's tokenizer
+// throws because a character has no token and the vocabulary no byte
+// fallback (unordered_map::at in byte_to_token). Each such character becomes
+// the unknown token; the text between them is tokenized as llama.cpp
+// tokenizes text after a control token. Whether a character can be spelled
+// does not depend on its neighbours (SPM splits any symbol it cannot find
+// down to single characters), so each is tried alone.
+align_status tokenize_unknown(const llama_model * m, const char * text, int32_t len, bool add_special,
+                              bool parse_special, std::vector<llama_token> & out, align_tokenize_stats & stats) {
+    const llama_vocab * v = llama_model_get_vocab(m);
+    std::unordered_map<std::string, bool> known;
+    auto spellable = [&](const std::string & ch) {
+        auto it = known.find(ch);
+        if (it != known.end()) return it->second;
+        bool ok = true;
+        try {
+            tokenize_vec(v, ch.data(), (int32_t) ch.size(), false, false);
+        } catch (const std::out_of_range &) {
+            ok = false;
+        }
+        known.emplace(ch, ok);
+        return ok;
+    };
+    const llama_token unk = unknown_token(m);
+    out.clear();
+    if (add_special && llama_vocab_get_add_bos(v) && llama_vocab_bos(v) != LLAMA_TOKEN_NULL) {
+        out.push_back(llama_vocab_bos(v));
+    }
+    auto flush = [&](size_t from, size_t to) {
+        if (to <= from) return;
+        auto part = tokenize_vec(v, text + from, (int32_t) (to - from), false, parse_special);
+        out.insert(out.end(), part.begin(), part.end());
+    };
+    size_t seg = 0;
+    for (size_t i = 0; i < (size_t) len;) {
+        const size_t cl = std::min(utf8_len((unsigned char) text[i]), (size_t) len - i);
+        const std::string ch(text + i, cl);
+        if (!spellable(ch)) {
+            if (stats.n_unknown == 0) {
+                stats.first_offset = (int32_t) i;
+                copy_str(stats.first_char, sizeof(stats.first_char), ch);
+            }
+            stats.n_unknown++;
+            if (unk == LLAMA_TOKEN_NULL) {
+                return fail(ALIGN_ERR_UNSUPPORTED, "character \"" + ch + "\" at byte " + std::to_string(i) +
+                                                       " cannot be spelled: the vocabulary has no token for it, no "
+                                                       "byte tokens and no unknown token");
+            }
+            flush(seg, i);
+            out.push_back(unk);
+            seg = i + cl;
+        }
+        i += cl;
+    }
+    flush(seg, (size_t) len);
+    if (add_special && llama_vocab_get_add_eos(v) && llama_vocab_eos(v) != LLAMA_TOKEN_NULL) {
+        out.push_back(llama_vocab_eos(v));
+    }
+    return ALIGN_OK;
 }
 
 }  // namespace
@@ -45,6 +163,9 @@ align_status align_model_load(const char * path, const align_model_params * para
     align_status st = align::check_gguf_file(path);
     if (st != ALIGN_OK) {
         return st;
+    }
+    if (gguf_general_type(path) == "adapter") {
+        return fail(ALIGN_ERR_UNSUPPORTED, std::string(path) + " is a LoRA adapter, not a model");
     }
     align_model_params p = params ? *params : align_model_default_params();
     llama_model_params mp = llama_model_default_params();
@@ -117,14 +238,37 @@ align_status align_model_get_info(const align_model * model, align_model_info * 
 }
 
 align_status align_model_tokenize(const align_model * model, const char * text, int32_t len, bool add_special,
-                                  bool parse_special, int32_t * tokens, int32_t n_max, int32_t * n_out) {
+                                  bool parse_special, int32_t * tokens, int32_t n_max, int32_t * n_out,
+                                  align_tokenize_stats * stats) {
+    if (stats) {
+        std::memset(stats, 0, sizeof(*stats));
+        stats->first_offset = -1;
+    }
     if (model == nullptr || n_out == nullptr || (text == nullptr && len > 0) || len < 0 || n_max < 0 ||
         (tokens == nullptr && n_max > 0)) {
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_model_tokenize: bad argument");
     }
     ALIGN_TRY
     const llama_vocab * v = llama_model_get_vocab(model->model);
-    int32_t n = llama_tokenize(v, text ? text : "", len, tokens, n_max, add_special, parse_special);
+    int32_t n = 0;
+    try {
+        n = llama_tokenize(v, text ? text : "", len, tokens, n_max, add_special, parse_special);
+    } catch (const std::out_of_range &) {
+        // a character the vocabulary cannot spell (see tokenize_unknown)
+        std::vector<llama_token> all;
+        align_tokenize_stats st;
+        std::memset(&st, 0, sizeof(st));
+        st.first_offset = -1;
+        align_status rc = tokenize_unknown(model->model, text, len, add_special, parse_special, all, st);
+        if (stats) *stats = st;
+        if (rc != ALIGN_OK) return rc;
+        *n_out = (int32_t) all.size();
+        if ((int32_t) all.size() > n_max) {
+            return fail(ALIGN_ERR_BUFFER_TOO_SMALL, "token buffer too small");
+        }
+        std::copy(all.begin(), all.end(), tokens);
+        return ok();
+    }
     if (n == INT32_MIN) {
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_model_tokenize: text too long");
     }
@@ -160,6 +304,16 @@ align_status align_model_detokenize(const align_model * model, const int32_t * t
     *n_out = n;
     return ok();
     ALIGN_CATCH
+}
+
+int32_t align_model_token_unknown(const align_model * model) {
+    if (model == nullptr) return -1;
+    try {
+        const llama_token t = unknown_token(model->model);
+        return t == LLAMA_TOKEN_NULL ? -1 : t;
+    } catch (...) {
+        return -1;
+    }
 }
 
 bool align_model_token_is_eog(const align_model * model, int32_t token) {
@@ -231,6 +385,12 @@ align_status align_lora_load(align_model * model, const char * path, align_lora 
     align_status st = align::check_gguf_file(path);
     if (st != ALIGN_OK) {
         return st;
+    }
+    const std::string type = gguf_general_type(path);
+    if (type != "adapter") {
+        return fail(ALIGN_ERR_UNSUPPORTED, std::string(path) + (type == "model" || type.empty()
+                                                                    ? " is a model, not a LoRA adapter"
+                                                                    : " is not a LoRA adapter (general.type is \"" + type + "\")"));
     }
     align::log_capture_begin();
     llama_adapter_lora * a = llama_adapter_lora_init(model->model, path);

@@ -20,7 +20,7 @@ struct align_session {
     int32_t           n_ctx = 0;
     int32_t           n_batch = 0;
     int32_t           n_past = 0;     // tokens in the cache (align_session_decode)
-    std::atomic<bool> cancel{false};
+    std::atomic<bool> cancel{false}; // a pending cancel request (sticky, see align.h)
 };
 
 namespace {
@@ -28,6 +28,13 @@ namespace {
 bool abort_cb(void * data) {
     auto * s = static_cast<align_session *>(data);
     return s->cancel.load(std::memory_order_relaxed);
+}
+
+// Ends a call that observed a cancel request: the request is consumed, so
+// the next call runs (align.h, align_session_cancel).
+align_status cancelled(align_session * s) {
+    s->cancel.store(false);
+    return fail(ALIGN_ERR_CANCELLED, "cancelled");
 }
 
 double ms_since(std::chrono::steady_clock::time_point t0) {
@@ -64,7 +71,7 @@ align_status decode_chunks(align_session * s, const int32_t * tokens, int32_t n,
         }
         const int32_t rc = llama_decode(s->ctx, batch);
         if (rc == 2 || s->cancel.load()) {
-            st = fail(ALIGN_ERR_CANCELLED, "cancelled");
+            st = cancelled(s);
         } else if (rc != 0) {
             st = fail(ALIGN_ERR_INTERNAL, "llama_decode failed with code " + std::to_string(rc));
         } else {
@@ -194,6 +201,10 @@ void align_session_cancel(align_session * session) {
     if (session) session->cancel.store(true);
 }
 
+void align_session_cancel_reset(align_session * session) {
+    if (session) session->cancel.store(false);
+}
+
 align_sampler_params align_sampler_default_params(void) {
     align_sampler_params p;
     p.temperature = 0.8f;
@@ -230,7 +241,7 @@ align_status align_session_generate(align_session * s, const int32_t * prompt, i
                                                     std::to_string(s->n_ctx));
     }
     ALIGN_TRY
-    s->cancel.store(false);
+    if (s->cancel.load()) return cancelled(s);
     align_status st = check_tokens(s, prompt, n_prompt);
     if (st != ALIGN_OK) return st;
     std::vector<std::string> stops;
@@ -244,6 +255,11 @@ align_status align_session_generate(align_session * s, const int32_t * prompt, i
 
     sampler_guard chain;
     chain.s = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    const int32_t unk = align_model_token_unknown(s->model);
+    if (unk >= 0 && !llama_vocab_is_eog(vocab, unk)) {
+        const llama_logit_bias ban = {unk, -INFINITY};
+        llama_sampler_chain_add(chain.s, llama_sampler_init_logit_bias(llama_vocab_n_tokens(vocab), 1, &ban));
+    }
     if (p.grammar != nullptr && p.grammar[0] != '\0') {
         align::log_capture_begin();
         llama_sampler * g = llama_sampler_init_grammar(vocab, p.grammar, "root");
@@ -293,10 +309,22 @@ align_status align_session_generate(align_session * s, const int32_t * prompt, i
     char piece[256];
     for (int32_t i = 0; i < p.max_tokens && !stopped; i++) {
         if (s->cancel.load()) {
-            st = fail(ALIGN_ERR_CANCELLED, "cancelled");
+            st = cancelled(s);
             break;
         }
-        const llama_token tok = llama_sampler_sample(chain.s, s->ctx, -1);
+        llama_token tok;
+        try {
+            tok = llama_sampler_sample(chain.s, s->ctx, -1);
+        } catch (const std::exception &) {
+            if (p.grammar == nullptr || p.grammar[0] == '\0') throw;
+            // llama.cpp's grammar throws when no token can continue the
+            // output: the vocabulary cannot spell what the grammar needs
+            st = fail(ALIGN_ERR_UNSUPPORTED, "the grammar allows no token of this vocabulary after " +
+                                                 std::to_string(res.n_generated) +
+                                                 " generated tokens (the vocabulary cannot spell what the grammar "
+                                                 "needs next)");
+            break;
+        }
         res.n_generated++;
         if (llama_vocab_is_eog(vocab, tok)) {
             res.stop_reason = ALIGN_STOP_EOG;
@@ -332,7 +360,7 @@ align_status align_session_generate(align_session * s, const int32_t * prompt, i
         llama_batch b = llama_batch_get_one(&t, 1);
         const int32_t rc = llama_decode(s->ctx, b);
         if (rc == 2 || s->cancel.load()) {
-            st = fail(ALIGN_ERR_CANCELLED, "cancelled");
+            st = cancelled(s);
             break;
         }
         if (rc != 0) {
@@ -352,7 +380,7 @@ align_status align_session_generate(align_session * s, const int32_t * prompt, i
 }
 
 align_status align_session_logprobs(align_session * s, const int32_t * tokens, int32_t n_tokens, float * out,
-                                    float * logits) {
+                                    float * logits, int64_t n_logits) {
     if (s == nullptr || tokens == nullptr || n_tokens < 1 || (out == nullptr && n_tokens > 1)) {
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_session_logprobs: need a session, tokens and an output buffer");
     }
@@ -361,10 +389,15 @@ align_status align_session_logprobs(align_session * s, const int32_t * tokens, i
                                                     std::to_string(s->n_ctx));
     }
     ALIGN_TRY
-    s->cancel.store(false);
+    if (s->cancel.load()) return cancelled(s);
     align_status st = check_tokens(s, tokens, n_tokens);
     if (st != ALIGN_OK) return st;
     const int32_t nv = llama_vocab_n_tokens(llama_model_get_vocab(s->model->model));
+    if (logits != nullptr && n_logits < (int64_t) n_tokens * nv) {
+        return fail(ALIGN_ERR_BUFFER_TOO_SMALL, "logits buffer holds " + std::to_string(n_logits) + " floats; " +
+                                                    std::to_string(n_tokens) + " positions of a " + std::to_string(nv) +
+                                                    "-token vocabulary need " + std::to_string((int64_t) n_tokens * nv));
+    }
     llama_memory_clear(llama_get_memory(s->ctx), true);
     s->n_past = 0;
     st = decode_chunks(s, tokens, n_tokens, 0, true, [&](int32_t first, int32_t count) -> align_status {
@@ -400,7 +433,8 @@ align_status align_session_reset(align_session * s) {
     ALIGN_CATCH
 }
 
-align_status align_session_decode(align_session * s, const int32_t * tokens, int32_t n_tokens, float * logits) {
+align_status align_session_decode(align_session * s, const int32_t * tokens, int32_t n_tokens, float * logits,
+                                  int32_t n_logits) {
     if (s == nullptr || tokens == nullptr || n_tokens < 1 || logits == nullptr) {
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_session_decode: bad argument");
     }
@@ -408,10 +442,14 @@ align_status align_session_decode(align_session * s, const int32_t * tokens, int
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "context full");
     }
     ALIGN_TRY
-    s->cancel.store(false);
+    if (s->cancel.load()) return cancelled(s);
     align_status st = check_tokens(s, tokens, n_tokens);
     if (st != ALIGN_OK) return st;
     const int32_t nv = llama_vocab_n_tokens(llama_model_get_vocab(s->model->model));
+    if (n_logits < nv) {
+        return fail(ALIGN_ERR_BUFFER_TOO_SMALL, "logits buffer holds " + std::to_string(n_logits) +
+                                                    " floats; the model's vocabulary has " + std::to_string(nv) + " tokens");
+    }
     st = decode_chunks(s, tokens, n_tokens, s->n_past, false, [&](int32_t first, int32_t count) -> align_status {
         if (first + count == n_tokens) {
             const float * row = llama_get_logits_ith(s->ctx, count - 1);

@@ -54,6 +54,124 @@ static align_status try_load(const std::string & path) {
     return st;
 }
 
+// Cancel requests are sticky and consumed by the call that sees them;
+// logits buffers smaller than the model's vocabulary are refused before
+// anything is written.
+static void test_sessions(const std::string & base) {
+    align_model * m = nullptr;
+    EXPECT(align_model_load(base.c_str(), nullptr, &m) == ALIGN_OK, "load: %s", align_last_error());
+    if (!m) return;
+    align_model_info info;
+    align_model_get_info(m, &info);
+    align_session_params sp = align_session_default_params();
+    sp.n_ctx = 128;
+    sp.n_threads = 2;
+    align_session * s = nullptr;
+    EXPECT(align_session_new(m, &sp, &s) == ALIGN_OK, "session: %s", align_last_error());
+    if (!s) { align_model_free(m); return; }
+    int32_t toks[64];
+    int32_t n = 0;
+    EXPECT(align_model_tokenize(m, "tell me a story", 15, true, false, toks, 64, &n, nullptr) == ALIGN_OK, "tokenize");
+    align_sampler_params gp = align_sampler_default_params();
+    gp.max_tokens = 4;
+    gp.seed = 1;
+
+    align_session_cancel(s);
+    EXPECT(align_session_generate(s, toks, n, &gp, nullptr, nullptr, nullptr) == ALIGN_ERR_CANCELLED,
+           "a cancel before the call is not lost");
+    EXPECT(align_session_generate(s, toks, n, &gp, nullptr, nullptr, nullptr) == ALIGN_OK,
+           "the cancelled call consumed the request: %s", align_last_error());
+    align_session_cancel(s);
+    align_session_cancel_reset(s);
+    EXPECT(align_session_generate(s, toks, n, &gp, nullptr, nullptr, nullptr) == ALIGN_OK,
+           "after cancel_reset: %s", align_last_error());
+    std::vector<float> lp((size_t) n);
+    align_session_cancel(s);
+    EXPECT(align_session_logprobs(s, toks, n, lp.data(), nullptr, 0) == ALIGN_ERR_CANCELLED, "logprobs after cancel");
+
+    const float canary = -12345.0f;
+    const int32_t small = info.n_vocab / 2;
+    std::vector<float> buf((size_t) small + 1, 0.0f);
+    buf[(size_t) small] = canary;
+    EXPECT(align_session_reset(s) == ALIGN_OK, "reset");
+    EXPECT(align_session_decode(s, toks, n, buf.data(), small) == ALIGN_ERR_BUFFER_TOO_SMALL,
+           "decode into %d floats with a %d-token vocabulary", small, info.n_vocab);
+    EXPECT(buf[(size_t) small] == canary, "decode wrote past its buffer");
+    std::vector<float> all((size_t) n * (size_t) small + 1, 0.0f);
+    all.back() = canary;
+    EXPECT(align_session_logprobs(s, toks, n, lp.data(), all.data(), (int64_t) all.size() - 1) == ALIGN_ERR_BUFFER_TOO_SMALL,
+           "logprobs into a buffer for a smaller vocabulary");
+    EXPECT(all.back() == canary, "logprobs wrote past its buffer");
+    std::vector<float> row((size_t) info.n_vocab);
+    EXPECT(align_session_decode(s, toks, n, row.data(), info.n_vocab) == ALIGN_OK, "decode: %s", align_last_error());
+
+    align_session_free(s);
+    align_model_free(m);
+}
+
+// A vocabulary without byte fallback: unspellable characters become <unk>
+// and are counted, and no C++ exception text comes back.
+static void test_unspellable(const char * path) {
+    if (access(path, R_OK) != 0) {
+        std::printf("skipping the no-byte-fallback tokenizer test: no %s (set ALIGN_NOBYTE_MODEL)\n", path);
+        return;
+    }
+    align_model * m = nullptr;
+    align_model_params mp = align_model_default_params();
+    mp.n_threads = 2;
+    EXPECT(align_model_load(path, &mp, &m) == ALIGN_OK, "load %s: %s", path, align_last_error());
+    if (!m) return;
+    const std::string text = "Once upon a time {a caf\xc3\xa9} ~";
+    int32_t toks[128];
+    int32_t n = 0;
+    align_tokenize_stats st;
+    align_status rc = align_model_tokenize(m, text.data(), (int32_t) text.size(), true, false, toks, 128, &n, &st);
+    EXPECT(rc == ALIGN_OK, "tokenize: %s", align_last_error());
+    EXPECT(std::strstr(align_last_error(), "unordered_map") == nullptr, "exception text: %s", align_last_error());
+    EXPECT(st.n_unknown >= 3 && st.first_offset == (int32_t) text.find('{') && std::strcmp(st.first_char, "{") == 0,
+           "stats: %d unknown, first \"%s\" at %d", st.n_unknown, st.first_char, st.first_offset);
+    // a buffer too small still reports the size needed
+    int32_t need = 0;
+    EXPECT(align_model_tokenize(m, text.data(), (int32_t) text.size(), true, false, toks, 2, &need, nullptr) ==
+               ALIGN_ERR_BUFFER_TOO_SMALL && need == n, "small buffer: need %d, want %d", need, n);
+
+    // a grammar that needs "{" cannot be followed: a clear error, not
+    // llama.cpp's exception text; and <unk> is never sampled
+    align_session * s = nullptr;
+    align_session_params sp = align_session_default_params();
+    sp.n_ctx = 256;
+    EXPECT(align_session_new(m, &sp, &s) == ALIGN_OK, "session: %s", align_last_error());
+    if (s) {
+        align_sampler_params gp = align_sampler_default_params();
+        gp.max_tokens = 8;
+        gp.grammar = "root ::= \"{\" [a-z]+ \"}\"";
+        EXPECT(align_session_generate(s, toks, n, &gp, nullptr, nullptr, nullptr) == ALIGN_ERR_UNSUPPORTED,
+               "grammar the vocabulary cannot spell: %s", align_last_error());
+        EXPECT(std::strstr(align_last_error(), "grammar stack") == nullptr && std::strstr(align_last_error(), "vocabulary"),
+               "message: %s", align_last_error());
+        gp.grammar = nullptr;
+        gp.max_tokens = 64;
+        gp.temperature = 1.5f;
+        gp.top_k = 0;
+        gp.top_p = 1;
+        gp.min_p = 0;
+        struct seen { int32_t unk; bool hit; } sn = {align_model_token_unknown(m), false};
+        EXPECT(sn.unk == 0, "unknown token %d, want 0", sn.unk);
+        auto cb = [](const char *, int32_t, int32_t tok, void * ud) -> bool {
+            auto * x = static_cast<seen *>(ud);
+            if (tok == x->unk) x->hit = true;
+            return true;
+        };
+        for (uint32_t seed = 1; seed <= 4; seed++) {
+            gp.seed = seed;
+            EXPECT(align_session_generate(s, toks, n, &gp, cb, &sn, nullptr) == ALIGN_OK, "generate: %s", align_last_error());
+        }
+        EXPECT(!sn.hit, "<unk> was sampled");
+        align_session_free(s);
+    }
+    align_model_free(m);
+}
+
 int main() {
     char dir_tmpl[] = "/tmp/align-native-test-XXXXXX";
     const char * dir = mkdtemp(dir_tmpl);
@@ -130,6 +248,10 @@ int main() {
     EXPECT(align_lora_load(m, base.c_str(), &l) == ALIGN_ERR_UNSUPPORTED, "model as adapter: %s", align_last_error());
     align_lora_free(l);
     align_model_free(m);
+
+    test_sessions(base);
+    test_unspellable(getenv("ALIGN_NOBYTE_MODEL") ? getenv("ALIGN_NOBYTE_MODEL")
+                                                   : "../shared/models/TinyStories-656K-Q8_0.gguf");
 
     unlink(bad.c_str());
     unlink(base.c_str());

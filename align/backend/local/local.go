@@ -2,8 +2,9 @@
 
 // Package local implements backend.Generator, Structurer, Judge and
 // Screener over a GGUF model run in-process through align's bindings to
-// llama.cpp: the model's chat template (or a plain transcript when it has
-// none), temperature and top-p sampling with a seed, and structured calls
+// llama.cpp: prompts formatted by align/prompt exactly as training and
+// `align sample` format them (the model's chat template, or the plain
+// format when it has none or Options.Raw is set), temperature and top-p sampling with a seed, and structured calls
 // constrained by a GBNF grammar derived from the request's JSON schema, so
 // judge and screen outputs always parse.
 package local
@@ -19,6 +20,8 @@ import (
 	"sync"
 
 	"github.com/align-dev/align/align/backend"
+	"github.com/align-dev/align/align/engine"
+	"github.com/align-dev/align/align/prompt"
 	"github.com/align-dev/align/bindings"
 )
 
@@ -27,9 +30,13 @@ import (
 type Backend struct {
 	model    *bindings.Model
 	info     bindings.ModelInfo
+	format   *prompt.Formatter
 	name     string
 	opts     Options
 	sessions chan *bindings.Session
+	warnOnce sync.Once
+	jsonOnce sync.Once
+	jsonErr  error
 
 	mu     sync.Mutex
 	closed bool
@@ -69,7 +76,20 @@ func Open(path string, opts Options) (*Backend, error) {
 			opts.NCtx = info.NCtxTrain
 		}
 	}
-	b := &Backend{model: m, info: info, name: "local:" + filepath.Base(path), opts: opts, sessions: make(chan *bindings.Session, opts.Parallel)}
+	pm, err := engine.PromptModel(m)
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("local: %w", err)
+	}
+	f := prompt.New(pm, opts.Raw)
+	if f.Templated() {
+		// a template llama.cpp cannot render: use the plain format, as
+		// training with --raw does
+		if _, err := f.Prompt(prompt.Conversation("s", "u")); err != nil {
+			f = prompt.New(pm, true)
+		}
+	}
+	b := &Backend{model: m, info: info, format: f, name: "local:" + filepath.Base(path), opts: opts, sessions: make(chan *bindings.Session, opts.Parallel)}
 	for i := 0; i < opts.Parallel; i++ {
 		s, err := bindings.NewSession(m, bindings.SessionOptions{NCtx: opts.NCtx, Threads: opts.Threads})
 		if err != nil {
@@ -103,35 +123,59 @@ func (b *Backend) Close() error {
 // Model is the name responses report: "local:<file name>".
 func (b *Backend) Model() string { return b.name }
 
-// Format renders a conversation as the model's prompt text and reports
-// whether the chat template was applied (control tokens are then parsed).
+// Format renders a conversation as the model's prompt text (align/prompt)
+// and reports whether the chat template was applied (control tokens are
+// then parsed).
 func (b *Backend) Format(system string, msgs []backend.Message) (string, bool, error) {
-	if b.info.HasChatTemplate {
-		var bm []bindings.Message
-		if system != "" {
-			bm = append(bm, bindings.Message{Role: "system", Content: system})
-		}
-		for _, m := range msgs {
-			bm = append(bm, bindings.Message{Role: string(m.Role), Content: m.Content})
-		}
-		text, err := b.model.ChatApply("", bm, true)
-		if err == nil {
-			return text, true, nil
-		}
-	}
-	var sb strings.Builder
+	text, err := b.format.Prompt(messages(system, msgs))
+	return text, b.format.Templated(), err
+}
+
+func messages(system string, msgs []backend.Message) []prompt.Message {
+	var pm []prompt.Message
 	if system != "" {
-		sb.WriteString(system + "\n\n")
+		pm = append(pm, prompt.Message{Role: "system", Content: system})
 	}
 	for _, m := range msgs {
-		role := "User"
-		if m.Role == backend.RoleAssistant {
-			role = "Assistant"
-		}
-		fmt.Fprintf(&sb, "%s: %s\n", role, m.Content)
+		pm = append(pm, prompt.Message{Role: string(m.Role), Content: m.Content})
 	}
-	sb.WriteString("Assistant:")
-	return sb.String(), false, nil
+	return pm
+}
+
+// EncodePrompt returns the tokens a call decodes for system and msgs (op
+// names the call in a warning about characters the vocabulary cannot
+// spell).
+func (b *Backend) EncodePrompt(op, system string, msgs []backend.Message) ([]int32, error) {
+	toks, unspelled, err := b.format.EncodePrompt(messages(system, msgs))
+	if err != nil {
+		return nil, err
+	}
+	b.warn(unspelled.Warning(op + " prompt"))
+	return toks, nil
+}
+
+// canSpellJSON fails when the vocabulary cannot spell the characters every
+// JSON object needs (a small story model without byte fallback has no "{"),
+// so structured calls say why instead of failing inside the grammar.
+func (b *Backend) canSpellJSON() error {
+	b.jsonOnce.Do(func() {
+		_, u, err := b.model.TokenizeReport(`{"a":["b",1]}`, false, false)
+		switch {
+		case err != nil:
+			b.jsonErr = err
+		case u.Count > 0:
+			b.jsonErr = fmt.Errorf("the model's vocabulary cannot spell %q, which JSON output needs: use another model for judge and screen calls", u.First)
+		}
+	})
+	return b.jsonErr
+}
+
+// warn passes the first warning of this backend to Options.Warn.
+func (b *Backend) warn(msg string) {
+	if msg == "" || b.opts.Warn == nil {
+		return
+	}
+	b.warnOnce.Do(func() { b.opts.Warn(b.name + ": " + msg) })
 }
 
 // seedOf derives a sampling seed from the prompt, so the same request gives
@@ -153,11 +197,11 @@ func (b *Backend) run(ctx context.Context, op, system string, msgs []backend.Mes
 		return &backend.CallError{Op: op, Model: b.name, Err: err}
 	}
 	fail := func(err error) (string, backend.Usage, string, error) { return "", backend.Usage{}, "", wrap(err) }
-	text, templated, err := b.Format(system, msgs)
+	text, _, err := b.Format(system, msgs)
 	if err != nil {
 		return fail(err)
 	}
-	toks, err := b.model.Tokenize(text, true, templated)
+	toks, err := b.EncodePrompt(op, system, msgs)
 	if err != nil {
 		return fail(err)
 	}
@@ -224,6 +268,9 @@ func (b *Backend) StructuredCall(ctx context.Context, req backend.StructuredRequ
 	g, err := GrammarFromSchema(req.Schema.JSON, b.opts.StringLimit)
 	if err != nil {
 		return backend.StructuredResponse{}, fmt.Errorf("local: schema %s: %w", req.Schema.Name, err)
+	}
+	if err := b.canSpellJSON(); err != nil {
+		return backend.StructuredResponse{}, &backend.CallError{Op: "structured", Model: b.name, Err: err}
 	}
 	text, u, _, err := b.run(ctx, "structured", req.System, req.Messages, req.Temperature, nil, req.Seed, req.MaxTokens, g)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/align-dev/align/align/backend"
@@ -93,4 +94,45 @@ func TestJudgeWithGrammar(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("verdict %+v raw %s", got.Verdict, got.Raw)
+}
+
+// A real model whose vocabulary has no byte fallback gets text it cannot
+// spell ("{", "é", emoji): generation maps the characters to <unk> and the
+// backend warns once; a judge call, whose JSON needs "{", fails with one
+// clear line. llama.cpp's C++ exception texts never come back.
+func TestUnspellablePrompts(t *testing.T) {
+	model := "../../../../shared/models/TinyStories-656K-Q8_0.gguf"
+	if _, err := os.Stat(model); err != nil {
+		t.Skipf("no %s", model)
+	}
+	var warnings []string
+	b, err := Open(model, Options{Threads: 2, StringLimit: 16, MaxTokens: 32, Warn: func(m string) { warnings = append(warnings, m) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	msgs := []backend.Message{{Role: backend.RoleUser, Content: "Once upon a time {a cat} had a café 😀"}}
+	for i := 0; i < 2; i++ {
+		got, err := b.Generate(context.Background(), backend.GenerateRequest{Messages: msgs})
+		if err != nil {
+			t.Fatalf("generate %d: %v", i, err)
+		}
+		if got.Usage.OutputTokens == 0 {
+			t.Errorf("generate %d: no output", i)
+		}
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "<unk>") || !strings.Contains(warnings[0], "local:") {
+		t.Errorf("warnings = %q, want one naming the backend and <unk>", warnings)
+	}
+	_, err = b.Judge(context.Background(), backend.JudgeRequest{
+		Prompt: msgs, A: "Yes (72 volumes).", B: "No.", Rubric: "tone", System: "Judge.",
+	})
+	if err == nil || !strings.Contains(err.Error(), `cannot spell "{"`) {
+		t.Errorf("judge: err = %v, want the character JSON needs named", err)
+	}
+	for _, bad := range []string{"unordered_map", "grammar stack"} {
+		if err != nil && strings.Contains(err.Error(), bad) {
+			t.Errorf("C++ exception text: %v", err)
+		}
+	}
 }

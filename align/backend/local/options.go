@@ -8,4 +8,10 @@ type Options struct {
 	Parallel    int // sessions (calls run at once); default 1
 	StringLimit int // longest free-text string in structured output; default 160
 	GPULayers   int // layers to offload where a GPU backend is built in
+	// Raw formats prompts in align/prompt's plain format even when the model
+	// has a chat template: for a model trained with --raw.
+	Raw bool
+	// Warn receives, once per backend, a line worth telling the user (such
+	// as prompt characters the vocabulary cannot spell); nil: dropped.
+	Warn func(msg string)
 }

@@ -1,0 +1,45 @@
+package engine
+
+import (
+	"github.com/align-dev/align/align/prompt"
+	"github.com/align-dev/align/bindings"
+)
+
+// promptModel lets align/prompt format for a loaded model.
+type promptModel struct {
+	m    *bindings.Model
+	info bindings.ModelInfo
+}
+
+var _ prompt.Model = promptModel{}
+
+// PromptModel adapts a loaded model to prompt.Model, so training, sample and
+// the local backend format prompts the same way:
+//
+//	f := prompt.New(engine.PromptModel(m), raw)
+//
+// It reads the model's description once; it fails only if that does.
+func PromptModel(m *bindings.Model) (prompt.Model, error) {
+	info, err := m.Info()
+	if err != nil {
+		return nil, err
+	}
+	return promptModel{m: m, info: info}, nil
+}
+
+func (p promptModel) HasChatTemplate() bool { return p.info.HasChatTemplate }
+
+func (p promptModel) EOS() int32 { return p.info.EOS }
+
+func (p promptModel) ChatApply(msgs []prompt.Message, addAssistant bool) (string, error) {
+	bm := make([]bindings.Message, len(msgs))
+	for i, m := range msgs {
+		bm[i] = bindings.Message{Role: m.Role, Content: m.Content}
+	}
+	return p.m.ChatApply("", bm, addAssistant)
+}
+
+func (p promptModel) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, prompt.Unspelled, error) {
+	toks, u, err := p.m.TokenizeReport(text, addSpecial, parseSpecial)
+	return toks, prompt.Unspelled{Count: u.Count, First: u.First, Offset: u.Offset}, err
+}

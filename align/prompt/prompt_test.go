@@ -1,0 +1,161 @@
+package prompt
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// fake is a model whose tokens are bytes (+1000 for parsed control text),
+// with BOS 1 and EOS 2; "<|im_end|>" is its only control text.
+type fake struct {
+	template bool
+	failChat bool
+}
+
+func (f fake) HasChatTemplate() bool { return f.template }
+func (f fake) EOS() int32            { return 2 }
+
+func (f fake) ChatApply(msgs []Message, addAssistant bool) (string, error) {
+	if f.failChat {
+		return "", errors.New("template not supported")
+	}
+	var sb strings.Builder
+	for _, m := range msgs {
+		sb.WriteString("<" + m.Role + ">" + m.Content + "<|im_end|>")
+	}
+	if addAssistant {
+		sb.WriteString("<assistant>")
+	}
+	return sb.String(), nil
+}
+
+func (f fake) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, Unspelled, error) {
+	var out []int32
+	if addSpecial {
+		out = append(out, 1)
+	}
+	u := Unspelled{Offset: -1}
+	for i := 0; i < len(text); i++ {
+		if parseSpecial && strings.HasPrefix(text[i:], "<|im_end|>") {
+			out = append(out, 1000)
+			i += len("<|im_end|>") - 1
+			continue
+		}
+		if text[i] == '~' {
+			if u.Count == 0 {
+				u.First, u.Offset = "~", i
+			}
+			u.Count++
+			out = append(out, 0)
+			continue
+		}
+		out = append(out, int32(text[i]))
+	}
+	return out, u, nil
+}
+
+func bytesOf(s string) []int32 {
+	out := make([]int32, len(s))
+	for i := range s {
+		out[i] = int32(s[i])
+	}
+	return out
+}
+
+func TestPlainFormat(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		m    fake
+		raw  bool
+	}{
+		{"no template", fake{}, false},
+		{"raw", fake{template: true}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := New(c.m, c.raw)
+			if f.Templated() {
+				t.Fatal("templated")
+			}
+			msgs := Conversation("Be brief.", "Is Berserk finished?")
+			got, err := f.Prompt(msgs)
+			if want := "Be brief.\nIs Berserk finished?\n"; err != nil || got != want {
+				t.Errorf("Prompt = %q, %v; want %q", got, err, want)
+			}
+			p, _, err := f.EncodePrompt(msgs)
+			if want := append([]int32{1}, bytesOf("Be brief.\nIs Berserk finished?\n")...); err != nil || !reflect.DeepEqual(p, want) {
+				t.Errorf("EncodePrompt = %v, %v; want %v", p, err, want)
+			}
+			pp, r, _, err := f.EncodePair(msgs, []Message{{Role: "assistant", Content: "No."}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// training sees exactly the generation prompt, then the response and EOS
+			if !reflect.DeepEqual(pp, p) {
+				t.Errorf("pair prompt %v, generation prompt %v", pp, p)
+			}
+			if want := append(bytesOf("No."), 2); !reflect.DeepEqual(r, want) {
+				t.Errorf("response = %v, want %v", r, want)
+			}
+		})
+	}
+}
+
+func TestTemplateFormat(t *testing.T) {
+	f := New(fake{template: true}, false)
+	if !f.Templated() {
+		t.Fatal("not templated")
+	}
+	msgs := Conversation("", "hi")
+	p, _, err := f.EncodePrompt(msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]int32{1}, bytesOf("<user>hi")...), 1000)
+	want = append(want, bytesOf("<assistant>")...)
+	if !reflect.DeepEqual(p, want) {
+		t.Errorf("EncodePrompt = %v, want %v", p, want)
+	}
+	pp, r, _, err := f.EncodePair(msgs, []Message{{Role: "assistant", Content: "yo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(pp, p) {
+		t.Errorf("pair prompt %v, generation prompt %v", pp, p)
+	}
+	// the template renders "<assistant>yo<|im_end|>": the response adds
+	// "yo" and the end-of-turn control token, after the assistant header
+	// (which the prompt already holds)
+	got := append(append([]int32(nil), pp...), r...)
+	full := append(append([]int32{1}, bytesOf("<user>hi")...), 1000)
+	full = append(append(full, bytesOf("<assistant>yo")...), 1000)
+	if !reflect.DeepEqual(got, full) {
+		t.Errorf("prompt+response = %v, want %v", got, full)
+	}
+
+	if _, err := New(fake{template: true, failChat: true}, false).Prompt(msgs); err == nil || !strings.Contains(err.Error(), "raw") {
+		t.Errorf("failed template: err = %v, want a hint at raw prompts", err)
+	}
+}
+
+func TestUnspelledWarning(t *testing.T) {
+	f := New(fake{}, false)
+	_, u, err := f.EncodePrompt(Conversation("", "a~b~"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Count != 2 || u.First != "~" || u.Offset != 1 {
+		t.Errorf("unspelled = %+v", u)
+	}
+	if w := u.Warning("prompt"); w != `prompt: 2 characters the model's vocabulary cannot spell became <unk> (first "~" at byte 1)` {
+		t.Errorf("warning = %q", w)
+	}
+	if w := (Unspelled{}).Warning("prompt"); w != "" {
+		t.Errorf("empty warning = %q", w)
+	}
+	_, _, u, _ = f.EncodePair(Conversation("", "x"), []Message{{Role: "assistant", Content: "~~~"}})
+	if u.Count != 3 {
+		t.Errorf("pair: unspelled = %+v, want the response's 3", u)
+	}
+}
