@@ -29,7 +29,7 @@ func TestGenerateBatchMatchesSingle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer live.Close()
+	t.Cleanup(func() { live.Close() }) // after the session's cleanup
 	ad := []LoRAScale{{LoRA: live, Scale: 1}}
 	single := session(t, m, SessionOptions{NCtx: 256, Adapters: ad})
 	texts := []string{"Hello!", "Is Berserk finished?", "Can you recommend a manga", "Naruto has",

@@ -272,6 +272,9 @@ type LoRA struct {
 	model *Model
 	path  string
 	users atomic.Int64 // open sessions the adapter is attached to
+	// release, if set, runs once the adapter is freed (a live trainer
+	// adapter tells its trainer)
+	release func()
 }
 
 // LoadLoRA loads an adapter GGUF for model. An adapter made for another
@@ -306,5 +309,8 @@ func (l *LoRA) Close() error {
 	C.align_lora_free(l.p)
 	l.p = nil
 	l.model.children.Add(-1)
+	if l.release != nil {
+		l.release()
+	}
 	return nil
 }

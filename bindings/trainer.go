@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -53,6 +54,7 @@ type Trainer struct {
 	model *Model
 	owned bool // the model was loaded by NewTrainerFromFile
 	info  TrainerInfo
+	lives atomic.Int64 // open live adapters (LiveLoRA) reading the trainer's tensors
 }
 
 // TrainerInfo describes a trainer's model and its first adapter set.
@@ -145,6 +147,9 @@ func (t *Trainer) Model() *Model { return t.model }
 func (t *Trainer) Close() error {
 	if t == nil || t.p == nil {
 		return nil
+	}
+	if n := t.lives.Load(); n > 0 {
+		return fmt.Errorf("bindings: trainer closed while %d live adapter(s) are open", n)
 	}
 	C.align_trainer_free(t.p)
 	t.p = nil
@@ -646,7 +651,8 @@ func (t *Trainer) LiveLoRA(set int) (*LoRA, error) {
 		return nil, err
 	}
 	t.model.children.Add(1)
-	return &LoRA{p: l, model: t.model, path: fmt.Sprintf("(live adapter set %d)", set)}, nil
+	t.lives.Add(1)
+	return &LoRA{p: l, model: t.model, path: fmt.Sprintf("(live adapter set %d)", set), release: func() { t.lives.Add(-1) }}, nil
 }
 
 // BenchMatmul measures ggml's CPU matmul rate in GFLOP/s (type "f32" or

@@ -310,7 +310,7 @@ func TestTrainerLiveAdapter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer live.Close()
+	t.Cleanup(func() { live.Close() }) // after the sessions' cleanups
 	ls := session(t, m, SessionOptions{NCtx: 256, Adapters: []LoRAScale{{LoRA: live, Scale: 1}}})
 	ap := filepath.Join(t.TempDir(), "adapter.gguf")
 	if err := tr.Export(ap); err != nil {
@@ -320,7 +320,7 @@ func TestTrainerLiveAdapter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer file.Close()
+	t.Cleanup(func() { file.Close() })
 	fs := session(t, m, SessionOptions{NCtx: 256, Adapters: []LoRAScale{{LoRA: file, Scale: 1}}})
 	prompt, _ := m.Tokenize("Hello! Can you recommend", true, false)
 	gen := func(s *Session) string {

@@ -332,7 +332,7 @@ func TestTrainerExportMatchesLlama(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer l.Close()
+			t.Cleanup(func() { l.Close() }) // after the session's cleanup
 			s := session(t, m, SessionOptions{NCtx: 256, Adapters: []LoRAScale{{LoRA: l, Scale: 1}}})
 			ref, err := s.LogProbs(context.Background(), b.Tokens[:b.Lengths[0]])
 			if err != nil {

@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,7 +35,7 @@ func TestHelperProcess(t *testing.T) {
 	if err := json.Unmarshal([]byte(os.Getenv("ALIGN_TEST_ARGS")), &args); err != nil {
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), InterruptSignals...)
 	code := Run(ctx, append([]string{"align"}, args...), MainEnv())
 	stop()
 	os.Exit(code)

@@ -504,7 +504,7 @@ align_status align_bench_matmul(int32_t n_threads, const char * type, int64_t m,
 typedef struct align_modelgen_params {
     const char * arch;    // "llama" or "qwen2" (adds Q/K/V bias)
     const char * type;    // "f32", "f16", "q8_0", "q4_0", "q4_k"
-    const char * size;    // "tiny" (~2M params) or "small" (~100M params)
+    const char * size;    // "tiny" (~2.8M params) or "small" (~100M params)
     uint64_t     seed;
     bool         tied_output;  // no output.weight; the head reuses token_embd
     bool         llama3_rope;  // llama only: write rope_freqs.weight with Llama 3.1's

@@ -130,17 +130,7 @@ align_status align_generate_batch(align_model * model, const align_batch_generat
     auto cancelled = [&] { return params->cancel && *params->cancel != 0; };
     chain_guard chains;
     for (int32_t i = 0; i < n_seq; i++) {
-        llama_sampler * c = llama_sampler_chain_init(llama_sampler_chain_default_params());
-        chains.s.push_back(c);
-        if (sp.temperature <= 0) {
-            llama_sampler_chain_add(c, llama_sampler_init_greedy());
-        } else {
-            if (sp.top_k > 0) llama_sampler_chain_add(c, llama_sampler_init_top_k(sp.top_k));
-            if (sp.top_p < 1) llama_sampler_chain_add(c, llama_sampler_init_top_p(sp.top_p, 1));
-            if (sp.min_p > 0) llama_sampler_chain_add(c, llama_sampler_init_min_p(sp.min_p, 1));
-            llama_sampler_chain_add(c, llama_sampler_init_temp(sp.temperature));
-            llama_sampler_chain_add(c, llama_sampler_init_dist(sp.seed + (uint32_t) i));  // sequence i: seed + i
-        }
+        chains.s.push_back(align::sampler_chain(model, sp, sp.seed + (uint32_t) i, nullptr));  // sequence i: seed + i
     }
     batch_guard bg;
     bg.b = llama_batch_init(n_batch, 0, 1);

@@ -9,6 +9,8 @@
 
 struct llama_model;
 struct llama_adapter_lora;
+struct llama_sampler;
+struct align_model;
 
 namespace align {
 
@@ -40,6 +42,12 @@ struct abort_guard {
     abort_guard(const abort_guard &) = delete;
     abort_guard & operator=(const abort_guard &) = delete;
 };
+
+// The sampler chain of `sample` and of batched generation: <unk> banned
+// (when the vocabulary has one), the grammar (may be NULL; the chain takes
+// it), then greedy or top-k / top-p / min-p / temperature / dist(seed).
+// The caller frees the chain (llama_sampler_free).
+llama_sampler * sampler_chain(const align_model * model, const align_sampler_params & p, uint32_t seed, llama_sampler * grammar);
 
 // Message of the last GGML_ASSERT converted on this thread ("" if none);
 // cleared by log_capture_begin.

@@ -23,6 +23,28 @@ struct align_session {
     std::atomic<bool> cancel{false}; // a pending cancel request (sticky, see align.h)
 };
 
+llama_sampler * align::sampler_chain(const align_model * model, const align_sampler_params & p, uint32_t seed,
+                                     llama_sampler * grammar) {
+    const llama_vocab * vocab = llama_model_get_vocab(model->model);
+    llama_sampler * chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    const int32_t unk = align_model_token_unknown(model);
+    if (unk >= 0 && !llama_vocab_is_eog(vocab, unk)) {
+        const llama_logit_bias ban = {unk, -INFINITY};
+        llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(llama_vocab_n_tokens(vocab), 1, &ban));
+    }
+    if (grammar != nullptr) llama_sampler_chain_add(chain, grammar);
+    if (p.temperature <= 0) {
+        llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+    } else {
+        if (p.top_k > 0) llama_sampler_chain_add(chain, llama_sampler_init_top_k(p.top_k));
+        if (p.top_p < 1) llama_sampler_chain_add(chain, llama_sampler_init_top_p(p.top_p, 1));
+        if (p.min_p > 0) llama_sampler_chain_add(chain, llama_sampler_init_min_p(p.min_p, 1));
+        llama_sampler_chain_add(chain, llama_sampler_init_temp(p.temperature));
+        llama_sampler_chain_add(chain, llama_sampler_init_dist(seed));
+    }
+    return chain;
+}
+
 namespace {
 
 bool abort_cb(void * data) {
@@ -254,30 +276,16 @@ align_status align_session_generate(align_session * s, const int32_t * prompt, i
     const llama_vocab * vocab = llama_model_get_vocab(s->model->model);
 
     sampler_guard chain;
-    chain.s = llama_sampler_chain_init(llama_sampler_chain_default_params());
-    const int32_t unk = align_model_token_unknown(s->model);
-    if (unk >= 0 && !llama_vocab_is_eog(vocab, unk)) {
-        const llama_logit_bias ban = {unk, -INFINITY};
-        llama_sampler_chain_add(chain.s, llama_sampler_init_logit_bias(llama_vocab_n_tokens(vocab), 1, &ban));
-    }
+    llama_sampler * grammar = nullptr;
     if (p.grammar != nullptr && p.grammar[0] != '\0') {
         align::log_capture_begin();
-        llama_sampler * g = llama_sampler_init_grammar(vocab, p.grammar, "root");
+        grammar = llama_sampler_init_grammar(vocab, p.grammar, "root");
         std::string cause = align::log_capture_text();
-        if (g == nullptr) {
+        if (grammar == nullptr) {
             return fail(ALIGN_ERR_INVALID_ARGUMENT, "invalid grammar" + (cause.empty() ? "" : ": " + cause));
         }
-        llama_sampler_chain_add(chain.s, g);
     }
-    if (p.temperature <= 0) {
-        llama_sampler_chain_add(chain.s, llama_sampler_init_greedy());
-    } else {
-        if (p.top_k > 0) llama_sampler_chain_add(chain.s, llama_sampler_init_top_k(p.top_k));
-        if (p.top_p < 1) llama_sampler_chain_add(chain.s, llama_sampler_init_top_p(p.top_p, 1));
-        if (p.min_p > 0) llama_sampler_chain_add(chain.s, llama_sampler_init_min_p(p.min_p, 1));
-        llama_sampler_chain_add(chain.s, llama_sampler_init_temp(p.temperature));
-        llama_sampler_chain_add(chain.s, llama_sampler_init_dist(p.seed));
-    }
+    chain.s = align::sampler_chain(s->model, p, p.seed, grammar);
 
     align_generate_result res;
     std::memset(&res, 0, sizeof(res));
