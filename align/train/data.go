@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 
+	"github.com/align-dev/align/align/jsonl"
 	"github.com/align-dev/align/align/pairs"
 	"github.com/align-dev/align/bindings"
 )
@@ -126,13 +127,11 @@ func equalPrefix(a, p []int32) bool {
 }
 
 // fit applies --max-length: the prompt loses tokens from the left (its first
-// token, BOS, is kept) until prompt + the longer response fit; if the
-// prompt alone exceeds the limit that is an error; a response longer than
-// what is left is cut at its end and counted, never dropped.
+// token, BOS, is kept) until prompt + the longer response fit, keeping at
+// least a quarter of the budget, so a prompt longer than the limit is cut
+// too; a response longer than what is left is cut at its end and counted,
+// never dropped.
 func (e *Encoder) fit(p, w, l []int32, tr *Truncation) ([]int32, []int32, []int32, error) {
-	if len(p) >= e.MaxLength {
-		return nil, nil, nil, fmt.Errorf("prompt alone has %d tokens; --max-length is %d", len(p), e.MaxLength)
-	}
 	longest := max(len(w), len(l))
 	if len(p)+longest > e.MaxLength {
 		// keep at least a quarter of the budget for the prompt
@@ -184,11 +183,41 @@ func (e *Encoder) Encode(ps []pairs.Pair, betas BetaTable, skipInvalid bool) ([]
 				skipped++
 				continue
 			}
-			return nil, tr, skipped, fmt.Errorf("pair %q: %w (use --skip-invalid to skip such pairs)", p.ID, err)
+			return nil, tr, skipped, &pairError{id: p.ID, err: err}
 		}
 		out = append(out, Example{ID: p.ID, Objective: p.Objective, Beta: betas.Beta(p.Objective), Prompt: pt, Chosen: ct, Rejected: rt})
 	}
 	return out, tr, skipped, nil
+}
+
+// pairError is an encoding error of one pair.
+type pairError struct {
+	id  string
+	err error
+}
+
+func (e *pairError) Error() string {
+	return fmt.Sprintf("pair %q: %v (use --skip-invalid to skip such pairs)", e.id, e.err)
+}
+func (e *pairError) Unwrap() error { return e.err }
+
+// lineOf is the line of path holding the pair with id (0: not found).
+func lineOf(path, id string) int {
+	rc, err := jsonl.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer rc.Close()
+	jr := jsonl.NewReader(rc, path)
+	for {
+		raw, line, err := jr.NextRaw()
+		if err != nil {
+			return 0
+		}
+		if p, err := pairs.ParseLine(raw); err == nil && p.ID == id {
+			return line
+		}
+	}
 }
 
 // MicroBatch is a group of examples that run as one native batch.

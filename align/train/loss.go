@@ -192,7 +192,8 @@ type Metrics struct {
 	RewardsChosen, RewardsRej float64
 	Margins, Accuracies       float64
 	LogpsChosen, LogpsRej     float64
-	NLL                       float64 // sum of chosen mean-token NLLs (RPO runs)
+	NLL                       float64 // preferences: sum of chosen mean-token NLLs (RPO runs); SFT: sum of token NLLs
+	Tokens                    int     // SFT: scored tokens
 }
 
 // Add accumulates one pair.

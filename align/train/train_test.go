@@ -350,13 +350,16 @@ func TestCorruptCheckpointFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	st, err := loadCheckpoint(cfg.Out, tr)
+	st, note, err := loadCheckpoint(cfg.Out, &nativeEngine{t: tr})
 	if err != nil || st.step != 4 {
 		t.Errorf("loaded step %d (%v), want the previous checkpoint, step 4", st.step, err)
 	}
+	if !strings.Contains(note, "step-00000004") || !strings.Contains(note, "checksum") {
+		t.Errorf("fallback note %q, want it to name the checkpoint used and why the newest was skipped", note)
+	}
 	// without DONE the directory does not count
 	os.Remove(filepath.Join(dir, "step-00000004", "DONE"))
-	if _, err := loadCheckpoint(cfg.Out, tr); err == nil || !strings.Contains(err.Error(), "checksum") {
+	if _, _, err := loadCheckpoint(cfg.Out, &nativeEngine{t: tr}); err == nil || !strings.Contains(err.Error(), "checksum") {
 		t.Errorf("only a corrupt checkpoint left: err = %v, want a checksum error", err)
 	}
 }
