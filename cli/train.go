@@ -39,8 +39,16 @@ DPO β comes from each pair's objective (safety 0.05, tone 0.1, escalation
 entries ("default" sets the β of unnamed objectives). Reference
 log-probs (adapter off) are computed once and cached in OUT.
 
+--out must be a new or empty folder: an existing run is continued with
+--resume or replaced with --force (which removes only the files align wrote
+there). Paths are stored absolute and the model and data are hashed, so
+--resume DIR works from any directory and refuses inputs that changed;
+with --resume only --epochs, --max-steps and --threads may change. --data -
+reads standard input and keeps a copy in the run.
+
 Ctrl-C saves a checkpoint and exits with code 4; --resume OUT continues and
-ends with the same adapter as an uninterrupted run.
+ends with the same adapter as an uninterrupted run. Bad flag values exit
+with code 2 before anything is read or written.
 
 Example:
    align train --method dpo --model models/tiny-q8_0.gguf --data testdata/pairs/train.jsonl \

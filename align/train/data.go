@@ -203,6 +203,9 @@ func (e *pairError) Unwrap() error { return e.err }
 
 // lineOf is the line of path holding the pair with id (0: not found).
 func lineOf(path, id string) int {
+	if path == "-" {
+		return 0
+	}
 	rc, err := jsonl.Open(path)
 	if err != nil {
 		return 0

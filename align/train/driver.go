@@ -475,6 +475,9 @@ func (r *runner) loop() error {
 	cfg := r.cfg
 	sft := !r.obj.pairwise()
 	r.loopStart, r.startStep = time.Now(), r.st.step
+	if err := r.catchUp(); err != nil {
+		return err
+	}
 	for r.st.step < r.total && r.st.epoch < cfg.Epochs && !r.stopped {
 		mbs := Pack(r.train, EpochOrder(len(r.train), cfg.Seed, r.st.epoch), cfg.BatchTokens, sft)
 		for r.st.epochStep*cfg.GradAccum < len(mbs) && r.st.step < r.total {
@@ -546,6 +549,40 @@ func (r *runner) loop() error {
 					return err
 				}
 			}
+		}
+	}
+	return nil
+}
+
+// catchUp runs the evaluation an interruption skipped at the checkpoint's
+// step (the interruption landed in it, or at the end of an epoch), so a
+// resumed run logs and decides what an uninterrupted one did.
+func (r *runner) catchUp() error {
+	step := r.st.step
+	if step == 0 || len(r.eval) == 0 {
+		return nil
+	}
+	if _, ok := r.log.has("eval", step); ok {
+		return nil
+	}
+	switch {
+	case step%r.evalEvery == 0 || step == r.total:
+		em, err := r.evaluateAt(step)
+		if err != nil {
+			if r.ctx.Err() != nil {
+				return r.interrupted()
+			}
+			return err
+		}
+		if r.cfg.Patience > 0 {
+			return r.patience(em)
+		}
+	case r.st.epochStep == 0:
+		if _, err := r.evaluateAt(step); err != nil {
+			if r.ctx.Err() != nil {
+				return r.interrupted()
+			}
+			return err
 		}
 	}
 	return nil

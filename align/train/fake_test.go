@@ -32,7 +32,7 @@ var _ Trainer = (*fakeTrainer)(nil)
 func newFake(n int) *fakeTrainer {
 	f := &fakeTrainer{theta: make([]float64, n), m: make([]float64, n), v: make([]float64, n), grad: make([]float64, n), calls: map[string]int{}}
 	for i := range f.theta {
-		f.theta[i] = 0.01 * float64(i%7-3)
+		f.theta[i] = float64(float32(0.01 * float64(i%7-3)))
 	}
 	return f
 }
@@ -102,13 +102,16 @@ func (f *fakeTrainer) Step(p bindings.AdamW) error {
 	f.calls["step"]++
 	f.step++
 	b1, b2 := float64(p.Beta1), float64(p.Beta2)
+	// state is rounded to float32, as the engine keeps it, so a
+	// checkpoint (float32) restores it exactly
+	r := func(x float64) float64 { return float64(float32(x)) }
 	for i := range f.theta {
 		g := f.grad[i] * float64(p.GradScale)
-		f.m[i] = b1*f.m[i] + (1-b1)*g
-		f.v[i] = b2*f.v[i] + (1-b2)*g*g
+		f.m[i] = r(b1*f.m[i] + (1-b1)*g)
+		f.v[i] = r(b2*f.v[i] + (1-b2)*g*g)
 		mh := f.m[i] / (1 - math.Pow(b1, float64(f.step)))
 		vh := f.v[i] / (1 - math.Pow(b2, float64(f.step)))
-		f.theta[i] -= float64(p.LR) * (mh/(math.Sqrt(vh)+float64(p.Eps)) + float64(p.WeightDecay)*f.theta[i])
+		f.theta[i] = r(f.theta[i] - float64(p.LR)*(mh/(math.Sqrt(vh)+float64(p.Eps))+float64(p.WeightDecay)*f.theta[i]))
 		f.grad[i] = 0
 	}
 	return nil
@@ -286,5 +289,34 @@ func TestPerSequenceCotangents(t *testing.T) {
 	}
 	if _, err := perSequence([]float32{1}, []int{2}); err == nil {
 		t.Error("short cotangent accepted")
+	}
+}
+
+// Issue 7 item 23: a checkpoint that cannot be written (a full disk)
+// leaves no .tmp-step-* behind, and the older checkpoints stay loadable.
+func TestFailedCheckpointLeavesNoTemp(t *testing.T) {
+	out := t.TempDir()
+	f := newFake(16)
+	if err := saveCheckpoint(out, f, runState{step: 1}); err != nil {
+		t.Fatal(err)
+	}
+	syncWrite = func(path string, b []byte) error {
+		os.WriteFile(path, b[:len(b)/2], 0o644)
+		return errors.New("no space left on device")
+	}
+	defer func() { syncWrite = writeSynced }()
+	if err := saveCheckpoint(out, f, runState{step: 2}); err == nil {
+		t.Fatal("a failed write reported success")
+	}
+	ents, _ := os.ReadDir(filepath.Join(out, "checkpoints"))
+	if len(ents) != 1 || ents[0].Name() != "step-00000001" {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("checkpoints after a failed write: %v, want only step-00000001", names)
+	}
+	if st, _, err := loadCheckpoint(out, f); err != nil || st.step != 1 {
+		t.Errorf("older checkpoint: step %d, %v", st.step, err)
 	}
 }

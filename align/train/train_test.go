@@ -55,6 +55,9 @@ func subset(t *testing.T, path string, n int) string {
 // step-0 policy equals the reference, so every margin is 0) to >= 0.9, and
 // the adapter makes the preferred phrasing appear in samples.
 func TestDPOLearnsPreferences(t *testing.T) {
+	if testing.Short() {
+		t.Skip("acceptance test (about 150 s on 2 cores); TestLoopWithFakeTrainer covers the loop")
+	}
 	cfg := DefaultConfig()
 	cfg.Method, cfg.Model, cfg.Data, cfg.EvalData = DPO, tinyModel, trainData, evalData
 	cfg.Out = t.TempDir()
@@ -192,19 +195,35 @@ func TestBadData(t *testing.T) {
 	os.WriteFile(long, []byte(`{"id":"ok","prompt":"hi","chosen":"yes please","rejected":"no thanks"}
 {"id":"huge","prompt":"`+strings.Repeat("manga volume ", 400)+`","chosen":"yes","rejected":"no"}
 `), 0o644)
-	cfg.Data, cfg.MaxLength = long, 64
-	_, err = Run(context.Background(), cfg, nil)
-	if err == nil || !strings.Contains(err.Error(), `"huge"`) || !strings.Contains(err.Error(), "--max-length") {
-		t.Errorf("prompt over --max-length: err = %v", err)
-	}
-	cfg.SkipInvalid, cfg.MaxSteps = true, 1
+	// a prompt over --max-length is cut from the left like any other (issue 7 item 12)
+	cfg.Data, cfg.MaxLength, cfg.MaxSteps = long, 64, 1
 	res, err := Run(context.Background(), cfg, nil)
+	if err != nil || res.Truncation.PromptsCut != 1 || res.TrainPairs != 2 {
+		t.Errorf("prompt over --max-length: %+v, %v", res, err)
+	}
+	cfg.Data, cfg.Out, cfg.SkipInvalid = bad, t.TempDir(), true
+	res, err = Run(context.Background(), cfg, nil)
 	if err != nil || res.Skipped != 1 || res.TrainPairs != 1 {
 		t.Errorf("skip-invalid: %+v, %v", res, err)
 	}
+	cfg.Out = t.TempDir()
 	cfg.Method = "ppo"
-	if _, err := Run(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), "--method") {
+	var ce *ConfigError
+	if _, err := Run(context.Background(), cfg, nil); !errors.As(err, &ce) || ce.Flag != "method" {
 		t.Errorf("unknown method: %v", err)
+	}
+}
+
+// An encoding error names the file and line of its pair.
+func TestEncodeErrorNamesLine(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "p.jsonl")
+	os.WriteFile(data, []byte(`{"id":"a","prompt":"hi","chosen":"yes","rejected":"no"}
+
+{"id":"b","prompt":"hi","chosen":"yes","rejected":"no"}
+`), 0o644)
+	err := positioned("p.jsonl", data, &pairError{id: "b", err: errors.New("boom")})
+	if err == nil || !strings.HasPrefix(err.Error(), `p.jsonl:3: pair "b": boom`) {
+		t.Errorf("err = %v", err)
 	}
 }
 
