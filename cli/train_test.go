@@ -314,7 +314,7 @@ func TestTrainCutsLongPrompt(t *testing.T) {
 `), 0o644)
 	out := filepath.Join(t.TempDir(), "run")
 	args := append(quickArgs(out, data, 1), "--max-length", "64")
-	args[10] = "0" // --eval-split
+	args[8] = "0" // --eval-split
 	errs := mustTrain(t, "", args...)
 	if !strings.Contains(errs, "--max-length cut 1 prompt") {
 		t.Errorf("summary does not count the cut prompt: %s", errs)

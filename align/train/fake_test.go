@@ -193,10 +193,16 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 		t.Run(method, func(t *testing.T) {
 			f := newFake(fakeParams)
 			cfg := fakeRun(t, method)
-			passes, perPass := 0, 0
+			passes, perPass, refs := 0, 0, 0
 			progress := func(ev Event) {
 				if ev.Phase == "eval" && ev.Done == ev.Total {
 					passes, perPass = passes+1, ev.Total
+				}
+				if ev.Phase == "reference" && ev.Done == ev.Total && ev.Total > 0 {
+					refs++
+				}
+				if ev.ETA < 0 || (ev.Done == ev.Total && ev.ETA != 0) {
+					t.Errorf("event %+v: an ETA with nothing left", ev)
 				}
 			}
 			res, err := run(context.Background(), cfg, progress, fakeOpener(f))
@@ -231,8 +237,8 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 			if passes != evals || f.calls["forward@1"] != passes*perPass || evals < 2 {
 				t.Errorf("%d evaluation passes (%d forwards, %d per pass) for %d eval rows", passes, f.calls["forward@1"], perPass, evals)
 			}
-			if method != SFT && f.calls["forward@0"] == 0 {
-				t.Errorf("no reference pass")
+			if method != SFT && (f.calls["forward@0"] == 0 || refs != 1) {
+				t.Errorf("reference pass: %d forwards, %d completed progress passes", f.calls["forward@0"], refs)
 			}
 		})
 	}

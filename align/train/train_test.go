@@ -136,6 +136,9 @@ func smallRun(t *testing.T, method, out string) Config {
 // (the last periodic checkpoint only) and then resumed ends with the same
 // adapter, byte for byte, as an uninterrupted run.
 func TestResumeIsBitIdentical(t *testing.T) {
+	if testing.Short() {
+		t.Skip("acceptance test of the engine's resume; TestFakeResumeIsBitIdentical covers the loop")
+	}
 	for _, method := range []string{DPO, SFT} {
 		t.Run(method, func(t *testing.T) {
 			ref := smallRun(t, method, t.TempDir())
