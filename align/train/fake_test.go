@@ -38,7 +38,9 @@ func newFake(n int) *fakeTrainer {
 }
 
 func fakeOpener(f *fakeTrainer) opener {
-	return func(string, bindings.TrainerOptions) (Trainer, func() error, error) { return f, func() error { return nil }, nil }
+	return func(string, bindings.TrainerOptions) (Trainer, func() error, error) {
+		return f, func() error { return nil }, nil
+	}
 }
 
 func logSig(x float64) float64 { return logSigmoid(x) }
