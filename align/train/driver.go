@@ -97,103 +97,17 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 	}
 
 	// everything is read and checked before the run directory is touched
-	var stdin []byte
-	if cfg.Data == "-" {
-		in := cfg.Stdin
-		if in == nil {
-			in = os.Stdin
-		}
-		if stdin, err = io.ReadAll(in); err != nil {
-			return res, fmt.Errorf("stdin: %w", err)
+	if !cfg.Resume {
+		if err := checkOut(cfg.Out, cfg.Force); err != nil {
+			return res, err
 		}
 	}
-	loadData := func() ([]pairs.Pair, pairs.Stats, error) {
-		if stdin != nil {
-			return pairs.Read(bytes.NewReader(stdin), "stdin", pairs.LoadOptions{SkipInvalid: cfg.SkipInvalid})
-		}
-		return pairs.Load(cfg.Data, pairs.LoadOptions{SkipInvalid: cfg.SkipInvalid})
-	}
-	trainPairs, stats, err := loadData()
+	in, err := readInputs(cfg)
 	if err != nil {
 		return res, err
 	}
-	res.Skipped = stats.Skipped
-	var evalPairs []pairs.Pair
-	if cfg.EvalData != "" {
-		evalPairs, _, err = pairs.Load(cfg.EvalData, pairs.LoadOptions{SkipInvalid: cfg.SkipInvalid})
-		if err != nil {
-			return res, err
-		}
-	}
-	objectives := map[string]bool{}
-	for _, set := range [][]pairs.Pair{trainPairs, evalPairs} {
-		for i := range set {
-			objectives[strings.ToLower(set[i].Objective)] = true
-		}
-	}
-	if err := checkBetaTable(cfg.BetaTable, objectives); err != nil {
-		return res, err
-	}
-	if cfg.EvalData == "" && cfg.EvalSplit > 0 {
-		// salted: files written by `align data synth/split` were split by the
-		// same id hash, and an unsalted split of their train half with the
-		// same seed would hold out nothing
-		trainPairs, evalPairs, err = pairs.Split(trainPairs, cfg.EvalSplit, cfg.Seed^evalSplitSalt)
-		if err != nil {
-			return res, err
-		}
-	}
-	dataName := cfg.Data
-	if stdin != nil {
-		dataName = "stdin"
-	}
-	if len(trainPairs) == 0 {
-		return res, fmt.Errorf("%s: no training pairs", dataName)
-	}
-	hashes := map[string]string{}
-	if stdin == nil {
-		if hashes, err = inputHashes(cfg); err != nil {
-			return res, err
-		}
-	} else {
-		c := cfg
-		c.Data = ""
-		if hashes, err = inputHashes(c); err != nil {
-			return res, err
-		}
-	}
-	if cfg.Resume {
-		if err := checkHashes(cfg.Out, cfg.Hashes, hashes, cfg); err != nil {
-			return res, err
-		}
-	}
-	betas := BetaTable{Table: MergeBetas(cfg.BetaTable), Override: cfg.Beta}
-	vocab, err := bindings.LoadModel(cfg.Model, bindings.ModelOptions{VocabOnly: true})
-	if err != nil {
-		return res, err
-	}
-	defer vocab.Close()
-	enc, err := NewEncoder(vocab, cfg.MaxLength, cfg.Raw)
-	if err != nil {
-		return res, err
-	}
-	train, trunc, skipped, err := enc.Encode(trainPairs, betas, cfg.SkipInvalid)
-	if err != nil {
-		return res, positioned(dataName, cfg.Data, err)
-	}
-	evalFile := cfg.EvalData
-	if evalFile == "" {
-		evalFile = cfg.Data // --eval-split: the held-out pairs are lines of --data
-	}
-	eval, trunc2, skipped2, err := enc.Encode(evalPairs, betas, cfg.SkipInvalid)
-	if err != nil {
-		if evalFile == cfg.Data {
-			return res, positioned(dataName, cfg.Data, err)
-		}
-		return res, positioned(evalFile, evalFile, err)
-	}
-	res.Skipped += skipped + skipped2
-	res.Truncation = Truncation{trunc.PromptsCut + trunc2.PromptsCut, trunc.ResponsesCut + trunc2.ResponsesCut}
+	train, eval := in.train, in.eval
+	res.Skipped, res.Truncation = in.skipped, in.trunc
 	res.TrainPairs, res.EvalPairs = len(train), len(eval)
 
 	targets, _ := targetBits(cfg.Targets)
@@ -205,7 +119,8 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 	defer closeTr()
 
 	if !cfg.Resume {
-		created, perr := prepareOut(cfg.Out, cfg.Force)
+		keep := []string{cfg.Model, cfg.Data, cfg.EvalData} // before --data - becomes the stored copy
+		created, perr := prepareOut(cfg.Out, cfg.Force, keep...)
 		if perr != nil {
 			return res, perr
 		}
@@ -213,25 +128,25 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 			// a run that failed before its first checkpoint leaves nothing
 			// behind; an interrupted one keeps what it did, for --resume
 			if err != nil && !errors.Is(err, ErrInterrupted) && len(listCheckpoints(filepath.Join(cfg.Out, "checkpoints"))) == 0 {
-				removeRun(cfg.Out)
+				removeRun(cfg.Out, keep...)
 				if created {
 					os.Remove(cfg.Out)
 				}
 			}
 		}()
-		if stdin != nil {
+		if in.stdin != nil {
 			p := filepath.Join(cfg.Out, storedData)
-			if err := writeSynced(p, stdin); err != nil {
+			if err := writeSynced(p, in.stdin); err != nil {
 				return res, err
 			}
 			if cfg.Data, err = filepath.Abs(p); err != nil {
 				return res, err
 			}
-			if hashes["data"], err = hashFile(p); err != nil {
+			if in.hashes["data"], err = hashFile(p); err != nil {
 				return res, err
 			}
 		}
-		cfg.Hashes = hashes
+		cfg.Hashes = in.hashes
 	}
 	// written first, so an interruption at any later point can resume; on
 	// resume it records what --epochs and --max-steps changed
@@ -283,6 +198,106 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 		return res, err
 	}
 	return res, writeJSON(filepath.Join(cfg.Out, "summary.json"), res)
+}
+
+// inputs are a run's pairs, read, checked and tokenized.
+type inputs struct {
+	stdin       []byte // the pairs of --data -, kept in the run
+	train, eval []Example
+	hashes      map[string]string // see Config.Hashes; no "data" for stdin yet
+	trunc       Truncation
+	skipped     int
+}
+
+// readInputs loads and tokenizes the pairs, checks --beta-table against
+// their objectives and, on resume, the input hashes against the run's.
+func readInputs(cfg Config) (*inputs, error) {
+	in := &inputs{}
+	opt := pairs.LoadOptions{SkipInvalid: cfg.SkipInvalid}
+	var trainPairs, evalPairs []pairs.Pair
+	var stats pairs.Stats
+	var err error
+	dataName := cfg.Data
+	if cfg.Data == "-" {
+		r := cfg.Stdin
+		if r == nil {
+			r = os.Stdin
+		}
+		if in.stdin, err = io.ReadAll(r); err != nil {
+			return nil, fmt.Errorf("stdin: %w", err)
+		}
+		dataName = "stdin"
+		trainPairs, stats, err = pairs.Read(bytes.NewReader(in.stdin), dataName, opt)
+	} else {
+		trainPairs, stats, err = pairs.Load(cfg.Data, opt)
+	}
+	if err != nil {
+		return nil, err
+	}
+	in.skipped = stats.Skipped
+	if cfg.EvalData != "" {
+		if evalPairs, _, err = pairs.Load(cfg.EvalData, opt); err != nil {
+			return nil, err
+		}
+	}
+	objectives := map[string]bool{}
+	for _, set := range [][]pairs.Pair{trainPairs, evalPairs} {
+		for i := range set {
+			objectives[strings.ToLower(set[i].Objective)] = true
+		}
+	}
+	if err := checkBetaTable(cfg.BetaTable, objectives); err != nil {
+		return nil, err
+	}
+	if cfg.EvalData == "" && cfg.EvalSplit > 0 {
+		// salted: files written by `align data synth/split` were split by the
+		// same id hash, and an unsalted split of their train half with the
+		// same seed would hold out nothing
+		if trainPairs, evalPairs, err = pairs.Split(trainPairs, cfg.EvalSplit, cfg.Seed^evalSplitSalt); err != nil {
+			return nil, err
+		}
+	}
+	if len(trainPairs) == 0 {
+		return nil, fmt.Errorf("%s: no training pairs", dataName)
+	}
+	hc := cfg
+	if in.stdin != nil {
+		hc.Data = "" // hashed once kept in the run
+	}
+	if in.hashes, err = inputHashes(hc); err != nil {
+		return nil, err
+	}
+	if cfg.Resume {
+		if err := checkHashes(cfg.Out, cfg.Hashes, in.hashes, cfg); err != nil {
+			return nil, err
+		}
+	}
+
+	vocab, err := bindings.LoadModel(cfg.Model, bindings.ModelOptions{VocabOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer vocab.Close()
+	enc, err := NewEncoder(vocab, cfg.MaxLength, cfg.Raw)
+	if err != nil {
+		return nil, err
+	}
+	betas := BetaTable{Table: MergeBetas(cfg.BetaTable), Override: cfg.Beta}
+	train, trunc, skipped, err := enc.Encode(trainPairs, betas, cfg.SkipInvalid)
+	if err != nil {
+		return nil, positioned(dataName, cfg.Data, err)
+	}
+	eval, trunc2, skipped2, err := enc.Encode(evalPairs, betas, cfg.SkipInvalid)
+	if err != nil {
+		if cfg.EvalData == "" { // --eval-split: the held-out pairs are lines of --data
+			return nil, positioned(dataName, cfg.Data, err)
+		}
+		return nil, positioned(cfg.EvalData, cfg.EvalData, err)
+	}
+	in.train, in.eval = train, eval
+	in.skipped += skipped + skipped2
+	in.trunc = Truncation{trunc.PromptsCut + trunc2.PromptsCut, trunc.ResponsesCut + trunc2.ResponsesCut}
+	return in, nil
 }
 
 // resumeConfig reads the run in cfg.Out and applies what a resume may

@@ -328,3 +328,35 @@ func TestFailedCheckpointLeavesNoTemp(t *testing.T) {
 		t.Errorf("older checkpoint: step %d, %v", st.step, err)
 	}
 }
+
+// Issue 7 item 1: --force replaces only what align wrote: not the new
+// run's own inputs kept in the folder, not a folder whose config.json is
+// someone else's.
+func TestForceKeepsWhatAlignDidNotWrite(t *testing.T) {
+	cfg := fakeRun(t, SFT)
+	cfg.Epochs = 1
+	if _, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams))); err != nil {
+		t.Fatal(err)
+	}
+	mine := filepath.Join(cfg.Out, "data.jsonl")
+	b, _ := os.ReadFile(cfg.Data)
+	os.WriteFile(mine, b, 0o644)
+	cfg.Data, cfg.Force = mine, true
+	if _, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams))); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(mine); !bytes.Equal(got, b) {
+		t.Error("--force deleted the run's own input")
+	}
+
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "config.json"), []byte(`{"editor": "vim"}`), 0o644)
+	cfg.Out = other
+	var ce *ConfigError
+	if _, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams))); !errors.As(err, &ce) || ce.Flag != "out" {
+		t.Errorf("a folder with someone else's config.json: err = %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(other, "config.json")); string(got) != `{"editor": "vim"}` {
+		t.Error("--force replaced someone else's config.json")
+	}
+}

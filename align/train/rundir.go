@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -25,37 +26,56 @@ var runFiles = []string{"config.json", "metrics.jsonl", "adapter.gguf", "summary
 // can be resumed.
 const storedData = "data.jsonl"
 
-// prepareOut makes out ready for a new run and reports whether it created
-// the directory. An empty or missing directory is fine; one holding a run
-// is refused unless force (then the run's files go); anything else is
-// refused.
-func prepareOut(out string, force bool) (created bool, err error) {
+// checkOut refuses an out that a new run may not use: a folder holding
+// anything but an align run, or a run without force. It changes nothing.
+func checkOut(out string, force bool) error {
 	ents, err := os.ReadDir(out)
-	if errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(out, 0o755); err != nil {
-			return false, err
-		}
-		return true, nil
+	if errors.Is(err, os.ErrNotExist) || (err == nil && len(ents) == 0) {
+		return nil
 	}
 	if err != nil {
-		return false, err
+		return err
 	}
-	if len(ents) == 0 {
-		return false, nil
-	}
-	if _, err := os.Stat(filepath.Join(out, "config.json")); err != nil {
-		return false, bad("out", "%s is not empty and holds no align run: choose a new or empty folder", out)
+	if saved, err := loadConfig(out); err != nil || !slices.Contains(Methods, saved.Method) || saved.Model == "" {
+		return bad("out", "%s is not empty and holds no align run: choose a new or empty folder", out)
 	}
 	if !force {
-		return false, bad("out", "%s holds a run: continue it with --resume %s, or replace it with --force", out, out)
+		return bad("out", "%s holds a run: continue it with --resume %s, or replace it with --force", out, out)
 	}
-	return false, removeRun(out)
+	return nil
 }
 
-// removeRun deletes the files align writes in out and nothing else.
-func removeRun(out string) error {
+// prepareOut makes out ready for a new run (see checkOut) and reports
+// whether it created the directory; a run replaced with force loses only
+// the files align wrote, and never one of keep (the new run's inputs).
+func prepareOut(out string, force bool, keep ...string) (created bool, err error) {
+	if err := checkOut(out, force); err != nil {
+		return false, err
+	}
+	if _, err := os.Stat(out); errors.Is(err, os.ErrNotExist) {
+		return true, os.MkdirAll(out, 0o755)
+	}
+	return false, removeRun(out, keep...)
+}
+
+// removeRun deletes the files align writes in out and nothing else: not
+// one of keep, and not a data.jsonl the run did not store itself.
+func removeRun(out string, keep ...string) error {
+	kept := map[string]bool{}
+	for _, k := range keep {
+		if a, err := filepath.Abs(k); err == nil {
+			kept[a] = true
+		}
+	}
+	if saved, err := loadConfig(out); err != nil || saved.Data != mustAbs(filepath.Join(out, storedData)) {
+		kept[mustAbs(filepath.Join(out, storedData))] = true
+	}
 	for _, name := range runFiles {
-		if err := os.Remove(filepath.Join(out, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		p := filepath.Join(out, name)
+		if kept[mustAbs(p)] {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
 	}
@@ -127,6 +147,13 @@ func checkHashes(out string, saved, now map[string]string, cfg Config) error {
 		}
 	}
 	return nil
+}
+
+func mustAbs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
 }
 
 // absPath makes a stored path resolve from any working directory.
