@@ -323,8 +323,8 @@ func progressLine(ev train.Event, width int) string {
 	if ev.Stats != "" {
 		tail = " " + ev.Stats
 	}
-	if ev.ETA > 0 {
-		tail += " ETA " + ev.ETA.Round(time.Second).String()
+	if eta := ev.ETA.Round(time.Second); eta > 0 {
+		tail += " ETA " + eta.String()
 	}
 	bar := 24
 	if width > 0 {

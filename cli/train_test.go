@@ -434,6 +434,7 @@ func TestTrainTexts(t *testing.T) {
 		{Phase: "reference", Done: 3, Total: 40, ETA: 12 * time.Second},
 		{Phase: "train", Done: 7, Total: 7, Stats: "loss 0.6931 margin 0.000 acc 0.00 lr 5.00e-04 1234 tok/s"},
 		{Phase: "eval", Done: 1, Total: 9, ETA: 3 * time.Second},
+		{Phase: "eval", Done: 1, Total: 2, ETA: 300 * time.Millisecond},
 	} {
 		for _, width := range []int{40, 60, 200} {
 			line := progressLine(ev, width)
