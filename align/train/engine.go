@@ -31,13 +31,16 @@ type nativeEngine struct {
 
 var _ Trainer = (*nativeEngine)(nil)
 
+// asTrainer is t as a Trainer.
+func asTrainer(t *bindings.Trainer) Trainer { return &nativeEngine{t: t} }
+
 // openNative loads the native trainer.
 func openNative(model string, opt bindings.TrainerOptions) (Trainer, func() error, error) {
 	t, err := bindings.NewTrainer(model, opt)
 	if err != nil {
 		return nil, nil, err
 	}
-	return &nativeEngine{t: t}, t.Close, nil
+	return asTrainer(t), t.Close, nil
 }
 
 func (e *nativeEngine) Forward(b *bindings.Batch, loraScale float32) (Outputs, error) {

@@ -372,7 +372,7 @@ func TestCorruptCheckpointFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	st, note, err := loadCheckpoint(cfg.Out, &nativeEngine{t: tr})
+	st, note, err := loadCheckpoint(cfg.Out, asTrainer(tr))
 	if err != nil || st.step != 4 {
 		t.Errorf("loaded step %d (%v), want the previous checkpoint, step 4", st.step, err)
 	}
@@ -381,7 +381,7 @@ func TestCorruptCheckpointFallsBack(t *testing.T) {
 	}
 	// without DONE the directory does not count
 	os.Remove(filepath.Join(dir, "step-00000004", "DONE"))
-	if _, _, err := loadCheckpoint(cfg.Out, &nativeEngine{t: tr}); err == nil || !strings.Contains(err.Error(), "checksum") {
+	if _, _, err := loadCheckpoint(cfg.Out, asTrainer(tr)); err == nil || !strings.Contains(err.Error(), "checksum") {
 		t.Errorf("only a corrupt checkpoint left: err = %v, want a checksum error", err)
 	}
 }
