@@ -481,3 +481,23 @@ func TestTrainTexts(t *testing.T) {
 		t.Errorf("bench: %v", res)
 	}
 }
+
+// Issue 7 item 11: --epochs given with --resume continues the run for the
+// extra epochs, and config.json records it.
+func TestTrainResumeMoreEpochs(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "run")
+	args := quickArgs(out, quickData(t, 16), 0) // --max-steps 0: all epochs
+	mustTrain(t, "", args...)
+	var one train.Result
+	json.Unmarshal([]byte(slurp(t, filepath.Join(out, "summary.json"))), &one)
+	mustTrain(t, "", "train", "--resume", out, "--epochs", "2", "--threads", "2")
+	var two train.Result
+	json.Unmarshal([]byte(slurp(t, filepath.Join(out, "summary.json"))), &two)
+	if one.Epochs != 1 || two.Epochs != 2 || two.Steps <= one.Steps {
+		t.Errorf("after --resume --epochs 2: %d epochs, %d steps; before %d epochs, %d steps", two.Epochs, two.Steps, one.Epochs, one.Steps)
+	}
+	if !strings.Contains(slurp(t, filepath.Join(out, "config.json")), `"Epochs": 2`) {
+		t.Error("config.json does not record the new --epochs")
+	}
+	uniqueRows(t, out)
+}
