@@ -387,6 +387,8 @@ func (r *runner) restore() error {
 			r.progress(Event{Note: note})
 		}
 		r.st, keep = st, st.step
+		// a run that early stopping ended stays ended
+		r.stopped = r.cfg.Patience > 0 && r.st.badEvals >= r.cfg.Patience
 	}
 	// keep < 0: a new run, or one interrupted before its first checkpoint
 	var err error

@@ -360,3 +360,35 @@ func TestForceKeepsWhatAlignDidNotWrite(t *testing.T) {
 		t.Error("--force replaced someone else's config.json")
 	}
 }
+
+// Resuming a run that early stopping ended neither trains further nor
+// changes its adapter.
+func TestResumeAfterEarlyStop(t *testing.T) {
+	cfg := fakeRun(t, DPO)
+	// held-out preferences reversed: the held-out margin only falls
+	ps := subset(t, evalData, 8)
+	b, _ := os.ReadFile(ps)
+	var lines []string
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var row map[string]any
+		json.Unmarshal([]byte(line), &row)
+		row["chosen"], row["rejected"] = row["rejected"], row["chosen"]
+		out, _ := json.Marshal(row)
+		lines = append(lines, string(out))
+	}
+	os.WriteFile(ps, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+	cfg.EvalData, cfg.EvalEvery, cfg.Patience, cfg.RPOAlpha = ps, 1, 2, 0
+	res, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams)))
+	if err != nil || !res.StoppedEarly {
+		t.Fatalf("stopped early %v, %v", res.StoppedEarly, err)
+	}
+	want, _ := os.ReadFile(res.Adapter)
+	again, err := run(context.Background(), Config{Out: cfg.Out, Resume: true}, nil, fakeOpener(newFake(fakeParams)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(again.Adapter)
+	if again.Steps != res.Steps || !again.StoppedEarly || !bytes.Equal(got, want) {
+		t.Errorf("resumed: %d steps (was %d), stopped early %v, same adapter %v", again.Steps, res.Steps, again.StoppedEarly, bytes.Equal(got, want))
+	}
+}
