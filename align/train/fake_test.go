@@ -249,8 +249,15 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 // A run interrupted at any step and resumed ends with the adapter of an
 // uninterrupted run, bit for bit, and its metrics read as one run.
 func TestFakeResumeIsBitIdentical(t *testing.T) {
-	for _, method := range []string{DPO, SFT} {
+	for _, variant := range []string{DPO, SFT, "patience"} {
+		method := variant
+		tweak := func(c *Config) {}
+		if variant == "patience" {
+			method = SFT
+			tweak = func(c *Config) { c.EvalEvery, c.Patience = 1, 1 }
+		}
 		ref := fakeRun(t, method)
+		tweak(&ref)
 		if _, err := run(context.Background(), ref, nil, fakeOpener(newFake(fakeParams))); err != nil {
 			t.Fatal(err)
 		}
@@ -258,6 +265,7 @@ func TestFakeResumeIsBitIdentical(t *testing.T) {
 		wantRows := len(metricRows(t, ref.Out))
 		for stop := 1; stop <= 7; stop += 3 {
 			cfg := fakeRun(t, method)
+			tweak(&cfg)
 			cfg.Data, cfg.EvalData = ref.Data, ref.EvalData
 			ctx, cancel := context.WithCancel(context.Background())
 			cfg.OnStep = func(step int) {
@@ -268,18 +276,18 @@ func TestFakeResumeIsBitIdentical(t *testing.T) {
 			_, err := run(ctx, cfg, nil, fakeOpener(newFake(fakeParams)))
 			cancel()
 			if !errors.Is(err, ErrInterrupted) {
-				t.Fatalf("%s stop %d: err = %v", method, stop, err)
+				t.Fatalf("%s stop %d: err = %v", variant, stop, err)
 			}
 			res, err := run(context.Background(), Config{Out: cfg.Out, Resume: true}, nil, fakeOpener(newFake(fakeParams)))
 			if err != nil {
-				t.Fatalf("%s stop %d: resume: %v", method, stop, err)
+				t.Fatalf("%s stop %d: resume: %v", variant, stop, err)
 			}
 			got, _ := os.ReadFile(res.Adapter)
 			if !bytes.Equal(got, want) || len(want) == 0 {
-				t.Errorf("%s stop %d: resumed adapter differs from the uninterrupted run", method, stop)
+				t.Errorf("%s stop %d: resumed adapter differs from the uninterrupted run", variant, stop)
 			}
 			if n := len(metricRows(t, cfg.Out)); n != wantRows {
-				t.Errorf("%s stop %d: %d metrics rows, uninterrupted run %d", method, stop, n, wantRows)
+				t.Errorf("%s stop %d: %d metrics rows, uninterrupted run %d", variant, stop, n, wantRows)
 			}
 		}
 	}
