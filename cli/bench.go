@@ -16,6 +16,12 @@ func benchCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "bench",
 		Usage: "measure speed and memory",
+		Description: `Benchmarks; each subcommand prints a human summary or, with --json, one
+JSON object (fields a run did not measure are left out).
+
+Example:
+   align bench train --model models/tiny-q8_0.gguf --method dpo --seq 128 --no-baseline
+   align bench train --help`,
 		Subcommands: []*cli.Command{{
 			Name:      "train",
 			Usage:     "time LoRA training steps on two sequences (one pair)",
@@ -37,21 +43,27 @@ Example:
 				&cli.IntFlag{Name: "seq", Value: 256, Usage: "tokens per sequence", EnvVars: []string{"ALIGN_SEQ"}},
 				&cli.IntFlag{Name: "steps", Value: 5, Usage: "timed steps", EnvVars: []string{"ALIGN_STEPS"}},
 				&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)", EnvVars: []string{"ALIGN_THREADS"}},
-				&cli.IntFlag{Name: "lora-rank", Value: 8, EnvVars: []string{"ALIGN_LORA_RANK"}},
-				&cli.StringFlag{Name: "lora-targets", Value: "q,k,v,o", EnvVars: []string{"ALIGN_LORA_TARGETS"}},
+				&cli.IntFlag{Name: "lora-rank", Value: 8, Usage: "rank r of each LoRA adapter", EnvVars: []string{"ALIGN_LORA_RANK"}},
+				&cli.StringFlag{Name: "lora-targets", Value: "q,k,v,o", Usage: "comma-separated: q,k,v,o,gate,up,down", EnvVars: []string{"ALIGN_LORA_TARGETS"}},
 				&cli.BoolFlag{Name: "no-baseline", Usage: "skip the llama.cpp and matmul-peak measurements", EnvVars: []string{"ALIGN_NO_BASELINE"}},
 				&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: []string{"ALIGN_JSON"}},
 			},
 			Action: func(c *cli.Context) error {
-				threads := c.Int("threads")
-				if threads <= 0 {
-					threads = numCPU()
+				if c.NArg() > 0 {
+					return usagef("bench train takes no arguments (got %q)", c.Args().First())
 				}
-				res, err := train.Bench(c.Context, train.BenchConfig{
+				cfg := train.BenchConfig{
 					Model: c.String("model"), Method: strings.ToLower(c.String("method")), Seq: c.Int("seq"), Steps: c.Int("steps"),
-					Threads: threads, Rank: c.Int("lora-rank"), Targets: strings.Split(c.String("lora-targets"), ","),
+					Threads: c.Int("threads"), Rank: c.Int("lora-rank"), Targets: strings.Split(c.String("lora-targets"), ","),
 					Baseline: !c.Bool("no-baseline"),
-				})
+				}
+				if err := cfg.Validate(); err != nil {
+					return &UsageError{Err: err}
+				}
+				if cfg.Threads == 0 {
+					cfg.Threads = numCPU()
+				}
+				res, err := train.Bench(c.Context, cfg)
 				if err != nil {
 					return err
 				}

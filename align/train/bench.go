@@ -2,7 +2,6 @@ package train
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"syscall"
 	"time"
@@ -22,6 +21,9 @@ type BenchConfig struct {
 	Baseline bool // also measure llama.cpp prompt processing and the machine's matmul peak
 }
 
+// In BenchResult, fields a run did not measure (the baseline without
+// Baseline, the reference forward for SFT) are left out of the JSON.
+
 // BenchResult is what `align bench train` prints.
 type BenchResult struct {
 	Model        string  `json:"model"`
@@ -34,13 +36,13 @@ type BenchResult struct {
 	TokensPerS   float64 `json:"tokens_per_s"`     // sequence tokens trained per second (2·seq per step)
 	FLOPsPerStep float64 `json:"model_flops_step"` // see FLOPs
 	GFLOPS       float64 `json:"achieved_gflops"`
-	PeakF32      float64 `json:"peak_gflops_f32"`  // measured ggml F32 GEMM rate
-	PeakQ8       float64 `json:"peak_gflops_q8_0"` // measured ggml Q8_0 GEMM rate
-	MFU          float64 `json:"mfu"`              // achieved / max(peak f32, peak q8_0)
-	PeakRSSMB    float64 `json:"peak_rss_mb"`      // process peak before the baseline runs
-	RefMS        float64 `json:"reference_ms"`     // one forward at adapter scale 0 (DPO; cached in training)
-	PPTokensPerS float64 `json:"llama_pp_tokens_per_s"`
-	TrainOverPP  float64 `json:"train_over_pp"`
+	PeakF32      float64 `json:"peak_gflops_f32,omitempty"`  // measured ggml F32 GEMM rate
+	PeakQ8       float64 `json:"peak_gflops_q8_0,omitempty"` // measured ggml Q8_0 GEMM rate
+	MFU          float64 `json:"mfu,omitempty"`              // achieved / max(peak f32, peak q8_0)
+	PeakRSSMB    float64 `json:"peak_rss_mb"`                // process peak before the baseline runs
+	RefMS        float64 `json:"reference_ms,omitempty"`     // one forward at adapter scale 0 (DPO; cached in training)
+	PPTokensPerS float64 `json:"llama_pp_tokens_per_s,omitempty"`
+	TrainOverPP  float64 `json:"train_over_pp,omitempty"`
 	BaseBytes    int64   `json:"base_bytes"`
 	TransBytes   int64   `json:"transposed_bytes"`
 }
@@ -81,62 +83,82 @@ func peakRSSMB() float64 {
 	return float64(ru.Maxrss) / 1024 // KiB on Linux
 }
 
-// Bench times training steps on two random sequences of Seq tokens.
+// Validate checks the benchmark's settings; the first bad one is returned
+// as a *ConfigError.
+func (c *BenchConfig) Validate() error {
+	switch {
+	case c.Model == "":
+		return bad("model", "is required")
+	case c.Method != SFT && c.Method != DPO:
+		return bad("method", "must be sft or dpo (got %q)", c.Method)
+	case c.Seq < 8:
+		return bad("seq", "must be at least 8 (got %d)", c.Seq)
+	case c.Steps < 1:
+		return bad("steps", "must be at least 1 (got %d)", c.Steps)
+	case c.Threads < 0 || c.Threads > MaxThreads():
+		return bad("threads", "must be in [0, %d], 0 for all cores (got %d)", MaxThreads(), c.Threads)
+	case c.Rank < 1:
+		return bad("lora-rank", "must be at least 1 (got %d)", c.Rank)
+	}
+	if _, err := targetBits(c.Targets); err != nil {
+		return &ConfigError{Flag: "lora-targets", Msg: err.Error()}
+	}
+	return nil
+}
+
+// Bench times training steps on two random sequences of Seq tokens, with
+// the optimiser step training uses.
 func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
+	return bench(ctx, cfg, openNative)
+}
+
+func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, error) {
 	res := BenchResult{Model: cfg.Model, Method: cfg.Method, Seq: cfg.Seq, Threads: cfg.Threads}
-	if cfg.Method != SFT && cfg.Method != DPO {
-		return res, fmt.Errorf("--method must be sft or dpo (got %q)", cfg.Method)
+	if err := cfg.Validate(); err != nil {
+		return res, err
 	}
-	if cfg.Seq < 8 || cfg.Steps < 1 {
-		return res, fmt.Errorf("--seq must be at least 8 and --steps at least 1")
-	}
-	targets, err := targetBits(cfg.Targets)
+	targets, _ := targetBits(cfg.Targets)
+	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1})
 	if err != nil {
 		return res, err
 	}
-	tr, err := bindings.NewTrainerFromFile(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1})
-	if err != nil {
-		return res, err
-	}
-	defer tr.Close()
+	defer closeTr()
 	info := tr.Info()
 	res.Arch, res.BaseParams, res.BaseBytes, res.TransBytes = info.Arch, info.NBaseParams, info.BaseBytes, info.TransposedBytes
+	// two sequences of Seq random tokens, the first of each unscored: for
+	// SFT two examples, for DPO one pair (sharing the first token)
 	r := rand.New(rand.NewPCG(1, 2))
-	b := &bindings.Batch{NSeq: 2, NTok: cfg.Seq, Tokens: make([]int32, 2*cfg.Seq), Lengths: []int32{int32(cfg.Seq), int32(cfg.Seq)}, Scored: make([]uint8, 2*cfg.Seq)}
-	for i := range b.Tokens {
-		b.Tokens[i] = int32(5 + r.IntN(info.NVocab-5))
-		if i%cfg.Seq != 0 {
-			b.Scored[i] = 1
-		}
+	toks := make([]int32, 2*cfg.Seq)
+	for i := range toks {
+		toks[i] = int32(5 + r.IntN(info.NVocab-5))
 	}
-	var ref []float64
+	a, b := toks[:cfg.Seq], toks[cfg.Seq:]
+	var exs []Example
+	var obj objective
+	if cfg.Method == DPO {
+		exs = []Example{{ID: "bench", Beta: 0.1, Prompt: a[:1], Chosen: a[1:], Rejected: b[1:]}}
+		obj = prefObjective{method: DPO}
+	} else {
+		exs = []Example{{ID: "bench-0", Prompt: a[:1], Chosen: a[1:]}, {ID: "bench-1", Prompt: b[:1], Chosen: b[1:]}}
+		obj = sftObjective{}
+	}
+	group := []MicroBatch{{Examples: make([]int, len(exs))}}
+	for i := range exs {
+		group[0].Examples[i] = i
+	}
 	if cfg.Method == DPO {
 		t0 := time.Now()
-		out, err := tr.Forward(b, 0)
-		ref = out.Sums
+		out, err := tr.Forward(BuildBatch(exs, group[0], false), 0)
 		if err != nil {
 			return res, err
 		}
 		res.RefMS = float64(time.Since(t0).Microseconds()) / 1000
+		exs[0].RefW, exs[0].RefL = out.Sums[0], out.Sums[1]
 	}
+	opt := optimiser{}
 	step := func() error {
-		out, err := tr.ForwardGrad(b)
-		if err != nil {
-			return err
-		}
-		sums := out.Sums
-		d := []float64{-1.0 / float64(2*(cfg.Seq-1)), -1.0 / float64(2*(cfg.Seq-1))}
-		if cfg.Method == DPO {
-			l, err := PreferenceLoss(DPO, 0.1, 0, PairLogps{PiW: sums[0], PiL: sums[1], RefW: ref[0], RefL: ref[1]})
-			if err != nil {
-				return err
-			}
-			d = []float64{l.DPiW, l.DPiL}
-		}
-		if err := tr.BackwardSums(b, d); err != nil {
-			return err
-		}
-		return tr.Step(bindings.AdamW{LR: 1e-4, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1})
+		_, err := opt.step(tr, obj, exs, group, 1e-4)
+		return err
 	}
 	if err := step(); err != nil { // warm-up: allocations, page faults
 		return res, err
@@ -159,7 +181,7 @@ func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 	if !cfg.Baseline {
 		return res, nil
 	}
-	tr.Close()
+	closeTr()
 	if res.PeakF32, err = bindings.BenchMatmul(cfg.Threads, "f32", 2048, 512, 2048, 5); err != nil {
 		return res, err
 	}
@@ -178,7 +200,7 @@ func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 		return res, err
 	}
 	defer s.Close()
-	seq := b.Tokens[:cfg.Seq]
+	seq := toks[:cfg.Seq]
 	if _, err := s.LogProbs(ctx, seq); err != nil { // warm-up
 		return res, err
 	}

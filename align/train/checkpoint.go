@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"github.com/align-dev/align/bindings"
 )
 
 // Checkpoints live in Out/checkpoints/step-NNNNNNNN/ as state.bin (adapter,
@@ -32,7 +30,7 @@ func loadConfig(out string) (Config, error) {
 	return cfg, nil
 }
 
-func saveCheckpoint(out string, tr *bindings.Trainer, st runState) error {
+func saveCheckpoint(out string, tr Trainer, st runState) (err error) {
 	s, err := tr.GetState()
 	if err != nil {
 		return err
@@ -69,10 +67,15 @@ func saveCheckpoint(out string, tr *bindings.Trainer, st runState) error {
 	name := fmt.Sprintf("step-%08d", st.step)
 	tmp := filepath.Join(dir, ".tmp-"+name)
 	os.RemoveAll(tmp)
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp) // a failed write (disk full) leaves nothing behind
+		}
+	}()
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return err
 	}
-	if err := writeSynced(filepath.Join(tmp, "state.bin"), buf.Bytes()); err != nil {
+	if err := syncWrite(filepath.Join(tmp, "state.bin"), buf.Bytes()); err != nil {
 		return err
 	}
 	if err := writeSynced(filepath.Join(tmp, "DONE"), []byte("ok\n")); err != nil {
@@ -94,6 +97,9 @@ func saveCheckpoint(out string, tr *bindings.Trainer, st runState) error {
 	return nil
 }
 
+// syncWrite writes checkpoint files; tests replace it to fail like a full disk.
+var syncWrite = writeSynced
+
 func writeSynced(path string, b []byte) error {
 	f, err := os.Create(path)
 	if err != nil {
@@ -101,6 +107,7 @@ func writeSynced(path string, b []byte) error {
 	}
 	if _, err := f.Write(b); err != nil {
 		f.Close()
+		os.Remove(path)
 		return err
 	}
 	if err := f.Sync(); err != nil {
@@ -125,27 +132,31 @@ func listCheckpoints(dir string) []string {
 	return names
 }
 
-// loadCheckpoint restores the newest readable checkpoint into tr.
-func loadCheckpoint(out string, tr *bindings.Trainer) (runState, error) {
+// loadCheckpoint restores the newest readable checkpoint into tr. When it
+// had to skip newer ones, note says which and why.
+func loadCheckpoint(out string, tr Trainer) (st runState, note string, err error) {
 	dir := filepath.Join(out, "checkpoints")
 	names := listCheckpoints(dir)
 	if len(names) == 0 {
-		return runState{}, fmt.Errorf("%s: no checkpoint to resume from", out)
+		return runState{}, "", fmt.Errorf("%s: no checkpoint to resume from", out)
 	}
 	var firstErr error
 	for i := len(names) - 1; i >= 0; i-- {
 		st, err := readCheckpoint(filepath.Join(dir, names[i], "state.bin"), tr)
 		if err == nil {
-			return st, nil
+			if firstErr != nil {
+				note = fmt.Sprintf("skipped the newest checkpoint (%v); resuming from %s", firstErr, names[i])
+			}
+			return st, note, nil
 		}
 		if firstErr == nil {
 			firstErr = err
 		}
 	}
-	return runState{}, firstErr
+	return runState{}, "", firstErr
 }
 
-func readCheckpoint(path string, tr *bindings.Trainer) (runState, error) {
+func readCheckpoint(path string, tr Trainer) (runState, error) {
 	var st runState
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -198,3 +209,6 @@ func readCheckpoint(path string, tr *bindings.Trainer) (runState, error) {
 	st.step, st.epoch, st.epochStep, st.badEvals, st.bestStep = int(step), int(epoch), int(epochStep), int(bad), int(bestStep)
 	return st, nil
 }
+
+// LoadRunConfig reads the configuration of the run in dir.
+func LoadRunConfig(dir string) (Config, error) { return loadConfig(dir) }

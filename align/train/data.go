@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 
+	"github.com/align-dev/align/align/engine"
+	"github.com/align-dev/align/align/jsonl"
 	"github.com/align-dev/align/align/pairs"
+	"github.com/align-dev/align/align/prompt"
 	"github.com/align-dev/align/bindings"
 )
 
@@ -30,90 +32,42 @@ type Truncation struct {
 	ResponsesCut int `json:"responses_cut"` // responses shortened at the end (still trained on)
 }
 
-// Encoder turns pairs into tokens with the model's chat template.
+// Encoder turns pairs into tokens with align/prompt's formatter (the chat
+// template, or the plain format with --raw or without a template), the one
+// `sample` and the local backend use, so a model is sampled and judged on
+// the text it learned from.
 type Encoder struct {
 	Model     *bindings.Model
 	MaxLength int  // tokens per sequence (prompt + response)
-	Raw       bool // no chat template: prompt + response + EOS
-	templated bool
-	eos       int32
+	Raw       bool // no chat template: align/prompt's plain format
+	format    *prompt.Formatter
 }
 
 // NewEncoder prepares an encoder for a (vocabulary-only) model.
 func NewEncoder(m *bindings.Model, maxLength int, raw bool) (*Encoder, error) {
-	info, err := m.Info()
-	if err != nil {
-		return nil, err
-	}
 	if maxLength < 8 {
 		return nil, fmt.Errorf("--max-length must be at least 8 (got %d)", maxLength)
 	}
-	return &Encoder{Model: m, MaxLength: maxLength, Raw: raw, templated: info.HasChatTemplate && !raw, eos: info.EOS}, nil
+	pm, err := engine.PromptModel(m)
+	if err != nil {
+		return nil, err
+	}
+	return &Encoder{Model: m, MaxLength: maxLength, Raw: raw, format: prompt.New(pm, raw)}, nil
 }
 
-func toMessages(ms []pairs.Message) []bindings.Message {
-	out := make([]bindings.Message, len(ms))
+func toPrompt(ms []pairs.Message) []prompt.Message {
+	out := make([]prompt.Message, len(ms))
 	for i, m := range ms {
-		out[i] = bindings.Message{Role: m.Role, Content: m.Content}
+		out[i] = prompt.Message{Role: m.Role, Content: m.Content}
 	}
 	return out
 }
 
-// encodeResponse returns the prompt tokens and the tokens the response adds
-// (its end-of-turn marker included) under the chat template.
+// encode returns the prompt tokens and the tokens the response adds (its
+// end-of-turn marker included).
 func (e *Encoder) encode(prompt, response []pairs.Message) ([]int32, []int32, error) {
-	if !e.templated {
-		var sb strings.Builder
-		for _, m := range prompt {
-			sb.WriteString(m.Content)
-			sb.WriteString("\n")
-		}
-		p, err := e.Model.Tokenize(sb.String(), true, false)
-		if err != nil {
-			return nil, nil, err
-		}
-		var rb strings.Builder
-		for _, m := range response {
-			rb.WriteString(m.Content)
-		}
-		r, err := e.Model.Tokenize(rb.String(), false, false)
-		if err != nil {
-			return nil, nil, err
-		}
-		if e.eos >= 0 {
-			r = append(r, e.eos)
-		}
-		return p, r, nil
-	}
-	pm := toMessages(prompt)
-	ptext, err := e.Model.ChatApply("", pm, true)
-	if err != nil {
-		return nil, nil, err
-	}
-	full, err := e.Model.ChatApply("", append(pm, toMessages(response)...), false)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !strings.HasPrefix(full, ptext) {
-		return nil, nil, errors.New("chat template does not extend the prompt with the response")
-	}
-	p, err := e.Model.Tokenize(ptext, true, true)
-	if err != nil {
-		return nil, nil, err
-	}
-	all, err := e.Model.Tokenize(full, true, true)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(all) > len(p) && equalPrefix(all, p) {
-		return p, all[len(p):], nil
-	}
-	// the boundary merged differently: tokenize the response text alone
-	r, err := e.Model.Tokenize(full[len(ptext):], false, true)
-	if err != nil {
-		return nil, nil, err
-	}
-	return p, r, nil
+	p, r, _, err := e.format.EncodePair(toPrompt(prompt), toPrompt(response))
+	return p, r, err
 }
 
 func equalPrefix(a, p []int32) bool {
@@ -126,13 +80,11 @@ func equalPrefix(a, p []int32) bool {
 }
 
 // fit applies --max-length: the prompt loses tokens from the left (its first
-// token, BOS, is kept) until prompt + the longer response fit; if the
-// prompt alone exceeds the limit that is an error; a response longer than
-// what is left is cut at its end and counted, never dropped.
+// token, BOS, is kept) until prompt + the longer response fit, keeping at
+// least a quarter of the budget, so a prompt longer than the limit is cut
+// too; a response longer than what is left is cut at its end and counted,
+// never dropped.
 func (e *Encoder) fit(p, w, l []int32, tr *Truncation) ([]int32, []int32, []int32, error) {
-	if len(p) >= e.MaxLength {
-		return nil, nil, nil, fmt.Errorf("prompt alone has %d tokens; --max-length is %d", len(p), e.MaxLength)
-	}
 	longest := max(len(w), len(l))
 	if len(p)+longest > e.MaxLength {
 		// keep at least a quarter of the budget for the prompt
@@ -184,11 +136,44 @@ func (e *Encoder) Encode(ps []pairs.Pair, betas BetaTable, skipInvalid bool) ([]
 				skipped++
 				continue
 			}
-			return nil, tr, skipped, fmt.Errorf("pair %q: %w (use --skip-invalid to skip such pairs)", p.ID, err)
+			return nil, tr, skipped, &pairError{id: p.ID, err: err}
 		}
 		out = append(out, Example{ID: p.ID, Objective: p.Objective, Beta: betas.Beta(p.Objective), Prompt: pt, Chosen: ct, Rejected: rt})
 	}
 	return out, tr, skipped, nil
+}
+
+// pairError is an encoding error of one pair.
+type pairError struct {
+	id  string
+	err error
+}
+
+func (e *pairError) Error() string {
+	return fmt.Sprintf("pair %q: %v (use --skip-invalid to skip such pairs)", e.id, e.err)
+}
+func (e *pairError) Unwrap() error { return e.err }
+
+// lineOf is the line of path holding the pair with id (0: not found).
+func lineOf(path, id string) int {
+	if path == "-" {
+		return 0
+	}
+	rc, err := jsonl.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer rc.Close()
+	jr := jsonl.NewReader(rc, path)
+	for {
+		raw, line, err := jr.NextRaw()
+		if err != nil {
+			return 0
+		}
+		if p, err := pairs.ParseLine(raw); err == nil && p.ID == id {
+			return line
+		}
+	}
 }
 
 // MicroBatch is a group of examples that run as one native batch.
@@ -204,19 +189,9 @@ func seqLen(ex *Example, sft bool) int {
 	return len(ex.Prompt) + max(len(ex.Chosen), len(ex.Rejected))
 }
 
-// MaxScored is the native trainer's limit on scored tokens per micro-batch.
-const MaxScored = 4096
-
-func scoredOf(ex *Example, sft bool) int {
-	if sft {
-		return len(ex.Chosen)
-	}
-	return len(ex.Chosen) + len(ex.Rejected)
-}
-
 // Pack groups examples in order into micro-batches whose padded size
-// (sequences × longest sequence) stays within tokenBudget and whose scored
-// tokens stay within MaxScored; each holds at least one example.
+// (sequences × longest sequence) stays within tokenBudget; each holds at
+// least one example. (The native head is chunked: no cap on scored tokens.)
 func Pack(exs []Example, order []int, tokenBudget int, sft bool) []MicroBatch {
 	perEx := 2
 	if sft {
@@ -224,19 +199,17 @@ func Pack(exs []Example, order []int, tokenBudget int, sft bool) []MicroBatch {
 	}
 	var out []MicroBatch
 	var cur MicroBatch
-	longest, scored := 0, 0
+	longest := 0
 	for _, i := range order {
 		l := seqLen(&exs[i], sft)
-		sc := scoredOf(&exs[i], sft)
 		nl := max(longest, l)
-		if len(cur.Examples) > 0 && ((len(cur.Examples)+1)*perEx*nl > tokenBudget || scored+sc > MaxScored) {
+		if len(cur.Examples) > 0 && (len(cur.Examples)+1)*perEx*nl > tokenBudget {
 			out = append(out, cur)
 			cur = MicroBatch{}
-			nl, scored = l, 0
+			nl = l
 		}
 		cur.Examples = append(cur.Examples, i)
 		longest = nl
-		scored += sc
 	}
 	if len(cur.Examples) > 0 {
 		out = append(out, cur)

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,62 +10,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/align-dev/align/align/pairs"
 	"github.com/align-dev/align/bindings"
 )
-
-// Config is one training run.
-type Config struct {
-	Method    string // sft, dpo, ipo, cdpo, hinge
-	Model     string
-	Data      string
-	EvalData  string
-	EvalSplit float64 // fraction of Data held out when EvalData is empty
-	Out       string
-	Resume    bool
-
-	Epochs         int
-	LR             float64
-	Schedule       string // cosine, linear, constant
-	WarmupSteps    int
-	WeightDecay    float64
-	MaxGradNorm    float64
-	GradAccum      int // micro-batches per optimiser step
-	BatchTokens    int // padded tokens per micro-batch
-	MaxLength      int
-	Rank           int
-	Alpha          float64
-	Targets        []string // q, k, v, o, gate, up, down
-	Seed           uint64
-	Threads        int
-	Beta           float64 // > 0 overrides the table
-	BetaTable      map[string]float64
-	LabelSmoothing float64
-	RPOAlpha       float64 // > 0: add α·(mean token NLL of the chosen response) to preference losses (RPO)
-	EvalEvery      int     // optimiser steps between held-out evaluations (0: each epoch)
-	SaveEvery      int     // optimiser steps between checkpoints (0: each epoch)
-	Patience       int     // evaluations without a better held-out margin before stopping (0: off)
-	SkipInvalid    bool
-	Raw            bool // no chat template
-	MaxSteps       int  // stop after this many optimiser steps (0: all epochs); for tests and benchmarks
-
-	// OnStep, if set, is called after each optimiser step (tests use it to
-	// interrupt a run at a chosen step).
-	OnStep func(step int) `json:"-"`
-}
-
-// DefaultConfig returns the defaults the CLI shows.
-func DefaultConfig() Config {
-	return Config{
-		Method: DPO, EvalSplit: 0.1, Epochs: 3, LR: 5e-4, Schedule: "cosine", WarmupSteps: 10, WeightDecay: 0,
-		MaxGradNorm: 1, GradAccum: 1, BatchTokens: 2048, MaxLength: 512, Rank: 8, Alpha: 16,
-		Targets: []string{"q", "k", "v", "o"}, Seed: 1, EvalEvery: 0, SaveEvery: 0, Patience: 0,
-	}
-}
 
 // evalSplitSalt decorrelates --eval-split from the data tools' splits.
 const evalSplitSalt = 0x7472_6169_6e65_7661
@@ -89,66 +40,20 @@ type Result struct {
 	ElapsedS     float64            `json:"elapsed_s"`
 }
 
-func (c *Config) validate() error {
-	if !slices.Contains(Methods, c.Method) {
-		return fmt.Errorf("--method must be one of %s (got %q)", strings.Join(Methods, ", "), c.Method)
-	}
-	switch {
-	case c.Model == "":
-		return errors.New("--model is required")
-	case c.Data == "" && !c.Resume:
-		return errors.New("--data is required")
-	case c.Out == "":
-		return errors.New("--out is required")
-	case c.Epochs < 1:
-		return fmt.Errorf("--epochs must be at least 1 (got %d)", c.Epochs)
-	case !(c.LR > 0):
-		return fmt.Errorf("--lr must be positive (got %g)", c.LR)
-	case c.GradAccum < 1:
-		return fmt.Errorf("--grad-accum must be at least 1 (got %d)", c.GradAccum)
-	case c.BatchTokens < 16:
-		return fmt.Errorf("--batch-tokens must be at least 16 (got %d)", c.BatchTokens)
-	case c.Rank < 1:
-		return fmt.Errorf("--lora-rank must be at least 1 (got %d)", c.Rank)
-	case c.EvalSplit < 0 || c.EvalSplit >= 1:
-		return fmt.Errorf("--eval-split must be in [0, 1) (got %g)", c.EvalSplit)
-	case c.LabelSmoothing < 0 || c.LabelSmoothing >= 0.5:
-		return fmt.Errorf("--label-smoothing must be in [0, 0.5) (got %g)", c.LabelSmoothing)
-	case c.MaxLength > MaxScored || (c.Method != SFT && 2*c.MaxLength > MaxScored):
-		return fmt.Errorf("--max-length is at most %d for %s (a pair's scored tokens must fit one micro-batch; got %d)",
-			map[bool]int{true: MaxScored, false: MaxScored / 2}[c.Method == SFT], c.Method, c.MaxLength)
-	case c.RPOAlpha < 0:
-		return fmt.Errorf("--rpo-alpha must not be negative (got %g)", c.RPOAlpha)
-	case c.Beta < 0:
-		return fmt.Errorf("--beta must be positive (got %g)", c.Beta)
-	}
-	switch c.Schedule {
-	case "cosine", "linear", "constant":
-	default:
-		return fmt.Errorf("--schedule must be cosine, linear or constant (got %q)", c.Schedule)
-	}
-	if _, err := targetBits(c.Targets); err != nil {
-		return err
-	}
-	return nil
+// Event is one progress update.
+type Event struct {
+	// Phase is "reference" (reference log-probs), "train" or "eval"
+	// (held-out evaluation); "" for a note.
+	Phase string
+	Done  int // micro-batches (reference, eval) or optimiser steps (train) done
+	Total int
+	ETA   time.Duration // 0: unknown, or nothing left
+	Stats string        // train: loss, margin, learning rate, rate
+	Note  string        // a message for a line of its own (Phase "")
 }
 
-func targetBits(ts []string) (uint32, error) {
-	names := map[string]uint32{"q": bindings.TargetQ, "k": bindings.TargetK, "v": bindings.TargetV, "o": bindings.TargetO,
-		"gate": bindings.TargetGate, "up": bindings.TargetUp, "down": bindings.TargetDown}
-	var bits uint32
-	for _, t := range ts {
-		b, ok := names[strings.ToLower(strings.TrimSpace(t))]
-		if !ok {
-			return 0, fmt.Errorf("unknown LoRA target %q (want q, k, v, o, gate, up, down)", t)
-		}
-		bits |= b
-	}
-	if bits == 0 {
-		return 0, errors.New("no LoRA targets")
-	}
-	return bits, nil
-}
+// Progress receives updates for a human on stderr; nil: silent.
+type Progress func(Event)
 
 // runState is what the loop carries between steps.
 type runState struct {
@@ -159,498 +64,630 @@ type runState struct {
 	bestStep               int
 }
 
-// Progress receives one human line per update (stderr); nil: silent.
-type Progress func(line string, final bool)
+// opener makes the trainer of a run: the native one, or a test's fake.
+type opener func(model string, opt bindings.TrainerOptions) (Trainer, func() error, error)
 
 // Run trains. It writes Out/metrics.jsonl, Out/adapter.gguf, checkpoints
 // under Out/checkpoints and Out/summary.json. When ctx ends it saves a
-// checkpoint and returns an error wrapping ErrInterrupted.
+// checkpoint and returns an error wrapping ErrInterrupted. Bad settings
+// are returned as *ConfigError before anything is read or written.
 func Run(ctx context.Context, cfg Config, progress Progress) (Result, error) {
-	start := time.Now()
-	var res Result
-	if cfg.Resume {
-		saved, err := loadConfig(cfg.Out)
-		if err != nil {
-			return res, err
-		}
-		threads, onStep := cfg.Threads, cfg.OnStep
-		cfg = saved
-		cfg.Resume = true
-		cfg.Threads, cfg.OnStep = threads, onStep
-	}
-	if err := cfg.validate(); err != nil {
-		return res, err
-	}
-	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-		return res, err
-	}
-	sft := cfg.Method == SFT
-	eps := cfg.LabelSmoothing
-	if cfg.Method == CDPO && eps == 0 {
-		eps = 0.1
-	}
-	betas := BetaTable{Table: MergeBetas(cfg.BetaTable), Override: cfg.Beta}
+	return run(ctx, cfg, progress, openNative)
+}
 
-	// data
-	trainPairs, stats, err := pairs.Load(cfg.Data, pairs.LoadOptions{SkipInvalid: cfg.SkipInvalid})
-	if err != nil {
-		return res, err
+func run(ctx context.Context, cfg Config, progress Progress, open opener) (res Result, err error) {
+	start := time.Now()
+	if progress == nil {
+		progress = func(Event) {}
 	}
-	res.Skipped = stats.Skipped
-	var evalPairs []pairs.Pair
-	if cfg.EvalData != "" {
-		evalPairs, _, err = pairs.Load(cfg.EvalData, pairs.LoadOptions{SkipInvalid: cfg.SkipInvalid})
-		if err != nil {
-			return res, err
-		}
-	} else if cfg.EvalSplit > 0 {
-		// salted: files written by `align data synth/split` were split by the
-		// same id hash, and an unsalted split of their train half with the
-		// same seed would hold out nothing
-		trainPairs, evalPairs, err = pairs.Split(trainPairs, cfg.EvalSplit, cfg.Seed^evalSplitSalt)
-		if err != nil {
+	if cfg.Resume {
+		if cfg, err = resumeConfig(cfg); err != nil {
 			return res, err
 		}
 	}
-	if len(trainPairs) == 0 {
-		return res, fmt.Errorf("%s: no training pairs", cfg.Data)
+	if err := cfg.Validate(); err != nil {
+		return res, err
 	}
-	vocab, err := bindings.LoadModel(cfg.Model, bindings.ModelOptions{VocabOnly: true})
+	if !cfg.Resume {
+		for _, p := range []*string{&cfg.Model, &cfg.Data, &cfg.EvalData} {
+			if *p, err = absPath(*p); err != nil {
+				return res, err
+			}
+		}
+	}
+
+	// everything is read and checked before the run directory is touched
+	if !cfg.Resume {
+		if err := checkOut(cfg.Out, cfg.Force); err != nil {
+			return res, err
+		}
+	}
+	in, err := readInputs(cfg)
 	if err != nil {
 		return res, err
 	}
-	defer vocab.Close()
-	enc, err := NewEncoder(vocab, cfg.MaxLength, cfg.Raw)
-	if err != nil {
-		return res, err
-	}
-	train, trunc, skipped, err := enc.Encode(trainPairs, betas, cfg.SkipInvalid)
-	if err != nil {
-		return res, fmt.Errorf("%s: %w", cfg.Data, err)
-	}
-	eval, trunc2, skipped2, err := enc.Encode(evalPairs, betas, cfg.SkipInvalid)
-	if err != nil {
-		return res, fmt.Errorf("eval: %w", err)
-	}
-	res.Skipped += skipped + skipped2
-	res.Truncation = Truncation{trunc.PromptsCut + trunc2.PromptsCut, trunc.ResponsesCut + trunc2.ResponsesCut}
+	train, eval := in.train, in.eval
+	res.Skipped, res.Truncation = in.skipped, in.trunc
 	res.TrainPairs, res.EvalPairs = len(train), len(eval)
 
 	targets, _ := targetBits(cfg.Targets)
-	tr, err := bindings.NewTrainerFromFile(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank,
+	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank,
 		Alpha: float32(cfg.Alpha), Targets: targets, Seed: cfg.Seed})
 	if err != nil {
 		return res, err
 	}
-	defer tr.Close()
+	defer closeTr()
 
 	if !cfg.Resume {
-		// written first, so an interruption at any later point can resume
-		os.RemoveAll(filepath.Join(cfg.Out, "checkpoints"))
-		os.Remove(filepath.Join(cfg.Out, "eval_before.json"))
-		if err := saveConfig(cfg); err != nil {
-			return res, err
+		keep := []string{cfg.Model, cfg.Data, cfg.EvalData} // before --data - becomes the stored copy
+		created, perr := prepareOut(cfg.Out, cfg.Force, keep...)
+		if perr != nil {
+			return res, perr
 		}
-	}
-	// reference log-probs: once per pair at adapter scale 0, cached on disk
-	if !sft {
-		if progress != nil {
-			progress(fmt.Sprintf("reference log-probs for %d train and %d eval pairs (adapter off) ...", len(train), len(eval)), false)
-		}
-		if err := referenceLogps(ctx, tr, cfg, train, eval); err != nil {
-			if ctx.Err() != nil {
-				return res, fmt.Errorf("computing reference log-probs (those done are kept): %w", ErrInterrupted)
+		defer func() {
+			// a run that failed before its first checkpoint leaves nothing
+			// behind; an interrupted one keeps what it did, for --resume
+			if err != nil && !errors.Is(err, ErrInterrupted) && len(listCheckpoints(filepath.Join(cfg.Out, "checkpoints"))) == 0 {
+				removeRun(cfg.Out, keep...)
+				if created {
+					os.Remove(cfg.Out)
+				}
 			}
-			return res, err
+		}()
+		if in.stdin != nil {
+			p := filepath.Join(cfg.Out, storedData)
+			if err := writeSynced(p, in.stdin); err != nil {
+				return res, err
+			}
+			if cfg.Data, err = filepath.Abs(p); err != nil {
+				return res, err
+			}
+			if in.hashes["data"], err = hashFile(p); err != nil {
+				return res, err
+			}
 		}
+		cfg.Hashes = in.hashes
 	}
-
-	st := runState{bestMargin: math.Inf(-1)}
-	metricsPath := filepath.Join(cfg.Out, "metrics.jsonl")
-	fresh := true
-	if cfg.Resume && len(listCheckpoints(filepath.Join(cfg.Out, "checkpoints"))) > 0 {
-		ck, err := loadCheckpoint(cfg.Out, tr)
-		if err != nil {
-			return res, err
-		}
-		st = ck
-		fresh = false
-		if err := trimMetrics(metricsPath, st.step); err != nil {
-			return res, err
-		}
-	}
-	if fresh {
-		// a new run, or one interrupted before its first checkpoint
-		os.Remove(metricsPath)
-	}
-	mf, err := os.OpenFile(metricsPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
+	// written first, so an interruption at any later point can resume; on
+	// resume it records what --epochs and --max-steps changed
+	if err := saveConfig(cfg); err != nil {
 		return res, err
 	}
-	defer mf.Close()
-	writeRow := func(row map[string]any) error {
-		b, err := json.Marshal(row)
-		if err != nil {
-			return err
-		}
-		_, err = mf.Write(append(b, '\n'))
-		return err
-	}
 
-	// schedule
-	// packing depends on each epoch's order, so epochs can differ by a step
-	total := 0
-	for e := 0; e < cfg.Epochs; e++ {
-		total += (len(Pack(train, EpochOrder(len(train), cfg.Seed, e), cfg.BatchTokens, sft)) + cfg.GradAccum - 1) / cfg.GradAccum
+	r := &runner{ctx: ctx, cfg: cfg, progress: progress, tr: tr, obj: newObjective(cfg), train: train, eval: eval,
+		opt: optimiser{weightDecay: cfg.WeightDecay, maxGradNorm: cfg.MaxGradNorm}}
+	if err := r.reference(); err != nil {
+		return res, err
 	}
-	perEpoch := max(1, total/cfg.Epochs) // for the defaults of --eval-every and --save-every
-	if cfg.MaxSteps > 0 && cfg.MaxSteps < total {
-		total = cfg.MaxSteps
+	if err := r.restore(); err != nil {
+		return res, err
 	}
-	sched := Schedule{LR: cfg.LR, Warmup: min(cfg.WarmupSteps, total/2), Total: total, Kind: cfg.Schedule}
-	evalEvery := cfg.EvalEvery
-	if evalEvery <= 0 {
-		evalEvery = perEpoch
-	}
-	saveEvery := cfg.SaveEvery
-	if saveEvery <= 0 {
-		saveEvery = perEpoch
-	}
+	defer r.log.Close()
+	r.plan()
 
-	evaluate := func(step int) (map[string]float64, error) {
-		if len(eval) == 0 {
-			return nil, nil
+	if res.Before, err = r.evaluateAt(0); err != nil {
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("before the first step: %w", ErrInterrupted)
 		}
-		m, err := Evaluate(ctx, tr, eval, cfg.BatchTokens, sft, cfg.Method, eps)
-		if err != nil {
-			return nil, err
-		}
-		row := map[string]any{"split": "eval", "step": step, "epoch": float64(step) / float64(max(perEpoch, 1))}
-		for k, v := range m {
-			row[k] = v
-		}
-		return m, writeRow(row)
+		return res, err
 	}
-	if fresh || readJSON(filepath.Join(cfg.Out, "eval_before.json"), &res.Before) != nil {
-		res.Before, err = evaluate(0)
-		if err != nil {
-			if ctx.Err() != nil {
-				return res, fmt.Errorf("before the first step: %w", ErrInterrupted)
-			}
-			return res, err
-		}
-		if err := writeJSON(filepath.Join(cfg.Out, "eval_before.json"), res.Before); err != nil {
-			return res, err
-		}
+	if err := r.loop(); err != nil {
+		return res, err
 	}
-
-	var tokens int64
-	loopStart := time.Now()
-	stopped := false
-	lastEvalStep := -1
-	// evaluateAt evaluates unless this step already was (epoch ends)
-	evaluateAt := func(step int) (map[string]float64, error) {
-		if step == lastEvalStep {
-			return nil, nil
-		}
-		return evaluate(step)
+	if res.After, err = r.evaluateAt(r.st.step); err != nil {
+		return res, err
 	}
-	for st.step < total && st.epoch < cfg.Epochs && !stopped {
-		order := EpochOrder(len(train), cfg.Seed, st.epoch)
-		mbs := Pack(train, order, cfg.BatchTokens, sft)
-		for st.epochStep*cfg.GradAccum < len(mbs) && st.step < total {
-			if ctx.Err() != nil {
-				if err := saveCheckpoint(cfg.Out, tr, st); err != nil {
-					return res, fmt.Errorf("interrupted, and saving the checkpoint failed: %w", err)
-				}
-				return res, fmt.Errorf("step %d, checkpoint saved: %w", st.step, ErrInterrupted)
-			}
-			group := mbs[st.epochStep*cfg.GradAccum : min(len(mbs), (st.epochStep+1)*cfg.GradAccum)]
-			nEx := 0
-			for _, mb := range group {
-				nEx += len(mb.Examples)
-			}
-			var m Metrics
-			var sftLoss float64
-			var sftTokens int
-			if sft {
-				for _, mb := range group {
-					for _, i := range mb.Examples {
-						sftTokens += len(train[i].Chosen)
-					}
-				}
-			}
-			for _, mb := range group {
-				b := BuildBatch(train, mb, sft)
-				out, err := tr.ForwardGrad(b)
-				sums := out.Sums
-				if err != nil {
-					return res, fmt.Errorf("step %d: %w", st.step, err)
-				}
-				d := make([]float64, len(sums))
-				if sft {
-					for k := range sums {
-						d[k] = -1 / float64(sftTokens) // mean token NLL over the step
-						sftLoss -= sums[k] / float64(sftTokens)
-					}
-				} else {
-					for k, i := range mb.Examples {
-						ex := &train[i]
-						p := PairLogps{PiW: sums[2*k], PiL: sums[2*k+1], RefW: ex.RefW, RefL: ex.RefL, NW: len(ex.Chosen), NL: len(ex.Rejected)}
-						l, err := PreferenceLoss(cfg.Method, ex.Beta, eps, p)
-						if err != nil {
-							return res, err
-						}
-						if cfg.RPOAlpha > 0 {
-							nll := -p.PiW / float64(p.NW)
-							l.Loss += cfg.RPOAlpha * nll
-							l.DPiW -= cfg.RPOAlpha / float64(p.NW)
-							m.NLL += nll
-						}
-						m.Add(l, p)
-						d[2*k] = l.DPiW / float64(nEx)
-						d[2*k+1] = l.DPiL / float64(nEx)
-					}
-				}
-				if err := tr.BackwardSums(b, d); err != nil {
-					return res, fmt.Errorf("step %d: %w", st.step, err)
-				}
-				tokens += int64(b.NSeq * b.NTok)
-			}
-			gnorm, err := tr.GradNorm(1)
-			if err != nil {
-				return res, err
-			}
-			clip := 1.0
-			if cfg.MaxGradNorm > 0 && gnorm > cfg.MaxGradNorm {
-				clip = cfg.MaxGradNorm / gnorm
-			}
-			lr := sched.At(st.step)
-			if err := tr.Step(bindings.AdamW{LR: float32(lr), Beta1: 0.9, Beta2: 0.999, Eps: 1e-8,
-				WeightDecay: float32(cfg.WeightDecay), GradScale: float32(clip)}); err != nil {
-				return res, err
-			}
-			st.step++
-			st.epochStep++
-			elapsed := time.Since(loopStart).Seconds()
-			tps := float64(tokens) / math.Max(elapsed, 1e-9)
-			row := map[string]any{"split": "train", "step": st.step, "epoch": float64(st.step) / float64(max(perEpoch, 1)),
-				"learning_rate": lr, "grad_norm": gnorm, "tokens_per_s": tps}
-			if sft {
-				row["loss"] = sftLoss
-			} else {
-				for k, v := range m.Map() {
-					row[k] = v
-				}
-			}
-			if err := writeRow(row); err != nil {
-				return res, err
-			}
-			if progress != nil {
-				progress(progressLine(st.step, total, row, tps, time.Since(loopStart)), false)
-			}
-			if st.step%evalEvery == 0 || st.step == total {
-				em, err := evaluate(st.step)
-				if err != nil && ctx.Err() != nil {
-					// interrupted during the evaluation: the step is done
-					if err := saveCheckpoint(cfg.Out, tr, st); err != nil {
-						return res, fmt.Errorf("interrupted, and saving the checkpoint failed: %w", err)
-					}
-					return res, fmt.Errorf("step %d, checkpoint saved: %w", st.step, ErrInterrupted)
-				}
-				if err != nil {
-					return res, err
-				}
-				lastEvalStep = st.step
-				if em != nil && cfg.Patience > 0 {
-					key := "rewards/margins"
-					val := em[key]
-					if sft {
-						val = -em["loss"]
-					}
-					if val > st.bestMargin {
-						st.bestMargin, st.badEvals, st.bestStep = val, 0, st.step
-						s, err := tr.GetState()
-						if err != nil {
-							return res, err
-						}
-						st.best = s.Params
-					} else if st.badEvals++; st.badEvals >= cfg.Patience {
-						stopped = true
-						res.StoppedEarly = true
-						break
-					}
-				}
-			}
-			if st.step%saveEvery == 0 && st.step < total {
-				if err := saveCheckpoint(cfg.Out, tr, st); err != nil {
-					return res, err
-				}
-			}
-			if cfg.OnStep != nil {
-				cfg.OnStep(st.step)
-			}
-		}
-		if !stopped && st.epochStep*cfg.GradAccum >= len(mbs) {
-			st.epoch++
-			st.epochStep = 0
-			// one summary row per finished epoch
-			if err := writeRow(map[string]any{"split": "train_epoch", "step": st.step, "epoch": st.epoch,
-				"tokens_per_s": float64(tokens) / math.Max(time.Since(loopStart).Seconds(), 1e-9)}); err != nil {
-				return res, err
-			}
-			if ctx.Err() == nil {
-				if em, err := evaluateAt(st.step); err != nil && ctx.Err() == nil {
-					return res, err
-				} else if em != nil {
-					lastEvalStep = st.step
-				}
-			}
-		}
-	}
-	if progress != nil {
-		progress("", true)
-	}
-	if lastEvalStep != st.step {
-		if _, err := evaluate(st.step); err != nil {
-			return res, err
-		}
-	}
-	if res.StoppedEarly && st.best != nil {
+	if r.stopped && r.st.best != nil {
 		// export the adapter of the best held-out evaluation
-		if err := tr.SetState(st.best, nil, nil, int64(st.step)); err != nil {
+		if err := tr.SetState(r.st.best, nil, nil, int64(r.st.step)); err != nil {
+			return res, err
+		}
+		if res.After, err = r.evaluate(); err != nil {
 			return res, err
 		}
 	}
-	if len(eval) > 0 {
-		res.After, err = Evaluate(ctx, tr, eval, cfg.BatchTokens, sft, cfg.Method, eps)
-		if err != nil {
-			return res, err
-		}
-	}
+	res.StoppedEarly = r.stopped
 	res.Adapter = filepath.Join(cfg.Out, "adapter.gguf")
 	if err := tr.Export(res.Adapter); err != nil {
 		return res, err
 	}
-	res.Steps = st.step
-	res.Epochs = st.epoch
+	res.Steps, res.Epochs = r.st.step, r.st.epoch
 	res.ElapsedS = time.Since(start).Seconds()
-	res.TokensPerS = float64(tokens) / math.Max(time.Since(loopStart).Seconds(), 1e-9)
-	if err := saveCheckpoint(cfg.Out, tr, st); err != nil {
+	res.TokensPerS = r.rate()
+	if err := saveCheckpoint(cfg.Out, tr, r.st); err != nil {
 		return res, err
 	}
 	return res, writeJSON(filepath.Join(cfg.Out, "summary.json"), res)
 }
 
-// Evaluate computes held-out metrics at the current adapter (TRL names for
-// the DPO family; "loss" and "logps/chosen" for SFT).
-func Evaluate(ctx context.Context, tr *bindings.Trainer, exs []Example, budget int, sft bool, method string, eps float64) (map[string]float64, error) {
-	order := make([]int, len(exs))
-	for i := range order {
-		order[i] = i
+// inputs are a run's pairs, read, checked and tokenized.
+type inputs struct {
+	stdin       []byte // the pairs of --data -, kept in the run
+	train, eval []Example
+	hashes      map[string]string // see Config.Hashes; no "data" for stdin yet
+	trunc       Truncation
+	skipped     int
+}
+
+// readInputs loads and tokenizes the pairs, checks --beta-table against
+// their objectives and, on resume, the input hashes against the run's.
+func readInputs(cfg Config) (*inputs, error) {
+	in := &inputs{}
+	opt := pairs.LoadOptions{SkipInvalid: cfg.SkipInvalid}
+	var trainPairs, evalPairs []pairs.Pair
+	var stats pairs.Stats
+	var err error
+	dataName := cfg.Data
+	if cfg.Data == "-" {
+		r := cfg.Stdin
+		if r == nil {
+			r = os.Stdin
+		}
+		if in.stdin, err = io.ReadAll(r); err != nil {
+			return nil, fmt.Errorf("stdin: %w", err)
+		}
+		dataName = "stdin"
+		trainPairs, stats, err = pairs.Read(bytes.NewReader(in.stdin), dataName, opt)
+	} else {
+		trainPairs, stats, err = pairs.Load(cfg.Data, opt)
 	}
-	var m Metrics
-	var nll float64
-	var ntok int
-	for _, mb := range Pack(exs, order, budget, sft) {
-		if err := ctx.Err(); err != nil {
+	if err != nil {
+		return nil, err
+	}
+	in.skipped = stats.Skipped
+	if cfg.EvalData != "" {
+		if evalPairs, _, err = pairs.Load(cfg.EvalData, opt); err != nil {
 			return nil, err
 		}
-		b := BuildBatch(exs, mb, sft)
-		out, err := tr.Forward(b, 1)
-		sums := out.Sums
+	}
+	objectives := map[string]bool{}
+	for _, set := range [][]pairs.Pair{trainPairs, evalPairs} {
+		for i := range set {
+			objectives[strings.ToLower(set[i].Objective)] = true
+		}
+	}
+	if err := checkBetaTable(cfg.BetaTable, objectives); err != nil {
+		return nil, err
+	}
+	if cfg.EvalData == "" && cfg.EvalSplit > 0 {
+		// salted: files written by `align data synth/split` were split by the
+		// same id hash, and an unsalted split of their train half with the
+		// same seed would hold out nothing
+		if trainPairs, evalPairs, err = pairs.Split(trainPairs, cfg.EvalSplit, cfg.Seed^evalSplitSalt); err != nil {
+			return nil, err
+		}
+	}
+	if len(trainPairs) == 0 {
+		return nil, fmt.Errorf("%s: no training pairs", dataName)
+	}
+	hc := cfg
+	if in.stdin != nil {
+		hc.Data = "" // hashed once kept in the run
+	}
+	if in.hashes, err = inputHashes(hc); err != nil {
+		return nil, err
+	}
+	if cfg.Resume {
+		if err := checkHashes(cfg.Out, cfg.Hashes, in.hashes, cfg); err != nil {
+			return nil, err
+		}
+	}
+
+	vocab, err := bindings.LoadModel(cfg.Model, bindings.ModelOptions{VocabOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer vocab.Close()
+	if mi, err := vocab.Info(); err == nil && mi.NCtxTrain > 0 && cfg.MaxLength > mi.NCtxTrain {
+		return nil, bad("max-length", "is at most the model's context, %d (got %d)", mi.NCtxTrain, cfg.MaxLength)
+	}
+	enc, err := NewEncoder(vocab, cfg.MaxLength, cfg.Raw)
+	if err != nil {
+		return nil, err
+	}
+	betas := BetaTable{Table: MergeBetas(cfg.BetaTable), Override: cfg.Beta}
+	train, trunc, skipped, err := enc.Encode(trainPairs, betas, cfg.SkipInvalid)
+	if err != nil {
+		return nil, positioned(dataName, cfg.Data, err)
+	}
+	eval, trunc2, skipped2, err := enc.Encode(evalPairs, betas, cfg.SkipInvalid)
+	if err != nil {
+		if cfg.EvalData == "" { // --eval-split: the held-out pairs are lines of --data
+			return nil, positioned(dataName, cfg.Data, err)
+		}
+		return nil, positioned(cfg.EvalData, cfg.EvalData, err)
+	}
+	in.train, in.eval = train, eval
+	in.skipped += skipped + skipped2
+	in.trunc = Truncation{trunc.PromptsCut + trunc2.PromptsCut, trunc.ResponsesCut + trunc2.ResponsesCut}
+	return in, nil
+}
+
+// resumeConfig reads the run in cfg.Out and applies what a resume may
+// change. The run is read and written in cfg.Out, wherever it started.
+func resumeConfig(cfg Config) (Config, error) {
+	saved, err := loadConfig(cfg.Out)
+	if err != nil {
+		return cfg, err
+	}
+	saved.Out, saved.Resume = cfg.Out, true
+	saved.Threads, saved.OnStep = cfg.Threads, cfg.OnStep
+	if v := cfg.Continue.Epochs; v != nil {
+		saved.Epochs = *v
+	}
+	if v := cfg.Continue.MaxSteps; v != nil {
+		saved.MaxSteps = *v
+	}
+	// a path stored relative (by an older align) resolves against the run
+	for _, p := range []*string{&saved.Model, &saved.Data, &saved.EvalData} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			if _, err := os.Stat(*p); err != nil {
+				*p = filepath.Join(cfg.Out, *p)
+			}
+		}
+	}
+	if saved.Data == "-" {
+		return cfg, fmt.Errorf("%s: cannot resume: the run read its pairs from standard input and did not keep them", cfg.Out)
+	}
+	return saved, nil
+}
+
+// positioned names the file and line of the pair an encoding error is about.
+func positioned(name, path string, err error) error {
+	var pe *pairError
+	if errors.As(err, &pe) {
+		if line := lineOf(path, pe.id); line > 0 {
+			return fmt.Errorf("%s:%d: %w", name, line, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", name, err)
+}
+
+// runner is one run's loop state.
+type runner struct {
+	ctx         context.Context
+	cfg         Config
+	progress    Progress
+	tr          Trainer
+	obj         objective
+	opt         optimiser
+	train, eval []Example
+	log         *metricsLog
+
+	st                   runState
+	total, perEpoch      int
+	sched                Schedule
+	evalEvery, saveEvery int
+	tokens               int64
+	loopStart            time.Time
+	startStep            int
+	stopped              bool
+}
+
+// reference fills the reference log-probs of the preference family.
+func (r *runner) reference() error {
+	if !r.obj.pairwise() {
+		return nil
+	}
+	err := referenceLogps(r.ctx, r.tr, r.cfg, r.progress, r.train, r.eval)
+	if err != nil && r.ctx.Err() != nil {
+		return fmt.Errorf("computing reference log-probs (those done are kept): %w", ErrInterrupted)
+	}
+	return err
+}
+
+// restore loads the newest readable checkpoint of a resumed run and opens
+// the metrics log at its step.
+func (r *runner) restore() error {
+	r.st = runState{bestMargin: math.Inf(-1)}
+	keep := -1
+	if r.cfg.Resume && len(listCheckpoints(filepath.Join(r.cfg.Out, "checkpoints"))) > 0 {
+		st, note, err := loadCheckpoint(r.cfg.Out, r.tr)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		for k, i := range mb.Examples {
-			ex := &exs[i]
-			if sft {
-				nll -= sums[k]
-				ntok += len(ex.Chosen)
-				m.N++
-				m.LogpsChosen += sums[k]
-				continue
+		if note != "" {
+			r.progress(Event{Note: note})
+		}
+		r.st, keep = st, st.step
+		// a run that early stopping ended stays ended
+		r.stopped = r.cfg.Patience > 0 && r.st.badEvals >= r.cfg.Patience
+	}
+	// keep < 0: a new run, or one interrupted before its first checkpoint
+	var err error
+	r.log, err = openMetrics(filepath.Join(r.cfg.Out, "metrics.jsonl"), keep)
+	return err
+}
+
+// plan sets the schedule. Packing depends on each epoch's order, so epochs
+// can differ by a step.
+func (r *runner) plan() {
+	cfg := r.cfg
+	for e := 0; e < cfg.Epochs; e++ {
+		r.total += (len(Pack(r.train, EpochOrder(len(r.train), cfg.Seed, e), cfg.BatchTokens, !r.obj.pairwise())) + cfg.GradAccum - 1) / cfg.GradAccum
+	}
+	r.perEpoch = max(1, r.total/cfg.Epochs) // for the defaults of --eval-every and --save-every
+	if cfg.MaxSteps > 0 && cfg.MaxSteps < r.total {
+		r.total = cfg.MaxSteps
+	}
+	warmup := cfg.WarmupSteps
+	if warmup > r.total/2 {
+		warmup = r.total / 2
+		if r.st.step == 0 {
+			r.progress(Event{Note: fmt.Sprintf("--warmup-steps %d is more than half of the run's %s: warming up over %s",
+				cfg.WarmupSteps, plural(r.total, "step"), plural(warmup, "step"))})
+		}
+	}
+	r.sched = Schedule{LR: cfg.LR, Warmup: warmup, Total: r.total, Kind: cfg.Schedule}
+	r.evalEvery, r.saveEvery = cfg.EvalEvery, cfg.SaveEvery
+	if r.evalEvery <= 0 {
+		r.evalEvery = r.perEpoch
+	}
+	if r.saveEvery <= 0 {
+		r.saveEvery = r.perEpoch
+	}
+}
+
+// plural is "1 step", "2 steps".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return fmt.Sprintf("1 %s", noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+func (r *runner) epochOf(step int) float64 { return float64(step) / float64(max(r.perEpoch, 1)) }
+
+func (r *runner) rate() float64 {
+	return float64(r.tokens) / math.Max(time.Since(r.loopStart).Seconds(), 1e-9)
+}
+
+// evaluate is the held-out metrics at the current adapter (nil without
+// held-out pairs).
+func (r *runner) evaluate() (map[string]float64, error) {
+	if len(r.eval) == 0 {
+		return nil, nil
+	}
+	t0 := time.Now()
+	return evaluate(r.ctx, r.tr, r.obj, r.eval, r.cfg.BatchTokens, func(n, total int) {
+		r.progress(Event{Phase: "eval", Done: n, Total: total, ETA: eta(time.Since(t0), n, total)})
+	})
+}
+
+// evaluateAt logs the held-out metrics of step once: a step already
+// evaluated (in the metrics log) is not evaluated again.
+func (r *runner) evaluateAt(step int) (map[string]float64, error) {
+	if len(r.eval) == 0 {
+		return nil, nil
+	}
+	if row, ok := r.log.has("eval", step); ok {
+		return evalMetrics(row), nil
+	}
+	m, err := r.evaluate()
+	if err != nil {
+		return nil, err
+	}
+	row := map[string]any{"split": "eval", "step": step, "epoch": r.epochOf(step)}
+	for k, v := range m {
+		row[k] = v
+	}
+	return m, r.log.write(row)
+}
+
+// eta is the time left at done of total after elapsed (0 when unknown or
+// nothing is left).
+func eta(elapsed time.Duration, done, total int) time.Duration {
+	if done <= 0 || done >= total {
+		return 0
+	}
+	return time.Duration(float64(elapsed) / float64(done) * float64(total-done))
+}
+
+// interrupted saves a checkpoint at the current step.
+func (r *runner) interrupted() error {
+	if err := saveCheckpoint(r.cfg.Out, r.tr, r.st); err != nil {
+		return fmt.Errorf("interrupted, and saving the checkpoint failed: %w", err)
+	}
+	return fmt.Errorf("step %d, checkpoint saved: %w", r.st.step, ErrInterrupted)
+}
+
+func (r *runner) loop() error {
+	cfg := r.cfg
+	sft := !r.obj.pairwise()
+	r.loopStart, r.startStep = time.Now(), r.st.step
+	if err := r.catchUp(); err != nil {
+		return err
+	}
+	for r.st.step < r.total && r.st.epoch < cfg.Epochs && !r.stopped {
+		mbs := Pack(r.train, EpochOrder(len(r.train), cfg.Seed, r.st.epoch), cfg.BatchTokens, sft)
+		for r.st.epochStep*cfg.GradAccum < len(mbs) && r.st.step < r.total {
+			if r.ctx.Err() != nil {
+				return r.interrupted()
 			}
-			p := PairLogps{PiW: sums[2*k], PiL: sums[2*k+1], RefW: ex.RefW, RefL: ex.RefL, NW: len(ex.Chosen), NL: len(ex.Rejected)}
-			l, err := PreferenceLoss(method, ex.Beta, eps, p)
+			group := mbs[r.st.epochStep*cfg.GradAccum : min(len(mbs), (r.st.epochStep+1)*cfg.GradAccum)]
+			lr := r.sched.At(r.st.step)
+			ss, err := r.opt.step(r.tr, r.obj, r.train, group, lr)
 			if err != nil {
-				return nil, err
+				return fmt.Errorf("step %d: %w", r.st.step, err)
 			}
-			m.Add(l, p)
+			r.tokens += ss.tokens
+			r.st.step++
+			r.st.epochStep++
+			tps := r.rate()
+			row := map[string]any{"split": "train", "step": r.st.step, "epoch": r.epochOf(r.st.step),
+				"learning_rate": lr, "grad_norm": ss.gradNorm, "tokens_per_s": tps}
+			m := r.obj.metrics(ss.metrics)
+			for k, v := range m {
+				row[k] = v
+			}
+			if err := r.log.write(row); err != nil {
+				return err
+			}
+			stats := fmt.Sprintf("loss %.4f", m["loss"])
+			if v, ok := m["rewards/margins"]; ok {
+				stats += fmt.Sprintf(" margin %.3f acc %.2f", v, m["rewards/accuracies"])
+			}
+			stats += fmt.Sprintf(" lr %.2e %.0f tok/s", lr, tps)
+			r.progress(Event{Phase: "train", Done: r.st.step, Total: r.total, Stats: stats,
+				ETA: eta(time.Since(r.loopStart), r.st.step-r.startStep, r.total-r.startStep)})
+			if r.st.step%r.evalEvery == 0 || r.st.step == r.total {
+				em, err := r.evaluateAt(r.st.step)
+				if err != nil && r.ctx.Err() != nil {
+					return r.interrupted() // during the evaluation: the step is done
+				}
+				if err != nil {
+					return err
+				}
+				if em != nil && cfg.Patience > 0 {
+					if err := r.patience(em); err != nil {
+						return err
+					}
+					if r.stopped {
+						break
+					}
+				}
+			}
+			if r.st.step%r.saveEvery == 0 && r.st.step < r.total {
+				if err := saveCheckpoint(cfg.Out, r.tr, r.st); err != nil {
+					return err
+				}
+			}
+			if cfg.OnStep != nil {
+				cfg.OnStep(r.st.step)
+			}
+		}
+		if !r.stopped && r.st.epochStep*cfg.GradAccum >= len(mbs) {
+			r.st.epoch++
+			r.st.epochStep = 0
+			// one summary row per finished epoch
+			if err := r.log.write(map[string]any{"split": "train_epoch", "step": r.st.step, "epoch": r.st.epoch,
+				"tokens_per_s": r.rate()}); err != nil {
+				return err
+			}
+			if r.ctx.Err() == nil {
+				if _, err := r.evaluateAt(r.st.step); err != nil && r.ctx.Err() == nil {
+					return err
+				}
+			}
 		}
 	}
-	if sft {
-		return map[string]float64{"loss": nll / math.Max(float64(ntok), 1), "logps/chosen": m.LogpsChosen / math.Max(float64(m.N), 1)}, nil
+	return nil
+}
+
+// catchUp runs the evaluation an interruption skipped at the checkpoint's
+// step (the interruption landed in it, or at the end of an epoch), so a
+// resumed run logs and decides what an uninterrupted one did.
+func (r *runner) catchUp() error {
+	step := r.st.step
+	if step == 0 || len(r.eval) == 0 {
+		return nil
 	}
-	return m.Map(), nil
+	if _, ok := r.log.has("eval", step); ok {
+		return nil
+	}
+	switch {
+	case step%r.evalEvery == 0 || step == r.total:
+		em, err := r.evaluateAt(step)
+		if err != nil {
+			if r.ctx.Err() != nil {
+				return r.interrupted()
+			}
+			return err
+		}
+		if r.cfg.Patience > 0 {
+			return r.patience(em)
+		}
+	case r.st.epochStep == 0:
+		if _, err := r.evaluateAt(step); err != nil {
+			if r.ctx.Err() != nil {
+				return r.interrupted()
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// patience tracks the best held-out score and stops the run after
+// cfg.Patience evaluations without a better one.
+func (r *runner) patience(em map[string]float64) error {
+	val := em["rewards/margins"]
+	if !r.obj.pairwise() {
+		val = -em["loss"]
+	}
+	if val > r.st.bestMargin {
+		r.st.bestMargin, r.st.badEvals, r.st.bestStep = val, 0, r.st.step
+		s, err := r.tr.GetState()
+		if err != nil {
+			return err
+		}
+		r.st.best = s.Params
+	} else if r.st.badEvals++; r.st.badEvals >= r.cfg.Patience {
+		r.stopped = true
+	}
+	return nil
 }
 
 // referenceLogps fills RefW/RefL, reading Out/reference.json when it holds
 // every id (a resumed run) and writing it otherwise.
-func referenceLogps(ctx context.Context, tr *bindings.Trainer, cfg Config, sets ...[]Example) error {
+func referenceLogps(ctx context.Context, tr Trainer, cfg Config, progress Progress, sets ...[]Example) error {
 	type ref struct{ W, L float64 }
 	path := filepath.Join(cfg.Out, "reference.json")
 	cache := map[string]ref{}
 	readJSON(path, &cache)
-	missing := false
+	missing := 0
 	for _, set := range sets {
 		for i := range set {
 			if r, ok := cache[set[i].ID]; ok {
 				set[i].RefW, set[i].RefL = r.W, r.L
 			} else {
-				missing = true
+				missing++
 			}
 		}
 	}
-	if !missing {
+	if missing == 0 {
 		return nil
 	}
+	var todo [][]MicroBatch
+	total := 0
 	for _, set := range sets {
 		order := make([]int, len(set))
 		for i := range order {
 			order[i] = i
 		}
+		var mbs []MicroBatch
 		for _, mb := range Pack(set, order, cfg.BatchTokens, false) {
+			for _, i := range mb.Examples {
+				if _, ok := cache[set[i].ID]; !ok {
+					mbs = append(mbs, mb)
+					break
+				}
+			}
+		}
+		todo = append(todo, mbs)
+		total += len(mbs)
+	}
+	t0, done := time.Now(), 0
+	progress(Event{Phase: "reference", Done: 0, Total: total})
+	for s, set := range sets {
+		for _, mb := range todo[s] {
 			if err := ctx.Err(); err != nil {
 				writeJSON(path, cache) // keep what is done for the resumed run
 				return err
 			}
-			if done := func() bool {
-				for _, i := range mb.Examples {
-					r, ok := cache[set[i].ID]
-					if !ok {
-						return false
-					}
-					set[i].RefW, set[i].RefL = r.W, r.L
-				}
-				return true
-			}(); done {
-				continue
-			}
 			out, err := tr.Forward(BuildBatch(set, mb, false), 0)
-			sums := out.Sums
 			if err != nil {
 				return fmt.Errorf("reference log-probs: %w", err)
 			}
 			for k, i := range mb.Examples {
-				set[i].RefW, set[i].RefL = sums[2*k], sums[2*k+1]
-				cache[set[i].ID] = ref{sums[2*k], sums[2*k+1]}
+				set[i].RefW, set[i].RefL = out.Sums[2*k], out.Sums[2*k+1]
+				cache[set[i].ID] = ref{out.Sums[2*k], out.Sums[2*k+1]}
 			}
+			done++
+			progress(Event{Phase: "reference", Done: done, Total: total, ETA: eta(time.Since(t0), done, total)})
 		}
 	}
 	return writeJSON(path, cache)
-}
-
-func progressLine(step, total int, row map[string]any, tps float64, elapsed time.Duration) string {
-	const width = 24
-	filled := width * step / max(total, 1)
-	bar := strings.Repeat("#", filled) + strings.Repeat(".", width-filled)
-	eta := time.Duration(float64(elapsed) / float64(step) * float64(total-step)).Round(time.Second)
-	s := fmt.Sprintf("step %d/%d [%s] loss %.4f", step, total, bar, row["loss"])
-	if v, ok := row["rewards/margins"]; ok {
-		s += fmt.Sprintf(" margin %.3f acc %.2f", v, row["rewards/accuracies"])
-	}
-	return s + fmt.Sprintf(" lr %.2e %.0f tok/s ETA %s", row["learning_rate"], tps, eta)
 }
 
 func writeJSON(path string, v any) error {
@@ -660,6 +697,7 @@ func writeJSON(path string, v any) error {
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		os.Remove(tmp)
 		return err
 	}
 	return os.Rename(tmp, path)
@@ -672,32 +710,3 @@ func readJSON(path string, v any) error {
 	}
 	return json.Unmarshal(b, v)
 }
-
-// trimMetrics drops rows of steps after the checkpoint (written by the run
-// that died after it) so a resumed run's metrics read as one run.
-func trimMetrics(path string, step int) error {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var keep []byte
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.TrimSpace(line) == "" {
-			continue
-		}
-		var row struct {
-			Step int `json:"step"`
-		}
-		if json.Unmarshal([]byte(line), &row) != nil || row.Step > step {
-			continue // torn line or a step after the checkpoint
-		}
-		keep = append(keep, line...)
-		keep = append(keep, '\n')
-	}
-	return os.WriteFile(path, keep, 0o644)
-}
-
-var _ io.Writer = (*os.File)(nil)

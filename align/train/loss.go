@@ -1,7 +1,9 @@
 // Package train is align's training driver: data to token batches,
-// per-objective β, the loss and its gradient with respect to per-sequence
-// log-prob sums (losses here are pure Go and need no cgo), the optimiser
-// loop over the native trainer, metrics, checkpoints and adapter export.
+// per-objective β, objectives (SFT and the preference family) that turn a
+// micro-batch's log-probs into a loss, per-token cotangents and metrics
+// (pure Go, no cgo), one optimiser step shared by training and the
+// benchmark, the loop over a Trainer (engine.go adapts the native one),
+// metrics, run directories, checkpoints and adapter export.
 package train
 
 import (
@@ -192,7 +194,8 @@ type Metrics struct {
 	RewardsChosen, RewardsRej float64
 	Margins, Accuracies       float64
 	LogpsChosen, LogpsRej     float64
-	NLL                       float64 // sum of chosen mean-token NLLs (RPO runs)
+	NLL                       float64 // preferences: sum of chosen mean-token NLLs (RPO runs); SFT: sum of token NLLs
+	Tokens                    int     // SFT: scored tokens
 }
 
 // Add accumulates one pair.

@@ -55,6 +55,9 @@ func subset(t *testing.T, path string, n int) string {
 // step-0 policy equals the reference, so every margin is 0) to >= 0.9, and
 // the adapter makes the preferred phrasing appear in samples.
 func TestDPOLearnsPreferences(t *testing.T) {
+	if testing.Short() {
+		t.Skip("acceptance test (about 150 s on 2 cores); TestLoopWithFakeTrainer covers the loop")
+	}
 	cfg := DefaultConfig()
 	cfg.Method, cfg.Model, cfg.Data, cfg.EvalData = DPO, tinyModel, trainData, evalData
 	cfg.Out = t.TempDir()
@@ -133,6 +136,9 @@ func smallRun(t *testing.T, method, out string) Config {
 // (the last periodic checkpoint only) and then resumed ends with the same
 // adapter, byte for byte, as an uninterrupted run.
 func TestResumeIsBitIdentical(t *testing.T) {
+	if testing.Short() {
+		t.Skip("acceptance test of the engine's resume; TestFakeResumeIsBitIdentical covers the loop")
+	}
 	for _, method := range []string{DPO, SFT} {
 		t.Run(method, func(t *testing.T) {
 			ref := smallRun(t, method, t.TempDir())
@@ -192,19 +198,35 @@ func TestBadData(t *testing.T) {
 	os.WriteFile(long, []byte(`{"id":"ok","prompt":"hi","chosen":"yes please","rejected":"no thanks"}
 {"id":"huge","prompt":"`+strings.Repeat("manga volume ", 400)+`","chosen":"yes","rejected":"no"}
 `), 0o644)
-	cfg.Data, cfg.MaxLength = long, 64
-	_, err = Run(context.Background(), cfg, nil)
-	if err == nil || !strings.Contains(err.Error(), `"huge"`) || !strings.Contains(err.Error(), "--max-length") {
-		t.Errorf("prompt over --max-length: err = %v", err)
-	}
-	cfg.SkipInvalid, cfg.MaxSteps = true, 1
+	// a prompt over --max-length is cut from the left like any other (issue 7 item 12)
+	cfg.Data, cfg.MaxLength, cfg.MaxSteps = long, 64, 1
 	res, err := Run(context.Background(), cfg, nil)
+	if err != nil || res.Truncation.PromptsCut != 1 || res.TrainPairs != 2 {
+		t.Errorf("prompt over --max-length: %+v, %v", res, err)
+	}
+	cfg.Data, cfg.Out, cfg.SkipInvalid = bad, t.TempDir(), true
+	res, err = Run(context.Background(), cfg, nil)
 	if err != nil || res.Skipped != 1 || res.TrainPairs != 1 {
 		t.Errorf("skip-invalid: %+v, %v", res, err)
 	}
+	cfg.Out = t.TempDir()
 	cfg.Method = "ppo"
-	if _, err := Run(context.Background(), cfg, nil); err == nil || !strings.Contains(err.Error(), "--method") {
+	var ce *ConfigError
+	if _, err := Run(context.Background(), cfg, nil); !errors.As(err, &ce) || ce.Flag != "method" {
 		t.Errorf("unknown method: %v", err)
+	}
+}
+
+// An encoding error names the file and line of its pair.
+func TestEncodeErrorNamesLine(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "p.jsonl")
+	os.WriteFile(data, []byte(`{"id":"a","prompt":"hi","chosen":"yes","rejected":"no"}
+
+{"id":"b","prompt":"hi","chosen":"yes","rejected":"no"}
+`), 0o644)
+	err := positioned("p.jsonl", data, &pairError{id: "b", err: errors.New("boom")})
+	if err == nil || !strings.HasPrefix(err.Error(), `p.jsonl:3: pair "b": boom`) {
+		t.Errorf("err = %v", err)
 	}
 }
 
@@ -221,7 +243,7 @@ func TestTruncationKeepsResponse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full, _, _, _ := (&Encoder{Model: m, MaxLength: 1 << 20, templated: enc.templated, eos: enc.eos}).Encode(ps, BetaTable{}, false)
+	full, _, _, _ := (&Encoder{Model: m, MaxLength: 1 << 20, format: enc.format}).Encode(ps, BetaTable{}, false)
 	ex := exs[0]
 	if tr.PromptsCut != 1 || tr.ResponsesCut != 0 {
 		t.Errorf("truncation %+v", tr)
@@ -350,13 +372,16 @@ func TestCorruptCheckpointFallsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tr.Close()
-	st, err := loadCheckpoint(cfg.Out, tr)
+	st, note, err := loadCheckpoint(cfg.Out, asTrainer(tr))
 	if err != nil || st.step != 4 {
 		t.Errorf("loaded step %d (%v), want the previous checkpoint, step 4", st.step, err)
 	}
+	if !strings.Contains(note, "step-00000004") || !strings.Contains(note, "checksum") {
+		t.Errorf("fallback note %q, want it to name the checkpoint used and why the newest was skipped", note)
+	}
 	// without DONE the directory does not count
 	os.Remove(filepath.Join(dir, "step-00000004", "DONE"))
-	if _, err := loadCheckpoint(cfg.Out, tr); err == nil || !strings.Contains(err.Error(), "checksum") {
+	if _, _, err := loadCheckpoint(cfg.Out, asTrainer(tr)); err == nil || !strings.Contains(err.Error(), "checksum") {
 		t.Errorf("only a corrupt checkpoint left: err = %v, want a checksum error", err)
 	}
 }

@@ -1,0 +1,268 @@
+package train
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/align-dev/align/bindings"
+)
+
+// Trainer is what the driver needs of a LoRA trainer over a frozen base:
+// forwards that return per-token log-probs, a backward that takes one
+// cotangent per scored token, and AdamW over the accumulated gradient.
+// *bindings.Trainer (engine.go) implements it; the loop
+// tests use a fake. Implementations need not be safe for concurrent use.
+type Trainer interface {
+	// Forward scores b without keeping a gradient; loraScale 0 is the
+	// frozen reference.
+	Forward(b *bindings.Batch, loraScale float32) (Outputs, error)
+	// ForwardGrad scores b with the adapters on and keeps what Backward
+	// needs.
+	ForwardGrad(b *bindings.Batch) (Outputs, error)
+	// Backward accumulates (+=) the gradient of a loss whose derivative
+	// with respect to the last ForwardGrad's Logps is cot (same length).
+	Backward(cot []float32) error
+	// GradNorm is the L2 norm of the accumulated gradient times scale.
+	GradNorm(scale float64) (float64, error)
+	// Step applies AdamW from the accumulated gradient and clears it.
+	Step(p bindings.AdamW) error
+	GetState() (bindings.State, error)
+	// SetState restores parameters and moments (nil slices are kept).
+	SetState(params, m, v []float32, step int64) error
+	Export(path string) error
+	Info() bindings.TrainerInfo
+}
+
+// objective is a training method: the layout of a micro-batch and the loss
+// of its policy outputs, as per-token cotangents and metrics.
+type objective interface {
+	// pairwise reports the layout: true, sequences 2k and 2k+1 are example
+	// k's prompt + chosen and prompt + rejected; false, sequence k is
+	// example k's prompt + chosen.
+	pairwise() bool
+	// norm is the divisor that makes one optimiser step's loss over these
+	// micro-batches a mean (SFT: scored tokens; preferences: pairs).
+	norm(exs []Example, group []MicroBatch) float64
+	// loss adds micro-batch mb's loss to m and returns dLoss/dLogps, one
+	// per scored token of out in batch order, for the step's loss divided
+	// by norm. out.Logps may be empty: SFT and the preference family need
+	// only out.Sums.
+	loss(exs []Example, mb MicroBatch, out Outputs, norm float64, m *Metrics) ([]float32, error)
+	// metrics are the means of m, keyed as TRL logs them.
+	metrics(m Metrics) map[string]float64
+}
+
+// newObjective returns the objective of a validated configuration.
+func newObjective(cfg Config) objective {
+	if cfg.Method == SFT {
+		return sftObjective{}
+	}
+	eps := cfg.LabelSmoothing
+	if cfg.Method == CDPO && eps == 0 {
+		eps = 0.1
+	}
+	return prefObjective{method: cfg.Method, eps: eps, rpoAlpha: cfg.RPOAlpha}
+}
+
+// scoredTokens is the number of scored tokens in sequences of micro-batch mb.
+func seqScored(exs []Example, mb MicroBatch, pairwise bool) []int {
+	var out []int
+	for _, i := range mb.Examples {
+		out = append(out, len(exs[i].Chosen))
+		if pairwise {
+			out = append(out, len(exs[i].Rejected))
+		}
+	}
+	return out
+}
+
+// broadcast writes v into the n cotangents from off and returns off + n.
+func broadcast(cot []float32, off, n int, v float64) int {
+	for t := off; t < off+n; t++ {
+		cot[t] = float32(v)
+	}
+	return off + n
+}
+
+func checkOutputs(exs []Example, mb MicroBatch, out Outputs, pairwise bool) (int, error) {
+	per := 1
+	if pairwise {
+		per = 2
+	}
+	if len(out.Sums) != per*len(mb.Examples) {
+		return 0, fmt.Errorf("train: trainer returned %d sequence sums for %d sequences", len(out.Sums), per*len(mb.Examples))
+	}
+	n := 0
+	for _, s := range seqScored(exs, mb, pairwise) {
+		n += s
+	}
+	if out.Logps != nil && len(out.Logps) != n {
+		return 0, fmt.Errorf("train: trainer returned %d token log-probs for %d scored tokens", len(out.Logps), n)
+	}
+	return n, nil
+}
+
+// sftObjective is the mean token NLL of the chosen responses.
+type sftObjective struct{}
+
+func (sftObjective) pairwise() bool { return false }
+
+func (sftObjective) norm(exs []Example, group []MicroBatch) float64 {
+	n := 0
+	for _, mb := range group {
+		for _, i := range mb.Examples {
+			n += len(exs[i].Chosen)
+		}
+	}
+	return float64(n)
+}
+
+func (o sftObjective) loss(exs []Example, mb MicroBatch, out Outputs, norm float64, m *Metrics) ([]float32, error) {
+	n, err := checkOutputs(exs, mb, out, false)
+	if err != nil {
+		return nil, err
+	}
+	cot := make([]float32, n)
+	off := 0
+	for k, i := range mb.Examples {
+		nt := len(exs[i].Chosen)
+		m.N++
+		m.Tokens += nt
+		m.NLL -= out.Sums[k]
+		m.LogpsChosen += out.Sums[k]
+		off = broadcast(cot, off, nt, -1/norm)
+	}
+	return cot, nil
+}
+
+func (sftObjective) metrics(m Metrics) map[string]float64 {
+	return map[string]float64{"loss": m.NLL / math.Max(float64(m.Tokens), 1), "logps/chosen": m.LogpsChosen / math.Max(float64(m.N), 1)}
+}
+
+// prefObjective is the DPO family (dpo, cdpo, ipo, hinge) with each pair's
+// β and, with rpoAlpha > 0, RPO's α × the chosen response's mean token NLL.
+type prefObjective struct {
+	method   string
+	eps      float64 // label smoothing (dpo, cdpo)
+	rpoAlpha float64
+}
+
+func (prefObjective) pairwise() bool { return true }
+
+func (prefObjective) norm(_ []Example, group []MicroBatch) float64 {
+	n := 0
+	for _, mb := range group {
+		n += len(mb.Examples)
+	}
+	return float64(n)
+}
+
+func (o prefObjective) loss(exs []Example, mb MicroBatch, out Outputs, norm float64, m *Metrics) ([]float32, error) {
+	n, err := checkOutputs(exs, mb, out, true)
+	if err != nil {
+		return nil, err
+	}
+	cot := make([]float32, n)
+	off := 0
+	for k, i := range mb.Examples {
+		ex := &exs[i]
+		p := PairLogps{PiW: out.Sums[2*k], PiL: out.Sums[2*k+1], RefW: ex.RefW, RefL: ex.RefL, NW: len(ex.Chosen), NL: len(ex.Rejected)}
+		l, err := PreferenceLoss(o.method, ex.Beta, o.eps, p)
+		if err != nil {
+			return nil, fmt.Errorf("pair %q: %w", ex.ID, err)
+		}
+		if o.rpoAlpha > 0 {
+			nll := -p.PiW / float64(p.NW)
+			l.Loss += o.rpoAlpha * nll
+			l.DPiW -= o.rpoAlpha / float64(p.NW)
+			m.NLL += nll
+		}
+		m.Add(l, p)
+		off = broadcast(cot, off, p.NW, l.DPiW/norm)
+		off = broadcast(cot, off, p.NL, l.DPiL/norm)
+	}
+	return cot, nil
+}
+
+func (prefObjective) metrics(m Metrics) map[string]float64 { return m.Map() }
+
+// AdamW's moment decay rates and ε, for every optimiser step align takes.
+const (
+	adamBeta1 = 0.9
+	adamBeta2 = 0.999
+	adamEps   = 1e-8
+)
+
+// optimiser is AdamW with global-norm gradient clipping.
+type optimiser struct {
+	weightDecay float64
+	maxGradNorm float64 // 0: no clipping
+}
+
+// stepStats is what one optimiser step measured.
+type stepStats struct {
+	metrics  Metrics
+	gradNorm float64 // before clipping
+	tokens   int64   // padded tokens processed
+}
+
+// step is one optimiser step over group: forward_grad → loss → backward per
+// micro-batch (the gradient accumulates), clip to maxGradNorm, AdamW at lr.
+func (o optimiser) step(tr Trainer, obj objective, exs []Example, group []MicroBatch, lr float64) (stepStats, error) {
+	var st stepStats
+	norm := obj.norm(exs, group)
+	for _, mb := range group {
+		b := BuildBatch(exs, mb, !obj.pairwise())
+		out, err := tr.ForwardGrad(b)
+		if err != nil {
+			return st, err
+		}
+		cot, err := obj.loss(exs, mb, out, norm, &st.metrics)
+		if err != nil {
+			return st, err
+		}
+		if err := tr.Backward(cot); err != nil {
+			return st, err
+		}
+		st.tokens += int64(b.NSeq * b.NTok)
+	}
+	var err error
+	if st.gradNorm, err = tr.GradNorm(1); err != nil {
+		return st, err
+	}
+	clip := 1.0
+	if o.maxGradNorm > 0 && st.gradNorm > o.maxGradNorm {
+		clip = o.maxGradNorm / st.gradNorm
+	}
+	return st, tr.Step(bindings.AdamW{LR: float32(lr), Beta1: adamBeta1, Beta2: adamBeta2, Eps: adamEps,
+		WeightDecay: float32(o.weightDecay), GradScale: float32(clip)})
+}
+
+// evaluate is the objective's metrics over exs at the current adapter
+// (forward only). done, if set, is called after each micro-batch with the
+// count done and the total.
+func evaluate(ctx context.Context, tr Trainer, obj objective, exs []Example, budget int, done func(n, total int)) (map[string]float64, error) {
+	order := make([]int, len(exs))
+	for i := range order {
+		order[i] = i
+	}
+	var m Metrics
+	mbs := Pack(exs, order, budget, !obj.pairwise())
+	for j, mb := range mbs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		out, err := tr.Forward(BuildBatch(exs, mb, !obj.pairwise()), 1)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := obj.loss(exs, mb, out, 1, &m); err != nil {
+			return nil, err
+		}
+		if done != nil {
+			done(j+1, len(mbs))
+		}
+	}
+	return obj.metrics(m), nil
+}
