@@ -139,6 +139,20 @@ func (t *Trainer) refreshInfo() error {
 // Info describes the trainer.
 func (t *Trainer) Info() TrainerInfo { return t.info }
 
+// ComputeBytes returns the compute buffers the last body and LM-head graphs
+// needed (the head's is O(n_vocab · chunk)).
+func (t *Trainer) ComputeBytes() (body, head int64) {
+	defer lockThread()()
+	if t.live() != nil {
+		return 0, 0
+	}
+	var ci C.align_trainer_info
+	if C.align_trainer_get_info(t.p, &ci) != C.ALIGN_OK {
+		return 0, 0
+	}
+	return int64(ci.body_compute_bytes), int64(ci.head_compute_bytes)
+}
+
 // Model is the model whose weights the trainer runs on.
 func (t *Trainer) Model() *Model { return t.model }
 

@@ -384,3 +384,51 @@ func TestTrainerCancel(t *testing.T) {
 	stop()
 	t.Error("a cancelled context did not stop the trainer")
 }
+
+// The head at 8,192 scored tokens on the ~100M fixture (32 sequences of
+// 257 tokens; the old engine stopped at 4,096) runs, and its log-probs
+// match a reference computed one sequence at a time in chunks of 100
+// scored tokens (four of the sequences, to keep the test short).
+func TestTrainerHead8192Scored(t *testing.T) {
+	path := filepath.Join(fixtureDir, "llama-small-q8_0.gguf")
+	if err := WriteFixture(path, FixtureParams{Arch: "llama", Type: "q8_0", Size: "small", Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTrainer(t, path, TrainerOptions{})
+	info := tr.Info()
+	const nSeq, T = 32, 257
+	rng := rand.New(rand.NewPCG(3, 4))
+	b := &Batch{NSeq: nSeq, NTok: T, Tokens: make([]int32, nSeq*T), Lengths: make([]int32, nSeq), Scored: make([]uint8, nSeq*T)}
+	for s := 0; s < nSeq; s++ {
+		b.Lengths[s] = T
+		for j := 0; j < T; j++ {
+			b.Tokens[s*T+j] = int32(5 + rng.IntN(info.NVocab-5))
+			b.Scored[s*T+j] = uint8(min(j, 1))
+		}
+	}
+	if b.NScored() != 8192 {
+		t.Fatalf("%d scored tokens", b.NScored())
+	}
+	all, err := tr.Forward(b, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, head := tr.ComputeBytes()
+	ref := newTrainer(t, path, TrainerOptions{HeadChunkBytes: int64(100 * 16 * info.NVocab)})
+	var maxd float64
+	for _, s := range []int{0, 9, 22, 31} {
+		one := &Batch{NSeq: 1, NTok: T, Tokens: b.Tokens[s*T : (s+1)*T], Lengths: []int32{T}, Scored: b.Scored[s*T : (s+1)*T]}
+		out, err := ref.Forward(one, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, lp := range out.Logps {
+			maxd = math.Max(maxd, math.Abs(float64(lp-all.Logps[s*(T-1)+j])))
+		}
+	}
+	t.Logf("8192 scored tokens in one forward: LM-head compute buffer %.1f MiB; max |Δ log p| against single forwards in chunks of 100: %.2e",
+		float64(head)/(1<<20), maxd)
+	if maxd > 1e-3 {
+		t.Errorf("8192-token head differs from the chunked reference by %.3g", maxd)
+	}
+}

@@ -41,7 +41,9 @@ Example:
 				&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Required: true, Usage: "GGUF model `FILE`", EnvVars: []string{"ALIGN_MODEL"}},
 				&cli.StringFlag{Name: "method", Value: "dpo", Usage: "sft or dpo", EnvVars: []string{"ALIGN_METHOD"}},
 				&cli.IntFlag{Name: "seq", Value: 256, Usage: "tokens per sequence", EnvVars: []string{"ALIGN_SEQ"}},
+				&cli.IntFlag{Name: "pairs", Value: 1, Usage: "pairs per step (2 sequences each)", EnvVars: []string{"ALIGN_PAIRS"}},
 				&cli.IntFlag{Name: "steps", Value: 5, Usage: "timed steps", EnvVars: []string{"ALIGN_STEPS"}},
+				&cli.IntFlag{Name: "sample", Usage: "after training, generate `N` tokens from the live policy (one sequence, then 8 at once)", EnvVars: []string{"ALIGN_SAMPLE"}},
 				&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)", EnvVars: []string{"ALIGN_THREADS"}},
 				&cli.IntFlag{Name: "lora-rank", Value: 8, Usage: "rank r of each LoRA adapter", EnvVars: []string{"ALIGN_LORA_RANK"}},
 				&cli.StringFlag{Name: "lora-targets", Value: "q,k,v,o", Usage: "comma-separated: q,k,v,o,gate,up,down", EnvVars: []string{"ALIGN_LORA_TARGETS"}},
@@ -53,7 +55,7 @@ Example:
 					return usagef("bench train takes no arguments (got %q)", c.Args().First())
 				}
 				cfg := train.BenchConfig{
-					Model: c.String("model"), Method: strings.ToLower(c.String("method")), Seq: c.Int("seq"), Steps: c.Int("steps"),
+					Model: c.String("model"), Method: strings.ToLower(c.String("method")), Seq: c.Int("seq"), Pairs: c.Int("pairs"), Steps: c.Int("steps"), Sample: c.Int("sample"),
 					Threads: c.Int("threads"), Rank: c.Int("lora-rank"), Targets: strings.Split(c.String("lora-targets"), ","),
 					Baseline: !c.Bool("no-baseline"),
 				}
@@ -73,8 +75,13 @@ Example:
 				}
 				fmt.Fprintf(env.Stdout, "model %s (%s, %.1fM base params, %.1f MiB + %.1f MiB transposed copies)\n", res.Model, res.Arch,
 					float64(res.BaseParams)/1e6, float64(res.BaseBytes)/(1<<20), float64(res.TransBytes)/(1<<20))
-				fmt.Fprintf(env.Stdout, "%s, 2 x %d tokens, %d threads: %.1f ms/step, %.0f tokens/s, %.2f GFLOP/step, %.1f GFLOP/s, peak RSS %.0f MiB\n",
-					res.Method, res.Seq, res.Threads, res.StepMS, res.TokensPerS, res.FLOPsPerStep/1e9, res.GFLOPS, res.PeakRSSMB)
+				fmt.Fprintf(env.Stdout, "%s, %d x %d tokens (%d scored), %d threads: %.1f ms/step, %.0f tokens/s, %.2f GFLOP/step, %.1f GFLOP/s, peak RSS %.0f MiB\n",
+					res.Method, res.Seqs, res.Seq, res.Scored, res.Threads, res.StepMS, res.TokensPerS, res.FLOPsPerStep/1e9, res.GFLOPS, res.TrainRSSMB)
+				fmt.Fprintf(env.Stdout, "compute buffers: body %.1f MiB, LM head %.1f MiB\n", res.BodyMB, res.HeadMB)
+				if res.BatchSeqs > 0 {
+					fmt.Fprintf(env.Stdout, "live policy: %.0f tokens/s one sequence, %.0f tokens/s over %d at once; peak RSS with sampling %.0f MiB (%.2f x training)\n",
+						res.SampleTokensPerS, res.BatchTokensPerS, res.BatchSeqs, res.PeakRSSMB, res.PeakRSSMB/res.TrainRSSMB)
+				}
 				if res.PeakF32 > 0 {
 					fmt.Fprintf(env.Stdout, "machine peak (ggml GEMM): f32 %.1f GFLOP/s, q8_0 %.1f GFLOP/s; MFU %.1f%%\n", res.PeakF32, res.PeakQ8, 100*res.MFU)
 					fmt.Fprintf(env.Stdout, "llama.cpp prompt processing: %.0f tokens/s; training / prompt processing = %.2f\n", res.PPTokensPerS, res.TrainOverPP)

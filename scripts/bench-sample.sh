@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Generation speed of `align sample` next to llama.cpp's own generation loop
 # (native/tools/llama_gen_bench.cpp) on the same model, prompt, sampler,
-# seed and threads: same engine, so the ratio should be close to 1.
+# seed and threads: same engine, so the ratio should be close to 1. Then
+# generation from the live policy of a trainer (no adapter file, the
+# trainer's copy of the base): one sequence, and 8 decoded together
+# (tokens/s over all sequences).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ninja -C build llama_gen_bench >/dev/null
@@ -25,4 +28,12 @@ print(f"{name:12s} rep {rep}: align {a['generated_tokens']:4d} tok {a['tokens_pe
       f"ratio {a['tokens_per_s']/l['tokens_per_s']:.3f}")
 PY
   done
+  live=$(./bin/align bench train --model "$m" --method sft --seq 64 --steps 1 --no-baseline --sample "$N" --threads "$THREADS" --json)
+  python3 - "$size-$type" "$live" <<'PY'
+import json, sys
+name, r = sys.argv[1], json.loads(sys.argv[2])
+print(f"{name:12s} live policy: {r['live_sample_tokens_per_s']:8.1f} tok/s one sequence, {r['live_batch_tokens_per_s']:8.1f} tok/s over "
+      f"{r['live_batch_seqs']} at once; peak RSS train {r['train_peak_rss_mb']:.0f} MiB, train + sample {r['peak_rss_mb']:.0f} MiB "
+      f"({r['peak_rss_mb']/r['train_peak_rss_mb']:.3f} x)")
+PY
 done

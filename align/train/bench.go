@@ -2,6 +2,7 @@ package train
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"syscall"
 	"time"
@@ -13,8 +14,10 @@ import (
 type BenchConfig struct {
 	Model    string
 	Method   string // sft or dpo
-	Seq      int    // tokens per sequence; a step trains two sequences (one pair)
+	Seq      int    // tokens per sequence; a step trains two sequences per pair
+	Pairs    int    // pairs (DPO) or pairs of SFT examples per step (0: 1)
 	Steps    int    // timed steps (after one warm-up step)
+	Sample   int    // after training, tokens to generate from the live policy (0: none): one sequence, then BatchSeqs at once
 	Threads  int
 	Rank     int
 	Targets  []string
@@ -45,7 +48,20 @@ type BenchResult struct {
 	TrainOverPP  float64 `json:"train_over_pp,omitempty"`
 	BaseBytes    int64   `json:"base_bytes"`
 	TransBytes   int64   `json:"transposed_bytes"`
+	Seqs         int     `json:"seqs"`          // sequences per step (2 · pairs)
+	Scored       int     `json:"scored_tokens"` // scored tokens per step
+	BodyMB       float64 `json:"body_compute_mb"`
+	HeadMB       float64 `json:"head_compute_mb"`   // the LM head's compute buffer: O(n_vocab · chunk)
+	TrainRSSMB   float64 `json:"train_peak_rss_mb"` // peak RSS after training, before any sampling
+	// generation from the live policy (no adapter file): one sequence, then
+	// BatchSeqs sequences decoded together (tokens/s over all of them)
+	SampleTokensPerS float64 `json:"live_sample_tokens_per_s,omitempty"`
+	BatchSeqs        int     `json:"live_batch_seqs,omitempty"`
+	BatchTokensPerS  float64 `json:"live_batch_tokens_per_s,omitempty"`
 }
+
+// benchBatchSeqs is how many sequences --sample decodes at once (GRPO's G).
+const benchBatchSeqs = 8
 
 // FLOPs counts one training step's model FLOPs: the frozen matmuls forward
 // (2·N per token) and their input gradients backward (2·N per token; no
@@ -99,6 +115,10 @@ func (c *BenchConfig) Validate() error {
 		return bad("threads", "must be in [0, %d], 0 for all cores (got %d)", MaxThreads(), c.Threads)
 	case c.Rank < 1:
 		return bad("lora-rank", "must be at least 1 (got %d)", c.Rank)
+	case c.Pairs < 0 || c.Pairs > 256:
+		return bad("pairs", "must be in [1, 256] (got %d)", c.Pairs)
+	case c.Sample < 0:
+		return bad("sample", "must not be negative (got %d)", c.Sample)
 	}
 	if _, err := targetBits(c.Targets); err != nil {
 		return &ConfigError{Flag: "lora-targets", Msg: err.Error()}
@@ -125,23 +145,29 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 	defer closeTr()
 	info := tr.Info()
 	res.Arch, res.BaseParams, res.BaseBytes, res.TransBytes = info.Arch, info.NBaseParams, info.BaseBytes, info.TransposedBytes
-	// two sequences of Seq random tokens, the first of each unscored: for
-	// SFT two examples, for DPO one pair (sharing the first token)
+	// 2·Pairs sequences of Seq random tokens, the first of each unscored:
+	// for SFT 2·Pairs examples, for DPO Pairs pairs (sharing the first token)
+	pairs := max(cfg.Pairs, 1)
 	r := rand.New(rand.NewPCG(1, 2))
-	toks := make([]int32, 2*cfg.Seq)
+	toks := make([]int32, 2*pairs*cfg.Seq)
 	for i := range toks {
 		toks[i] = int32(5 + r.IntN(info.NVocab-5))
 	}
-	a, b := toks[:cfg.Seq], toks[cfg.Seq:]
 	var exs []Example
-	var obj objective
+	var obj objective = sftObjective{}
 	if cfg.Method == DPO {
-		exs = []Example{{ID: "bench", Beta: 0.1, Prompt: a[:1], Chosen: a[1:], Rejected: b[1:]}}
 		obj = prefObjective{method: DPO}
-	} else {
-		exs = []Example{{ID: "bench-0", Prompt: a[:1], Chosen: a[1:]}, {ID: "bench-1", Prompt: b[:1], Chosen: b[1:]}}
-		obj = sftObjective{}
 	}
+	for p := 0; p < pairs; p++ {
+		a, b := toks[2*p*cfg.Seq:(2*p+1)*cfg.Seq], toks[(2*p+1)*cfg.Seq:(2*p+2)*cfg.Seq]
+		if cfg.Method == DPO {
+			exs = append(exs, Example{ID: fmt.Sprintf("bench-%d", p), Beta: 0.1, Prompt: a[:1], Chosen: a[1:], Rejected: b[1:]})
+		} else {
+			exs = append(exs, Example{ID: fmt.Sprintf("bench-%d-a", p), Prompt: a[:1], Chosen: a[1:]},
+				Example{ID: fmt.Sprintf("bench-%d-b", p), Prompt: b[:1], Chosen: b[1:]})
+		}
+	}
+	res.Seqs, res.Scored = 2*pairs, 2*pairs*(cfg.Seq-1)
 	group := []MicroBatch{{Examples: make([]int, len(exs))}}
 	for i := range exs {
 		group[0].Examples[i] = i
@@ -153,7 +179,9 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 			return res, err
 		}
 		res.RefMS = float64(time.Since(t0).Microseconds()) / 1000
-		exs[0].RefW, exs[0].RefL = out.Sums[0], out.Sums[1]
+		for p := range exs {
+			exs[p].RefW, exs[p].RefL = out.Sums[2*p], out.Sums[2*p+1]
+		}
 	}
 	opt := optimiser{}
 	step := func() error {
@@ -173,11 +201,22 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		}
 	}
 	secs := time.Since(t0).Seconds() / float64(cfg.Steps)
-	res.PeakRSSMB = peakRSSMB()
+	res.TrainRSSMB = peakRSSMB()
+	res.PeakRSSMB = res.TrainRSSMB
 	res.StepMS = secs * 1000
-	res.TokensPerS = float64(2*cfg.Seq) / secs
-	res.FLOPsPerStep = FLOPs(info, cfg.Rank, targets, 2, cfg.Seq)
+	res.TokensPerS = float64(res.Seqs*cfg.Seq) / secs
+	res.FLOPsPerStep = FLOPs(info, cfg.Rank, targets, res.Seqs, cfg.Seq)
 	res.GFLOPS = res.FLOPsPerStep / secs / 1e9
+	if nt, ok := tr.(*bindings.Trainer); ok {
+		body, head := nt.ComputeBytes()
+		res.BodyMB, res.HeadMB = float64(body)/(1<<20), float64(head)/(1<<20)
+		if cfg.Sample > 0 {
+			if err := benchSample(ctx, nt, cfg, toks[:min(cfg.Seq, 32)], &res); err != nil {
+				return res, err
+			}
+			res.PeakRSSMB = peakRSSMB()
+		}
+	}
 	if !cfg.Baseline {
 		return res, nil
 	}
@@ -214,4 +253,38 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 	res.PPTokensPerS = float64(cfg.Seq*reps) / time.Since(t0).Seconds()
 	res.TrainOverPP = res.TokensPerS / res.PPTokensPerS
 	return res, nil
+}
+
+// benchSample generates cfg.Sample tokens from the live policy of nt (no
+// adapter file, the trainer's copy of the base): one sequence through a
+// session, then benchBatchSeqs sequences decoded together.
+func benchSample(ctx context.Context, nt *bindings.Trainer, cfg BenchConfig, prompt []int32, res *BenchResult) error {
+	live, err := nt.LiveLoRA(0)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	ad := []bindings.LoRAScale{{LoRA: live, Scale: 1}}
+	s, err := bindings.NewSession(nt.Model(), bindings.SessionOptions{NCtx: len(prompt) + cfg.Sample + 16, Threads: cfg.Threads, Adapters: ad})
+	if err != nil {
+		return err
+	}
+	sp := bindings.SamplerParams{Temperature: 0.8, TopP: 0.95, TopK: 40, Seed: 1, MaxTokens: cfg.Sample}
+	g, err := s.Generate(ctx, prompt, sp, nil)
+	s.Close()
+	if err != nil {
+		return err
+	}
+	res.SampleTokensPerS = float64(g.GeneratedTokens) / (g.GenerateMS / 1000)
+	prompts := make([][]int32, benchBatchSeqs)
+	for i := range prompts {
+		prompts[i] = prompt
+	}
+	br, err := bindings.GenerateBatch(ctx, nt.Model(), ad, prompts, sp, cfg.Threads)
+	if err != nil {
+		return err
+	}
+	res.BatchSeqs = benchBatchSeqs
+	res.BatchTokensPerS = float64(br.GeneratedTokens) / (br.GenerateMS / 1000)
+	return nil
 }

@@ -117,6 +117,14 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 		return res, err
 	}
 	defer closeTr()
+	if n := tr.Info().NCtx; n > 0 && cfg.MaxLength > n {
+		return res, bad("max-length", "is at most the model's context, %d (got %d)", n, cfg.MaxLength)
+	}
+	// the native trainer stops a running forward/backward when ctx ends
+	// (within a graph node), not only between steps
+	if w, ok := tr.(interface{ Watch(context.Context) func() }); ok {
+		defer w.Watch(ctx)()
+	}
 
 	if !cfg.Resume {
 		keep := []string{cfg.Model, cfg.Data, cfg.EvalData} // before --data - becomes the stored copy
@@ -278,9 +286,6 @@ func readInputs(cfg Config) (*inputs, error) {
 		return nil, err
 	}
 	defer vocab.Close()
-	if mi, err := vocab.Info(); err == nil && mi.NCtxTrain > 0 && cfg.MaxLength > mi.NCtxTrain {
-		return nil, bad("max-length", "is at most the model's context, %d (got %d)", mi.NCtxTrain, cfg.MaxLength)
-	}
 	enc, err := NewEncoder(vocab, cfg.MaxLength, cfg.Raw)
 	if err != nil {
 		return nil, err
@@ -507,6 +512,9 @@ func (r *runner) loop() error {
 			group := mbs[r.st.epochStep*cfg.GradAccum : min(len(mbs), (r.st.epochStep+1)*cfg.GradAccum)]
 			lr := r.sched.At(r.st.step)
 			ss, err := r.opt.step(r.tr, r.obj, r.train, group, lr)
+			if err != nil && r.ctx.Err() != nil {
+				return r.interrupted() // cancelled inside the step: its update was not applied
+			}
 			if err != nil {
 				return fmt.Errorf("step %d: %w", r.st.step, err)
 			}

@@ -348,6 +348,8 @@ typedef struct align_trainer_info {
     int64_t base_bytes;        // frozen weights as stored
     int64_t transposed_bytes;  // cached transposed copies for the backward
     int32_t n_sets;
+    int64_t body_compute_bytes;  // compute buffer of the last body graph
+    int64_t head_compute_bytes;  // compute buffer of the last LM-head graph
 } align_trainer_info;
 
 align_status align_trainer_get_info(const align_trainer * trainer, align_trainer_info * out);

@@ -230,6 +230,8 @@ align_status align_trainer_get_info(const align_trainer * tr, align_trainer_info
     out->base_bytes = tr->base_bytes;
     out->transposed_bytes = tr->transposed_bytes;
     out->n_sets = (int32_t) tr->sets.size();
+    out->body_compute_bytes = tr->galloc ? (int64_t) ggml_gallocr_get_buffer_size(tr->galloc.get(), 0) : 0;
+    out->head_compute_bytes = tr->head_galloc ? (int64_t) ggml_gallocr_get_buffer_size(tr->head_galloc.get(), 0) : 0;
     return ok();
 }
 

@@ -38,7 +38,7 @@ namespace {
 
 // Nodes a body graph needs, from the model's size (no fixed cap).
 size_t body_graph_size(const align_trainer * tr, const adapter_set * s) {
-    // measured (ALIGN_DEBUG_GRAPH=1): the 2-layer fixture with LoRA on all
+    // measured: the 2-layer fixture with LoRA on all
     // seven projections takes 166-172 forward + 225 backward nodes and 55-61
     // leafs, about 190 a layer; twice that leaves room
     const size_t per_layer = s ? 400 : 160;
@@ -297,7 +297,6 @@ align_status build_body(align_trainer * tr, graph_t & gt) {
     }
     ggml_build_backward_expand(ctx, gt.g, grad_accs.data());
     const int n = ggml_graph_n_nodes(gt.g);
-    if (getenv("ALIGN_DEBUG_GRAPH")) fprintf(stderr, "align: body graph %d forward + %d backward nodes, %d leafs, budget %d\n", gt.n_fwd, n - gt.n_fwd, gt.g->n_leafs, graph_nodes);
     for (int i = gt.n_fwd; i < n; i++) {
         ggml_tensor * node = ggml_graph_node(gt.g, i);
         switch (node->op) {
