@@ -276,3 +276,32 @@ func prefOf(ps []PairScore) PrefMetrics {
 	m.PolicyAccuracy = float64(kp) / float64(len(ps))
 	return m
 }
+
+// KL returns KL(softmax(p) ‖ softmax(q)) for two logit rows.
+func KL(p, q []float32) float64 {
+	lp, lq := logSoftmax(p), logSoftmax(q)
+	kl := 0.0
+	for i := range lp {
+		if pi := math.Exp(lp[i]); pi > 0 {
+			kl += pi * (lp[i] - lq[i])
+		}
+	}
+	return math.Max(kl, 0)
+}
+
+func logSoftmax(x []float32) []float64 {
+	m := math.Inf(-1)
+	for _, v := range x {
+		m = math.Max(m, float64(v))
+	}
+	s := 0.0
+	for _, v := range x {
+		s += math.Exp(float64(v) - m)
+	}
+	ls := m + math.Log(s)
+	out := make([]float64, len(x))
+	for i, v := range x {
+		out[i] = float64(v) - ls
+	}
+	return out
+}
