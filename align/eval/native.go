@@ -32,6 +32,7 @@ type Native struct {
 	loras    []*bindings.LoRA
 	sessions map[int]*bindings.Session // adapter index (-1: base) → session
 	nctx     map[int]int
+	ref      map[string][2]float64 // pair id → base log-prob sums (chosen, rejected)
 }
 
 var (
@@ -53,7 +54,7 @@ func OpenNative(model string, adapters []Adapter, o NativeOptions) (*Native, err
 		return nil, err
 	}
 	n := &Native{modelPath: model, adapters: adapters, raw: o.Raw, threads: o.Threads, maxLength: o.MaxLength,
-		model: m, sessions: map[int]*bindings.Session{}, nctx: map[int]int{}}
+		model: m, sessions: map[int]*bindings.Session{}, nctx: map[int]int{}, ref: map[string][2]float64{}}
 	if n.maxLength <= 0 {
 		n.maxLength = 512
 	}
@@ -231,11 +232,16 @@ func (n *Native) PairScores(ctx context.Context, adapter int, ps []pairs.Pair, b
 		}
 		p := PairScore{Objective: ex.Objective, Beta: betas(ex.Objective)}
 		var err error
-		if p.RefW, err = sum(-1, ex.Prompt, ex.Chosen); err != nil {
-			return nil, err
-		}
-		if p.RefL, err = sum(-1, ex.Prompt, ex.Rejected); err != nil {
-			return nil, err
+		if r, ok := n.ref[ex.ID]; ok {
+			p.RefW, p.RefL = r[0], r[1]
+		} else {
+			if p.RefW, err = sum(-1, ex.Prompt, ex.Chosen); err != nil {
+				return nil, err
+			}
+			if p.RefL, err = sum(-1, ex.Prompt, ex.Rejected); err != nil {
+				return nil, err
+			}
+			n.ref[ex.ID] = [2]float64{p.RefW, p.RefL}
 		}
 		if adapter < 0 {
 			p.PiW, p.PiL = p.RefW, p.RefL

@@ -1,0 +1,212 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	ucli "github.com/urfave/cli/v2"
+
+	"github.com/align-dev/align/bindings"
+)
+
+// runWith runs the app with eval and report added (app.go does not
+// register them yet) and returns exit code, stdout and stderr.
+func runWith(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	env := Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb}
+	code := runAppWith(ctx, env, append([]string{"align"}, args...), EvalCommand(), ReportCommand())
+	return code, out.String(), errb.String()
+}
+
+// runAppWith is Run over NewApp with extra commands (its error printing
+// and exit codes copied from Run).
+func runAppWith(ctx context.Context, env Env, args []string, extra ...*ucli.Command) int {
+	app := NewApp(env)
+	for _, c := range extra {
+		setUsageHandler(c)
+		app.Commands = append(app.Commands, c)
+	}
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return ExitOK
+	}
+	msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " ")
+	fmt.Fprintf(env.Stderr, "align: error: %s\n", msg)
+	var ue *UsageError
+	var ec *ExitCodeError
+	switch {
+	case errors.As(err, &ue) || isFlagError(err):
+		return ExitUsage
+	case errors.As(err, &ec):
+		return ec.Code
+	case ctx.Err() != nil:
+		return ExitInterrupted
+	}
+	return ExitError
+}
+
+// tinyAdapter writes a rank-4 adapter on the tiny fixture's q and output
+// projections with weights of standard deviation sd.
+func tinyAdapter(t *testing.T, path string, sd float64) {
+	t.Helper()
+	m, err := bindings.LoadModel(tinyModel, bindings.ModelOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := m.Info()
+	m.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rank = 4
+	r := rand.New(rand.NewPCG(1, 1))
+	var ts []bindings.AdapterTensor
+	for l := 0; l < info.NLayer; l++ {
+		for _, p := range []string{"attn_q", "attn_output"} {
+			n := info.NEmbd
+			a, b := make([]float32, n*rank), make([]float32, rank*n)
+			for i := range a {
+				a[i] = float32(r.NormFloat64() * sd)
+			}
+			for i := range b {
+				b[i] = float32(r.NormFloat64() * sd)
+			}
+			ts = append(ts, bindings.AdapterTensor{BaseName: "blk." + strconv.Itoa(l) + "." + p + ".weight", NIn: n, NOut: n, Rank: rank, A: a, B: b})
+		}
+	}
+	if err := bindings.WriteAdapter(path, info.Arch, rank, ts); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestEvalEndToEndTinyRulesResume(t *testing.T) {
+	dir := t.TempDir()
+	ad := filepath.Join(dir, "adapter.gguf")
+	tinyAdapter(t, ad, 0.3)
+	out := filepath.Join(dir, "eval")
+	all, err := os.ReadFile("../testdata/pairs/eval.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pairsFile := filepath.Join(dir, "pairs.jsonl")
+	os.WriteFile(pairsFile, bytes.Join(bytes.SplitAfter(all, []byte("\n"))[:20], nil), 0o644)
+	args := []string{"eval", "--model", tinyModel, "--lora", ad, "--prompts", "../testdata/prompts/sample.jsonl",
+		"--judge", "rules:../testdata/catalog.json", "--out", out, "--samples", "2", "--seed", "3", "-n", "12",
+		"--pairs", pairsFile, "--bootstrap", "200", "--threads", "1"}
+	code, stdout, stderr := runWith(t, context.Background(), args...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"off-brand tone", "combined issue rate", "win rate vs base", "KL to base", "pair accuracy"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("table lacks %q:\n%s", want, stdout)
+		}
+	}
+	want, err := os.ReadFile(filepath.Join(out, "eval.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Variants []struct {
+			Name              string                        `json:"name"`
+			Responses         int                           `json:"responses"`
+			Categories        map[string]map[string]float64 `json:"-"`
+			CombinedIssueRate *float64                      `json:"combined_issue_rate"`
+			WinRate           *float64                      `json:"win_rate"`
+			MeanLogpBase      float64                       `json:"mean_logp_base"`
+			KLToBase          float64                       `json:"kl_to_base"`
+			ScoredTokens      int                           `json:"scored_tokens"`
+		} `json:"variants"`
+	}
+	if err := json.Unmarshal(want, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Variants) != 2 || doc.Variants[0].Responses != 12 || doc.Variants[1].Responses != 12 {
+		t.Fatalf("variants %+v", doc.Variants)
+	}
+	b, a := doc.Variants[0], doc.Variants[1]
+	if b.CombinedIssueRate == nil || a.WinRate == nil || b.WinRate != nil {
+		t.Errorf("combined %v, win rates base %v adapter %v", b.CombinedIssueRate, b.WinRate, a.WinRate)
+	}
+	if b.ScoredTokens == 0 || b.MeanLogpBase >= 0 || b.KLToBase != 0 || a.KLToBase <= 0 {
+		t.Errorf("fluency: base logp %g over %d tokens, KL base %g adapter %g", b.MeanLogpBase, b.ScoredTokens, b.KLToBase, a.KLToBase)
+	}
+	lines := func() int {
+		bb, _ := os.ReadFile(filepath.Join(out, "responses.jsonl"))
+		return bytes.Count(bb, []byte("\n"))
+	}
+	if n := lines(); n != 24 {
+		t.Errorf("responses.jsonl has %d lines, want 24", n)
+	}
+
+	// a killed run: keep the first 9 responses and a torn tenth, drop the
+	// comparisons and the result; the rerun must give the same eval.json
+	rb, _ := os.ReadFile(filepath.Join(out, "responses.jsonl"))
+	ls := bytes.SplitAfter(rb, []byte("\n"))
+	torn := append(bytes.Join(ls[:9], nil), ls[9][:len(ls[9])/2]...)
+	os.WriteFile(filepath.Join(out, "responses.jsonl"), torn, 0o644)
+	os.Remove(filepath.Join(out, "comparisons.jsonl"))
+	os.Remove(filepath.Join(out, "eval.json"))
+	code, _, stderr = runWith(t, context.Background(), args...)
+	if code != 0 {
+		t.Fatalf("rerun exit %d: %s", code, stderr)
+	}
+	got, _ := os.ReadFile(filepath.Join(out, "eval.json"))
+	if !bytes.Equal(got, want) {
+		t.Errorf("rerun eval.json differs:\n%s\nwant\n%s", got, want)
+	}
+	if n := lines(); n != 24 {
+		t.Errorf("after rerun responses.jsonl has %d lines, want 24", n)
+	}
+
+	// cancelled at once: exit 4 (resumable), nothing lost
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	out2 := filepath.Join(dir, "eval2")
+	a2 := append([]string(nil), args...)
+	for i := range a2 {
+		if a2[i] == out {
+			a2[i] = out2
+		}
+	}
+	if code, _, stderr := runWith(t, ctx, a2...); code != ExitResumable {
+		t.Errorf("cancelled eval: exit %d, want %d: %s", code, ExitResumable, stderr)
+	}
+}
+
+func TestEvalUsage(t *testing.T) {
+	dir := t.TempDir()
+	prompts := filepath.Join(dir, "p.jsonl")
+	os.WriteFile(prompts, []byte("{\"prompt\":\"hi\"}\nnot json\n"), 0o644)
+	base := []string{"eval", "--model", tinyModel, "--judge", "rules:../testdata/catalog.json", "--out", filepath.Join(dir, "o")}
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{append(base, "--prompts", prompts, "--samples", "0"), ExitUsage, "--samples 0"},
+		{append(base, "--prompts", filepath.Join(dir, "missing.jsonl")), ExitUsage, "--prompts"},
+		{append(base, "--prompts", prompts, "--lora", filepath.Join(dir, "nope.gguf")), ExitUsage, "--lora"},
+		{append(base, "--prompts", prompts, "--seed", "-1"), ExitUsage, "--seed -1"},
+		{append(base, "--prompts", prompts), ExitError, "p.jsonl:2:"},
+	}
+	for _, tt := range tests {
+		code, _, stderr := runWith(t, context.Background(), tt.args...)
+		if code != tt.code || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit %d mentioning %q", tt.args[len(tt.args)-2:], code, stderr, tt.code, tt.want)
+		}
+		if strings.Count(strings.TrimSpace(stderr), "align: error:") != 1 {
+			t.Errorf("want one error line, got %q", stderr)
+		}
+	}
+}
