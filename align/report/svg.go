@@ -79,13 +79,26 @@ func LineChart(c Chart) string {
 		b.WriteString(`<text x="320" y="150" class="empty">no data</text></svg>`)
 		return b.String()
 	}
+	// legend entries flow into rows; the plot starts below them
+	type entry struct{ x, y float64 }
+	legend := make([]entry, len(c.Series))
+	lx, ly := float64(padL), 28.0
+	for i, s := range c.Series {
+		w := 30 + 6.5*float64(len(s.Key)+len(s.Split)+3)
+		if lx+w > chartW-padR && lx > padL {
+			lx, ly = padL, ly+14
+		}
+		legend[i] = entry{lx, ly}
+		lx += w
+	}
+	top := int(ly) + 12
 	xt := niceTicks(xmin, xmax, 6)
 	yt := niceTicks(ymin, ymax, 5)
 	x0, x1 := xt[0], xt[len(xt)-1]
 	y0, y1 := yt[0], yt[len(yt)-1]
-	pw, ph := float64(chartW-padL-padR), float64(chartH-padT-padB)
+	pw, ph := float64(chartW-padL-padR), float64(chartH-top-padB)
 	sx := func(x float64) float64 { return float64(padL) + (x-x0)/(x1-x0)*pw }
-	sy := func(y float64) float64 { return float64(padT) + (1-(y-y0)/(y1-y0))*ph }
+	sy := func(y float64) float64 { return float64(top) + (1-(y-y0)/(y1-y0))*ph }
 	b.WriteString(`<g class="axes">`)
 	for _, t := range yt {
 		y := sy(t)
@@ -95,13 +108,12 @@ func LineChart(c Chart) string {
 	for _, t := range xt {
 		x := sx(t)
 		fmt.Fprintf(&b, `<line class="grid" x1="%.1f" x2="%.1f" y1="%d" y2="%d"/><text class="tick" x="%.1f" y="%d" text-anchor="middle">%s</text>`,
-			x, x, padT, chartH-padB, x, chartH-padB+14, fmtTick(t))
+			x, x, top, chartH-padB, x, chartH-padB+14, fmtTick(t))
 	}
-	fmt.Fprintf(&b, `<rect class="frame" x="%d" y="%d" width="%.0f" height="%.0f"/>`, padL, padT, pw, ph)
+	fmt.Fprintf(&b, `<rect class="frame" x="%d" y="%d" width="%.0f" height="%.0f"/>`, padL, top, pw, ph)
 	fmt.Fprintf(&b, `<text class="label" x="%.0f" y="%d" text-anchor="middle">step</text>`, float64(padL)+pw/2, chartH-6)
-	fmt.Fprintf(&b, `<text class="label" transform="translate(12 %.0f) rotate(-90)" text-anchor="middle">%s</text>`, float64(padT)+ph/2, html.EscapeString(c.YLabel))
+	fmt.Fprintf(&b, `<text class="label" transform="translate(12 %.0f) rotate(-90)" text-anchor="middle">%s</text>`, float64(top)+ph/2, html.EscapeString(c.YLabel))
 	b.WriteString(`</g>`)
-	lx := float64(padL)
 	for i, s := range c.Series {
 		col := palette[i%len(palette)]
 		dash := ""
@@ -125,9 +137,9 @@ func LineChart(c Chart) string {
 		}
 		b.WriteString(`</g>`)
 		// legend
-		fmt.Fprintf(&b, `<g class="legend"><line x1="%.0f" x2="%.0f" y1="28" y2="28" stroke="%s" stroke-width="2"%s/><text x="%.0f" y="32">%s</text></g>`,
-			lx, lx+18, col, dash, lx+22, html.EscapeString(name))
-		lx += 30 + 6.5*float64(len(name))
+		e := legend[i]
+		fmt.Fprintf(&b, `<g class="legend"><line x1="%.0f" x2="%.0f" y1="%.0f" y2="%.0f" stroke="%s" stroke-width="2"%s/><text x="%.0f" y="%.0f">%s</text></g>`,
+			e.x, e.x+18, e.y, e.y, col, dash, e.x+22, e.y+4, html.EscapeString(name))
 	}
 	b.WriteString(`</svg>`)
 	return b.String()
