@@ -147,7 +147,7 @@ func runEval(c *cli.Context) error {
 	tty := isTerminal(env.Stderr)
 	last := -1
 	cfg := eval.Config{
-		Model: model, ModelDigest: fmt.Sprintf("%d", st.Size()), Adapters: adapters, Prompts: c.String("prompts"),
+		Model: model, ModelDigest: fmt.Sprintf("%d@%d", st.Size(), st.ModTime().UnixNano()), Adapters: adapters, Prompts: c.String("prompts"),
 		Judge: judge, Out: c.String("out"), Samples: c.Int("samples"), Seed: uint32(seed),
 		Sampler: eval.Sampler{Temperature: c.Float64("temperature"), TopP: c.Float64("top-p"), TopK: c.Int("top-k"),
 			MinP: c.Float64("min-p"), MaxTokens: c.Int("max-tokens")},

@@ -210,3 +210,102 @@ func TestEvalUsage(t *testing.T) {
 		}
 	}
 }
+
+// storyPairs writes n synthetic preference pairs for a TinyStories model:
+// a cheerful continuation chosen over a sad one.
+func storyPairs(t *testing.T, path string, n int, seed uint64) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 9))
+	names := []string{"Lily", "Tom", "Ben", "Sue", "Max", "Mia", "Tim", "Anna", "Sam", "Lucy"}
+	things := []string{"a red ball", "a little dog", "a big tree", "a blue kite", "a small cat", "a toy car", "a pretty flower", "a shiny stone"}
+	happy := []string{"was very happy. She smiled and played all day with her friends.", "laughed and danced in the sun. Everyone was glad and had fun.",
+		"felt so happy. They hugged and played together and it was a great day.", "smiled big. The sun was warm and they had a fun day in the park."}
+	sad := []string{"was very sad. She cried and sat alone all day.", "felt bad and cried. Nobody wanted to play and it was a sad day.",
+		"was scared and cried. The day was dark and nobody came.", "cried and cried. She lost her toy and was sad and alone."}
+	var b bytes.Buffer
+	for i := 0; i < n; i++ {
+		nm, th := names[r.IntN(len(names))], things[r.IntN(len(things))]
+		row := map[string]string{"id": fmt.Sprintf("s%d-%d", seed, i), "objective": "tone",
+			"prompt": fmt.Sprintf("Once upon a time, there was a child named %s. %s found %s. %s", nm, nm, th, nm),
+			"chosen": " " + happy[r.IntN(len(happy))], "rejected": " " + sad[r.IntN(len(sad))]}
+		line, _ := json.Marshal(row)
+		b.Write(append(line, '\n'))
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEvalSeparatesDegenerateAdapter trains a sensible adapter and one
+// trained far too hard (high constant learning rate, no clipping) on a
+// real pretrained story model: both reach the same held-out pair accuracy
+// and similar margins, but the over-trained adapter's text is far less
+// likely under the base and drifts far more (KL).
+func TestEvalSeparatesDegenerateAdapter(t *testing.T) {
+	model := "../../shared/models/stories260K.gguf"
+	if _, err := os.Stat(model); err != nil {
+		t.Skipf("%s absent (present in developer checkouts and CI): skipped", model)
+	}
+	if testing.Short() {
+		t.Skip("trains two adapters (about a minute): skipped with -short")
+	}
+	dir := t.TempDir()
+	train, held := filepath.Join(dir, "train.jsonl"), filepath.Join(dir, "held.jsonl")
+	storyPairs(t, train, 80, 1)
+	storyPairs(t, held, 20, 2)
+	common := []string{"train", "--method", "dpo", "--model", model, "--data", train, "--eval-data", held, "--beta", "0.1", "--batch-tokens", "256", "--threads", "2"}
+	good := filepath.Join(dir, "good")
+	if code, _, stderr := runWith(t, context.Background(), append(common, "--out", good, "--epochs", "1", "--lr", "1e-3", "--lora-rank", "8", "--rpo-alpha", "1")...); code != 0 {
+		t.Fatalf("train good: %d %s", code, stderr)
+	}
+	bad := filepath.Join(dir, "bad")
+	if code, _, stderr := runWith(t, context.Background(), append(common, "--out", bad, "--epochs", "30", "--max-steps", "120", "--lr", "3e-2",
+		"--lora-rank", "16", "--lora-alpha", "64", "--lora-targets", "q,k,v,o,gate,up,down", "--max-grad-norm", "0", "--warmup-steps", "0", "--schedule", "constant")...); code != 0 {
+		t.Fatalf("train bad: %d %s", code, stderr)
+	}
+	prompts := filepath.Join(dir, "prompts.jsonl")
+	os.WriteFile(prompts, []byte(`{"prompt":"Once upon a time, there was a child named Tim. Tim found a red ball. Tim"}
+{"prompt":"Once upon a time, there was a child named Mia. Mia found a little dog. Mia"}
+{"prompt":"Once upon a time, there was a child named Sam. Sam found a big tree. Sam"}
+{"prompt":"Once upon a time, there was a child named Lucy. Lucy found a blue kite. Lucy"}
+`), 0o644)
+	out := filepath.Join(dir, "eval")
+	code, stdout, stderr := runWith(t, context.Background(), "eval", "--model", model, "--lora", filepath.Join(good, "adapter.gguf"), "--lora", filepath.Join(bad, "adapter.gguf"),
+		"--prompts", prompts, "--judge", "rules:../testdata/catalog.json", "--out", out, "--samples", "2", "-n", "32", "--pairs", held, "--bootstrap", "200", "--json")
+	if code != 0 {
+		t.Fatalf("eval: %d %s", code, stderr)
+	}
+	var res struct {
+		Variants []struct {
+			Name         string  `json:"name"`
+			MeanLogpBase float64 `json:"mean_logp_base"`
+			KLToBase     float64 `json:"kl_to_base"`
+			Preference   struct {
+				Overall struct {
+					Accuracy float64 `json:"accuracy"`
+					Margin   float64 `json:"margin"`
+				} `json:"overall"`
+			} `json:"preference"`
+		} `json:"variants"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || len(res.Variants) != 3 {
+		t.Fatalf("eval --json: %v\n%s", err, stdout)
+	}
+	b, g, d := res.Variants[0], res.Variants[1], res.Variants[2]
+	t.Logf("mean logp under base: base %.3f, good %.3f, over-trained %.3f; KL good %.3f, over-trained %.3f; pair accuracy good %.2f (margin %.2f), over-trained %.2f (margin %.2f)",
+		b.MeanLogpBase, g.MeanLogpBase, d.MeanLogpBase, g.KLToBase, d.KLToBase, g.Preference.Overall.Accuracy, g.Preference.Overall.Margin, d.Preference.Overall.Accuracy, d.Preference.Overall.Margin)
+	// the preference metrics do not tell them apart...
+	if g.Preference.Overall.Accuracy < 0.9 || d.Preference.Overall.Accuracy < 0.9 {
+		t.Errorf("held-out pair accuracy good %.2f, over-trained %.2f: want both trained (≥ 0.9)", g.Preference.Overall.Accuracy, d.Preference.Overall.Accuracy)
+	}
+	// ...fluency and drift do
+	if !(d.MeanLogpBase < g.MeanLogpBase-2) {
+		t.Errorf("over-trained adapter's mean logp %.3f is not 2 nats below the good one's %.3f", d.MeanLogpBase, g.MeanLogpBase)
+	}
+	if !(d.KLToBase > 3*g.KLToBase) {
+		t.Errorf("over-trained KL %.3f is not 3× the good adapter's %.3f", d.KLToBase, g.KLToBase)
+	}
+	if !(g.MeanLogpBase > b.MeanLogpBase-1.5) {
+		t.Errorf("good adapter's mean logp %.3f fell more than 1.5 nats below the base's %.3f", g.MeanLogpBase, b.MeanLogpBase)
+	}
+}

@@ -200,20 +200,30 @@ func FileDigest(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
-// VariantNames names the base "base" and adapters by file name (with an
-// index when names repeat).
+// VariantNames names the base "base" and adapters by file name without
+// extension, by parent directory and file name when file names repeat
+// (runs/good/adapter, runs/bad/adapter), with the scale when it is not 1,
+// and with an index when names still repeat.
 func VariantNames(as []Adapter) []string {
+	stem := func(p string) string { return strings.TrimSuffix(filepath.Base(p), filepath.Ext(p)) }
+	count := map[string]int{}
+	for _, a := range as {
+		count[stem(a.Path)]++
+	}
 	names := []string{"base"}
-	seen := map[string]int{"base": 1}
+	seen := map[string]bool{"base": true}
 	for i, a := range as {
-		n := strings.TrimSuffix(filepath.Base(a.Path), filepath.Ext(a.Path))
+		n := stem(a.Path)
+		if count[n] > 1 {
+			n = filepath.Base(filepath.Dir(a.Path)) + "/" + n
+		}
 		if a.Scale != 1 {
 			n += ":" + strconv.FormatFloat(a.Scale, 'g', -1, 64)
 		}
-		if seen[n] > 0 {
+		if seen[n] {
 			n = fmt.Sprintf("%s#%d", n, i+1)
 		}
-		seen[n]++
+		seen[n] = true
 		names = append(names, n)
 	}
 	return names

@@ -230,3 +230,18 @@ func TestSummarizeHandComputed(t *testing.T) {
 		t.Errorf("reordered records changed the interval: %+v vs %+v", vs2[1].Categories["off_brand_tone"].Change, ch)
 	}
 }
+
+func TestVariantNames(t *testing.T) {
+	got := VariantNames([]Adapter{{Path: "runs/good/adapter.gguf", Scale: 1}, {Path: "runs/bad/adapter.gguf", Scale: 1},
+		{Path: "x/tone.gguf", Scale: 0.5}, {Path: "y/base.gguf", Scale: 1}, {Path: "runs/good/adapter.gguf", Scale: 1}})
+	want := []string{"base", "good/adapter", "bad/adapter", "tone:0.5", "base#4", "good/adapter#5"}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("VariantNames = %v, want %v", got, want)
+			break
+		}
+	}
+}
