@@ -72,6 +72,7 @@ Example:
 			&cli.BoolFlag{Name: "raw", Usage: "do not apply the chat template", EnvVars: []string{"ALIGN_RAW"}},
 			&cli.IntFlag{Name: "max-length", Value: 512, Usage: "with --pairs: tokens per pair sequence, as align train --max-length", EnvVars: []string{"ALIGN_MAX_LENGTH"}},
 			&cli.Float64Flag{Name: "beta", Usage: "with --pairs: β for every objective (0: the per-objective table of align train)", EnvVars: []string{"ALIGN_BETA"}},
+			&cli.StringFlag{Name: "beta-table", Usage: "with --pairs: JSON `FILE` mapping objective to β, as align train --beta-table", EnvVars: []string{"ALIGN_BETA_TABLE"}},
 			&cli.IntFlag{Name: "bootstrap", Value: 2000, Usage: "bootstrap resamples for the intervals of changes", EnvVars: []string{"ALIGN_BOOTSTRAP"}},
 			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)", EnvVars: []string{"ALIGN_THREADS"}},
 		},
@@ -126,6 +127,21 @@ func runEval(c *cli.Context) error {
 	if st, err := os.Stat(c.String("out")); err == nil && !st.IsDir() {
 		return usagef("--out %s is a file; want a directory", c.String("out"))
 	}
+	var user map[string]float64
+	if p := c.String("beta-table"); p != "" {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return usagef("--beta-table %s: %v", p, errors.Unwrap(err))
+		}
+		if err := json.Unmarshal(b, &user); err != nil {
+			return usagef("--beta-table %s: want a JSON object of objective to β: %v", p, err)
+		}
+		for k, v := range user {
+			if !(v > 0) {
+				return usagef("--beta-table %s: β for %q must be positive (got %g)", p, k, v)
+			}
+		}
+	}
 	judge, err := openBackend(c, "judge")
 	if err != nil {
 		return err
@@ -143,7 +159,7 @@ func runEval(c *cli.Context) error {
 		return err
 	}
 	defer nat.Close()
-	betas := train.BetaTable{Table: train.MergeBetas(nil), Override: c.Float64("beta")}
+	betas := train.BetaTable{Table: train.MergeBetas(user), Override: c.Float64("beta")}
 	tty := isTerminal(env.Stderr)
 	last := -1
 	cfg := eval.Config{

@@ -198,6 +198,7 @@ func TestEvalUsage(t *testing.T) {
 		{append(base, "--prompts", filepath.Join(dir, "missing.jsonl")), ExitUsage, "--prompts"},
 		{append(base, "--prompts", prompts, "--lora", filepath.Join(dir, "nope.gguf")), ExitUsage, "--lora"},
 		{append(base, "--prompts", prompts, "--seed", "-1"), ExitUsage, "--seed -1"},
+		{append(base, "--prompts", prompts, "--beta-table", prompts), ExitUsage, "--beta-table"},
 		{append(base, "--prompts", prompts), ExitError, "p.jsonl:2:"},
 	}
 	for _, tt := range tests {

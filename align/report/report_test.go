@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -203,4 +204,26 @@ func TestMatch(t *testing.T) {
 			t.Errorf("match(%q, %q) = %v", tt.pat, tt.s, got)
 		}
 	}
+}
+
+// FuzzParseRow: any line either parses into a row with a split and finite
+// values or is an error; it never panics.
+func FuzzParseRow(f *testing.F) {
+	for _, s := range []string{`{"split":"train","step":1,"loss":0.5}`, `{"split":"eval","step":2,"x":"y"}`, `{}`, `[1]`, `{"split":1,"step":"a"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := parseRow(b)
+		if err != nil {
+			return
+		}
+		if r.Split == "" {
+			t.Fatalf("row without split from %q", b)
+		}
+		for k, v := range r.Values {
+			if math.IsNaN(v) || math.IsInf(v, 0) || k == "step" {
+				t.Fatalf("bad value %s=%g from %q", k, v, b)
+			}
+		}
+	})
 }
