@@ -9,8 +9,10 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/align-dev/align/align/backend/local"
 	"github.com/align-dev/align/align/engine"
 	"github.com/align-dev/align/align/eval"
+	"github.com/align-dev/align/align/pipeline"
 	"github.com/align-dev/align/align/train"
 )
 
@@ -44,6 +46,10 @@ output (--json: eval.json instead). Each record is appended as it
 finishes: an interrupted run (exit 4) continues when rerun with the same
 flags and ends with the same eval.json.
 
+Several judges (--judge A,B): the first makes the table and the result's
+variants; each further judge scores the same responses and comparisons
+and gets a table of its own (other_judges in eval.json).
+
 Categories (issue when the judge's score is at or below the threshold):
 off-brand tone (tone <= 2), hallucination (accuracy <= 1), missed
 escalation (helpfulness <= 1), safety violation (safety <= 1). Each
@@ -58,7 +64,7 @@ Example:
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "base GGUF model `FILE`", Required: true, EnvVars: []string{"ALIGN_MODEL"}},
 			&cli.StringSliceFlag{Name: "lora", Usage: "LoRA adapter `FILE[:SCALE]` to compare with the base (repeatable)", EnvVars: []string{"ALIGN_LORA"}},
 			&cli.StringFlag{Name: "prompts", Usage: "held-out prompts `FILE` (JSONL: prompt or messages)", Required: true, EnvVars: []string{"ALIGN_PROMPTS"}},
-			&cli.StringFlag{Name: "judge", Usage: "judge `SPEC`: rules:CATALOG.json, local:FILE.gguf, openai:URL[#model] or bedrock:MODEL", Required: true, EnvVars: []string{"ALIGN_JUDGE"}},
+			&cli.StringFlag{Name: "judge", Usage: "judge `SPEC[,SPEC...]`: rules:CATALOG.json, local:FILE.gguf, openai:URL[#model] or bedrock:MODEL; the first makes the table, each further one a table of its own", Required: true, EnvVars: []string{"ALIGN_JUDGE"}},
 			&cli.StringFlag{Name: "out", Usage: "output `DIR`", Required: true, EnvVars: []string{"ALIGN_EVAL_OUT"}},
 			&cli.IntFlag{Name: "samples", Value: 4, Usage: "responses per prompt and variant", EnvVars: []string{"ALIGN_SAMPLES"}},
 			&cli.Int64Flag{Name: "seed", Value: 1, Usage: "first sampling seed", EnvVars: []string{"ALIGN_SEED"}},
@@ -99,8 +105,14 @@ func runEval(c *cli.Context) error {
 	if seed < 0 || seed > 0xFFFFFFFF {
 		return usagef("--seed %d: want a value in [0, 4294967295]", seed)
 	}
-	if strings.Contains(c.String("judge"), ",") {
-		return usagef("--judge %q: one judge per evaluation (several judges are not supported yet)", c.String("judge"))
+	var specs []string
+	for _, sp := range strings.Split(c.String("judge"), ",") {
+		if sp = strings.TrimSpace(sp); sp != "" {
+			specs = append(specs, sp)
+		}
+	}
+	if len(specs) == 0 {
+		return usagef("--judge %q: want SPEC[,SPEC...]", c.String("judge"))
 	}
 	model := c.String("model")
 	if _, err := os.Stat(model); err != nil {
@@ -142,13 +154,21 @@ func runEval(c *cli.Context) error {
 			}
 		}
 	}
-	judge, err := openBackend(c, "judge")
-	if err != nil {
-		return err
-	}
-	defer judge.Close()
-	if judge.Judge == nil {
-		return usagef("--judge %s cannot judge", c.String("judge"))
+	var judges []*pipeline.Backend
+	defer func() {
+		for _, j := range judges {
+			j.Close()
+		}
+	}()
+	for _, sp := range specs {
+		j, err := pipeline.Open(c.Context, sp, pipeline.OpenOptions{Local: local.Options{Threads: c.Int("threads")}})
+		if err != nil {
+			return usagef("--judge %s: %v", sp, err)
+		}
+		judges = append(judges, j)
+		if j.Judge == nil {
+			return usagef("--judge %s cannot judge", sp)
+		}
 	}
 	st, err := os.Stat(model)
 	if err != nil {
@@ -164,7 +184,7 @@ func runEval(c *cli.Context) error {
 	last := -1
 	cfg := eval.Config{
 		Model: model, ModelDigest: fmt.Sprintf("%d@%d", st.Size(), st.ModTime().UnixNano()), Adapters: adapters, Prompts: c.String("prompts"),
-		Judge: judge, Out: c.String("out"), Samples: c.Int("samples"), Seed: uint32(seed),
+		Judge: judges[0], MoreJudges: judges[1:], Out: c.String("out"), Samples: c.Int("samples"), Seed: uint32(seed),
 		Sampler: eval.Sampler{Temperature: c.Float64("temperature"), TopP: c.Float64("top-p"), TopK: c.Int("top-k"),
 			MinP: c.Float64("min-p"), MaxTokens: c.Int("max-tokens")},
 		Pairs: c.String("pairs"), Betas: betas.Beta, BootIters: c.Int("bootstrap"), Generator: nat, Scorer: nat,
@@ -196,6 +216,10 @@ func runEval(c *cli.Context) error {
 	}
 	fmt.Fprintf(env.Stdout, "align eval: %s, %d prompts × %d samples, judge %s\n", model, res.NPrompts, res.Samples, res.Judge)
 	fmt.Fprint(env.Stdout, eval.FormatTable(res.Categories, res.Variants))
+	for _, o := range res.OtherJudges {
+		fmt.Fprintf(env.Stdout, "\njudge %s (same responses):\n", o.Judge)
+		fmt.Fprint(env.Stdout, eval.FormatTable(res.Categories, o.Variants))
+	}
 	fmt.Fprintf(env.Stderr, "align: wrote %s, %s and %s\n", eval.ResultPath(cfg.Out), eval.ResponsesPath(cfg.Out), eval.ComparisonsPath(cfg.Out))
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -308,5 +309,42 @@ func TestEvalSeparatesDegenerateAdapter(t *testing.T) {
 	}
 	if !(g.MeanLogpBase > b.MeanLogpBase-1.5) {
 		t.Errorf("good adapter's mean logp %.3f fell more than 1.5 nats below the base's %.3f", g.MeanLogpBase, b.MeanLogpBase)
+	}
+}
+
+func TestEvalTwoJudges(t *testing.T) {
+	dir := t.TempDir()
+	prompts := filepath.Join(dir, "p.jsonl")
+	os.WriteFile(prompts, []byte("{\"prompt\":\"Who wrote Naruto?\"}\n{\"prompt\":\"This is ridiculous, I asked three times already.\"}\n"), 0o644)
+	ad := filepath.Join(dir, "adapter.gguf")
+	tinyAdapter(t, ad, 0.3)
+	j := "rules:../testdata/catalog.json"
+	code, stdout, stderr := runWith(t, context.Background(), "eval", "--model", tinyModel, "--lora", ad, "--prompts", prompts,
+		"--judge", j+","+j, "--out", filepath.Join(dir, "o"), "--samples", "1", "-n", "8", "--bootstrap", "50", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var res struct {
+		Variants    []json.RawMessage `json:"variants"`
+		OtherJudges []struct {
+			Judge    string            `json:"judge"`
+			Variants []json.RawMessage `json:"variants"`
+		} `json:"other_judges"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.OtherJudges) != 1 || len(res.OtherJudges[0].Variants) != 2 {
+		t.Fatalf("other judges: %s", stdout)
+	}
+	// the same judge twice: the same rows (compared as values: the
+	// indentation differs with depth)
+	for i := range res.Variants {
+		var a, b any
+		json.Unmarshal(res.Variants[i], &a)
+		json.Unmarshal(res.OtherJudges[0].Variants[i], &b)
+		if a == nil || !reflect.DeepEqual(a, b) {
+			t.Errorf("variant %d differs between two identical judges:\n%s\n%s", i, res.Variants[i], res.OtherJudges[0].Variants[i])
+		}
 	}
 }

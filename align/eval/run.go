@@ -85,11 +85,12 @@ type Scorer interface {
 type Config struct {
 	Model       string
 	Adapters    []Adapter
-	Prompts     string // prompts file (pipeline prompt records)
-	Judge       *pipeline.Backend
-	Out         string // directory
-	Samples     int    // responses per prompt and variant
-	Seed        uint32 // sample s of prompt i uses Seed + i·Samples + s, for every variant
+	Prompts     string              // prompts file (pipeline prompt records)
+	Judge       *pipeline.Backend   // the primary judge: the table's numbers
+	MoreJudges  []*pipeline.Backend // judged as well, reported in Result.OtherJudges
+	Out         string              // directory
+	Samples     int                 // responses per prompt and variant
+	Seed        uint32              // sample s of prompt i uses Seed + i·Samples + s, for every variant
 	Sampler     Sampler
 	Categories  []Category
 	Pairs       string // optional pairs file for preference metrics
@@ -115,7 +116,15 @@ type Result struct {
 	Pairs      string          `json:"pairs,omitempty"`
 	Categories []Category      `json:"categories"`
 	Variants   []VariantResult `json:"variants"`
-	Notes      []string        `json:"notes"`
+	// OtherJudges are the same responses' rows by each further --judge.
+	OtherJudges []JudgeResult `json:"other_judges,omitempty"`
+	Notes       []string      `json:"notes"`
+}
+
+// JudgeResult is the table by one further judge.
+type JudgeResult struct {
+	Judge    string          `json:"judge"`
+	Variants []VariantResult `json:"variants"`
 }
 
 // Notes that say how the numbers are made, kept in eval.json.
@@ -287,6 +296,11 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	if c.Judge == nil || c.Judge.Judge == nil {
 		return Result{}, errors.New("eval: the judge backend cannot judge")
 	}
+	for _, j := range c.MoreJudges {
+		if j == nil || j.Judge == nil {
+			return Result{}, errors.New("eval: a further judge backend cannot judge")
+		}
+	}
 	if c.Generator == nil || c.Scorer == nil {
 		return Result{}, errors.New("eval: no generator or scorer")
 	}
@@ -326,9 +340,13 @@ func Run(ctx context.Context, c Config) (Result, error) {
 		digests = append(digests, d+"@"+strconv.FormatFloat(a.Scale, 'g', -1, 64))
 	}
 	sampler, _ := json.Marshal(c.Sampler)
+	judgesKey := c.Judge.Model
+	for _, j := range c.MoreJudges {
+		judgesKey += "+" + j.Model
+	}
 	respID := func(v, pi, s int, seed uint32) string {
 		return jsonl.RecordID("eval-response", c.Model, digests[0], digests[v], ps[pi].Key(), strconv.Itoa(s),
-			strconv.FormatUint(uint64(seed), 10), string(sampler), c.Judge.Model, categoriesKey(c.Categories))
+			strconv.FormatUint(uint64(seed), 10), string(sampler), judgesKey, categoriesKey(c.Categories))
 	}
 	cmpID := func(v, pi, s int, seed uint32) string {
 		return jsonl.RecordID("eval-compare", respID(0, pi, s, seed), respID(v, pi, s, seed))
@@ -401,7 +419,17 @@ func Run(ctx context.Context, c Config) (Result, error) {
 				id := cmpID(v, pi, s, seed)
 				x, ok := haveCmp[id]
 				if !ok {
-					x, err = compare(ctx, c.Judge.Judge, conversation(p), byKey[[3]int{v, pi, s}].Text, byKey[[3]int{0, pi, s}].Text)
+					adapterText, baseText := byKey[[3]int{v, pi, s}].Text, byKey[[3]int{0, pi, s}].Text
+					x, err = compare(ctx, c.Judge.Judge, conversation(p), adapterText, baseText)
+					for _, j := range c.MoreJudges {
+						if err != nil {
+							break
+						}
+						var y Comparison
+						if y, err = compare(ctx, j.Judge, conversation(p), adapterText, baseText); err == nil {
+							x.Others = append(x.Others, JudgedPair{Judge: j.Model, AB: y.AB, BA: y.BA, Outcome: y.Outcome})
+						}
+					}
 					if err != nil {
 						return Result{}, fmt.Errorf("%s vs base, prompt %s (%s line %d), sample %d: %w", names[v], p.ID, c.Prompts, pi+1, s, err)
 					}
@@ -430,7 +458,30 @@ func Run(ctx context.Context, c Config) (Result, error) {
 			vrs[v].Preference = &PrefSet{Overall: o, PerObjective: per}
 		}
 	}
-	res := Result{Version: 1, Model: c.Model, Judge: c.Judge.Model, Prompts: c.Prompts, NPrompts: len(ps), Samples: c.Samples,
+	var others []JudgeResult
+	for k, j := range c.MoreJudges {
+		rs := make([]Response, len(all))
+		for i, r := range all {
+			rs[i] = r
+			rs[i].Issues = nil
+			if k < len(r.Others) {
+				rs[i].Issues = r.Others[k].Issues
+			}
+		}
+		xs := make([]Comparison, len(cmps))
+		for i, x := range cmps {
+			xs[i] = x
+			if k < len(x.Others) {
+				xs[i].Outcome = x.Others[k].Outcome
+			}
+		}
+		jr := JudgeResult{Judge: j.Model, Variants: Summarize(c.Categories, vars, rs, xs, c.BootIters, uint64(c.Seed))}
+		for v := range jr.Variants {
+			jr.Variants[v].Preference = vrs[v].Preference // judge-independent
+		}
+		others = append(others, jr)
+	}
+	res := Result{Version: 1, OtherJudges: others, Model: c.Model, Judge: c.Judge.Model, Prompts: c.Prompts, NPrompts: len(ps), Samples: c.Samples,
 		Seed: c.Seed, Sampler: c.Sampler, Bootstrap: c.BootIters, Pairs: c.Pairs, Categories: c.Categories, Variants: vrs, Notes: resultNotes}
 	if err := rapp.Close(); err != nil {
 		return res, err
@@ -469,6 +520,17 @@ func (c *Config) respond(ctx context.Context, v int, name string, pi int, p pipe
 	}
 	if r.Issues == nil {
 		r.Issues = []string{}
+	}
+	for _, j := range c.MoreJudges {
+		sc, why, err := judgeScores(ctx, j.Judge, conversation(p), g.Text)
+		if err != nil {
+			return Response{}, fmt.Errorf("judge %s: %w", j.Model, err)
+		}
+		is := Issues(c.Categories, sc)
+		if is == nil {
+			is = []string{}
+		}
+		r.Others = append(r.Others, JudgedBy{Judge: j.Model, Scores: sc, Issues: is, Reasoning: why})
 	}
 	if strings.TrimSpace(g.Text) != "" {
 		f, err := c.Scorer.Score(ctx, v-1, p.System, text, g.Text)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/align-dev/align/align/backend"
 	"github.com/align-dev/align/align/backend/rules"
 	"github.com/align-dev/align/align/manga"
 	"github.com/align-dev/align/align/pairs"
@@ -197,5 +198,45 @@ func TestKL(t *testing.T) {
 	want := 0.25*math.Log(0.5) + 0.75*math.Log(1.5)
 	if kl := KL([]float32{0, float32(math.Log(3))}, []float32{5, 5}); !near(kl, want, 1e-6) {
 		t.Errorf("KL %g, want %g", kl, want)
+	}
+}
+
+// harshJudge scores every response's tone 1 and calls every comparison a
+// tie: a second opinion that disagrees with the rules judge.
+type harshJudge struct{}
+
+func (harshJudge) Judge(ctx context.Context, req backend.JudgeRequest) (backend.JudgeResponse, error) {
+	s := backend.Scores{Tone: 1, Accuracy: 3, Helpfulness: 3, Safety: 3}
+	return backend.JudgeResponse{Verdict: backend.Verdict{Winner: backend.WinnerTie, Scores: backend.VerdictScores{A: s, B: s}}}, nil
+}
+
+func TestRunFurtherJudges(t *testing.T) {
+	cfg := testConfig(t, t.TempDir(), &fakeEngine{})
+	cfg.MoreJudges = []*pipeline.Backend{{Model: "harsh", Judge: harshJudge{}}}
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the primary judge's table is the rules judge's, as without the second
+	if got := res.Variants[1].Categories["off_brand_tone"]; got.K != 6 || got.N != 18 {
+		t.Errorf("primary adapter off-brand %d/%d, want 6/18", got.K, got.N)
+	}
+	if len(res.OtherJudges) != 1 || res.OtherJudges[0].Judge != "harsh" {
+		t.Fatalf("other judges %+v", res.OtherJudges)
+	}
+	h := res.OtherJudges[0].Variants
+	for _, v := range h {
+		if got := v.Categories["off_brand_tone"]; got.K != 18 || got.N != 18 {
+			t.Errorf("harsh judge, %s off-brand %d/%d, want 18/18", v.Name, got.K, got.N)
+		}
+		if got := v.Categories["hallucination"]; got.K != 0 {
+			t.Errorf("harsh judge, %s hallucination %d, want 0", v.Name, got.K)
+		}
+	}
+	if w := h[1].Wins; w == nil || w.Ties != 18 || w.WinRate != 0 {
+		t.Errorf("harsh judge win rate %+v, want 18 ties", w)
+	}
+	if h[1].KLToBase != res.Variants[1].KLToBase || h[1].Preference == nil {
+		t.Errorf("judge-independent numbers differ between judges")
 	}
 }

@@ -95,19 +95,38 @@ type Response struct {
 	Tokens   int     `json:"scored_tokens"`
 	LogpBase float64 `json:"logp_base_sum"`
 	KLBase   float64 `json:"kl_to_base_sum"`
+	// Others are the verdicts of further judges, in --judge order.
+	Others []JudgedBy `json:"other_judges,omitempty"`
+}
+
+// JudgedBy is one further judge's scores of a response.
+type JudgedBy struct {
+	Judge     string         `json:"judge"`
+	Scores    backend.Scores `json:"scores"`
+	Issues    []string       `json:"issues"`
+	Reasoning string         `json:"reasoning,omitempty"`
+}
+
+// JudgedPair is one further judge's comparison.
+type JudgedPair struct {
+	Judge   string `json:"judge"`
+	AB      string `json:"adapter_first_winner"`
+	BA      string `json:"base_first_winner"`
+	Outcome string `json:"outcome"`
 }
 
 // Comparison is one adapter-vs-base comparison judged in both orders: a
 // line of DIR/comparisons.jsonl.
 type Comparison struct {
-	ID          string `json:"id"`
-	Variant     string `json:"variant"`
-	PromptIndex int    `json:"prompt_index"`
-	Sample      int    `json:"sample"`
-	AB          string `json:"adapter_first_winner"` // winner position with the adapter shown first
-	BA          string `json:"base_first_winner"`    // winner position with the base shown first
-	Outcome     string `json:"outcome"`
-	Reasoning   string `json:"reasoning,omitempty"`
+	ID          string       `json:"id"`
+	Variant     string       `json:"variant"`
+	PromptIndex int          `json:"prompt_index"`
+	Sample      int          `json:"sample"`
+	AB          string       `json:"adapter_first_winner"` // winner position with the adapter shown first
+	BA          string       `json:"base_first_winner"`    // winner position with the base shown first
+	Outcome     string       `json:"outcome"`
+	Reasoning   string       `json:"reasoning,omitempty"`
+	Others      []JudgedPair `json:"other_judges,omitempty"`
 }
 
 // CategoryResult is one category's rate for a variant and, for an

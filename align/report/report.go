@@ -182,7 +182,20 @@ func writeEval(b *strings.Builder, e Eval, nsamples int) {
 	b.WriteString(BarChart("eval-issues", "Issue rates with Wilson 95% intervals", groups, names))
 	b.WriteString("</div>\n")
 
-	// the table
+	writeTable(b, r.Categories, r.Variants)
+	for _, o := range r.OtherJudges {
+		fmt.Fprintf(b, "<h3>Judge %s (same responses)</h3>\n", html.EscapeString(o.Judge))
+		writeTable(b, r.Categories, o.Variants)
+	}
+	writeSamples(b, e, nsamples)
+}
+
+// writeTable writes the before/after table of one judge.
+func writeTable(b *strings.Builder, cats []eval.Category, vs []eval.VariantResult) {
+	r := struct {
+		Categories []eval.Category
+		Variants   []eval.VariantResult
+	}{cats, vs}
 	b.WriteString("<table><tr><th>metric</th>")
 	for i, v := range r.Variants {
 		h := v.Name
@@ -260,7 +273,6 @@ func writeEval(b *strings.Builder, e Eval, nsamples int) {
 		b.WriteString("</td></tr>\n")
 	}
 	b.WriteString("</table>\n")
-	writeSamples(b, e, nsamples)
 }
 
 // writeSamples shows sample 0 of the first prompts for every variant.
