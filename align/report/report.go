@@ -359,11 +359,11 @@ func Summary(p Page) string {
 	for _, e := range p.Evals {
 		fmt.Fprintf(&b, "\n%s:\n", e.Path)
 		b.WriteString(eval.FormatTable(e.Result.Categories, e.Result.Variants))
-		if len(e.Result.Variants) > 1 {
-			v := e.Result.Variants[len(e.Result.Variants)-1]
-			if v.FluencyChange != nil && v.FluencyChange.CIHigh < 0 && v.KLToBase > 0 {
-				fmt.Fprintf(&b, "note: %s's text is less likely under the base (mean log-prob %+.3f per token, KL %.3f): check the responses for degeneration\n",
-					v.Name, v.FluencyChange.Delta, v.KLToBase)
+		for _, v := range e.Result.Variants[1:] {
+			// a drop of over one nat per token is e-fold less likely text
+			if v.FluencyChange != nil && v.FluencyChange.CIHigh < -1 {
+				fmt.Fprintf(&b, "note: %s's text is much less likely under the base (mean log-prob %+.3f per token [%+.3f, %+.3f], KL %.3f): read its responses for degeneration\n",
+					v.Name, v.FluencyChange.Delta, v.FluencyChange.CILow, v.FluencyChange.CIHigh, v.KLToBase)
 			}
 		}
 	}
