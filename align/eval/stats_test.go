@@ -203,6 +203,10 @@ func TestSummarizeHandComputed(t *testing.T) {
 	if ch == nil || ch.Delta != -0.5 || ch.CILow != -1 || ch.CIHigh != 0 {
 		t.Errorf("tone change %+v, want −0.5 [−1, 0]", ch)
 	}
+	// combined: base (1, 1), adapter (0, 0.5): −0.75, bootstrap values −1, −0.75 or −0.5
+	if ch := a.Combined.Change; ch == nil || ch.Delta != -0.75 || ch.CILow != -1 || ch.CIHigh != -0.5 {
+		t.Errorf("combined change %+v, want −0.75 [−1, −0.5]", ch)
+	}
 	// hallucination: base (0, 0.5), adapter (0, 0): −0.25
 	if ch := a.Categories["hallucination"].Change; ch.Delta != -0.25 {
 		t.Errorf("hallucination change %+v", ch)

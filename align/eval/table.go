@@ -240,6 +240,10 @@ func Summarize(cats []Category, variants []Variant, rs []Response, cs []Comparis
 			}
 		}
 		vr.Combined = CategoryResult{Label: "combined issue rate", Rate: NewRate(k, len(resp))}
+		if vi > 0 {
+			ch := pairedChange(base, resp, indicator(""), iters, seed+uint64(len(cats)))
+			vr.Combined.Change = &ch
+		}
 		vr.CombinedIssueRate = vr.Combined.Rate.Rate
 		var lp, kl float64
 		var ntok, ngen int
