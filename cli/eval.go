@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -182,6 +184,7 @@ func runEval(c *cli.Context) error {
 	betas := train.BetaTable{Table: train.MergeBetas(user), Override: c.Float64("beta")}
 	tty := isTerminal(env.Stderr)
 	last := -1
+	start := time.Now()
 	cfg := eval.Config{
 		Model: model, ModelDigest: fmt.Sprintf("%d@%d", st.Size(), st.ModTime().UnixNano()), Adapters: adapters, Prompts: c.String("prompts"),
 		Judge: judges[0], MoreJudges: judges[1:], Out: c.String("out"), Samples: c.Int("samples"), Seed: uint32(seed),
@@ -190,14 +193,20 @@ func runEval(c *cli.Context) error {
 		Pairs: c.String("pairs"), Betas: betas.Beta, BootIters: c.Int("bootstrap"), Generator: nat, Scorer: nat,
 		Progress: func(done, total int, what string) {
 			pct := 100 * done / total
+			// rate and ETA count this run's work (reused records are instant)
+			el := time.Since(start).Seconds()
+			eta := ""
+			if rate := float64(done) / math.Max(el, 1e-9); done < total && el > 1 {
+				eta = fmt.Sprintf(", %.1f/s, ETA %s", rate, (time.Duration(float64(total-done)/rate) * time.Second).Round(time.Second))
+			}
 			switch {
 			case tty:
-				fmt.Fprintf(env.Stderr, "\ralign: eval %d/%d (%d%%) %-40s", done, total, pct, what)
+				fmt.Fprintf(env.Stderr, "\ralign: eval %d/%d (%d%%%s) %-30s", done, total, pct, eta, what)
 				if done == total {
 					fmt.Fprintln(env.Stderr)
 				}
 			case pct/10 != last/10 || done == total:
-				fmt.Fprintf(env.Stderr, "align: eval %d/%d (%d%%) %s\n", done, total, pct, what)
+				fmt.Fprintf(env.Stderr, "align: eval %d/%d (%d%%%s) %s\n", done, total, pct, eta, what)
 			}
 			last = pct
 		},
