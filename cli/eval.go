@@ -46,7 +46,10 @@ Writes DIR/responses.jsonl (every response, its scores and issues),
 DIR/comparisons.jsonl and DIR/eval.json; prints the table on standard
 output (--json: eval.json instead). Each record is appended as it
 finishes: an interrupted run (exit 4) continues when rerun with the same
-flags and ends with the same eval.json.
+flags and ends with the same eval.json. A judge that fails (after one
+repair attempt for invalid output) stops the run with exit 1; rerun to
+continue once it answers. Every response can be reproduced with align
+sample and its recorded seed and the same sampler flags.
 
 Several judges (--judge A,B): the first makes the table and the result's
 variants; each further judge scores the same responses and comparisons
