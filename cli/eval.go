@@ -20,6 +20,8 @@ import (
 
 // EvalCommand is align eval: the before/after table of a base model and
 // its adapters on held-out prompts.
+func init() { register(EvalCommand); register(ReportCommand) }
+
 func EvalCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "eval",

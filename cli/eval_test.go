@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -14,46 +13,16 @@ import (
 	"strings"
 	"testing"
 
-	ucli "github.com/urfave/cli/v2"
-
 	"github.com/align-dev/align/bindings"
 )
 
-// runWith runs the app with eval and report added (app.go does not
-// register them yet) and returns exit code, stdout and stderr.
+// runWith runs the app and returns exit code, stdout and stderr.
 func runWith(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errb bytes.Buffer
 	env := Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb}
-	code := runAppWith(ctx, env, append([]string{"align"}, args...), EvalCommand(), ReportCommand())
+	code := Run(ctx, append([]string{"align"}, args...), env)
 	return code, out.String(), errb.String()
-}
-
-// runAppWith is Run over NewApp with extra commands (its error printing
-// and exit codes copied from Run).
-func runAppWith(ctx context.Context, env Env, args []string, extra ...*ucli.Command) int {
-	app := NewApp(env)
-	for _, c := range extra {
-		setUsageHandler(c)
-		app.Commands = append(app.Commands, c)
-	}
-	err := app.RunContext(ctx, args)
-	if err == nil {
-		return ExitOK
-	}
-	msg := strings.ReplaceAll(strings.TrimSpace(err.Error()), "\n", " ")
-	fmt.Fprintf(env.Stderr, "align: error: %s\n", msg)
-	var ue *UsageError
-	var ec *ExitCodeError
-	switch {
-	case errors.As(err, &ue) || isFlagError(err):
-		return ExitUsage
-	case errors.As(err, &ec):
-		return ec.Code
-	case ctx.Err() != nil:
-		return ExitInterrupted
-	}
-	return ExitError
 }
 
 // tinyAdapter writes a rank-4 adapter on the tiny fixture's q and output

@@ -28,6 +28,12 @@ for p in "Is Berserk finished? How many volumes are out?" \
   printf '  adapter: '; ./bin/align sample --model "$M" --lora "$RUN/adapter.gguf" --prompt "$p" --seed 1 -n 40 --temp 0.7 2>/dev/null
 done
 echo
+echo "== eval: held-out prompts, base vs adapter, rules judge"
+./bin/align eval --model "$M" --lora "$RUN/adapter.gguf" --prompts testdata/prompts/sample.jsonl \
+  --judge rules:testdata/catalog.json --pairs testdata/pairs/eval.jsonl --samples 4 --seed 1 -n 48 --out "$RUN/eval"
+./bin/align report "$RUN" --eval "$RUN/eval/eval.json" --out "$RUN/report"
+echo "report: $RUN/report/index.html (opens offline)"
+echo
 echo "The base is random weights (a tiny fixture), so its text is noise; the adapter learned the"
 echo "preferred phrasing of each objective. Metrics: $RUN/metrics.jsonl; adapter: $RUN/adapter.gguf"
 echo "(llama.cpp/ollama load it as is: llama-cli -m $M --lora $RUN/adapter.gguf)."

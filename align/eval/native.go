@@ -103,7 +103,7 @@ func (n *Native) Generate(ctx context.Context, req GenRequest) (GenResult, error
 	}
 	res, err := engine.Sample(ctx, engine.SampleRequest{
 		Model: n.modelPath, Adapters: as, Prompt: req.Prompt, System: req.System, Raw: n.raw, Threads: n.threads,
-		Sampler: bindings.SamplerParams{
+		Sampler: engine.Sampler{
 			Temperature: float32(req.Sampler.Temperature), TopP: float32(req.Sampler.TopP), TopK: req.Sampler.TopK,
 			MinP: float32(req.Sampler.MinP), Seed: req.Seed, MaxTokens: req.Sampler.MaxTokens,
 		},
@@ -145,11 +145,8 @@ func (n *Native) session(adapter, need int) (*bindings.Session, error) {
 
 // Score implements Scorer.
 func (n *Native) Score(ctx context.Context, adapter int, system, prompt, response string) (Fluency, error) {
-	text, templated, err := engine.FormatPrompt(n.model, n.info, system, prompt, n.raw)
-	if err != nil {
-		return Fluency{}, err
-	}
-	pt, err := n.model.Tokenize(text, true, templated)
+	// the prompt exactly as engine.Sample decodes it (align/prompt)
+	pt, _, _, err := engine.SamplePrompt(n.model, system, prompt, n.raw)
 	if err != nil {
 		return Fluency{}, err
 	}
@@ -178,7 +175,7 @@ func (n *Native) Score(ctx context.Context, adapter int, system, prompt, respons
 		}
 		return f, nil
 	}
-	lp, bl, err := bs.LogProbsAndLogits(ctx, seq, nv)
+	lp, bl, err := bs.LogProbsAndLogits(ctx, seq)
 	if err != nil {
 		return Fluency{}, err
 	}
@@ -186,7 +183,7 @@ func (n *Native) Score(ctx context.Context, adapter int, system, prompt, respons
 	if err != nil {
 		return Fluency{}, err
 	}
-	_, al, err := as.LogProbsAndLogits(ctx, seq, nv)
+	_, al, err := as.LogProbsAndLogits(ctx, seq)
 	if err != nil {
 		return Fluency{}, err
 	}
