@@ -196,6 +196,39 @@ type Metrics struct {
 	LogpsChosen, LogpsRej     float64
 	NLL                       float64 // preferences: sum of chosen mean-token NLLs (RPO runs); SFT: sum of token NLLs
 	Tokens                    int     // SFT: scored tokens
+	// ByObjective, when not nil, also accumulates each pair under its
+	// objective (held-out rows report accuracy and margin per objective,
+	// since each objective has its own β)
+	ByObjective map[string]*Metrics
+}
+
+// addObjective accumulates one pair (and its NLL) under its objective.
+func (m *Metrics) addObjective(objective string, l PairLoss, p PairLogps, nll float64) {
+	if m.ByObjective == nil {
+		return
+	}
+	if objective == "" {
+		objective = "default"
+	}
+	o := m.ByObjective[objective]
+	if o == nil {
+		o = &Metrics{}
+		m.ByObjective[objective] = o
+	}
+	o.Add(l, p)
+	o.NLL += nll
+}
+
+// ObjectiveMap is Map for each objective, keyed "objective/<name>/<key>".
+func (m Metrics) ObjectiveMap() map[string]float64 {
+	out := map[string]float64{}
+	for name, o := range m.ByObjective {
+		for k, v := range o.Map() {
+			out["objective/"+name+"/"+k] = v
+		}
+		out["objective/"+name+"/pairs"] = float64(o.N)
+	}
+	return out
 }
 
 // Add accumulates one pair.

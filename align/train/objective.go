@@ -172,13 +172,15 @@ func (o prefObjective) loss(exs []Example, mb MicroBatch, out Outputs, norm floa
 		if err != nil {
 			return nil, fmt.Errorf("pair %q: %w", ex.ID, err)
 		}
+		var nll float64
 		if o.rpoAlpha > 0 {
-			nll := -p.PiW / float64(p.NW)
+			nll = -p.PiW / float64(p.NW)
 			l.Loss += o.rpoAlpha * nll
 			l.DPiW -= o.rpoAlpha / float64(p.NW)
 			m.NLL += nll
 		}
 		m.Add(l, p)
+		m.addObjective(ex.Objective, l, p, nll)
 		off = broadcast(cot, off, p.NW, l.DPiW/norm)
 		off = broadcast(cot, off, p.NL, l.DPiL/norm)
 	}
@@ -247,7 +249,7 @@ func evaluate(ctx context.Context, tr Trainer, obj objective, exs []Example, bud
 	for i := range order {
 		order[i] = i
 	}
-	var m Metrics
+	m := Metrics{ByObjective: map[string]*Metrics{}}
 	mbs := Pack(exs, order, budget, !obj.pairwise())
 	for j, mb := range mbs {
 		if err := ctx.Err(); err != nil {
@@ -264,5 +266,9 @@ func evaluate(ctx context.Context, tr Trainer, obj objective, exs []Example, bud
 			done(j+1, len(mbs))
 		}
 	}
-	return obj.metrics(m), nil
+	out := obj.metrics(m)
+	for k, v := range m.ObjectiveMap() {
+		out[k] = v
+	}
+	return out, nil
 }
