@@ -41,6 +41,7 @@ demo: models
 	@scripts/demo.sh
 
 test: native
+	@scripts/deps.sh --test
 	$(BUILD)/native/align_native_tests
 	$(BUILD)/native/align_grad_ops
 	@# everything but the native-facing packages builds without cgo (DESIGN §2)
