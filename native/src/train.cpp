@@ -239,7 +239,8 @@ align_status align_trainer_add_set(align_trainer * tr, const align_adapter_set_p
     if (tr == nullptr || params == nullptr || id == nullptr) return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_trainer_add_set: NULL argument");
     ALIGN_TRY
     tr->has_pending = false;
-    return add_set(tr, *params, id) == ALIGN_OK ? ok() : ALIGN_ERR_INVALID_ARGUMENT;
+    const align_status st = add_set(tr, *params, id);
+    return st == ALIGN_OK ? ok() : st;
     ALIGN_CATCH
 }
 
