@@ -14,17 +14,7 @@ func TestGenerateBatchMatchesSingle(t *testing.T) {
 	tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 9})
 	m := tr.Model()
 	b := fullBatch(t, m, sampleText)
-	for i := 0; i < 3; i++ {
-		if _, err := tr.ForwardGrad(b); err != nil {
-			t.Fatal(err)
-		}
-		if err := tr.BackwardSums(b, []float64{-1}); err != nil {
-			t.Fatal(err)
-		}
-		if err := tr.Step(AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sftSteps(t, tr, b, 3)
 	live, err := tr.LiveLoRA(0)
 	if err != nil {
 		t.Fatal(err)

@@ -292,20 +292,7 @@ func TestTrainerLiveAdapter(t *testing.T) {
 	tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 9})
 	m := tr.Model()
 	b := fullBatch(t, m, sampleText)
-	step := func() {
-		if _, err := tr.ForwardGrad(b); err != nil {
-			t.Fatal(err)
-		}
-		if err := tr.BackwardSums(b, []float64{-1}); err != nil {
-			t.Fatal(err)
-		}
-		if err := tr.Step(AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for i := 0; i < 3; i++ {
-		step()
-	}
+	sftSteps(t, tr, b, 3)
 	live, err := tr.LiveLoRA(0)
 	if err != nil {
 		t.Fatal(err)
@@ -340,8 +327,7 @@ func TestTrainerLiveAdapter(t *testing.T) {
 	}
 	// two more steps: the same live session follows, the file does not
 	lp0, _ := ls.LogProbs(context.Background(), b.Tokens[:b.Lengths[0]])
-	step()
-	step()
+	sftSteps(t, tr, b, 2)
 	lp1, _ := ls.LogProbs(context.Background(), b.Tokens[:b.Lengths[0]])
 	out, _ := tr.Forward(b, 1)
 	var moved, maxd float64

@@ -308,17 +308,7 @@ func TestTrainerExportMatchesLlama(t *testing.T) {
 			tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 9})
 			bo, _ := tr.Forward(b, 1)
 			before := bo.Sums
-			for i := 0; i < 5; i++ {
-				if _, err := tr.ForwardGrad(b); err != nil {
-					t.Fatal(err)
-				}
-				if err := tr.BackwardSums(b, []float64{-1}); err != nil { // maximise log-likelihood
-					t.Fatal(err)
-				}
-				if err := tr.Step(AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1}); err != nil {
-					t.Fatal(err)
-				}
-			}
+			sftSteps(t, tr, b, 5)
 			ao, _ := tr.Forward(b, 1)
 			after, ours := ao.Sums, ao.Logps
 			if after[0] <= before[0]+1 {
@@ -352,6 +342,27 @@ func TestTrainerExportMatchesLlama(t *testing.T) {
 				t.Errorf("llama.cpp with the exported adapter differs from the trainer by %.3g per token", maxd)
 			}
 		})
+	}
+}
+
+// sftSteps takes n AdamW steps (lr 1e-2) that maximise the log-likelihood
+// of every sequence of b.
+func sftSteps(t *testing.T, tr *Trainer, b *Batch, n int) {
+	t.Helper()
+	minus := make([]float64, b.NSeq)
+	for i := range minus {
+		minus[i] = -1
+	}
+	for i := 0; i < n; i++ {
+		if _, err := tr.ForwardGrad(b); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.BackwardSums(b, minus); err != nil {
+			t.Fatal(err)
+		}
+		if err := tr.Step(AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
