@@ -10,16 +10,8 @@ import (
 // seeded Seed+i), greedy over different prompts and sampled over one prompt
 // (GRPO's G samples), from a live trainer adapter.
 func TestGenerateBatchMatchesSingle(t *testing.T) {
-	path := fixture(t, "llama", "f32")
-	tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 9})
+	tr, _, live := liveTrainer(t)
 	m := tr.Model()
-	b := fullBatch(t, m, sampleText)
-	sftSteps(t, tr, b, 3)
-	live, err := tr.LiveLoRA(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { live.Close() }) // after the session's cleanup
 	ad := []LoRAScale{{LoRA: live, Scale: 1}}
 	single := session(t, m, SessionOptions{NCtx: 256, Adapters: ad})
 	texts := []string{"Hello!", "Is Berserk finished?", "Can you recommend a manga", "Naruto has",

@@ -288,16 +288,8 @@ func TestTrainerHeadChunks(t *testing.T) {
 // adapter generates what a session with the exported adapter generates, and
 // sees later steps without being rebuilt.
 func TestTrainerLiveAdapter(t *testing.T) {
-	path := fixture(t, "llama", "f32")
-	tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 9})
+	tr, b, live := liveTrainer(t)
 	m := tr.Model()
-	b := fullBatch(t, m, sampleText)
-	sftSteps(t, tr, b, 3)
-	live, err := tr.LiveLoRA(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { live.Close() }) // after the sessions' cleanups
 	ls := session(t, m, SessionOptions{NCtx: 256, Adapters: []LoRAScale{{LoRA: live, Scale: 1}}})
 	ap := filepath.Join(t.TempDir(), "adapter.gguf")
 	if err := tr.Export(ap); err != nil {

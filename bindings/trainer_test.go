@@ -345,6 +345,22 @@ func TestTrainerExportMatchesLlama(t *testing.T) {
 	}
 }
 
+// liveTrainer is a trainer on the F32 fixture after 3 SFT steps on
+// sampleText (b), and a live adapter over its policy, closed after the
+// sessions a test makes with it.
+func liveTrainer(t *testing.T) (*Trainer, *Batch, *LoRA) {
+	t.Helper()
+	tr := newTrainer(t, fixture(t, "llama", "f32"), TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 9})
+	b := fullBatch(t, tr.Model(), sampleText)
+	sftSteps(t, tr, b, 3)
+	live, err := tr.LiveLoRA(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { live.Close() }) // registered before the sessions, so it runs after their cleanups
+	return tr, b, live
+}
+
 // sftSteps takes n AdamW steps (lr 1e-2) that maximise the log-likelihood
 // of every sequence of b.
 func sftSteps(t *testing.T, tr *Trainer, b *Batch, n int) {
