@@ -16,6 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/align-dev/align/align/rl"
 	"github.com/align-dev/align/align/train"
 )
 
@@ -25,7 +26,7 @@ func trainCommand() *cli.Command {
 	d := train.DefaultConfig()
 	return &cli.Command{
 		Name:      "train",
-		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge)",
+		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge, PPO, GRPO)",
 		ArgsUsage: " ",
 		Description: `Trains LoRA adapters on preference pairs (JSON Lines, plain or TRL
 conversational form, .zst allowed) with the model's chat template, and
@@ -54,8 +55,8 @@ Example:
    align train --method dpo --model models/tiny-q8_0.gguf --data testdata/pairs/train.jsonl \
       --eval-data testdata/pairs/eval.jsonl --out runs/dpo --epochs 3
    align train --resume runs/dpo`,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "method", Value: d.Method, Usage: "sft, dpo, ipo, cdpo or hinge", EnvVars: []string{"ALIGN_METHOD"}},
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "method", Value: d.Method, Usage: "sft, dpo, ipo, cdpo, hinge, ppo or grpo (ppo/grpo: --prompts and --reward instead of --data)", EnvVars: []string{"ALIGN_METHOD"}},
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "base GGUF model `FILE`", EnvVars: []string{"ALIGN_MODEL"}},
 			&cli.StringFlag{Name: "data", Usage: "training pairs `FILE` (.jsonl or .jsonl.zst; - reads standard input and keeps a copy in the run)", EnvVars: []string{"ALIGN_DATA"}},
 			&cli.StringFlag{Name: "eval-data", Usage: "held-out pairs `FILE`", EnvVars: []string{"ALIGN_EVAL_DATA"}},
@@ -88,7 +89,7 @@ Example:
 			&cli.BoolFlag{Name: "skip-invalid", Usage: "skip and count bad pairs instead of failing", EnvVars: []string{"ALIGN_SKIP_INVALID"}},
 			&cli.BoolFlag{Name: "raw", Usage: "do not apply the chat template", EnvVars: []string{"ALIGN_RAW"}},
 			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON on stdout", EnvVars: []string{"ALIGN_JSON"}},
-		},
+		}, rlFlags()...),
 		Action: runTrain,
 	}
 }
@@ -165,6 +166,9 @@ func sameAsRun(c *cli.Context, flag string, saved train.Config, dir string) bool
 }
 
 func runTrain(c *cli.Context) error {
+	if m := strings.ToLower(c.String("method")); m == "ppo" || m == "grpo" || rl.IsRun(c.String("resume")) {
+		return runRL(c)
+	}
 	env := envOf(c)
 	if c.NArg() > 0 {
 		return usagef("train takes no arguments (got %q)", c.Args().First())

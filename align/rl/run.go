@@ -613,3 +613,13 @@ func (r *runner) evaluate() (map[string]float64, error) {
 }
 
 func tokensOfSeqs(seqs []*Seq) float64 { return float64(tokensOf(seqs)) }
+
+// IsRun reports whether dir holds a PPO or GRPO run (for the CLI's resume
+// dispatch).
+func IsRun(dir string) bool {
+	if dir == "" {
+		return false
+	}
+	var saved Config
+	return train.ReadJSON(filepath.Join(dir, "config.json"), &saved) == nil && (saved.Method == PPO || saved.Method == GRPO)
+}
