@@ -122,3 +122,58 @@ func TestSmoke(t *testing.T) {
 		})
 	}
 }
+
+// learn runs method on the phrase reward and reports the held-out reward
+// before and after, and the held-out KL after.
+func learn(t *testing.T, cfg Config) (before, after, kl float64) {
+	t.Helper()
+	cfg.Progress = func(ev Event) {
+		if ev.Note != "" || ev.Done%3 == 0 {
+			t.Logf("%s %d/%d %s%s", ev.Phase, ev.Done, ev.Total, ev.Stats, ev.Note)
+		}
+	}
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("held-out before %v", res.Before)
+	t.Logf("held-out after  %v", res.After)
+	return res.Before["reward"], res.After["reward"], res.After["kl"]
+}
+
+func TestTune(t *testing.T) {
+	if os.Getenv("RL_TUNE") == "" {
+		t.Skip("tuning only")
+	}
+	cfg := toyConfig(t, os.Getenv("RL_TUNE"))
+	if v := os.Getenv("RL_LR"); v != "" {
+		json.Unmarshal([]byte(v), &cfg.LR)
+	}
+	if v := os.Getenv("RL_EPOCHS"); v != "" {
+		json.Unmarshal([]byte(v), &cfg.Epochs)
+	}
+	if v := os.Getenv("RL_KL"); v != "" {
+		json.Unmarshal([]byte(v), &cfg.KLCoef)
+		cfg.Beta = cfg.KLCoef
+	}
+	if v := os.Getenv("RL_GROUP"); v != "" {
+		json.Unmarshal([]byte(v), &cfg.Group)
+	}
+	if v := os.Getenv("RL_PPOEPOCHS"); v != "" {
+		json.Unmarshal([]byte(v), &cfg.PPOEpochs)
+	}
+	if v := os.Getenv("RL_MB"); v != "" {
+		json.Unmarshal([]byte(v), &cfg.MiniBatches)
+	}
+	if v := os.Getenv("RL_VLR"); v != "" {
+		json.Unmarshal([]byte(v), &cfg.ValueLR)
+	}
+	if v := os.Getenv("RL_BATCH"); v != "" {
+		json.Unmarshal([]byte(v), &cfg.BatchPrompts)
+	}
+	if v := os.Getenv("RL_PHRASE"); v != "" {
+		cfg.Scorer = &phrase{p: v}
+	}
+	cfg.EvalEvery = 3
+	learn(t, cfg)
+}

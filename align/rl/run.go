@@ -238,6 +238,15 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		if e.valueSet, err = tr.AddSet(bindings.SetOptions{Name: "value", Seed: cfg.Seed + 1, Heads: []bindings.HeadSpec{{Name: "value", Dim: 1}}}); err != nil {
 			return res, err
 		}
+		// the value head starts at 0 (a random head adds noise of its own
+		// size to every advantage until it has learned)
+		si, err := tr.SetInfo(e.valueSet)
+		if err != nil {
+			return res, err
+		}
+		if err := tr.SetStateSet(e.valueSet, make([]float32, si.NParams), nil, nil, 0); err != nil {
+			return res, err
+		}
 	}
 	sc := cfg.Scorer
 	if sc == nil {
