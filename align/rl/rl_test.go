@@ -316,3 +316,45 @@ func TestResumeSameAdapter(t *testing.T) {
 		})
 	}
 }
+
+// klBudget is the held-out KL(π ‖ π_ref) per completion (nats, 16 tokens)
+// the toy runs must stay under; it is also their --max-kl guard.
+const klBudget = 15.0
+
+// PPO and GRPO on the phrase reward raise the mean held-out reward
+// markedly over the base while the held-out KL stays under its budget.
+func TestPPOLearnsPhrase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: 24 rollout steps")
+	}
+	cfg := toyConfig(t, PPO)
+	cfg.LR, cfg.ValueLR = 5e-3, 5e-3
+	cfg.Epochs, cfg.BatchPrompts, cfg.Group = 4, 4, 8
+	cfg.PPOEpochs, cfg.MiniBatches = 2, 2
+	cfg.KLCoef = 0.1
+	cfg.MaxKL = klBudget
+	checkLearned(t, cfg)
+}
+
+func TestGRPOLearnsPhrase(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow: 24 rollout steps")
+	}
+	cfg := toyConfig(t, GRPO)
+	cfg.LR = 5e-3
+	cfg.Epochs, cfg.BatchPrompts, cfg.Group = 4, 4, 8
+	cfg.Beta = 0.1
+	checkLearned(t, cfg)
+}
+
+func checkLearned(t *testing.T, cfg Config) {
+	t.Helper()
+	before, after, kl := learn(t, cfg)
+	t.Logf("%s: held-out reward %.3f -> %.3f, held-out KL %.2f nats per completion (budget %g)", cfg.Method, before, after, kl, klBudget)
+	if !(after >= before+0.3 && after >= 0.5) {
+		t.Errorf("held-out reward %.3f -> %.3f: want a rise of at least 0.3 to 0.5 or more", before, after)
+	}
+	if !(kl < klBudget) {
+		t.Errorf("held-out KL %.2f exceeds its budget %g", kl, klBudget)
+	}
+}
