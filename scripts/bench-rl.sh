@@ -17,13 +17,15 @@ mkdir -p models
 [ -f bin/align ] || make build
 [ -f "$m" ] || ./bin/align model init --out "$m" --size "$SIZE" --type "$TYPE" --seed 1
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'rm -rf "$tmp"' EXIT INT TERM
 GOENV=(CGO_ENABLED=1 CGO_CPPFLAGS="-DALIGN_NATIVE_STAMP=$(cat build/native/libalign_native.a build/libllama.a build/ggml/*.a | sha1sum | cut -c1-16)")
 env "${GOENV[@]}" go test -c -o "$tmp/rl.test" ./align/rl
 rss() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1"; }
 
-# DPO on the shipped pairs: the memory baseline (policy + frozen reference)
-/usr/bin/time -v ./bin/align train --method dpo --model "$m" --data testdata/pairs/train.jsonl --eval-split 0 \
+# DPO on the first DPO_PAIRS shipped pairs: the memory baseline (policy and
+# frozen reference on the same base)
+head -n "${DPO_PAIRS:-16}" testdata/pairs/train.jsonl >"$tmp/pairs.jsonl"
+/usr/bin/time -v ./bin/align train --method dpo --model "$m" --data "$tmp/pairs.jsonl" --eval-split 0 \
   --max-steps "$STEPS" --threads "$THREADS" --out "$tmp/dpo" --json >"$tmp/dpo.json" 2>"$tmp/dpo.time"
 dpo_rss=$(rss "$tmp/dpo.time")
 
