@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -106,20 +107,58 @@ func readMetrics(t testing.TB, dir string) []map[string]any {
 	return rows
 }
 
-func TestSmoke(t *testing.T) {
+// A short run of each method writes the metrics the issue names: train
+// rows per step (TRL's names; the time breakdown) and held-out rows before
+// and after, the adapter and the summary.
+func TestRunMetrics(t *testing.T) {
+	want := map[string][]string{
+		PPO:  {"reward", "reward_std", "kl", "kl_coef", "entropy", "clip_ratio", "approx_kl", "value_loss", "value_clip_ratio", "completions/mean_length"},
+		GRPO: {"reward", "reward_std", "kl", "entropy", "clip_ratio", "frac_reward_zero_std", "completions/mean_length"},
+	}
+	times := []string{"time/rollout_s", "time/score_s", "time/old_logps_s", "time/ref_logps_s", "time/value_s", "time/update_s"}
 	for _, method := range []string{PPO, GRPO} {
 		t.Run(method, func(t *testing.T) {
-			cfg := toyConfig(t, method)
+			cfg := smallConfig(t, method)
 			cfg.MaxSteps = 2
-			cfg.Progress = func(ev Event) { t.Logf("%+v", ev) }
 			res, err := Run(context.Background(), cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%+v", res)
+			if res.Steps != 2 || res.Before == nil || res.After == nil {
+				t.Fatalf("result %+v", res)
+			}
+			var train, eval []map[string]any
 			for _, row := range readMetrics(t, cfg.Out) {
-				b, _ := json.Marshal(row)
-				t.Logf("%s", b)
+				switch row["split"] {
+				case "train":
+					train = append(train, row)
+				case "eval":
+					eval = append(eval, row)
+				}
+			}
+			if len(train) != 2 || len(eval) != 2 || eval[0]["step"] != 0.0 || eval[1]["step"] != 2.0 {
+				t.Fatalf("%d train rows, %d eval rows (%v)", len(train), len(eval), eval)
+			}
+			for _, row := range train {
+				for _, k := range append(want[method], times...) {
+					if _, ok := row[k].(float64); !ok {
+						t.Errorf("train row %v lacks %q", row["step"], k)
+					}
+				}
+			}
+			for _, k := range []string{"reward", "reward_std", "kl", "completions/mean_length"} {
+				if _, ok := eval[1][k].(float64); !ok {
+					t.Errorf("eval row lacks %q", k)
+				}
+			}
+			// the policy moved off the reference and the KL says so
+			if kl := eval[1]["kl"].(float64); !(math.Abs(kl) > 0) {
+				t.Errorf("held-out KL after two steps = %g", kl)
+			}
+			for _, f := range []string{"adapter.gguf", "summary.json", "config.json"} {
+				if _, err := os.Stat(filepath.Join(cfg.Out, f)); err != nil {
+					t.Error(err)
+				}
 			}
 		})
 	}
@@ -141,43 +180,6 @@ func learn(t *testing.T, cfg Config) (before, after, kl float64) {
 	t.Logf("held-out before %v", res.Before)
 	t.Logf("held-out after  %v", res.After)
 	return res.Before["reward"], res.After["reward"], res.After["kl"]
-}
-
-func TestTune(t *testing.T) {
-	if os.Getenv("RL_TUNE") == "" {
-		t.Skip("tuning only")
-	}
-	cfg := toyConfig(t, os.Getenv("RL_TUNE"))
-	if v := os.Getenv("RL_LR"); v != "" {
-		json.Unmarshal([]byte(v), &cfg.LR)
-	}
-	if v := os.Getenv("RL_EPOCHS"); v != "" {
-		json.Unmarshal([]byte(v), &cfg.Epochs)
-	}
-	if v := os.Getenv("RL_KL"); v != "" {
-		json.Unmarshal([]byte(v), &cfg.KLCoef)
-		cfg.Beta = cfg.KLCoef
-	}
-	if v := os.Getenv("RL_GROUP"); v != "" {
-		json.Unmarshal([]byte(v), &cfg.Group)
-	}
-	if v := os.Getenv("RL_PPOEPOCHS"); v != "" {
-		json.Unmarshal([]byte(v), &cfg.PPOEpochs)
-	}
-	if v := os.Getenv("RL_MB"); v != "" {
-		json.Unmarshal([]byte(v), &cfg.MiniBatches)
-	}
-	if v := os.Getenv("RL_VLR"); v != "" {
-		json.Unmarshal([]byte(v), &cfg.ValueLR)
-	}
-	if v := os.Getenv("RL_BATCH"); v != "" {
-		json.Unmarshal([]byte(v), &cfg.BatchPrompts)
-	}
-	if v := os.Getenv("RL_PHRASE"); v != "" {
-		cfg.Scorer = &phrase{p: v}
-	}
-	cfg.EvalEvery = 3
-	learn(t, cfg)
 }
 
 // smallConfig is a quick run for the bookkeeping tests.
