@@ -9,7 +9,8 @@
 // rollout step, "eval" rows on held-out prompts), checkpoints/step-N
 // (policy and value state, Adam moments, cursor, KL coefficient; the
 // rollout RNG is a pure function of the seed and the step),
-// adapter.gguf (llama.cpp LoRA) and summary.json.
+// adapter.gguf (llama.cpp LoRA), PPO's value head as value.gguf (align's
+// heads GGUF) and summary.json.
 package rl
 
 import (

@@ -155,7 +155,15 @@ func TestRunMetrics(t *testing.T) {
 			if kl := eval[1]["kl"].(float64); !(math.Abs(kl) > 0) {
 				t.Errorf("held-out KL after two steps = %g", kl)
 			}
-			for _, f := range []string{"adapter.gguf", "summary.json", "config.json"} {
+			files := []string{"adapter.gguf", "summary.json", "config.json"}
+			if method == PPO {
+				files = append(files, "value.gguf")
+				vf, err := bindings.ReadAdapterFile(filepath.Join(cfg.Out, "value.gguf"))
+				if err != nil || vf.Kind != "heads" || len(vf.Heads) != 1 || vf.Heads[0].Name != "value" {
+					t.Errorf("value.gguf: %+v, %v", vf, err)
+				}
+			}
+			for _, f := range files {
 				if _, err := os.Stat(filepath.Join(cfg.Out, f)); err != nil {
 					t.Error(err)
 				}

@@ -38,7 +38,7 @@ type Result struct {
 
 // runFiles are the files an RL run writes in its directory (besides
 // checkpoints/step-*); --force removes only these.
-var runFiles = []string{"config.json", "metrics.jsonl", "adapter.gguf", "summary.json", "config.json.tmp", "summary.json.tmp"}
+var runFiles = []string{"config.json", "metrics.jsonl", "adapter.gguf", "value.gguf", "summary.json", "config.json.tmp", "summary.json.tmp"}
 
 // checkOut refuses an out a new run may not use.
 func checkOut(out string, force bool) error {
@@ -325,6 +325,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	res.Adapter = filepath.Join(cfg.Out, "adapter.gguf")
 	if err := tr.ExportSet(0, res.Adapter); err != nil {
 		return res, err
+	}
+	if e.valueSet >= 0 {
+		// PPO's value head (a heads-only set), in align's heads GGUF
+		if err := tr.ExportHeads(e.valueSet, filepath.Join(cfg.Out, "value.gguf")); err != nil {
+			return res, err
+		}
 	}
 	res.Steps, res.Epochs = r.st.step, r.st.epoch
 	if err := saveCheckpoint(cfg.Out, r.snap); err != nil {
