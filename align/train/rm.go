@@ -452,7 +452,7 @@ func (m *RewardModel) Score(ctx context.Context, prompts [][]pairs.Message, resp
 			err = errors.New("nothing to score after tokenization")
 		}
 		if err != nil {
-			return nil, fmt.Errorf("response %d: %w", i, err)
+			return nil, &ResponseError{Index: i, Err: err}
 		}
 		exs[i] = Example{Prompt: p, Chosen: r}
 	}
@@ -475,12 +475,21 @@ func (m *RewardModel) Score(ctx context.Context, prompts [][]pairs.Message, resp
 		for k, i := range mb.Examples {
 			out[i] = float64(o.Heads[k])
 			if math.IsNaN(out[i]) {
-				return nil, fmt.Errorf("response %d: the reward is NaN", i)
+				return nil, &ResponseError{Index: i, Err: errors.New("the reward is NaN")}
 			}
 		}
 	}
 	return out, nil
 }
+
+// ResponseError is a RewardModel.Score error about one response.
+type ResponseError struct {
+	Index int // in the responses given
+	Err   error
+}
+
+func (e *ResponseError) Error() string { return fmt.Sprintf("response %d: %v", e.Index, e.Err) }
+func (e *ResponseError) Unwrap() error { return e.Err }
 
 // Close frees what OpenRewardModel opened (a shared trainer keeps the
 // reward set). Idempotent.
