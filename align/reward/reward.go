@@ -81,6 +81,10 @@ type Options struct {
 	// Parse opens its own trainer over Model.
 	Model   *bindings.Model
 	Trainer *bindings.Trainer
+	// ModelPath is the base GGUF file to load for rm: terms when Model and
+	// Trainer are nil (loaded once, shared by them, closed by Close); with
+	// none of the three an rm: term loads the model its run was trained on.
+	ModelPath string
 	Threads int
 	Raw     bool // no chat template (as the policy was trained)
 	// MaxLength caps prompt + response tokens for rm: scoring (0: the
@@ -189,6 +193,17 @@ func Parse(ctx context.Context, spec string, o Options) (Scorer, error) {
 		return nil, err
 	}
 	s := &sum{terms: terms}
+	if o.Model == nil && o.Trainer == nil && o.ModelPath != "" {
+		for _, t := range terms {
+			if t.Kind == KindRM {
+				if s.model, err = bindings.LoadModel(o.ModelPath, bindings.ModelOptions{Threads: o.Threads}); err != nil {
+					return nil, err
+				}
+				o.Model = s.model
+				break
+			}
+		}
+	}
 	for _, t := range terms {
 		sc, err := open(ctx, t, o)
 		if err != nil {
@@ -215,6 +230,7 @@ func open(ctx context.Context, t Term, o Options) (scorer, error) {
 type sum struct {
 	terms   []Term
 	scorers []scorer
+	model   *bindings.Model // loaded from Options.ModelPath
 }
 
 var _ Scorer = (*sum)(nil)
@@ -259,6 +275,10 @@ func (s *sum) Close() error {
 			errs = append(errs, s.scorers[i].close())
 			s.scorers[i] = nil
 		}
+	}
+	if s.model != nil {
+		errs = append(errs, s.model.Close())
+		s.model = nil
 	}
 	return errors.Join(errs...)
 }
