@@ -230,4 +230,3 @@ func scoreAll(c *cli.Context, sc reward.Scorer, jr *jsonl.Reader, w io.Writer) e
 	}
 	return flush()
 }
-

@@ -85,8 +85,8 @@ type Options struct {
 	// Trainer are nil (loaded once, shared by them, closed by Close); with
 	// none of the three an rm: term loads the model its run was trained on.
 	ModelPath string
-	Threads int
-	Raw     bool // no chat template (as the policy was trained)
+	Threads   int
+	Raw       bool // no chat template (as the policy was trained)
 	// MaxLength caps prompt + response tokens for rm: scoring (0: the
 	// reward model's own setting).
 	MaxLength int

@@ -59,7 +59,7 @@ var MarginSources = []string{MarginScores, MarginField}
 
 func init() {
 	Methods = append(Methods, RM)
-	runFiles = append(runFiles, HeadFile, HeadFile+".tmp")
+	runFiles = append(runFiles, HeadFile)
 }
 
 // RewardLoss is one pair's reward-model loss for rewards rw (chosen) and
@@ -285,19 +285,13 @@ func (r *rewardSet) BackwardHeads(cot, headCot []float32) error {
 	return r.t.BackwardHeads(cot, headCot)
 }
 func (r *rewardSet) GradNorm(scale float64) (float64, error) { return r.t.GradNormSet(r.set, scale) }
-func (r *rewardSet) Step(p bindings.AdamW) error            { return r.t.StepSet(r.set, p) }
-func (r *rewardSet) GetState() (bindings.State, error)      { return r.t.GetStateSet(r.set) }
+func (r *rewardSet) Step(p bindings.AdamW) error             { return r.t.StepSet(r.set, p) }
+func (r *rewardSet) GetState() (bindings.State, error)       { return r.t.GetStateSet(r.set) }
 func (r *rewardSet) SetState(params, m, v []float32, step int64) error {
 	return r.t.SetStateSet(r.set, params, m, v, step)
 }
 func (r *rewardSet) Export(path string) error      { return r.t.ExportSet(r.set, path) }
-func (r *rewardSet) ExportHeads(path string) error {
-	h, ok := any(r.t).(interface{ ExportHeads(int, string) error }) // TODO(merge): direct call
-	if !ok {
-		return errors.New("train: this build cannot export heads")
-	}
-	return h.ExportHeads(r.set, path)
-}
+func (r *rewardSet) ExportHeads(path string) error { return r.t.ExportHeads(r.set, path) }
 func (r *rewardSet) Info() bindings.TrainerInfo    { return r.info }
 func (r *rewardSet) Watch(ctx context.Context) func() {
 	return r.t.Watch(ctx)
@@ -387,15 +381,15 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 		}
 		m.tr = m.own
 	}
-	if m.set, err = m.tr.AddSet(rewardSetOptions(cfg)); err != nil {
+	so := rewardSetOptions(cfg)
+	if so.Name, err = freeSetName(m.tr, so.Name); err != nil {
+		return nil, err
+	}
+	if m.set, err = m.tr.AddSet(so); err != nil {
 		return nil, err
 	}
 	for _, p := range []string{adapter, head} {
-		l, ok := any(m.tr).(interface{ LoadSet(int, string) error }) // TODO(merge): direct call
-		if !ok {
-			return nil, errors.New("train: this build cannot load adapter files")
-		}
-		if err := l.LoadSet(m.set, p); err != nil {
+		if err := m.tr.LoadSet(m.set, p); err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 	}
@@ -410,6 +404,25 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 		return nil, err
 	}
 	return m, nil
+}
+
+// freeSetName is name, or name-2, name-3, ... when t already has a set of
+// that name (a shared trainer may hold several reward models).
+func freeSetName(t *bindings.Trainer, name string) (string, error) {
+	taken := map[string]bool{}
+	for i := 0; i < t.Info().NSets; i++ {
+		si, err := t.SetInfo(i)
+		if err != nil {
+			return "", err
+		}
+		taken[si.Name] = true
+	}
+	for k, n := 2, name; ; k++ {
+		if !taken[n] {
+			return n, nil
+		}
+		n = fmt.Sprintf("%s-%d", name, k)
+	}
 }
 
 // checkBase refuses a model file other than the one run dir was trained on.
