@@ -298,7 +298,7 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 // A run interrupted at any step and resumed ends with the adapter of an
 // uninterrupted run, bit for bit, and its metrics read as one run.
 func TestFakeResumeIsBitIdentical(t *testing.T) {
-	for _, variant := range []string{DPO, SFT, "patience"} {
+	for _, variant := range []string{DPO, SFT, RM, "patience"} {
 		method := variant
 		tweak := func(c *Config) {}
 		if variant == "patience" {
