@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/align-dev/align/bindings"
 )
@@ -321,7 +322,11 @@ func evaluate(ctx context.Context, tr Trainer, obj objective, exs []Example, bud
 		}
 	}
 	out := obj.metrics(m)
+	_, heads := obj.(headObjective)
 	for k, v := range m.ObjectiveMap() {
+		if heads && strings.Contains(k, "/logps/") {
+			continue // the reward model's rewards are the head's: no log-probs
+		}
 		out[k] = v
 	}
 	return out, nil
