@@ -301,6 +301,25 @@ func TestRewardModelRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	evals := 0
+	for _, row := range metricRows(t, cfg.Out) {
+		for k := range row {
+			if strings.Contains(k, "logps") {
+				t.Errorf("%s row has %s", row["split"], k)
+			}
+		}
+		if row["split"] == "eval" {
+			evals++
+			for _, k := range []string{"loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"} {
+				if _, ok := row[k].(float64); !ok {
+					t.Errorf("eval row at step %v has no %s", row["step"], k)
+				}
+			}
+		}
+	}
+	if evals < 2 {
+		t.Errorf("%d eval rows, want before and after", evals)
+	}
 	if res.Head != filepath.Join(cfg.Out, HeadFile) {
 		t.Errorf("result head %q", res.Head)
 	}
