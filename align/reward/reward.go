@@ -9,7 +9,16 @@
 //	                    in the Bradley–Terry units it was trained in (a
 //	                    difference of 1 means the model prefers the higher
 //	                    response with probability σ(1) ≈ 0.73). A bare
-//	                    directory holding such a run means rm:DIR too.
+//	                    directory holding such a run means rm:DIR too. The
+//	                    run's DIR/adapter.gguf (llama.cpp LoRA) and
+//	                    DIR/head.gguf (align's heads GGUF: general.type
+//	                    "align.heads", align.heads.names ["reward"],
+//	                    align.heads.dims [1], align.heads.n_embd, F32 tensors
+//	                    heads.weight ne [n_embd, 1] and heads.bias ne [1]:
+//	                    r = heads.weight · h + heads.bias for the final
+//	                    hidden state h) are loaded into one adapter set; the
+//	                    base must be the model the run was trained on (its
+//	                    SHA-256 is checked).
 //	rules:CATALOG.json  the rules judge (align/backend/rules: tone lexicon,
 //	                    catalog facts, escalation protocol, age rating and
 //	                    confidentiality): the mean of the four criterion
