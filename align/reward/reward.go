@@ -16,7 +16,7 @@
 //	                    align.heads.dims [1], align.heads.n_embd, F32 tensors
 //	                    heads.weight ne [n_embd, 1] and heads.bias ne [1]:
 //	                    r = heads.weight · h + heads.bias for the final
-//	                    hidden state h) are loaded into one adapter set; the
+//	                    hidden state h, after the output norm) are loaded into one adapter set; the
 //	                    base must be the model the run was trained on (its
 //	                    SHA-256 is checked).
 //	rules:CATALOG.json  the rules judge (align/backend/rules: tone lexicon,

@@ -1,7 +1,8 @@
 package train
 
-// The reward model (--method rm): LoRA adapters plus one scalar head read
-// at the final hidden state of each sequence's last token (the response's
+// The reward model (--method rm): LoRA adapters plus one scalar head,
+// r = heads.weight · h + heads.bias, read at the final hidden state h (after
+// the output norm) of each sequence's last token (the response's
 // end-of-turn marker), trained with the Bradley–Terry loss on preference
 // pairs, as TRL's RewardTrainer and InstructGPT's reward model:
 //
