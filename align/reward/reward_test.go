@@ -243,3 +243,30 @@ func TestRMOtherModel(t *testing.T) {
 		t.Errorf("other base: %v", err)
 	}
 }
+
+// ParseSpec never panics, and a parsed spec printed term by term parses
+// back to the same terms.
+func FuzzParseSpec(f *testing.F) {
+	for _, s := range []string{"rm:runs/rm", "contains:sorry=0.5,rules:x.json", "openai:http://h/v1?a=b#m=2", "a=1=2", ",", "rules:=", "contains:x=1e400"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		terms, err := ParseSpec(spec)
+		if err != nil {
+			return
+		}
+		var parts []string
+		for _, term := range terms {
+			parts = append(parts, term.String())
+		}
+		again, err := ParseSpec(strings.Join(parts, ","))
+		if err != nil {
+			t.Fatalf("%q → %q: %v", spec, parts, err)
+		}
+		for i := range terms {
+			if again[i] != terms[i] {
+				t.Fatalf("%q: term %d %+v printed as %q parses to %+v", spec, i, terms[i], parts[i], again[i])
+			}
+		}
+	})
+}
