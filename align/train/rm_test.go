@@ -436,8 +436,7 @@ func TestRewardModelLearns(t *testing.T) {
 	}
 	cfg := DefaultConfig()
 	cfg.Method, cfg.Model, cfg.Data, cfg.EvalData, cfg.Out = RM, tinyModel, trainData, evalData, t.TempDir()
-	cfg.Epochs, cfg.LR, cfg.Rank, cfg.Alpha, cfg.Threads = 2, 3e-3, 16, 32, 2
-	cfg.Targets = []string{"q", "k", "v", "o", "gate", "up", "down"}
+	cfg.Epochs, cfg.LR, cfg.Threads = 1, 3e-3, 2
 	res, err := Run(context.Background(), cfg, nil)
 	if err != nil {
 		t.Fatal(err)
