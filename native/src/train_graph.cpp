@@ -1,15 +1,19 @@
 // train_graph.cpp: the training graphs.
 //
-// Body: a cache-free Llama-family graph (llama, qwen2): token embedding ->
-// n_layer x [RMSNorm, Q/K/V (+bias) with LoRA, RoPE (optionally with
-// rope_freqs factors, llama3-style), GQA attention with causal + padding mask,
-// output projection, RMSNorm, SwiGLU MLP] -> RMSNorm. It returns the final
-// states hs at the positions before each scored token, and the values of the
-// adapter set's scalar heads at the chosen positions.
+// Body: a cache-free Llama-family graph (llama, qwen2, qwen3, gemma3): token
+// embedding (gemma3: × sqrt(n_embd)) -> n_layer x [RMSNorm, Q/K/V (+bias)
+// with LoRA, per-head Q/K RMSNorm (qwen3, gemma3), RoPE (optionally with
+// rope_freqs factors, llama3-style; gemma3: per-layer base and scale), GQA
+// attention with causal + padding mask (gemma3's local layers: + sliding
+// window), output projection (gemma3: post-norm), RMSNorm, SwiGLU MLP
+// (gemma3: GeGLU, post-norm)] -> RMSNorm. It returns the final states hs at
+// the positions before each scored token, and the values of the adapter
+// set's scalar heads at the chosen positions.
 //
 // Head: a separate graph, chunked over scored tokens, computes exact
-// log p(target) from hs and, for training, dloss/dhs from one cotangent per
-// scored token. The body's autodiff loss is then Σ hs ⊙ dhs + Σ hv ⊙ dhv
+// log p(target) from hs (final soft-capping when the file sets it) and, for
+// training, dloss/dhs from one cotangent per scored token. The body's
+// autodiff loss is then Σ hs ⊙ dhs + Σ hv ⊙ dhv
 // with dhs and dhv as inputs, so any per-token objective (SFT, the DPO
 // family, PPO/GRPO surrogates) and any head objective (value, reward) shares
 // one body graph.

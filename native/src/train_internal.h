@@ -176,6 +176,8 @@ struct align_trainer {
     align::train::ctx_ptr tctx;
     align::train::buf_ptr tbuf;
     std::unordered_map<const ggml_tensor *, ggml_tensor *> transposed;  // W -> Wᵀ
+    align::train::ctx_ptr tctx_repack;    // the Q4_K ones in the CPU's repacked buffer
+    align::train::buf_ptr tbuf_repack;
 
     std::vector<std::unique_ptr<align::train::adapter_set>> sets;
 

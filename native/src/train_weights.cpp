@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 using align::fail;
@@ -219,6 +220,20 @@ align_status fill_transposed(align_trainer * tr, const ggml_tensor * w, const vo
     return ALIGN_OK;
 }
 
+// The CPU backend's repacked buffer type ("CPU_REPACK"), or null.
+ggml_backend_buffer_type_t cpu_repack_buft() {
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (dev == nullptr) return nullptr;
+    using get_extra_t = ggml_backend_buffer_type_t * (*)(ggml_backend_dev_t);
+    auto get_extra = (get_extra_t) ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev),
+                                                                      "ggml_backend_dev_get_extra_bufts");
+    if (get_extra == nullptr) return nullptr;
+    for (ggml_backend_buffer_type_t * b = get_extra(dev); b != nullptr && *b != nullptr; b++) {
+        if (std::strcmp(ggml_backend_buft_name(*b), "CPU_REPACK") == 0) return *b;
+    }
+    return nullptr;
+}
+
 // Transposed copies of every frozen matrix whose input needs a gradient.
 align_status make_transposed(align_trainer * tr, gguf_context * g, const std::string & path) {
     std::vector<ggml_tensor *> mats;
@@ -228,19 +243,44 @@ align_status make_transposed(align_trainer * tr, gguf_context * g, const std::st
     mats.push_back(tr->output);
     ggml_init_params ip = {ggml_tensor_overhead() * (mats.size() + 4), nullptr, true};
     tr->tctx.reset(ggml_init(ip));
+    tr->tctx_repack.reset(ggml_init(ip));
+    // Experimental, opt-in (ALIGN_TRANSPOSED_Q4K=1): on Q4_K bases, a Q4_K
+    // copy in the CPU's repacked buffer (8x8 interleaved GEMM kernels, AVX2
+    // / NEON i8mm) where Wᵀ's rows are whole Q4_K blocks and its row count a
+    // multiple of 8 (Q8_0 has no repacked kernel). Not the default: the
+    // second 4-bit rounding raises the input gradient's NMSE against the
+    // dequantised reference from 4.5e-4 to 8.2e-3 (tiny fixture), and on the
+    // 2-core AVX2 machine it was measured on, the repacked Q4_K GEMM was not
+    // reliably faster than Q8_0's (native/README.md)
+    const char * q4k = std::getenv("ALIGN_TRANSPOSED_Q4K");
+    ggml_backend_buffer_type_t repack = tr->is_cpu && q4k != nullptr && std::strcmp(q4k, "1") == 0 ? cpu_repack_buft() : nullptr;
+    int n_repack = 0;
     for (ggml_tensor * w : mats) {
         if (tr->transposed.count(w)) continue;
         const int64_t n_in = w->ne[0], n_out = w->ne[1];
         ggml_type tt;
+        bool in_repack = false;
         if (tr->params.exact_backward || w->type == GGML_TYPE_F32) tt = GGML_TYPE_F32;
         else if (w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16) tt = GGML_TYPE_F16;
-        else tt = n_out % ggml_blck_size(GGML_TYPE_Q8_0) == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F16;
-        ggml_tensor * wt = ggml_new_tensor_2d(tr->tctx.get(), tt, n_out, n_in);  // (n_out, n_in)
+        else if (w->type == GGML_TYPE_Q4_K && repack != nullptr && n_out % ggml_blck_size(GGML_TYPE_Q4_K) == 0 && n_in % 8 == 0) {
+            tt = GGML_TYPE_Q4_K;
+            in_repack = true;
+        } else {
+            tt = n_out % ggml_blck_size(GGML_TYPE_Q8_0) == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F16;
+        }
+        ggml_tensor * wt = ggml_new_tensor_2d(in_repack ? tr->tctx_repack.get() : tr->tctx.get(), tt, n_out, n_in);  // (n_out, n_in)
         ggml_set_name(wt, (std::string(ggml_get_name(w)) + ".T").c_str());
         tr->transposed[w] = wt;
+        n_repack += in_repack;
     }
-    tr->tbuf.reset(ggml_backend_alloc_ctx_tensors(tr->tctx.get(), tr->backend));
-    if (!tr->tbuf) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate transposed weights");
+    if (ggml_get_first_tensor(tr->tctx.get()) != nullptr) {
+        tr->tbuf.reset(ggml_backend_alloc_ctx_tensors(tr->tctx.get(), tr->backend));
+        if (!tr->tbuf) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate transposed weights");
+    }
+    if (n_repack > 0) {
+        tr->tbuf_repack.reset(ggml_backend_alloc_ctx_tensors_from_buft(tr->tctx_repack.get(), repack));
+        if (!tr->tbuf_repack) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate repacked transposed weights");
+    }
 
     FILE * f = std::fopen(path.c_str(), "rb");
     if (f == nullptr) return fail(ALIGN_ERR_IO, path + ": " + std::strerror(errno));
