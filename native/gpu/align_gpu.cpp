@@ -250,7 +250,7 @@ double rel_l2(const std::vector<float> & a, const std::vector<float> & b) {
 
 // Nodes of the trainer's last graphs the device cannot run or whose memory
 // is the host's: what a scheduler would have computed on the CPU.
-int32_t host_nodes(align_trainer * tr, int32_t * n_nodes) {
+int32_t host_nodes(align_trainer * tr, int32_t * n_nodes, bool verbose) {
     int32_t bad = 0;
     *n_nodes = 0;
     for (ggml_cgraph * g : {tr->body.g, tr->head.g}) {
@@ -260,7 +260,7 @@ int32_t host_nodes(align_trainer * tr, int32_t * n_nodes) {
             (*n_nodes)++;
             const bool host = t->buffer != nullptr && ggml_backend_buffer_is_host(t->buffer);
             if (!ggml_backend_supports_op(tr->backend, t) || host) {
-                if (bad < 5) std::printf("  host node %s %s\n", ggml_op_desc(t), ggml_get_name(t));
+                if (verbose && bad < 5) std::printf("  host node %s %s\n", ggml_op_desc(t), ggml_get_name(t));
                 bad++;
             }
         }
@@ -362,7 +362,7 @@ int cmd_train(const std::map<std::string, std::string> & a) {
         std::snprintf(m, sizeof(m), "train %-4s adapter after 3 AdamW steps rel L2 %.2e (tol %.0e)", type, ep, tol_param);
         check(std::isfinite(ep) && ep < tol_param, m);
         int32_t n_nodes = 0;
-        const int32_t bad = host_nodes(run.tr, &n_nodes);
+        const int32_t bad = host_nodes(run.tr, &n_nodes, gpu);
         std::snprintf(m, sizeof(m), "train %-4s %d of %d graph nodes off the device", type, bad, n_nodes);
         check(!gpu || bad == 0, m);
         if (gpu) {
