@@ -134,7 +134,7 @@ case "${1:-}" in
     ./bin/align model init --out "$T/tiny.gguf" --type q8_0 --seed 1 || fail "model init"
     ./bin/align sample --model "$T/tiny.gguf" --prompt "Is Berserk finished?" --seed 1 -n 16 >/dev/null || fail "sample"
     ./bin/align train --method dpo --model "$T/tiny.gguf" --data testdata/pairs/train.jsonl --out "$T/run" \
-      --epochs 1 --lora-rank 4 >"$T/train.log" 2>&1 || { tail -20 "$T/train.log"; fail "train"; }
+      --epochs 1 --max-steps 2 --lora-rank 4 >"$T/train.log" 2>&1 || { tail -20 "$T/train.log"; fail "train"; }
     test -f "$T/run/adapter.gguf" || fail "no adapter written"
     say "cpu smoke: align_gpu (CUDA build) falls back to the CPU"
     ${CUDA_BUILD:-build-cuda}/native/gpu/align_gpu kernels >"$T/k.log" 2>&1 || { cat "$T/k.log"; fail "align_gpu kernels (CPU)"; }
