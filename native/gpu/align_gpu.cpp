@@ -184,6 +184,12 @@ int cmd_kernels(const std::map<std::string, std::string> & a) {
         out_prod_case(be, gpu, t, 256, 9, 33, true, "1-row", rng);
         unsetenv("GGML_CUDA_OUT_PROD_TILE_BYTES");
     }
+    // more than 65,535 rows in B's converter (its grid.y limit): many tokens
+    // (dyᵀ view), and a vocabulary-sized n_out (contiguous B)
+    for (ggml_type t : {GGML_TYPE_Q4_K, GGML_TYPE_F16}) {
+        out_prod_case(be, gpu, t, 256, 9, 70000, true, "1", rng);
+        out_prod_case(be, gpu, t, 256, 70000, 3, false, "1", rng);
+    }
     ggml_backend_free(be);
     return g_failures ? 1 : 0;
 }
