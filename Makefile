@@ -86,7 +86,8 @@ gpu-sources:
 	@src=$$($(GO) list -m -f '{{.Dir}}' github.com/ollama/ollama) && rm -rf shared/ollama && \
 	  mkdir -p shared/ollama/ml/backend/ggml shared/ollama/llama && \
 	  cp -r $$src/ml/backend/ggml/ggml shared/ollama/ml/backend/ggml/ && cp -r $$src/llama/llama.cpp shared/ollama/llama/ && \
-	  chmod -R u+w shared/ollama && du -sh shared/ollama
+	  chmod -R u+w shared/ollama && printf 'module align.invalid/ollama-sources\n\ngo 1.24\n' > shared/ollama/go.mod && \
+	  du -sh shared/ollama
 
 bench: build
 	@scripts/bench-sample.sh
