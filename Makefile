@@ -14,7 +14,19 @@ NATIVE_LIBS = $(BUILD)/native/libalign_native.a $(BUILD)/libllama.a $(BUILD)/ggm
 native_stamp = $(shell cat $(NATIVE_LIBS) 2>/dev/null | sha1sum | cut -c1-16)
 GOENV = CGO_ENABLED=1 CGO_CPPFLAGS="-DALIGN_NATIVE_STAMP=$(native_stamp)"
 
-.PHONY: all deps native build demo test test-go test-native bench clean models
+# The CUDA variant (`make cuda`): its own build folder, so `make build` and
+# `make test` never see it. CUDA_ARCH empty: native where this machine has a
+# GPU, else sm_90 (CMakeLists.txt); e.g. `make cuda CUDA_ARCH=80`.
+CUDA_BUILD ?= build-cuda
+CUDA_ARCH ?=
+CUDA_NICE ?= 0
+CUDA_LIBS = $(CUDA_BUILD)/native/libalign_native.a $(CUDA_BUILD)/libllama.a $(CUDA_BUILD)/ggml/libggml.a \
+            $(CUDA_BUILD)/ggml/libggml-cpu.a $(CUDA_BUILD)/ggml/libggml-base.a $(CUDA_BUILD)/ggml/ggml-cuda/libggml-cuda.a
+cuda_stamp = $(shell cat $(CUDA_LIBS) 2>/dev/null | sha1sum | cut -c1-16)
+CUDA_LDPATH = -L$(CURDIR)/$(CUDA_BUILD)/native -L$(CURDIR)/$(CUDA_BUILD) -L$(CURDIR)/$(CUDA_BUILD)/ggml \
+              -L$(CURDIR)/$(CUDA_BUILD)/ggml/ggml-cuda $(if $(wildcard /usr/local/cuda/lib64),-L/usr/local/cuda/lib64)
+
+.PHONY: all deps native build demo test test-go test-native bench clean models cuda cuda-native gpu-sources
 
 all: build
 
@@ -51,8 +63,35 @@ test: native
 	$(GOENV) $(GO) test -count=1 -timeout 30m -run '^(TestDPOLearnsPreferences|TestResumeIsBitIdentical|TestRewardModelLearns)$$' ./align/train
 	$(GOENV) $(GO) test -count=1 -timeout 30m -run '^(TestPPOLearnsPhrase|TestGRPOLearnsPhrase|TestResumeSameAdapter)$$' ./align/rl
 
+# bin/align with the CUDA backend (installs a CUDA toolkit when absent:
+# scripts/deps.sh --cuda) and the native GPU test/benchmark driver
+# $(CUDA_BUILD)/native/gpu/align_gpu. Training on the GPU: --device cuda.
+cuda-native: deps
+	@scripts/deps.sh --cuda
+	@$(GO) mod download github.com/ollama/ollama
+	@test -f $(CUDA_BUILD)/build.ninja || cmake -S . -B $(CUDA_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DALIGN_CUDA=ON \
+	  $(if $(CUDA_ARCH),-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH)) $(CMAKE_FLAGS) >/dev/null
+	@echo "align: building the CUDA variant (ggml-cuda takes minutes) ..." >&2
+	@nice -n $(CUDA_NICE) ninja -C $(CUDA_BUILD) -j $(JOBS) align_libs align_gpu | grep -v '^\[' || true
+	@test -f $(CUDA_BUILD)/ggml/ggml-cuda/libggml-cuda.a && test -f $(CUDA_BUILD)/native/gpu/align_gpu
+
+cuda: cuda-native
+	CGO_ENABLED=1 CGO_CPPFLAGS="-DALIGN_NATIVE_STAMP=$(cuda_stamp)" CGO_LDFLAGS="$(CUDA_LDPATH)" \
+	  $(GO) build -tags cuda -o bin/align ./cli/align
+	@echo "align: bin/align (CUDA) and $(CUDA_BUILD)/native/gpu/align_gpu built" >&2
+
+# The pinned ggml and llama.cpp sources for a GPU host without Go
+# (scripts/gpu-check.sh): shared/ollama/{ml/backend/ggml/ggml,llama/llama.cpp}
+gpu-sources:
+	@$(GO) mod download github.com/ollama/ollama
+	@src=$$($(GO) list -m -f '{{.Dir}}' github.com/ollama/ollama) && rm -rf shared/ollama && \
+	  mkdir -p shared/ollama/ml/backend/ggml shared/ollama/llama && \
+	  cp -r $$src/ml/backend/ggml/ggml shared/ollama/ml/backend/ggml/ && cp -r $$src/llama/llama.cpp shared/ollama/llama/ && \
+	  chmod -R u+w shared/ollama && printf 'module align.invalid/ollama-sources\n\ngo 1.24\n' > shared/ollama/go.mod && \
+	  du -sh shared/ollama
+
 bench: build
 	@scripts/bench-sample.sh
 
 clean:
-	rm -rf $(BUILD) bin
+	rm -rf $(BUILD) $(CUDA_BUILD) bin

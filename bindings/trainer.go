@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"unsafe"
 )
@@ -108,7 +109,11 @@ func NewTrainer(model *Model, opt TrainerOptions) (*Trainer, error) {
 // NewTrainerFromFile loads the model at path (with weights) and creates a
 // trainer that owns it; Model returns it for sessions.
 func NewTrainerFromFile(path string, opt TrainerOptions) (*Trainer, error) {
-	m, err := LoadModel(path, ModelOptions{Threads: opt.Threads})
+	mo := ModelOptions{Threads: opt.Threads}
+	if opt.Device != "" && !strings.EqualFold(opt.Device, "cpu") {
+		mo.GPULayers = 1 << 20 // a device trainer reads every weight (and the head) on the device
+	}
+	m, err := LoadModel(path, mo)
 	if err != nil {
 		return nil, err
 	}

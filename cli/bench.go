@@ -32,11 +32,14 @@ align/train.FLOPs: forward and input-gradient matmuls, LM head, attention,
 LoRA), the measured ggml matmul peak of this machine (F32 and Q8_0) and MFU
 against the larger, peak RSS, and llama.cpp's prompt-processing speed on
 the same model and threads with the ratio. One method per process, so peak
-RSS compares between runs.
+RSS compares between runs. With --device cuda (a CUDA build, ` + "`make cuda`" + `) the
+whole step runs on the GPU and the CPU baseline is skipped; the GPU's MFU and
+memory come from scripts/gpu-check.sh.
 
 Example:
    align bench train --model models/small-q8_0.gguf --method dpo --seq 256
-   align bench train --model models/tiny-q8_0.gguf --method sft --json`,
+   align bench train --model models/tiny-q8_0.gguf --method sft --json
+   align bench train --model llama-8b-q4_k.gguf --method dpo --seq 512 --device cuda`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Required: true, Usage: "GGUF model `FILE`", EnvVars: []string{"ALIGN_MODEL"}},
 				&cli.StringFlag{Name: "method", Value: "dpo", Usage: "sft or dpo", EnvVars: []string{"ALIGN_METHOD"}},
@@ -48,6 +51,7 @@ Example:
 				&cli.IntFlag{Name: "lora-rank", Value: 8, Usage: "rank r of each LoRA adapter", EnvVars: []string{"ALIGN_LORA_RANK"}},
 				&cli.StringFlag{Name: "lora-targets", Value: "q,k,v,o", Usage: "comma-separated: q,k,v,o,gate,up,down", EnvVars: []string{"ALIGN_LORA_TARGETS"}},
 				&cli.BoolFlag{Name: "no-baseline", Usage: "skip the llama.cpp and matmul-peak measurements", EnvVars: []string{"ALIGN_NO_BASELINE"}},
+				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, or cuda (a GPU of a CUDA build: `make cuda`) or a ggml device name", EnvVars: []string{"ALIGN_DEVICE"}},
 				&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: []string{"ALIGN_JSON"}},
 			},
 			Action: func(c *cli.Context) error {
@@ -57,7 +61,7 @@ Example:
 				cfg := train.BenchConfig{
 					Model: c.String("model"), Method: strings.ToLower(c.String("method")), Seq: c.Int("seq"), Pairs: c.Int("pairs"), Steps: c.Int("steps"), Sample: c.Int("sample"),
 					Threads: c.Int("threads"), Rank: c.Int("lora-rank"), Targets: strings.Split(c.String("lora-targets"), ","),
-					Baseline: !c.Bool("no-baseline"),
+					Baseline: !c.Bool("no-baseline"), Device: c.String("device"),
 				}
 				if err := cfg.Validate(); err != nil {
 					return &UsageError{Err: err}
@@ -73,6 +77,7 @@ Example:
 				if c.Bool("json") {
 					return json.NewEncoder(env.Stdout).Encode(res)
 				}
+				fmt.Fprintf(env.Stdout, "device %s\n", res.Device)
 				fmt.Fprintf(env.Stdout, "model %s (%s, %.1fM base params, %.1f MiB + %.1f MiB transposed copies)\n", res.Model, res.Arch,
 					float64(res.BaseParams)/1e6, float64(res.BaseBytes)/(1<<20), float64(res.TransBytes)/(1<<20))
 				fmt.Fprintf(env.Stdout, "%s, %d x %d tokens (%d scored), %d threads: %.1f ms/step, %.0f tokens/s, %.2f GFLOP/step, %.1f GFLOP/s, peak RSS %.0f MiB\n",

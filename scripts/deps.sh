@@ -17,6 +17,47 @@ if [ "${1:-}" = "--test" ]; then
   exit 0
 fi
 
+# --cuda: a CUDA toolkit (nvcc) for `make cuda` and CI's CUDA compile. On
+# Debian bookworm that is non-free's nvidia-cuda-toolkit 11.8 (DESIGN §3): the
+# component is added in a sources file of its own that names bookworm only, so
+# nothing else on the machine changes; CUDA 11.8 needs g++-11 as nvcc's host
+# compiler (bookworm's default g++ is 12). Elsewhere it installs what the
+# distribution calls nvidia-cuda-toolkit (Ubuntu: multiverse) or says what to do.
+if [ "${1:-}" = "--cuda" ]; then
+  if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then exit 0; fi
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+      echo "align: need root (or sudo) to install the CUDA toolkit (nvidia-cuda-toolkit)" >&2
+      exit 1
+    fi
+  fi
+  . /etc/os-release 2>/dev/null || true
+  export DEBIAN_FRONTEND=noninteractive
+  pkgs=(nvidia-cuda-toolkit)
+  if [ "${ID:-}" = "debian" ] && [ "${VERSION_CODENAME:-}" = "bookworm" ]; then
+    src=/etc/apt/sources.list.d/align-cuda-nonfree.sources
+    if [ ! -f "$src" ]; then
+      printf '%s\n' \
+        "# added by align scripts/deps.sh --cuda: nvidia-cuda-toolkit (non-free)" \
+        "Types: deb" \
+        "URIs: http://deb.debian.org/debian" \
+        "Suites: bookworm" \
+        "Components: contrib non-free" \
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" | $SUDO tee "$src" >/dev/null
+    fi
+    pkgs+=(g++-11)
+  elif [ "${ID:-}" != "ubuntu" ]; then
+    echo "align: no CUDA toolkit (nvcc) found; install one (https://developer.nvidia.com/cuda-downloads) and put nvcc on PATH" >&2
+    exit 1
+  fi
+  echo "align: installing ${pkgs[*]} (about 3 GB) ..." >&2
+  $SUDO apt-get update -qq >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  echo "align: installed $(nvcc --version | tail -n 2 | head -n 1)" >&2
+  exit 0
+fi
+
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v ninja >/dev/null 2>&1 || need+=(ninja-build)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,8 +22,12 @@ type BenchConfig struct {
 	Threads  int
 	Rank     int
 	Targets  []string
-	Baseline bool // also measure llama.cpp prompt processing and the machine's matmul peak
+	Baseline bool   // also measure llama.cpp prompt processing and the machine's matmul peak
+	Device   string // "" or "cpu"; "cuda" (or a ggml device name such as CUDA0) in a CUDA build
 }
+
+// onCPU reports whether a device name means the CPU backend.
+func onCPU(device string) bool { return device == "" || strings.EqualFold(device, "cpu") }
 
 // In BenchResult, fields a run did not measure (the baseline without
 // Baseline, the reference forward for SFT) are left out of the JSON.
@@ -30,6 +35,7 @@ type BenchConfig struct {
 // BenchResult is what `align bench train` prints.
 type BenchResult struct {
 	Model        string  `json:"model"`
+	Device       string  `json:"device"`
 	Arch         string  `json:"arch"`
 	BaseParams   int64   `json:"base_params"`
 	Method       string  `json:"method"`
@@ -138,13 +144,14 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		return res, err
 	}
 	targets, _ := targetBits(cfg.Targets)
-	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1})
+	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1, Device: cfg.Device})
 	if err != nil {
 		return res, err
 	}
 	defer closeTr()
 	info := tr.Info()
 	res.Arch, res.BaseParams, res.BaseBytes, res.TransBytes = info.Arch, info.NBaseParams, info.BaseBytes, info.TransposedBytes
+	res.Device = info.Device
 	// 2·Pairs sequences of Seq random tokens, the first of each unscored:
 	// for SFT 2·Pairs examples, for DPO Pairs pairs (sharing the first token)
 	pairs := max(cfg.Pairs, 1)
@@ -217,7 +224,9 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 			res.PeakRSSMB = peakRSSMB()
 		}
 	}
-	if !cfg.Baseline {
+	if !cfg.Baseline || !onCPU(cfg.Device) {
+		// the baseline is CPU-only (ggml CPU GEMM peak, CPU prompt processing);
+		// GPU MFU against the card's peak: native/gpu (scripts/gpu-check.sh)
 		return res, nil
 	}
 	closeTr()

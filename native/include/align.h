@@ -548,7 +548,8 @@ align_status align_bench_matmul(int32_t n_threads, const char * type, int64_t m,
 typedef struct align_modelgen_params {
     const char * arch;    // "llama", "qwen2" (adds Q/K/V bias), "qwen3" (Q/K norms), "gemma3"
     const char * type;    // "f32", "f16", "q8_0", "q4_0", "q4_k"
-    const char * size;    // "tiny" (~2.8M params) or "small" (~100M params)
+    const char * size;    // "tiny" (~2.8M params), "small" (~100M params), or the
+                          // benchmark shapes "1b" / "8b" (Llama 3.2 1B / 3.1 8B, vocab 128,256)
     uint64_t     seed;
     bool         tied_output;  // no output.weight; the head reuses token_embd (gemma3: always)
     bool         llama3_rope;  // llama only: write rope_freqs.weight with Llama 3.1's

@@ -7,12 +7,15 @@
 #include "ggml.h"
 #include "gguf.h"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <set>
 #include <string>
+#include <thread>
 #include <unistd.h>
 
 using align::fail;
@@ -220,9 +223,15 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
         sh = {0, 768, 12, 12, 4, 3072, 2048};
         if (qwen3) head_dim = 128;
         if (gemma3) { sh.n_head = 8; head_dim = 128; n_swa = 512; }
+    } else if (size == "1b" && !qwen3 && !gemma3) {
+        // benchmark shapes (GPU): Llama 3.2 1B and Llama 3.1 8B, 128,256-token vocabulary
+        sh = {128256, 2048, 16, 32, 8, 8192, 8192};
+    } else if (size == "8b" && !qwen3 && !gemma3) {
+        sh = {128256, 4096, 32, 32, 8, 14336, 8192};
     } else {
-        return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown size \"" + size + "\" (want tiny or small)");
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown size \"" + size + "\" (want tiny or small; 1b and 8b for llama/qwen2)");
     }
+    const bool big = sh.n_vocab_hint > 0;
     if (qwen3 || gemma3) { rope_base = 1e6f; eps = 1e-6f; }
     if (gemma3) rope_linear = 8.0f;
     if (params->n_layer > 0) sh.n_layer = params->n_layer;
@@ -247,7 +256,12 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
     }
     const bool tied = params->tied_output || gemma3;  // Gemma 3 ties its head
 
-    const vocab voc = build_vocab(gemma3);
+    vocab voc = build_vocab(gemma3);
+    for (int i = (int) voc.tokens.size(); i < sh.n_vocab_hint; i++) {  // filler tokens up to the shape's vocabulary
+        voc.tokens.push_back("<unused" + std::to_string(i) + ">");
+        voc.scores.push_back(0);
+        voc.types.push_back(5);  // LLAMA_TOKEN_TYPE_UNUSED
+    }
     const int n_vocab = (int) voc.tokens.size();
     const int n_q = head_dim * sh.n_head, n_kv = head_dim * sh.n_head_kv;
 
@@ -369,6 +383,36 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
         const int64_t n = t.ne0 * t.ne1;
         data.resize((size_t) n);
         rng r(params->seed ^ hash_name(t.name));
+        const ggml_type tt = types[i];
+        if (big && (t.k == EMBED || t.k == MATRIX)) {
+            // billions of weights: rows in parallel, each 64-row chunk with
+            // its own stream (deterministic for any thread count)
+            const double sd = t.k == EMBED ? 1.0 : 1.0 / std::sqrt((double) t.ne0);
+            const int64_t n_chunk = (t.ne1 + 63) / 64;
+            const size_t rs = ggml_row_size(tt, t.ne0);
+            qbuf.resize(rs * (size_t) t.ne1);
+            std::atomic<int64_t> next{0};
+            auto work = [&]() {
+                for (int64_t c; (c = next.fetch_add(1)) < n_chunk;) {
+                    const int64_t r0 = c * 64, nr = std::min<int64_t>(64, t.ne1 - r0);
+                    rng rc(params->seed ^ hash_name(t.name) ^ (0x9E3779B97F4A7C15ULL * (uint64_t) (c + 1)));
+                    float * x = data.data() + r0 * t.ne0;
+                    for (int64_t j = 0; j < nr * t.ne0; j++) x[j] = (float) (sd * rc.normal());
+                    if (tt != GGML_TYPE_F32) ggml_quantize_chunk(tt, data.data(), qbuf.data(), r0 * t.ne0, nr, t.ne0, nullptr);
+                }
+            };
+            std::vector<std::thread> th;
+            const unsigned nt = std::max(1u, std::thread::hardware_concurrency());
+            for (unsigned k = 0; k < nt; k++) th.emplace_back(work);
+            for (auto & x : th) x.join();
+            const uint8_t * bytes = tt == GGML_TYPE_F32 ? reinterpret_cast<const uint8_t *>(data.data()) : qbuf.data();
+            const size_t nbytes = tt == GGML_TYPE_F32 ? sizeof(float) * (size_t) n : qbuf.size();
+            wr_ok = std::fwrite(bytes, 1, nbytes, f.get()) == nbytes;
+            const size_t pad = GGML_PAD(nbytes, align_to) - nbytes;
+            static const uint8_t zeros[64] = {0};
+            if (wr_ok && pad) wr_ok = std::fwrite(zeros, 1, pad, f.get()) == pad;
+            continue;
+        }
         if (t.k == ROPE_FREQS) {
             // Llama 3.1's rope scaling as its converters write it: per
             // frequency, 1 (short wavelengths), factor (long) or a blend
@@ -398,7 +442,6 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
             const double sd = 1.0 / std::sqrt((double) t.ne0);
             for (auto & x : data) x = (float) (sd * r.normal());
         }
-        const ggml_type tt = types[i];
         const uint8_t * bytes;
         size_t nbytes;
         if (tt == GGML_TYPE_F32) {

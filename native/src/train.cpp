@@ -52,6 +52,12 @@ align_status init_backend(align_trainer * tr, const char * device) {
     ggml_backend_dev_t dev = nullptr;
     if (want == "CPU" || want == "cpu") {
         dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    } else if (want == "cuda" || want == "gpu" || want == "CUDA" || want == "GPU") {
+        // the first GPU device (CUDA0 in a CUDA build)
+        dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
+        if (dev == nullptr) {
+            return fail(ALIGN_ERR_UNSUPPORTED, "device \"" + want + "\": no GPU device (a CPU-only build, or no GPU/driver here)");
+        }
     } else {
         dev = ggml_backend_dev_by_name(want.c_str());
         if (dev == nullptr) {
@@ -64,11 +70,8 @@ align_status init_backend(align_trainer * tr, const char * device) {
     }
     if (dev == nullptr) return fail(ALIGN_ERR_INTERNAL, "no CPU device");
     tr->is_cpu = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
-    if (!tr->is_cpu) {
-        // the body graph reads llama.cpp's weights in place and is computed
-        // by one backend; the device path (weights offloaded by llama.cpp,
-        // the blockwise dequantising input gradient) is not built yet
-        return fail(ALIGN_ERR_UNSUPPORTED, "device \"" + want + "\": training runs on the CPU backend only in this build");
+    if (!tr->is_cpu && ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_GPU) {
+        return fail(ALIGN_ERR_UNSUPPORTED, "device \"" + want + "\" is not a CPU or GPU device");
     }
     tr->device = ggml_backend_dev_name(dev);
     tr->backend = ggml_backend_dev_init(dev, nullptr);
@@ -108,8 +111,10 @@ align_status prepare(align_trainer * tr, const align_batch * batch, int32_t set,
         tr->body = graph_t();
         tr->body = std::move(next);
         st = build_body(tr, tr->body);
+        if (st == ALIGN_OK) st = device_rewrite_body(tr, tr->body);
         if (st == ALIGN_OK) st = alloc_body(tr, tr->body);
         if (st == ALIGN_OK) st = build_head(tr, tr->body, with_grad, tr->head);
+        if (st == ALIGN_OK) st = device_check_head(tr, tr->head);
         if (st == ALIGN_OK) st = alloc_head(tr, tr->head);
         if (st != ALIGN_OK) {
             tr->head = head_graph_t();
@@ -118,6 +123,7 @@ align_status prepare(align_trainer * tr, const align_batch * batch, int32_t set,
         }
     }
     st = set_body_inputs(tr, tr->body, scale);
+    if (st == ALIGN_OK) st = device_set_inputs(tr, tr->body);
     if (st == ALIGN_OK) st = set_head_inputs(tr, tr->head, tr->body);
     return st;
 }

@@ -353,8 +353,11 @@ align_status build_body(align_trainer * tr, graph_t & gt) {
                 break;
         }
     }
-    // OUT_PROD(W, dYᵀ) over a frozen W  ->  MUL_MAT(Wᵀ, dY)
-    for (int i = gt.n_fwd; i < n; i++) {
+    // OUT_PROD(W, dYᵀ) over a frozen W  ->  MUL_MAT(Wᵀ, dY) on the CPU. On a
+    // device backend there are no transposed copies: the OUT_PROD nodes stay
+    // and the patched ggml-cuda dequantises W tile by tile
+    // (native/patches/0001-*); device_rewrite_body checks that it runs them.
+    for (int i = gt.n_fwd; i < n && tr->is_cpu; i++) {
         ggml_tensor * node = ggml_graph_node(gt.g, i);
         if (node->op != GGML_OP_OUT_PROD) continue;
         auto it = tr->transposed.find(node->src[0]);
@@ -478,9 +481,6 @@ align_status build_head(align_trainer * tr, const graph_t & body, bool with_grad
     if (!with_grad) return ALIGN_OK;
     // dloss/dL_vj = g_j·(1[v = t_j] − p_vj); dloss/dh = Wᵀ-product over the
     // transposed copy of the head (the same rewrite the body uses)
-    auto wt_it = tr->transposed.find(W);
-    if (wt_it == tr->transposed.end()) return fail(ALIGN_ERR_INTERNAL, "no transposed copy of the LM head");
-    ggml_tensor * WT = wt_it->second;  // (V, n_embd)
     for (int32_t j0 = 0, k = 0; j0 < M; j0 += C, k++) {
         const int32_t c = std::min(C, M - j0);
         ggml_tensor * p = fw[(size_t) k].p, * t = fw[(size_t) k].t;
@@ -493,7 +493,8 @@ align_status build_head(align_trainer * tr, const graph_t & body, bool with_grad
         ggml_tensor * dLs = ggml_set_rows(ctx, ggml_reshape_2d(ctx, dL, 1, V * c), at, idx);
         dLs = ggml_reshape_2d(ctx, dLs, V, c);
         if (t != nullptr) dLs = ggml_mul(ctx, dLs, ggml_scale_bias(ctx, ggml_sqr(ctx, t), -1.0f, 1.0f));  // dz = dL·(1 − t²)
-        ggml_tensor * dh = ggml_mul_mat(ctx, WT, dLs);  // (n_embd, c)
+        ggml_tensor * dh = input_grad(tr, ctx, W, dLs);  // (n_embd, c)
+        if (dh == nullptr) return fail(ALIGN_ERR_INTERNAL, "no transposed copy of the LM head");
         ggml_tensor * dst = ggml_view_2d(ctx, dhs, tr->n_embd, c, dhs->nb[1], (size_t) j0 * dhs->nb[1]);
         ggml_build_forward_expand(hg.g, ggml_cpy(ctx, dh, dst));
     }

@@ -126,6 +126,7 @@ struct graph_t {
     ggml_tensor * hv = nullptr;           // (n_head_out, n_hpos) head values
     ggml_tensor * dhv = nullptr;          // (n_head_out, n_hpos) input: dloss/dhv
     ggml_tensor * loss = nullptr;
+    ggml_tensor * embd = nullptr;         // (n_embd, N) device input: the tokens' embedding rows (train_device.cpp)
     std::vector<int32_t> h_tokens, h_pos, h_sel, h_hsel, h_tgt, h_seq;
     std::vector<float>   h_mask;
 };
@@ -167,6 +168,7 @@ struct align_trainer {
     align_model * model = nullptr;        // owner of the frozen base (llama.cpp's tensors)
     ggml_backend_t backend = nullptr;
     bool           is_cpu = true;
+    int32_t        n_unsupported_body = 0, n_unsupported_head = 0;  // device nodes it cannot run (train_device.cpp)
 
     ggml_tensor * tok_embd = nullptr, * output = nullptr, * output_norm = nullptr, * rope_freqs = nullptr;
     std::vector<align::train::layer_t> layers;
@@ -214,6 +216,15 @@ align_status alloc_head(align_trainer * tr, head_graph_t & hg);
 align_status set_head_inputs(align_trainer * tr, head_graph_t & hg, const graph_t & body);
 align_status compute(align_trainer * tr, ggml_cgraph * g);
 int32_t      head_chunk(const align_trainer * tr, int32_t n_sel);
+
+// device backends (train_device.cpp); each is a no-op on the CPU
+align_status  device_check_weights(align_trainer * tr);
+align_status  device_rewrite_body(align_trainer * tr, graph_t & gt);
+align_status  device_check_head(align_trainer * tr, head_graph_t & hg);
+align_status  device_set_inputs(align_trainer * tr, graph_t & gt);
+// dx = W·dy through a frozen W (n_in, n_out), dy (n_out, N): MUL_MAT over
+// the cached Wᵀ on the CPU (nullptr without one), OUT_PROD on a device
+ggml_tensor * input_grad(align_trainer * tr, ggml_context * ctx, ggml_tensor * w, ggml_tensor * dy);
 
 // optimiser (train_optim.cpp)
 align_status add_set(align_trainer * tr, const align_adapter_set_params & p, int32_t * id);

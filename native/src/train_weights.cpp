@@ -392,7 +392,8 @@ align_status load_base(align_trainer * tr, align_model * am) {
             tr->base_bytes += (int64_t) ggml_nbytes(w.t);
         }
     }
-    return make_transposed(tr, g.get(), path);
+    // a device trainer keeps one copy: no transposed copies (train_device.cpp)
+    return tr->is_cpu ? make_transposed(tr, g.get(), path) : device_check_weights(tr);
 }
 
 }  // namespace align::train
