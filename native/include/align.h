@@ -480,6 +480,39 @@ align_status align_trainer_set_state(align_trainer * trainer, int32_t set, const
 // Writes a set's adapters as a llama.cpp LoRA GGUF (alpha as configured).
 align_status align_trainer_export(align_trainer * trainer, int32_t set, const char * path);
 
+// ---- adapter sets to and from files
+
+// What an adapter GGUF holds: a llama.cpp LoRA adapter (kind "lora": alpha,
+// rank, the ALIGN_LORA_* targets it adapts) or align's heads file (kind
+// "heads": general.type "align.heads", the heads' names and sizes in
+// align.heads.names / align.heads.dims, align.heads.n_embd, F32 tensors
+// heads.weight ne = [n_embd, n_head_out] and heads.bias ne = [n_head_out]).
+typedef struct align_adapter_file_info {
+    char     arch[32];
+    char     kind[16];       // "lora" or "heads"
+    float    alpha;          // lora
+    int32_t  rank;           // lora
+    uint32_t targets;        // lora: ALIGN_LORA_* bits present
+    int32_t  n_tensors;
+    int32_t  n_heads;        // heads
+    int32_t  n_head_out;     // heads: Σ head_dims
+    char     head_names[16][64];
+    int32_t  head_dims[16];
+} align_adapter_file_info;
+
+// Describes the adapter GGUF at path. ALIGN_ERR_FORMAT for other files.
+align_status align_adapter_file_describe(const char * path, align_adapter_file_info * out);
+
+// Loads a LoRA GGUF (into the set's A/B: the set's targets, alpha and rank
+// must match the file's, and every tensor must be one of the set's) or a
+// heads GGUF (into heads.weight/bias: names and sizes must match) into a
+// set's parameters, and zeroes their Adam moments. The step counter is kept.
+// Nothing changes when it fails.
+align_status align_trainer_load_set(align_trainer * trainer, int32_t set, const char * path);
+
+// Writes a set's heads as align's heads GGUF (atomically: temp + rename).
+align_status align_trainer_export_heads(align_trainer * trainer, int32_t set, const char * path);
+
 // A LoRA handle over a set's live adapter tensors (no copy, no file): attach
 // it to a session of the trainer's model to sample from the current policy.
 // The values are read at each decode, so later steps show up in the next
