@@ -53,6 +53,14 @@ type Config struct {
 	Raw            bool // no chat template
 	MaxSteps       int  // stop after this many optimiser steps (0: all epochs); for tests and benchmarks
 
+	// InitAdapter: the policy starts from this LoRA GGUF instead of B = 0.
+	// RefAdapter: the reference is base + this LoRA GGUF (frozen); the
+	// policy starts from it too unless InitAdapter is set (stage.go). With
+	// either, a zero Rank or Alpha and empty Targets take the file's; other
+	// values must equal the file's.
+	InitAdapter string `json:",omitempty"`
+	RefAdapter  string `json:",omitempty"`
+
 	// Hashes are the SHA-256 of the run's inputs ("model", "data",
 	// "eval_data"), recorded when the run starts and checked on resume.
 	Hashes map[string]string `json:",omitempty"`
@@ -136,9 +144,9 @@ func (c *Config) Validate() error {
 		return bad("batch-tokens", "must be at least 16 (got %d)", c.BatchTokens)
 	case c.MaxLength < 8:
 		return bad("max-length", "must be at least 8 (got %d)", c.MaxLength)
-	case c.Rank < 1:
+	case c.Rank < 1 && !(c.Rank == 0 && c.policyInit() != ""):
 		return bad("lora-rank", "must be at least 1 (got %d)", c.Rank)
-	case !(c.Alpha > 0) || !finite(c.Alpha):
+	case (!(c.Alpha > 0) || !finite(c.Alpha)) && !(c.Alpha == 0 && c.policyInit() != ""):
 		return bad("lora-alpha", "must be a positive number (got %g)", c.Alpha)
 	case !(c.EvalSplit >= 0 && c.EvalSplit < 1):
 		return bad("eval-split", "must be in [0, 1) (got %g)", c.EvalSplit)
@@ -166,7 +174,7 @@ func (c *Config) Validate() error {
 	default:
 		return bad("schedule", "must be cosine, linear or constant (got %q)", c.Schedule)
 	}
-	if _, err := targetBits(c.Targets); err != nil {
+	if _, err := targetBits(c.Targets); err != nil && !(len(c.Targets) == 0 && c.policyInit() != "") {
 		return &ConfigError{Flag: "lora-targets", Msg: err.Error()}
 	}
 	keys := make([]string, 0, len(c.BetaTable))
