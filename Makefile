@@ -14,7 +14,7 @@ NATIVE_LIBS = $(BUILD)/native/libalign_native.a $(BUILD)/libllama.a $(BUILD)/ggm
 native_stamp = $(shell cat $(NATIVE_LIBS) 2>/dev/null | sha1sum | cut -c1-16)
 GOENV = CGO_ENABLED=1 CGO_CPPFLAGS="-DALIGN_NATIVE_STAMP=$(native_stamp)"
 
-.PHONY: all deps native build demo test test-go test-native bench clean models
+.PHONY: all deps native build demo demo-stages test test-go test-native bench clean models
 
 all: build
 
@@ -39,6 +39,10 @@ models: build
 
 demo: models
 	@scripts/demo.sh
+
+# SFT, then DPO with the SFT model as the reference, then align merge
+demo-stages: models
+	@scripts/demo-stages.sh
 
 test: native
 	@scripts/deps.sh --test
