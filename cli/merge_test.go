@@ -8,13 +8,14 @@ import (
 	"testing"
 )
 
-// sftAdapter trains two SFT steps on the tiny fixture and returns the
-// run's adapter.
+// sftAdapter trains two SFT steps (rank 8, q, k, v, o) on the tiny fixture
+// and returns the run's adapter.
 func sftAdapter(t *testing.T) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "sft")
 	code, _, stderr := run(t, "", "train", "--method", "sft", "--model", tinyModel, "--data", "../testdata/pairs/eval.jsonl",
-		"--eval-split", "0", "--out", out, "--max-steps", "2", "--batch-tokens", "384", "--threads", "2")
+		"--eval-split", "0", "--out", out, "--max-steps", "2", "--batch-tokens", "384", "--threads", "2",
+		"--lora-rank", "8", "--lora-alpha", "16", "--lora-targets", "q,k,v,o")
 	if code != 0 {
 		t.Fatalf("sft: exit %d: %s", code, stderr)
 	}
