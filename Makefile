@@ -52,7 +52,7 @@ test: native
 	CGO_ENABLED=0 $(GO) build ./align/jsonl ./align/pairs ./align/manga ./align/backend/... ./align/cost ./align/pipeline
 	$(GOENV) $(GO) test -count=1 -short ./...
 	@# the slow end-to-end training checks (skipped by -short), once
-	$(GOENV) $(GO) test -count=1 -run '^(TestDPOLearnsPreferences|TestResumeIsBitIdentical|TestStagesSFTThenDPO|TestStagesResume)$$' ./align/train
+	$(GOENV) $(GO) test -count=1 -run '^(TestDPOLearnsPreferences|TestResumeIsBitIdentical|TestStagesSFTThenDPO|TestStagesResume|TestStoriesDPO)$$' ./align/train
 
 bench: build
 	@scripts/bench-sample.sh

@@ -85,11 +85,22 @@ type ResumeOptions struct {
 }
 
 // DefaultConfig returns the defaults the CLI shows.
+//
+// Rank 16, alpha 32 (scale 2, as before), all seven projections, lr 5e-4:
+// measured by TestStoriesSweep on the real story models (DPO, cheerful over
+// sad, testdata/stories) against the earlier rank 8 on q, k, v, o, at the
+// same lr and 3 epochs: stories260K held-out accuracy 1.000 vs 0.925,
+// cheerful samples 0.84 vs 0.70, base log-prob of the samples -2.04 vs
+// -2.21 nats/token; TinyStories-656K accuracy 1.000 for both with a larger
+// margin (0.90 vs 0.52 at 2 vs 3 epochs) and equal fluency (-2.39 vs
+// -2.37). On the random fixture (issue 10's measurement) all seven targets
+// at 5e-4 gave 0.963 against 0.912. A higher lr (1e-3, 2e-3) bought
+// cheerfulness with fluency on stories260K (see testdata/stories/README.md).
 func DefaultConfig() Config {
 	return Config{
 		Method: DPO, EvalSplit: 0.1, Epochs: 3, LR: 5e-4, Schedule: "cosine", WarmupSteps: 10, WeightDecay: 0,
-		MaxGradNorm: 1, GradAccum: 1, BatchTokens: 2048, MaxLength: 512, Rank: 8, Alpha: 16,
-		Targets: []string{"q", "k", "v", "o"}, Seed: 1, EvalEvery: 0, SaveEvery: 0, Patience: 0,
+		MaxGradNorm: 1, GradAccum: 1, BatchTokens: 2048, MaxLength: 512, Rank: 16, Alpha: 32,
+		Targets: []string{"q", "k", "v", "o", "gate", "up", "down"}, Seed: 1, EvalEvery: 0, SaveEvery: 0, Patience: 0,
 	}
 }
 
