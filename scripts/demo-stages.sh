@@ -15,7 +15,7 @@ if [ -f "$SHARED/stories260K.gguf" ]; then
   PROMPTS=("Once upon a time, there was a little mouse named Joe. One day, Joe went to the lake."
            "Ella and a friend went to the meadow. They saw a yellow hat under a tree.")
   LORA=(--lora-rank 16 --lora-alpha 32 --lora-targets q,k,v,o,gate,up,down)
-  SFT_ARGS=(--epochs 1 --lr 2e-3) DPO_ARGS=(--epochs 2 --lr 2e-3 --beta 0.1 --rpo-alpha 1)
+  SFT_ARGS=(--epochs 1 --lr 2e-3) DPO_ARGS=(--epochs 2 --lr 5e-4 --beta 0.1 --rpo-alpha 1)  # testdata/stories/README.md
   RAW=(--raw)
   echo "== model: stories260K (real, pretrained; see $SHARED/README.md)"
 else
@@ -43,10 +43,10 @@ echo
 echo "== samples (seed 1): base, SFT, SFT then DPO, and the merged model"
 for p in "${PROMPTS[@]}"; do
   echo "prompt: $p"
-  printf '  base:   '; ./bin/align sample --model "$M" "${RAW[@]}" --prompt "$p" --seed 1 -n 40 --temp 0.7 2>/dev/null; echo
-  printf '  sft:    '; ./bin/align sample --model "$M" "${RAW[@]}" --lora "$SFT/adapter.gguf" --prompt "$p" --seed 1 -n 40 --temp 0.7 2>/dev/null; echo
-  printf '  dpo:    '; ./bin/align sample --model "$M" "${RAW[@]}" --lora "$DPO/adapter.gguf" --prompt "$p" --seed 1 -n 40 --temp 0.7 2>/dev/null; echo
-  printf '  merged: '; ./bin/align sample --model "$MERGED" "${RAW[@]}" --prompt "$p" --seed 1 -n 40 --temp 0.7 2>/dev/null; echo
+  printf '  base:   '; ./bin/align sample --model "$M" "${RAW[@]}" --prompt "$p" --seed 1 -n 40 --temp 0.7 2>/dev/null
+  printf '  sft:    '; ./bin/align sample --model "$M" "${RAW[@]}" --lora "$SFT/adapter.gguf" --prompt "$p" --seed 1 -n 40 --temp 0.7 2>/dev/null
+  printf '  dpo:    '; ./bin/align sample --model "$M" "${RAW[@]}" --lora "$DPO/adapter.gguf" --prompt "$p" --seed 1 -n 40 --temp 0.7 2>/dev/null
+  printf '  merged: '; ./bin/align sample --model "$MERGED" "${RAW[@]}" --prompt "$p" --seed 1 -n 40 --temp 0.7 2>/dev/null
 done
 echo
 echo "The DPO run's held-out 'before' line shows margin +0.0000: the policy started as the SFT model,"
