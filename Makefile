@@ -50,9 +50,10 @@ test: native
 	$(BUILD)/native/align_grad_ops
 	@# everything but the native-facing packages builds without cgo (DESIGN §2)
 	CGO_ENABLED=0 $(GO) build ./align/jsonl ./align/pairs ./align/manga ./align/backend/... ./align/cost ./align/pipeline
-	$(GOENV) $(GO) test -count=1 -short ./...
+	$(GOENV) $(GO) test -count=1 -timeout 30m -short ./...
 	@# the slow end-to-end training checks (skipped by -short), once
-	$(GOENV) $(GO) test -count=1 -run '^(TestDPOLearnsPreferences|TestResumeIsBitIdentical|TestStagesSFTThenDPO|TestStagesResume|TestStoriesDPO)$$' ./align/train
+	$(GOENV) $(GO) test -count=1 -timeout 30m -run '^(TestDPOLearnsPreferences|TestResumeIsBitIdentical|TestRewardModelLearns|TestStagesSFTThenDPO|TestStagesResume|TestStoriesDPO)$$' ./align/train
+	$(GOENV) $(GO) test -count=1 -timeout 30m -run '^(TestPPOLearnsPhrase|TestGRPOLearnsPhrase|TestResumeSameAdapter)$$' ./align/rl
 
 bench: build
 	@scripts/bench-sample.sh

@@ -10,12 +10,21 @@ import "unsafe"
 
 // FixtureParams describe a generated test model (see align_modelgen_params).
 type FixtureParams struct {
-	Arch       string // "llama" or "qwen2"
+	Arch       string // "llama", "qwen2", "qwen3" or "gemma3"
 	Type       string // "f32", "f16", "q8_0", "q4_0", "q4_k"
 	Size       string // "tiny" or "small"
 	Seed       uint64
-	TiedOutput bool
+	TiedOutput bool // gemma3 is always tied
 	Llama3Rope bool // llama only: rope_freqs.weight with Llama 3.1's factors
+
+	// Overrides of the size's preset (zero: the preset's), for architecture
+	// tests: shape, rope base, gemma3's sliding window (negative: none) and
+	// final logit soft-cap, and general.name.
+	NLayer, NEmbd, NHead, NHeadKV, HeadDim, NFF int
+	RopeBase                                    float32
+	SlidingWindow                               int
+	LogitSoftcap                                float32
+	Name                                        string
 }
 
 // WriteFixture writes a deterministic random-weight model to path
@@ -33,7 +42,17 @@ func WriteFixture(path string, p FixtureParams) error {
 	defer C.free(unsafe.Pointer(ctype))
 	csize := C.CString(p.Size)
 	defer C.free(unsafe.Pointer(csize))
-	cp := C.align_modelgen_params{arch: carch, _type: ctype, size: csize, seed: C.uint64_t(p.Seed), tied_output: C.bool(p.TiedOutput), llama3_rope: C.bool(p.Llama3Rope)}
+	cp := C.align_modelgen_default_params()
+	cp.arch, cp._type, cp.size = carch, ctype, csize
+	cp.seed, cp.tied_output, cp.llama3_rope = C.uint64_t(p.Seed), C.bool(p.TiedOutput), C.bool(p.Llama3Rope)
+	cp.n_layer, cp.n_embd, cp.n_head = C.int32_t(p.NLayer), C.int32_t(p.NEmbd), C.int32_t(p.NHead)
+	cp.n_head_kv, cp.head_dim, cp.n_ff = C.int32_t(p.NHeadKV), C.int32_t(p.HeadDim), C.int32_t(p.NFF)
+	cp.rope_base, cp.sliding_window, cp.logit_softcap = C.float(p.RopeBase), C.int32_t(p.SlidingWindow), C.float(p.LogitSoftcap)
+	if p.Name != "" {
+		cname := C.CString(p.Name)
+		defer C.free(unsafe.Pointer(cname))
+		cp.name = cname
+	}
 	return check("align_modelgen_write", C.align_modelgen_write(cpath, &cp))
 }
 

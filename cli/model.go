@@ -29,14 +29,18 @@ Example:
 				Description: `Writes a Llama-family GGUF model with seeded random weights, a small
 SentencePiece vocabulary and a ChatML template. The same flags give the same
 file, byte for byte. Sizes: tiny (~2.8M parameters, 256-wide, 2 layers) and
-small (~100M parameters, 768-wide, 12 layers).
+small (~100M parameters, 768-wide, 12 layers). Architectures: llama, qwen2
+(Q/K/V bias), qwen3 (per-head Q/K RMSNorm, heads of 128) and gemma3 (scaled
+embeddings, pre- and post-norms, GeGLU, tied head, sliding-window layers:
+tiny has 6 layers, 5 with a window of 16 tokens, and Gemma's turn template).
 
 Example:
    align model init --out models/tiny-q4_k.gguf --type q4_k --seed 1
-   align model init --out models/small-q8_0.gguf --size small --arch qwen2`,
+   align model init --out models/small-q8_0.gguf --size small --arch qwen2
+   align model init --out models/tiny-gemma3.gguf --arch gemma3 --type q8_0`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output `FILE`", Required: true, EnvVars: []string{"ALIGN_OUT"}},
-					&cli.StringFlag{Name: "arch", Value: "llama", Usage: "architecture: llama or qwen2 (Q/K/V bias)", EnvVars: []string{"ALIGN_ARCH"}},
+					&cli.StringFlag{Name: "arch", Value: "llama", Usage: "architecture: llama, qwen2 (Q/K/V bias), qwen3 (Q/K norms) or gemma3 (sliding window, GeGLU, tied head)", EnvVars: []string{"ALIGN_ARCH"}},
 					&cli.StringFlag{Name: "type", Value: "q8_0", Usage: "weight type: f32, f16, q8_0, q4_0, q4_k", EnvVars: []string{"ALIGN_TYPE"}},
 					&cli.StringFlag{Name: "size", Value: "tiny", Usage: "size preset: tiny or small", EnvVars: []string{"ALIGN_SIZE"}},
 					&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "weight seed", EnvVars: []string{"ALIGN_SEED"}},
@@ -46,9 +50,12 @@ Example:
 				Action: func(c *cli.Context) error {
 					arch, typ, size := strings.ToLower(c.String("arch")), strings.ToLower(c.String("type")), strings.ToLower(c.String("size"))
 					switch arch {
-					case "llama", "qwen2":
+					case "llama", "qwen2", "qwen3", "gemma3":
 					default:
-						return usagef("--arch must be llama or qwen2 (got %q)", arch)
+						return usagef("--arch must be llama, qwen2, qwen3 or gemma3 (got %q)", arch)
+					}
+					if c.Bool("llama3-rope") && arch != "llama" {
+						return usagef("--llama3-rope applies to --arch llama only")
 					}
 					switch typ {
 					case "f32", "f16", "q8_0", "q4_0", "q4_k":

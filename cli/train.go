@@ -16,6 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/align-dev/align/align/rl"
 	"github.com/align-dev/align/align/train"
 )
 
@@ -25,7 +26,7 @@ func trainCommand() *cli.Command {
 	d := train.DefaultConfig()
 	return &cli.Command{
 		Name:      "train",
-		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge)",
+		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge, reward model, PPO, GRPO)",
 		ArgsUsage: " ",
 		Description: `Trains LoRA adapters on preference pairs (JSON Lines, plain or TRL
 conversational form, .zst allowed) with the model's chat template, and
@@ -55,6 +56,17 @@ llama.cpp loads alone: the SFT update and the DPO update together.
 from another adapter; without: against the plain base). Both files are
 hashed like the model, for --resume.
 
+--method rm trains a reward model: LoRA plus a scalar head on the final
+hidden state of each response's last token, with the Bradley–Terry loss
+−log σ(r_chosen − r_rejected − m) (+ --center-coef × (r_chosen +
+r_rejected)²); held-out rows log rewards/accuracies and rewards/margins.
+--margin-from scores takes m from the judge's scores align rank records
+(mean criterion score of chosen − rejected), --margin-from margin from a
+numeric "margin" field. It writes OUT/adapter.gguf (llama.cpp LoRA) and
+OUT/head.gguf (align's heads GGUF: general.type "align.heads", tensors
+heads.weight [n_embd, 1] and heads.bias [1], F32); align score --reward OUT
+and the rm:OUT reward of PPO and GRPO load both.
+
 Ctrl-C saves a checkpoint and exits with code 4; --resume OUT continues and
 ends with the same adapter as an uninterrupted run. Bad flag values exit
 with code 2 before anything is read or written.
@@ -65,9 +77,11 @@ Example:
    align train --resume runs/dpo
    align train --method sft --model M --data pairs.jsonl --out runs/sft
    align train --method dpo --model M --data pairs.jsonl --out runs/dpo2 \
-      --ref-adapter runs/sft/adapter.gguf`,
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "method", Value: d.Method, Usage: "sft, dpo, ipo, cdpo or hinge", EnvVars: []string{"ALIGN_METHOD"}},
+      --ref-adapter runs/sft/adapter.gguf
+   align train --method rm --model models/tiny-q8_0.gguf --data testdata/pairs/train.jsonl \
+      --eval-data testdata/pairs/eval.jsonl --out runs/rm`,
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "method", Value: d.Method, Usage: "sft, dpo, ipo, cdpo, hinge, rm (reward model), ppo or grpo (ppo/grpo: --prompts and --reward instead of --data)", EnvVars: []string{"ALIGN_METHOD"}},
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "base GGUF model `FILE`", EnvVars: []string{"ALIGN_MODEL"}},
 			&cli.StringFlag{Name: "data", Usage: "training pairs `FILE` (.jsonl or .jsonl.zst; - reads standard input and keeps a copy in the run)", EnvVars: []string{"ALIGN_DATA"}},
 			&cli.StringFlag{Name: "eval-data", Usage: "held-out pairs `FILE`", EnvVars: []string{"ALIGN_EVAL_DATA"}},
@@ -93,6 +107,8 @@ Example:
 			&cli.StringFlag{Name: "beta-table", Usage: "JSON `FILE` mapping objective to β", EnvVars: []string{"ALIGN_BETA_TABLE"}},
 			&cli.Float64Flag{Name: "label-smoothing", Usage: "ε of conservative DPO (cdpo defaults to 0.1)", EnvVars: []string{"ALIGN_LABEL_SMOOTHING"}},
 			&cli.Float64Flag{Name: "rpo-alpha", Usage: "add α × the chosen response's mean token NLL to the preference loss (RPO); teaches the model to produce the chosen answers, not only to rank them", EnvVars: []string{"ALIGN_RPO_ALPHA"}},
+			&cli.StringFlag{Name: "margin-from", Usage: "rm: per-pair margin of the loss: scores (the judge's score gap align rank records) or margin (a number field)", EnvVars: []string{"ALIGN_MARGIN_FROM"}},
+			&cli.Float64Flag{Name: "center-coef", Usage: "rm: add this × (r_chosen + r_rejected)² to keep rewards near zero (TRL's center_rewards_coefficient)", EnvVars: []string{"ALIGN_CENTER_COEF"}},
 			&cli.IntFlag{Name: "eval-every", Usage: "optimiser steps between held-out evaluations (0: each epoch)", EnvVars: []string{"ALIGN_EVAL_EVERY"}},
 			&cli.IntFlag{Name: "save-every", Usage: "optimiser steps between checkpoints (0: each epoch)", EnvVars: []string{"ALIGN_SAVE_EVERY"}},
 			&cli.IntFlag{Name: "patience", Usage: "stop after N evaluations without a better held-out margin (0: off)", EnvVars: []string{"ALIGN_PATIENCE"}},
@@ -102,7 +118,7 @@ Example:
 			&cli.BoolFlag{Name: "skip-invalid", Usage: "skip and count bad pairs instead of failing", EnvVars: []string{"ALIGN_SKIP_INVALID"}},
 			&cli.BoolFlag{Name: "raw", Usage: "do not apply the chat template", EnvVars: []string{"ALIGN_RAW"}},
 			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON on stdout", EnvVars: []string{"ALIGN_JSON"}},
-		},
+		}, rlFlags()...),
 		Action: runTrain,
 	}
 }
@@ -166,6 +182,10 @@ func sameAsRun(c *cli.Context, flag string, saved train.Config, dir string) bool
 		return c.Float64(flag) == saved.LabelSmoothing
 	case "rpo-alpha":
 		return c.Float64(flag) == saved.RPOAlpha
+	case "margin-from":
+		return c.String(flag) == saved.MarginFrom
+	case "center-coef":
+		return c.Float64(flag) == saved.CenterCoef
 	case "eval-every":
 		return c.Int(flag) == saved.EvalEvery
 	case "save-every":
@@ -183,6 +203,9 @@ func sameAsRun(c *cli.Context, flag string, saved train.Config, dir string) bool
 }
 
 func runTrain(c *cli.Context) error {
+	if m := strings.ToLower(c.String("method")); m == "ppo" || m == "grpo" || rl.IsRun(c.String("resume")) {
+		return runRL(c)
+	}
 	env := envOf(c)
 	if c.NArg() > 0 {
 		return usagef("train takes no arguments (got %q)", c.Args().First())
@@ -238,6 +261,7 @@ func runTrain(c *cli.Context) error {
 			}
 		}
 		cfg.Beta, cfg.LabelSmoothing, cfg.RPOAlpha = c.Float64("beta"), c.Float64("label-smoothing"), c.Float64("rpo-alpha")
+		cfg.MarginFrom, cfg.CenterCoef = strings.ToLower(c.String("margin-from")), c.Float64("center-coef")
 		cfg.EvalEvery, cfg.SaveEvery, cfg.Patience, cfg.MaxSteps = c.Int("eval-every"), c.Int("save-every"), c.Int("patience"), c.Int("max-steps")
 		cfg.Seed, cfg.SkipInvalid, cfg.Raw = c.Uint64("seed"), c.Bool("skip-invalid"), c.Bool("raw")
 		if p := c.String("beta-table"); p != "" {
@@ -289,6 +313,9 @@ func runTrain(c *cli.Context) error {
 	printEval(env.Stdout, "held-out before", res.Before)
 	printEval(env.Stdout, "held-out after ", res.After)
 	fmt.Fprintf(env.Stdout, "adapter: %s\n", res.Adapter)
+	if res.Head != "" {
+		fmt.Fprintf(env.Stdout, "head: %s\n", res.Head)
+	}
 	return nil
 }
 
@@ -393,6 +420,12 @@ func termWidth(w any) int {
 
 func printEval(w interface{ Write([]byte) (int, error) }, label string, m map[string]float64) {
 	if len(m) == 0 {
+		return
+	}
+	_, acc := m["rewards/accuracies"]
+	if _, lp := m["logps/chosen"]; acc && !lp { // rm: rewards are the head's, no log-probs
+		fmt.Fprintf(w, "%s: loss %.4f  accuracy %.3f  margin %+.4f  rewards chosen %+.4f rejected %+.4f\n",
+			label, m["loss"], m["rewards/accuracies"], m["rewards/margins"], m["rewards/chosen"], m["rewards/rejected"])
 		return
 	}
 	if _, ok := m["rewards/accuracies"]; ok {

@@ -333,7 +333,7 @@ func TestTrainFlagValidation(t *testing.T) {
 		flag, value string
 		want        string // in the message besides the flag
 	}{
-		{"method", "ppo", `"ppo"`},
+		{"method", "reinforce", `"reinforce"`},
 		{"epochs", "0", "0"},
 		{"lr", "0", "0"},
 		{"lr", "NaN", "NaN"},

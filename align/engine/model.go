@@ -104,7 +104,7 @@ func trimZero(s string) string { return strings.TrimSuffix(s, ".0") }
 
 // FixtureParams describe a generated test model.
 type FixtureParams struct {
-	Arch       string // "llama" or "qwen2"
+	Arch       string // "llama", "qwen2", "qwen3" or "gemma3"
 	Type       string // "f32", "f16", "q8_0", "q4_0", "q4_k"
 	Size       string // "tiny" or "small"
 	Seed       uint64

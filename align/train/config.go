@@ -15,7 +15,7 @@ import (
 
 // Config is one training run.
 type Config struct {
-	Method    string // sft, dpo, ipo, cdpo, hinge
+	Method    string // sft, dpo, ipo, cdpo, hinge, rm
 	Model     string
 	Data      string // "-": standard input, stored in the run as data.jsonl
 	EvalData  string
@@ -52,6 +52,11 @@ type Config struct {
 	SkipInvalid    bool
 	Raw            bool // no chat template
 	MaxSteps       int  // stop after this many optimiser steps (0: all epochs); for tests and benchmarks
+	// MarginFrom (rm): where each pair's Bradley–Terry margin comes from
+	// ("": none; see MarginSources); CenterCoef (rm): coefficient of the
+	// (r_w + r_l)² centering term.
+	MarginFrom string  `json:",omitempty"`
+	CenterCoef float64 `json:",omitempty"`
 
 	// InitAdapter: the policy starts from this LoRA GGUF instead of B = 0.
 	// RefAdapter: the reference is base + this LoRA GGUF (frozen); the
@@ -177,6 +182,14 @@ func (c *Config) Validate() error {
 		return bad("patience", "needs held-out pairs (--eval-data or --eval-split; got %d with neither)", c.Patience)
 	case c.MaxSteps < 0:
 		return bad("max-steps", "must not be negative (got %d)", c.MaxSteps)
+	case c.MarginFrom != "" && c.Method != RM:
+		return bad("margin-from", "applies to --method rm only (got --method %s)", c.Method)
+	case c.MarginFrom != "" && !slices.Contains(MarginSources, c.MarginFrom):
+		return bad("margin-from", "must be one of %s (got %q)", strings.Join(MarginSources, ", "), c.MarginFrom)
+	case c.CenterCoef != 0 && c.Method != RM:
+		return bad("center-coef", "applies to --method rm only (got --method %s)", c.Method)
+	case !(c.CenterCoef >= 0) || !finite(c.CenterCoef):
+		return bad("center-coef", "must be a number >= 0 (got %g)", c.CenterCoef)
 	case c.Threads < 0 || c.Threads > MaxThreads():
 		return bad("threads", "must be in [0, %d], 0 for all cores (got %d)", MaxThreads(), c.Threads)
 	}

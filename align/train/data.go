@@ -24,6 +24,8 @@ type Example struct {
 	// RefW and RefL are the reference (frozen base) log-prob sums of the
 	// responses, filled once before training for the DPO family.
 	RefW, RefL float64
+	// Margin is the reward model's per-pair margin m (--margin-from).
+	Margin float64
 }
 
 // Truncation counts what --max-length cut.

@@ -32,6 +32,7 @@ type Result struct {
 	Before       map[string]float64 `json:"eval_before"`
 	After        map[string]float64 `json:"eval_after"`
 	Adapter      string             `json:"adapter"`
+	Head         string             `json:"head,omitempty"` // rm: the reward head (head.gguf)
 	TrainPairs   int                `json:"train_pairs"`
 	EvalPairs    int                `json:"eval_pairs"`
 	Truncation   Truncation         `json:"truncation"`
@@ -124,6 +125,11 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 	if err != nil {
 		return res, err
 	}
+	if cfg.Method == RM { // the reward set: LoRA + the reward head
+		if tr, err = rewardTrainer(tr, cfg); err != nil {
+			return res, err
+		}
+	}
 	if n := tr.Info().NCtx; n > 0 && cfg.MaxLength > n {
 		return res, bad("max-length", "is at most the model's context, %d (got %d)", n, cfg.MaxLength)
 	}
@@ -204,6 +210,9 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 	res.StoppedEarly = r.stopped
 	res.Adapter = filepath.Join(cfg.Out, "adapter.gguf")
 	if err := tr.Export(res.Adapter); err != nil {
+		return res, err
+	}
+	if res.Head, err = exportHeads(tr, cfg.Out); err != nil {
 		return res, err
 	}
 	res.Steps, res.Epochs = r.st.step, r.st.epoch
@@ -309,6 +318,9 @@ func readInputs(cfg Config) (*inputs, error) {
 		}
 		return nil, positioned(cfg.EvalData, cfg.EvalData, err)
 	}
+	if err := applyMargins(cfg, dataName, train, trainPairs, eval, evalPairs); err != nil {
+		return nil, err
+	}
 	in.train, in.eval = train, eval
 	in.skipped += skipped + skipped2
 	in.trunc = Truncation{trunc.PromptsCut + trunc2.PromptsCut, trunc.ResponsesCut + trunc2.ResponsesCut}
@@ -379,7 +391,7 @@ type runner struct {
 
 // reference fills the reference log-probs of the preference family.
 func (r *runner) reference() error {
-	if !r.obj.pairwise() {
+	if _, heads := r.obj.(headObjective); heads || !r.obj.pairwise() {
 		return nil
 	}
 	err := referenceLogps(r.ctx, r.ref, r.cfg, r.progress, r.train, r.eval)

@@ -56,7 +56,53 @@ func (f *fakeTrainer) forward(b *bindings.Batch, scale float64) Outputs {
 			}
 		}
 	}
+	if b.HeadAt != nil {
+		// the head at position t is the mean of θ over tokens 0..t, times scale
+		for k := 0; k < b.NSeq; k++ {
+			var sum float64
+			for t := 0; t < int(b.Lengths[k]); t++ {
+				sum += f.theta[int(b.Tokens[k*b.NTok+t])%len(f.theta)]
+				if b.HeadAt[k*b.NTok+t] != 0 {
+					out.Heads = append(out.Heads, float32(scale*sum/float64(t+1)))
+				}
+			}
+		}
+	}
 	return out
+}
+
+var _ headTrainer = (*fakeTrainer)(nil)
+
+// BackwardHeads is Backward plus the head values' gradient (see forward).
+func (f *fakeTrainer) BackwardHeads(cot, headCot []float32) error {
+	if err := f.Backward(cot); err != nil {
+		return err
+	}
+	b, i := f.last, 0
+	if headCot == nil {
+		return nil
+	}
+	if b.HeadAt == nil {
+		return errors.New("fake: head cotangents without head positions")
+	}
+	for k := 0; k < b.NSeq; k++ {
+		for t := 0; t < int(b.Lengths[k]); t++ {
+			if b.HeadAt[k*b.NTok+t] == 0 {
+				continue
+			}
+			if i >= len(headCot) {
+				return errors.New("fake: too few head cotangents")
+			}
+			for u := 0; u <= t; u++ {
+				f.grad[int(b.Tokens[k*b.NTok+u])%len(f.theta)] += float64(headCot[i]) / float64(t+1)
+			}
+			i++
+		}
+	}
+	if i != len(headCot) {
+		return errors.New("fake: too many head cotangents")
+	}
+	return nil
 }
 
 func (f *fakeTrainer) Forward(b *bindings.Batch, scale float32) (Outputs, error) {
@@ -239,7 +285,10 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 			if passes != evals || f.calls["forward@1"] != passes*perPass || evals < 2 {
 				t.Errorf("%d evaluation passes (%d forwards, %d per pass) for %d eval rows", passes, f.calls["forward@1"], perPass, evals)
 			}
-			if method != SFT && (f.calls["forward@0"] == 0 || refs != 1) {
+			if method == RM && (f.calls["forward@0"] != 0 || refs != 0) {
+				t.Errorf("the reward model computed reference log-probs: %d forwards", f.calls["forward@0"])
+			}
+			if method != SFT && method != RM && (f.calls["forward@0"] == 0 || refs != 1) {
 				t.Errorf("reference pass: %d forwards, %d completed progress passes", f.calls["forward@0"], refs)
 			}
 		})
@@ -249,7 +298,7 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 // A run interrupted at any step and resumed ends with the adapter of an
 // uninterrupted run, bit for bit, and its metrics read as one run.
 func TestFakeResumeIsBitIdentical(t *testing.T) {
-	for _, variant := range []string{DPO, SFT, "patience"} {
+	for _, variant := range []string{DPO, SFT, RM, "patience"} {
 		method := variant
 		tweak := func(c *Config) {}
 		if variant == "patience" {

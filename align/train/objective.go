@@ -2,8 +2,10 @@ package train
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/align-dev/align/bindings"
 )
@@ -53,10 +55,63 @@ type objective interface {
 	metrics(m Metrics) map[string]float64
 }
 
+// headObjective is an objective of the adapter set's head values (the
+// reward model, rm.go): it lays out its own batches (head positions marked)
+// and its loss seeds the head values instead of the token log-probs. Its
+// trainer must be a headTrainer.
+type headObjective interface {
+	objective
+	batch(exs []Example, mb MicroBatch) *bindings.Batch
+	// headLoss is loss for the head values: dLoss/dHeads in out.Heads'
+	// layout.
+	headLoss(exs []Example, mb MicroBatch, out Outputs, norm float64, m *Metrics) ([]float32, error)
+}
+
+// headTrainer is a Trainer whose forwards return head values and whose
+// backward takes their cotangents too (nil: zeros).
+type headTrainer interface {
+	Trainer
+	BackwardHeads(cot, headCot []float32) error
+}
+
+// batchOf lays out micro-batch mb for obj.
+func batchOf(obj objective, exs []Example, mb MicroBatch) *bindings.Batch {
+	if ho, ok := obj.(headObjective); ok {
+		return ho.batch(exs, mb)
+	}
+	return BuildBatch(exs, mb, !obj.pairwise())
+}
+
+// lossOf is obj's loss of one micro-batch: token cotangents, or for a head
+// objective head cotangents.
+func lossOf(obj objective, exs []Example, mb MicroBatch, out Outputs, norm float64, m *Metrics) (cot, headCot []float32, err error) {
+	if ho, ok := obj.(headObjective); ok {
+		headCot, err = ho.headLoss(exs, mb, out, norm, m)
+		return nil, headCot, err
+	}
+	cot, err = obj.loss(exs, mb, out, norm, m)
+	return cot, nil, err
+}
+
+// backward accumulates the gradient of cot and headCot (nil: none).
+func backward(tr Trainer, cot, headCot []float32) error {
+	if headCot == nil {
+		return tr.Backward(cot)
+	}
+	ht, ok := tr.(headTrainer)
+	if !ok {
+		return errors.New("train: the trainer has no heads to seed")
+	}
+	return ht.BackwardHeads(cot, headCot)
+}
+
 // newObjective returns the objective of a validated configuration.
 func newObjective(cfg Config) objective {
 	if cfg.Method == SFT {
 		return sftObjective{}
+	}
+	if cfg.Method == RM {
+		return rmObjective{center: cfg.CenterCoef}
 	}
 	eps := cfg.LabelSmoothing
 	if cfg.Method == CDPO && eps == 0 {
@@ -215,16 +270,16 @@ func (o optimiser) step(tr Trainer, obj objective, exs []Example, group []MicroB
 	var st stepStats
 	norm := obj.norm(exs, group)
 	for _, mb := range group {
-		b := BuildBatch(exs, mb, !obj.pairwise())
+		b := batchOf(obj, exs, mb)
 		out, err := tr.ForwardGrad(b)
 		if err != nil {
 			return st, err
 		}
-		cot, err := obj.loss(exs, mb, out, norm, &st.metrics)
+		cot, headCot, err := lossOf(obj, exs, mb, out, norm, &st.metrics)
 		if err != nil {
 			return st, err
 		}
-		if err := tr.Backward(cot); err != nil {
+		if err := backward(tr, cot, headCot); err != nil {
 			return st, err
 		}
 		st.tokens += int64(b.NSeq * b.NTok)
@@ -255,11 +310,11 @@ func evaluate(ctx context.Context, tr Trainer, obj objective, exs []Example, bud
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		out, err := tr.Forward(BuildBatch(exs, mb, !obj.pairwise()), 1)
+		out, err := tr.Forward(batchOf(obj, exs, mb), 1)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := obj.loss(exs, mb, out, 1, &m); err != nil {
+		if _, _, err := lossOf(obj, exs, mb, out, 1, &m); err != nil {
 			return nil, err
 		}
 		if done != nil {
@@ -267,7 +322,11 @@ func evaluate(ctx context.Context, tr Trainer, obj objective, exs []Example, bud
 		}
 	}
 	out := obj.metrics(m)
+	_, heads := obj.(headObjective)
 	for k, v := range m.ObjectiveMap() {
+		if heads && strings.Contains(k, "/logps/") {
+			continue // the reward model's rewards are the head's: no log-probs
+		}
 		out[k] = v
 	}
 	return out, nil

@@ -79,6 +79,13 @@ func readLoRAFile(flag, path string) (bindings.AdapterFile, error) {
 // value that differs from the file's is a *ConfigError (the policy set must
 // hold the file exactly).
 func resolveStages(cfg *Config) error {
+	if (cfg.RefAdapter != "" || cfg.InitAdapter != "") && cfg.Method == RM {
+		flag := "ref-adapter"
+		if cfg.InitAdapter != "" {
+			flag = "init-adapter"
+		}
+		return bad(flag, "is not supported with --method rm (the reward model trains a set of its own)")
+	}
 	if cfg.RefAdapter != "" && cfg.Method == SFT {
 		return bad("ref-adapter", "has no use with --method sft (SFT has no reference; --init-adapter continues from an adapter)")
 	}

@@ -535,15 +535,30 @@ align_status align_bench_matmul(int32_t n_threads, const char * type, int64_t m,
 
 // Writes a small Llama-family model with seeded random weights and a small
 // SentencePiece-style vocabulary (ASCII, byte fallback, common English and
-// domain words, ChatML control tokens and template).
+// domain words, ChatML control tokens and template; gemma3: Gemma's turn
+// tokens and template).
+//
+// Presets per architecture (tiny / small):
+//   llama, qwen2  256 wide, 2 layers, 4 heads / 2 KV of 64  |  768, 12, 12 / 4 of 64
+//   qwen3         256, 2 layers, 4 / 2 heads of 128 (n_head·head_dim > n_embd,
+//                 as in Qwen3), rope base 1e6                |  768, 12, 12 / 4 of 128
+//   gemma3        256, 6 layers (5 sliding-window of 16, 1 global), 4 / 1 heads of
+//                 128, tied head, rope base 1e6 with linear scaling 8 on the
+//                 global layers (as Gemma 3 4B)              |  768, 12, 8 / 4 of 128, window 512
 typedef struct align_modelgen_params {
-    const char * arch;    // "llama" or "qwen2" (adds Q/K/V bias)
+    const char * arch;    // "llama", "qwen2" (adds Q/K/V bias), "qwen3" (Q/K norms), "gemma3"
     const char * type;    // "f32", "f16", "q8_0", "q4_0", "q4_k"
     const char * size;    // "tiny" (~2.8M params) or "small" (~100M params)
     uint64_t     seed;
-    bool         tied_output;  // no output.weight; the head reuses token_embd
+    bool         tied_output;  // no output.weight; the head reuses token_embd (gemma3: always)
     bool         llama3_rope;  // llama only: write rope_freqs.weight with Llama 3.1's
                                // frequency factors (factor 8, low 1, high 4, 8192 context)
+    // overrides of the preset, for architecture tests (0 or NULL: the preset's)
+    int32_t      n_layer, n_embd, n_head, n_head_kv, head_dim, n_ff;
+    float        rope_base;       // rope.freq_base
+    int32_t      sliding_window;  // gemma3: attention.sliding_window (negative: none, all layers global)
+    float        logit_softcap;   // gemma3: final_logit_softcapping (0: not written)
+    const char * name;            // general.name (e.g. to look like a hub's Mistral or SmolLM file)
 } align_modelgen_params;
 
 align_modelgen_params align_modelgen_default_params(void);

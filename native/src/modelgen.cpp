@@ -101,7 +101,7 @@ struct vocab {
 
 enum { TT_NORMAL = 1, TT_UNKNOWN = 2, TT_CONTROL = 3, TT_BYTE = 6 };
 
-vocab build_vocab() {
+vocab build_vocab(bool gemma_turns) {
     vocab v;
     std::set<std::string> seen;
     auto add = [&](const std::string & t, float score, int32_t type) {
@@ -115,6 +115,10 @@ vocab build_vocab() {
     add("</s>", 0, TT_CONTROL);
     add("<|im_start|>", 0, TT_CONTROL);
     add("<|im_end|>", 0, TT_CONTROL);
+    if (gemma_turns) {
+        add("<start_of_turn>", 0, TT_CONTROL);
+        add("<end_of_turn>", 0, TT_CONTROL);
+    }
     char buf[16];
     for (int b = 0; b < 256; b++) {
         std::snprintf(buf, sizeof(buf), "<0x%02X>", b);
@@ -155,6 +159,13 @@ const char * k_chat_template =
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + "
     "'\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+// Gemma's turn format (llama.cpp recognises it by <start_of_turn>): the
+// system message opens the first user turn, the assistant is "model".
+const char * k_gemma_template =
+    "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}"
+    "{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim "
+    "+ '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}";
+
 struct file_closer {
     void operator()(FILE * f) const { if (f) std::fclose(f); }
 };
@@ -171,6 +182,11 @@ align_modelgen_params align_modelgen_default_params(void) {
     p.seed = 1;
     p.tied_output = false;
     p.llama3_rope = false;
+    p.n_layer = p.n_embd = p.n_head = p.n_head_kv = p.head_dim = p.n_ff = 0;
+    p.rope_base = 0.0f;
+    p.sliding_window = 0;
+    p.logit_softcap = 0.0f;
+    p.name = nullptr;
     return p;
 }
 
@@ -181,9 +197,10 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
     }
     ALIGN_TRY
     const std::string arch = params->arch, type = params->type, size = params->size;
-    if (arch != "llama" && arch != "qwen2") {
-        return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown architecture \"" + arch + "\" (want llama or qwen2)");
+    if (arch != "llama" && arch != "qwen2" && arch != "qwen3" && arch != "gemma3") {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown architecture \"" + arch + "\" (want llama, qwen2, qwen3 or gemma3)");
     }
+    const bool qwen3 = arch == "qwen3", gemma3 = arch == "gemma3";
     ggml_type wtype;
     uint32_t ftype;
     if (type == "f32") { wtype = GGML_TYPE_F32; ftype = 0; }
@@ -193,20 +210,53 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
     else if (type == "q4_k") { wtype = GGML_TYPE_Q4_K; ftype = 15; }
     else return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown type \"" + type + "\" (want f32, f16, q8_0, q4_0 or q4_k)");
     shape sh;
-    if (size == "tiny") sh = {0, 256, 2, 4, 2, 512, 2048};
-    else if (size == "small") sh = {0, 768, 12, 12, 4, 3072, 2048};
-    else return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown size \"" + size + "\" (want tiny or small)");
+    int head_dim = 0, n_swa = 0;
+    float rope_base = 10000.0f, rope_linear = 0.0f, eps = 1e-5f;
+    if (size == "tiny") {
+        sh = {0, 256, 2, 4, 2, 512, 2048};
+        if (qwen3) head_dim = 128;
+        if (gemma3) { sh.n_layer = 6; sh.n_head_kv = 1; head_dim = 128; n_swa = 16; }
+    } else if (size == "small") {
+        sh = {0, 768, 12, 12, 4, 3072, 2048};
+        if (qwen3) head_dim = 128;
+        if (gemma3) { sh.n_head = 8; head_dim = 128; n_swa = 512; }
+    } else {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown size \"" + size + "\" (want tiny or small)");
+    }
+    if (qwen3 || gemma3) { rope_base = 1e6f; eps = 1e-6f; }
+    if (gemma3) rope_linear = 8.0f;
+    if (params->n_layer > 0) sh.n_layer = params->n_layer;
+    if (params->n_embd > 0) sh.n_embd = params->n_embd;
+    if (params->n_head > 0) sh.n_head = params->n_head;
+    if (params->n_head_kv > 0) sh.n_head_kv = params->n_head_kv;
+    if (params->n_ff > 0) sh.n_ff = params->n_ff;
+    if (params->head_dim > 0) head_dim = params->head_dim;
+    if (params->rope_base > 0) rope_base = params->rope_base;
+    if (params->sliding_window != 0) n_swa = params->sliding_window > 0 ? params->sliding_window : 0;
+    if (head_dim == 0 && sh.n_head > 0) head_dim = sh.n_embd / sh.n_head;
+    if (sh.n_layer <= 0 || sh.n_layer > 256 || sh.n_embd <= 0 || sh.n_embd > 16384 || sh.n_head <= 0 ||
+        sh.n_head_kv <= 0 || sh.n_head % sh.n_head_kv != 0 || head_dim <= 0 || head_dim % 2 != 0 || sh.n_ff <= 0 ||
+        head_dim > 1024 || sh.n_ff > 65536) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "inconsistent fixture shape (layers, width, heads, KV heads, head size, FFN)");
+    }
+    if ((params->sliding_window != 0 || params->logit_softcap != 0) && !gemma3) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "sliding_window and logit_softcap apply to the gemma3 architecture only");
+    }
+    if (!(params->logit_softcap >= 0) || !std::isfinite(params->logit_softcap)) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "logit_softcap must be non-negative");
+    }
+    const bool tied = params->tied_output || gemma3;  // Gemma 3 ties its head
 
-    const vocab voc = build_vocab();
+    const vocab voc = build_vocab(gemma3);
     const int n_vocab = (int) voc.tokens.size();
-    const int head_dim = sh.n_embd / sh.n_head;
     const int n_q = head_dim * sh.n_head, n_kv = head_dim * sh.n_head_kv;
 
     gguf_context * g = gguf_init_empty();
     std::unique_ptr<gguf_context, void (*)(gguf_context *)> gguard(g, gguf_free);
     const std::string a = arch + ".";
     gguf_set_val_str(g, "general.architecture", arch.c_str());
-    gguf_set_val_str(g, "general.name", ("align-fixture-" + arch + "-" + size + "-" + type).c_str());
+    const std::string name = params->name ? std::string(params->name) : "align-fixture-" + arch + "-" + size + "-" + type;
+    gguf_set_val_str(g, "general.name", name.c_str());
     gguf_set_val_u32(g, "general.file_type", ftype);
     gguf_set_val_u32(g, "general.quantization_version", 2);
     gguf_set_val_u32(g, (a + "context_length").c_str(), (uint32_t) sh.n_ctx);
@@ -215,9 +265,31 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
     gguf_set_val_u32(g, (a + "feed_forward_length").c_str(), (uint32_t) sh.n_ff);
     gguf_set_val_u32(g, (a + "attention.head_count").c_str(), (uint32_t) sh.n_head);
     gguf_set_val_u32(g, (a + "attention.head_count_kv").c_str(), (uint32_t) sh.n_head_kv);
+    if (qwen3 || gemma3 || head_dim * sh.n_head != sh.n_embd) {
+        gguf_set_val_u32(g, (a + "attention.key_length").c_str(), (uint32_t) head_dim);
+        gguf_set_val_u32(g, (a + "attention.value_length").c_str(), (uint32_t) head_dim);
+    }
     gguf_set_val_u32(g, (a + "rope.dimension_count").c_str(), (uint32_t) head_dim);
-    gguf_set_val_f32(g, (a + "rope.freq_base").c_str(), 10000.0f);
-    gguf_set_val_f32(g, (a + "attention.layer_norm_rms_epsilon").c_str(), 1e-5f);
+    gguf_set_val_f32(g, (a + "rope.freq_base").c_str(), rope_base);
+    gguf_set_val_f32(g, (a + "attention.layer_norm_rms_epsilon").c_str(), eps);
+    if (rope_linear > 0) {
+        gguf_set_val_str(g, (a + "rope.scaling.type").c_str(), "linear");
+        gguf_set_val_f32(g, (a + "rope.scaling.factor").c_str(), rope_linear);
+    }
+    if (gemma3) {
+        if (n_swa > 0) {
+            gguf_set_val_u32(g, (a + "attention.sliding_window").c_str(), (uint32_t) n_swa);
+            // what converters write beside the window (ollama's: local base and
+            // per-layer pattern); the pinned llama.cpp reads neither and uses
+            // these values itself: base 10000, five local layers of six
+            gguf_set_val_f32(g, (a + "rope.local.freq_base").c_str(), 10000.0f);
+            std::vector<int8_t> pattern((size_t) sh.n_layer);
+            for (int l = 0; l < sh.n_layer; l++) pattern[(size_t) l] = l % 6 < 5;
+            gguf_set_arr_data(g, (a + "attention.sliding_window_pattern").c_str(), GGUF_TYPE_BOOL, pattern.data(),
+                              pattern.size());
+        }
+        if (params->logit_softcap > 0) gguf_set_val_f32(g, (a + "final_logit_softcapping").c_str(), params->logit_softcap);
+    }
     gguf_set_val_u32(g, (a + "vocab_size").c_str(), (uint32_t) n_vocab);
     gguf_set_val_str(g, "tokenizer.ggml.model", "llama");
     std::vector<const char *> tok_ptrs;
@@ -228,10 +300,10 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
     gguf_set_val_u32(g, "tokenizer.ggml.unknown_token_id", 0);
     gguf_set_val_u32(g, "tokenizer.ggml.bos_token_id", 1);
     gguf_set_val_u32(g, "tokenizer.ggml.eos_token_id", 2);
-    gguf_set_val_u32(g, "tokenizer.ggml.eot_token_id", 4);
+    gguf_set_val_u32(g, "tokenizer.ggml.eot_token_id", gemma3 ? 6 : 4);  // <end_of_turn> or <|im_end|>
     gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", true);
     gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", false);
-    gguf_set_val_str(g, "tokenizer.chat_template", k_chat_template);
+    gguf_set_val_str(g, "tokenizer.chat_template", gemma3 ? k_gemma_template : k_chat_template);
 
     // tensor list: name, ne0 (input), ne1 (output), kind
     enum kind { MATRIX, EMBED, NORM, BIAS, ROPE_FREQS };
@@ -249,18 +321,24 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
             ts.push_back({b + "attn_k.bias", n_kv, 1, BIAS});
             ts.push_back({b + "attn_v.bias", n_kv, 1, BIAS});
         }
+        if (qwen3 || gemma3) {
+            ts.push_back({b + "attn_q_norm.weight", head_dim, 1, NORM});
+            ts.push_back({b + "attn_k_norm.weight", head_dim, 1, NORM});
+        }
         ts.push_back({b + "attn_output.weight", n_q, sh.n_embd, MATRIX});
+        if (gemma3) ts.push_back({b + "post_attention_norm.weight", sh.n_embd, 1, NORM});
         ts.push_back({b + "ffn_norm.weight", sh.n_embd, 1, NORM});
         ts.push_back({b + "ffn_gate.weight", sh.n_embd, sh.n_ff, MATRIX});
         ts.push_back({b + "ffn_up.weight", sh.n_embd, sh.n_ff, MATRIX});
         ts.push_back({b + "ffn_down.weight", sh.n_ff, sh.n_embd, MATRIX});
+        if (gemma3) ts.push_back({b + "post_ffw_norm.weight", sh.n_embd, 1, NORM});
     }
     ts.push_back({"output_norm.weight", sh.n_embd, 1, NORM});
     if (params->llama3_rope) {
         if (arch != "llama") return fail(ALIGN_ERR_INVALID_ARGUMENT, "llama3 rope factors apply to the llama architecture only");
         ts.push_back({"rope_freqs.weight", head_dim / 2, 1, ROPE_FREQS});
     }
-    if (!params->tied_output) ts.push_back({"output.weight", sh.n_embd, n_vocab, MATRIX});
+    if (!tied) ts.push_back({"output.weight", sh.n_embd, n_vocab, MATRIX});
 
     // metadata-only ggml context describing each tensor for gguf_add_tensor
     ggml_init_params ip = {ggml_tensor_overhead() * (ts.size() + 4), nullptr, /*no_alloc=*/true};
@@ -312,7 +390,10 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
         } else if (t.k == BIAS) {
             for (auto & x : data) x = (float) (0.02 * r.normal());
         } else if (t.k == EMBED) {
-            for (auto & x : data) x = (float) r.normal();
+            // gemma3 multiplies embeddings by sqrt(n_embd) and ties its head
+            // to them: N(0, 1/n_embd) gives unit inputs and unit logits
+            const double sd = gemma3 ? 1.0 / std::sqrt((double) t.ne0) : 1.0;
+            for (auto & x : data) x = (float) (sd * r.normal());
         } else {
             const double sd = 1.0 / std::sqrt((double) t.ne0);
             for (auto & x : data) x = (float) (sd * r.normal());

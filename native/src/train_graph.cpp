@@ -1,15 +1,19 @@
 // train_graph.cpp: the training graphs.
 //
-// Body: a cache-free Llama-family graph (llama, qwen2): token embedding ->
-// n_layer x [RMSNorm, Q/K/V (+bias) with LoRA, RoPE (optionally with
-// rope_freqs factors, llama3-style), GQA attention with causal + padding mask,
-// output projection, RMSNorm, SwiGLU MLP] -> RMSNorm. It returns the final
-// states hs at the positions before each scored token, and the values of the
-// adapter set's scalar heads at the chosen positions.
+// Body: a cache-free Llama-family graph (llama, qwen2, qwen3, gemma3): token
+// embedding (gemma3: × sqrt(n_embd)) -> n_layer x [RMSNorm, Q/K/V (+bias)
+// with LoRA, per-head Q/K RMSNorm (qwen3, gemma3), RoPE (optionally with
+// rope_freqs factors, llama3-style; gemma3: per-layer base and scale), GQA
+// attention with causal + padding mask (gemma3's local layers: + sliding
+// window), output projection (gemma3: post-norm), RMSNorm, SwiGLU MLP
+// (gemma3: GeGLU, post-norm)] -> RMSNorm. It returns the final states hs at
+// the positions before each scored token, and the values of the adapter
+// set's scalar heads at the chosen positions.
 //
 // Head: a separate graph, chunked over scored tokens, computes exact
-// log p(target) from hs and, for training, dloss/dhs from one cotangent per
-// scored token. The body's autodiff loss is then Σ hs ⊙ dhs + Σ hv ⊙ dhv
+// log p(target) from hs (final soft-capping when the file sets it) and, for
+// training, dloss/dhs from one cotangent per scored token. The body's
+// autodiff loss is then Σ hs ⊙ dhs + Σ hv ⊙ dhv
 // with dhs and dhv as inputs, so any per-token objective (SFT, the DPO
 // family, PPO/GRPO surrogates) and any head objective (value, reward) shares
 // one body graph.
@@ -21,6 +25,7 @@
 //     start writing are marked as outputs, so ggml-alloc cannot compute those
 //     nodes in place over them (upstream ggml issue 1491; tests/grad_ops.cpp).
 #include "train_internal.h"
+#include "train_ops.h"
 
 #include "ggml-cpu.h"
 #include "ggml-impl.h"
@@ -41,7 +46,8 @@ size_t body_graph_size(const align_trainer * tr, const adapter_set * s) {
     // measured: the 2-layer fixture with LoRA on all
     // seven projections takes 166-172 forward + 225 backward nodes and 55-61
     // leafs, about 190 a layer; twice that leaves room
-    const size_t per_layer = s ? 400 : 160;
+    // (gemma3's norms and composed GELU add ~50 more)
+    const size_t per_layer = (s ? 400 : 160) + (tr->arch == "gemma3" || tr->arch == "qwen3" ? 128 : 0);
     return 512 + per_layer * (size_t) tr->n_layer;
 }
 
@@ -59,6 +65,11 @@ ggml_tensor * proj(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const a
     }
     if (bias != nullptr) y = ggml_add(ctx, y, bias);
     return y;
+}
+
+// RMSNorm over rows times a weight broadcast over the other dimensions.
+ggml_tensor * norm(ggml_context * ctx, ggml_tensor * x, ggml_tensor * w, float eps) {
+    return ggml_mul(ctx, ggml_rms_norm(ctx, x, eps), w);
 }
 
 }  // namespace
@@ -149,6 +160,18 @@ align_status prepare_body(align_trainer * tr, const align_batch * b, int32_t set
             }
         }
     }
+    if (tr->n_swa > 0 && T > tr->n_swa) {
+        // llama.cpp's standard window: query i sees key k iff i - k < n_swa.
+        // Padding rows keep the causal mask: a row with no visible key would
+        // be NaN, and NaN times a zero weight spreads to real rows
+        gt.h_mask_swa = gt.h_mask;
+        for (int32_t q = 0; q < B; q++) {
+            for (int32_t i = tr->n_swa; i < b->lengths[q]; i++) {
+                float * row = &gt.h_mask_swa[((size_t) q * T + i) * T];
+                for (int32_t k = 0; k <= i - tr->n_swa; k++) row[k] = -INFINITY;
+            }
+        }
+    }
     for (int32_t q = 0; q < B; q++) {
         for (int32_t t = 1; t < b->lengths[q]; t++) {
             const size_t i = (size_t) q * T + t;
@@ -200,23 +223,38 @@ align_status build_body(align_trainer * tr, graph_t & gt) {
         ggml_set_input(gt.scale);
     }
 
+    // sliding-window layers get a mask of their own once the window can
+    // cut (T > n_swa); below that it equals the causal mask
+    const bool swa_mask = tr->n_swa > 0 && T > tr->n_swa;
+    if (swa_mask) {
+        gt.mask_swa = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
+        ggml_set_input(gt.mask_swa);
+    }
+
     const int32_t hd = tr->head_dim;
-    const float kq_scale = 1.0f / std::sqrt((float) hd);
+    const int64_t nq = (int64_t) hd * tr->n_head;
+    // gemma3 scales Q before Q·K (llm_build_gemma3); the others scale in the softmax
+    const bool q_prescale = tr->arch == "gemma3";
     ggml_tensor * x = ggml_get_rows(ctx, tr->tok_embd, gt.tokens);  // (n_embd, N)
+    if (tr->embd_scale > 0) x = ggml_scale(ctx, x, tr->embd_scale);
     for (int32_t il = 0; il < tr->n_layer; il++) {
         const layer_t & L = tr->layers[(size_t) il];
-        ggml_tensor * h = ggml_mul(ctx, ggml_rms_norm(ctx, x, tr->eps), L.attn_norm);
+        ggml_tensor * h = norm(ctx, x, L.attn_norm, tr->eps);
         ggml_tensor * q = proj(ctx, L.wq, h, s, L.bq, gt.scale);  // (n_head*hd, N)
         ggml_tensor * k = proj(ctx, L.wk, h, s, L.bk, gt.scale);  // (n_kv*hd, N)
         ggml_tensor * v = proj(ctx, L.wv, h, s, L.bv, gt.scale);  // (n_kv*hd, N)
         q = ggml_reshape_4d(ctx, q, hd, tr->n_head, T, B);
         k = ggml_reshape_4d(ctx, k, hd, tr->n_head_kv, T, B);
         v = ggml_reshape_4d(ctx, v, hd, tr->n_head_kv, T, B);
-        q = ggml_rope_ext(ctx, q, gt.pos, tr->rope_freqs, tr->n_rot, tr->rope_mode, tr->n_ctx_train, tr->rope_base,
-                          tr->rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
-        k = ggml_rope_ext(ctx, k, gt.pos, tr->rope_freqs, tr->n_rot, tr->rope_mode, tr->n_ctx_train, tr->rope_base,
-                          tr->rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
+        if (L.q_norm) q = norm(ctx, q, L.q_norm, tr->eps);  // per head, before RoPE (qwen3, gemma3)
+        if (L.k_norm) k = norm(ctx, k, L.k_norm, tr->eps);
+        q = ggml_rope_ext(ctx, q, gt.pos, tr->rope_freqs, tr->n_rot, tr->rope_mode, tr->n_ctx_train, L.rope_base,
+                          L.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
+        k = ggml_rope_ext(ctx, k, gt.pos, tr->rope_freqs, tr->n_rot, tr->rope_mode, tr->n_ctx_train, L.rope_base,
+                          L.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
         q = ggml_cont(ctx, ggml_permute(ctx, q, 0, 2, 1, 3));                 // (hd, T, n_head, B)
+        // after the cont, where its gradient is contiguous (ggml_scale needs that)
+        if (q_prescale) q = ggml_scale(ctx, q, tr->kq_scale);
         k = ggml_cont(ctx, ggml_permute(ctx, k, 0, 2, 1, 3));                 // (hd, T, n_kv, B)
         ggml_tensor * vt = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3));  // (T, hd, n_kv, B)
         if (tr->n_head_kv != tr->n_head) {
@@ -233,20 +271,22 @@ align_status build_body(align_trainer * tr, graph_t & gt) {
             vt = expand(vt);  // (T, hd, n_head, B)
         }
         ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                 // (T_k, T_q, n_head, B)
-        kq = ggml_soft_max_ext(ctx, kq, gt.mask, kq_scale, 0.0f);
+        kq = ggml_soft_max_ext(ctx, kq, L.swa && swa_mask ? gt.mask_swa : gt.mask, q_prescale ? 1.0f : tr->kq_scale, 0.0f);
         ggml_tensor * kqv = ggml_mul_mat(ctx, vt, kq);              // (hd, T, n_head, B)
         ggml_tensor * o = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));  // (hd, n_head, T, B)
-        o = ggml_reshape_2d(ctx, o, hd * tr->n_head, N);
+        o = ggml_reshape_2d(ctx, o, nq, N);
         o = proj(ctx, L.wo, o, s, nullptr, gt.scale);               // (n_embd, N)
+        if (L.attn_post_norm) o = norm(ctx, o, L.attn_post_norm, tr->eps);
         x = ggml_add(ctx, x, o);
-        h = ggml_mul(ctx, ggml_rms_norm(ctx, x, tr->eps), L.ffn_norm);
+        h = norm(ctx, x, L.ffn_norm, tr->eps);
         ggml_tensor * g = proj(ctx, L.gate, h, s, nullptr, gt.scale);  // (n_ff, N)
         ggml_tensor * u = proj(ctx, L.up, h, s, nullptr, gt.scale);    // (n_ff, N)
-        ggml_tensor * a = ggml_mul(ctx, ggml_silu(ctx, g), u);
+        ggml_tensor * a = ggml_mul(ctx, tr->ffn_act == FFN_GELU_TANH ? gelu_tanh(ctx, g) : ggml_silu(ctx, g), u);
         ggml_tensor * d = proj(ctx, L.down, a, s, nullptr, gt.scale);  // (n_embd, N)
+        if (L.ffn_post_norm) d = norm(ctx, d, L.ffn_post_norm, tr->eps);
         x = ggml_add(ctx, x, d);
     }
-    x = ggml_mul(ctx, ggml_rms_norm(ctx, x, tr->eps), tr->output_norm);  // (n_embd, N)
+    x = norm(ctx, x, tr->output_norm, tr->eps);  // (n_embd, N)
 
     ggml_tensor * loss = nullptr;
     auto add_loss = [&](ggml_tensor * term) { loss = loss ? ggml_add(ctx, loss, term) : term; };
@@ -347,7 +387,9 @@ align_status alloc_body(align_trainer * tr, graph_t & gt) {
 align_status set_body_inputs(align_trainer * tr, graph_t & gt, float lora_scale) {
     ggml_backend_tensor_set(gt.tokens, gt.h_tokens.data(), 0, ggml_nbytes(gt.tokens));
     ggml_backend_tensor_set(gt.pos, gt.h_pos.data(), 0, ggml_nbytes(gt.pos));
-    ggml_backend_tensor_set(gt.mask, gt.h_mask.data(), 0, ggml_nbytes(gt.mask));
+    // a model whose layers all slide uses no causal-only mask (unallocated)
+    if (gt.mask->buffer) ggml_backend_tensor_set(gt.mask, gt.h_mask.data(), 0, ggml_nbytes(gt.mask));
+    if (gt.mask_swa) ggml_backend_tensor_set(gt.mask_swa, gt.h_mask_swa.data(), 0, ggml_nbytes(gt.mask_swa));
     if (gt.sel) ggml_backend_tensor_set(gt.sel, gt.h_sel.data(), 0, ggml_nbytes(gt.sel));
     if (gt.hsel) ggml_backend_tensor_set(gt.hsel, gt.h_hsel.data(), 0, ggml_nbytes(gt.hsel));
     if (gt.scale) {
@@ -401,19 +443,27 @@ align_status build_head(align_trainer * tr, const graph_t & body, bool with_grad
     ggml_tensor * hs = alias(body.hs);
     ggml_tensor * dhs = with_grad ? alias(body.dhs) : nullptr;
     ggml_tensor * W = tr->output;  // (n_embd, V)
-    struct fwd_t { ggml_tensor * p, * logp; };
+    struct fwd_t { ggml_tensor * p, * logp, * t; };
     std::vector<fwd_t> fw;
+    const float cap = tr->logit_softcap;
     // exact log-softmax at the target: with μ_j = Σ_v p_vj·L_vj (within
     // log V of the row max, since lse − log V ≤ μ ≤ max), lse_j = μ_j +
     // log Σ_v exp(L_vj − μ_j) neither overflows (terms ≤ V) nor underflows
     // (the largest term ≥ 1); log p_t = L_tj − lse_j. No argmax, no M×M.
-    auto logits_of = [&](int32_t j0, int32_t c) {
+    // with final soft-capping (gemma3 when the file sets it), as llm_build_gemma3:
+    // L = cap·tanh(z / cap); *t receives tanh(z / cap) for the backward
+    auto logits_of = [&](int32_t j0, int32_t c, ggml_tensor ** t) {
         ggml_tensor * h = ggml_view_2d(ctx, hs, tr->n_embd, c, hs->nb[1], (size_t) j0 * hs->nb[1]);
-        return ggml_mul_mat(ctx, W, h);  // (V, c)
+        ggml_tensor * z = ggml_mul_mat(ctx, W, h);  // (V, c)
+        *t = nullptr;
+        if (cap <= 0) return z;
+        *t = ggml_tanh(ctx, ggml_scale(ctx, z, 1.0f / cap));
+        return ggml_scale(ctx, *t, cap);
     };
     for (int32_t j0 = 0; j0 < M; j0 += C) {
         const int32_t c = std::min(C, M - j0);
-        ggml_tensor * L = logits_of(j0, c);                                              // (V, c)
+        ggml_tensor * t = nullptr;
+        ggml_tensor * L = logits_of(j0, c, &t);                                          // (V, c)
         ggml_tensor * p = ggml_soft_max(ctx, L);                                         // (V, c)
         ggml_tensor * mu = ggml_sum_rows(ctx, ggml_mul(ctx, p, L));                      // (1, c)
         ggml_tensor * lse = ggml_add(ctx, mu, ggml_log(ctx, ggml_sum_rows(ctx, ggml_exp(ctx, ggml_sub(ctx, L, mu)))));
@@ -422,7 +472,7 @@ align_status build_head(align_trainer * tr, const graph_t & body, bool with_grad
         ggml_tensor * lp = ggml_sub(ctx, lt, lse);                                       // (1, c)
         ggml_tensor * dst = ggml_view_2d(ctx, hg.logp, 1, c, hg.logp->nb[1], (size_t) j0 * hg.logp->nb[1]);
         ggml_build_forward_expand(hg.g, ggml_cpy(ctx, lp, dst));
-        fw.push_back({p, lp});
+        fw.push_back({p, lp, t});
     }
     hg.n_fwd = ggml_graph_n_nodes(hg.g);
     if (!with_grad) return ALIGN_OK;
@@ -433,15 +483,17 @@ align_status build_head(align_trainer * tr, const graph_t & body, bool with_grad
     ggml_tensor * WT = wt_it->second;  // (V, n_embd)
     for (int32_t j0 = 0, k = 0; j0 < M; j0 += C, k++) {
         const int32_t c = std::min(C, M - j0);
-        ggml_tensor * p = fw[(size_t) k].p;
-        if (n_chunks > 1) p = ggml_soft_max(ctx, logits_of(j0, c));  // recompute: keep memory O(V·chunk)
+        ggml_tensor * p = fw[(size_t) k].p, * t = fw[(size_t) k].t;
+        if (n_chunks > 1) p = ggml_soft_max(ctx, logits_of(j0, c, &t));  // recompute: keep memory O(V·chunk)
         ggml_tensor * g = ggml_view_2d(ctx, hg.cot, 1, c, hg.cot->nb[1], (size_t) j0 * hg.cot->nb[1]);  // (1, c)
         ggml_tensor * dL = ggml_mul(ctx, p, ggml_scale(ctx, g, -1.0f));                                 // (V, c)
         // at the target: g·(1 − p_t) = g·(1 − exp(log p_t))
         ggml_tensor * at = ggml_mul(ctx, g, ggml_scale_bias(ctx, ggml_exp(ctx, fw[(size_t) k].logp), -1.0f, 1.0f));
         ggml_tensor * idx = ggml_view_1d(ctx, hg.tgt64, c, (size_t) j0 * sizeof(int64_t));
         ggml_tensor * dLs = ggml_set_rows(ctx, ggml_reshape_2d(ctx, dL, 1, V * c), at, idx);
-        ggml_tensor * dh = ggml_mul_mat(ctx, WT, ggml_reshape_2d(ctx, dLs, V, c));  // (n_embd, c)
+        dLs = ggml_reshape_2d(ctx, dLs, V, c);
+        if (t != nullptr) dLs = ggml_mul(ctx, dLs, ggml_scale_bias(ctx, ggml_sqr(ctx, t), -1.0f, 1.0f));  // dz = dL·(1 − t²)
+        ggml_tensor * dh = ggml_mul_mat(ctx, WT, dLs);  // (n_embd, c)
         ggml_tensor * dst = ggml_view_2d(ctx, dhs, tr->n_embd, c, dhs->nb[1], (size_t) j0 * dhs->nb[1]);
         ggml_build_forward_expand(hg.g, ggml_cpy(ctx, dh, dst));
     }

@@ -97,7 +97,17 @@ struct layer_t {
     ggml_tensor * attn_norm = nullptr, * wq = nullptr, * wk = nullptr, * wv = nullptr, * wo = nullptr;
     ggml_tensor * bq = nullptr, * bk = nullptr, * bv = nullptr;
     ggml_tensor * ffn_norm = nullptr, * gate = nullptr, * up = nullptr, * down = nullptr;
+    // qwen3, gemma3: RMSNorm of each head of Q and K before RoPE (head_dim)
+    ggml_tensor * q_norm = nullptr, * k_norm = nullptr;
+    // gemma3: RMSNorm of the attention and FFN outputs before the residual add
+    ggml_tensor * attn_post_norm = nullptr, * ffn_post_norm = nullptr;
+    bool  swa = false;                    // sliding-window attention (gemma3's local layers)
+    float rope_base = 10000.0f, rope_freq_scale = 1.0f;  // this layer's RoPE
 };
+
+// The MLP's activation: SwiGLU (llama, qwen2, qwen3) or GeGLU with the
+// tanh-approximated GELU (gemma3).
+enum ffn_act_t { FFN_SILU = 0, FFN_GELU_TANH = 1 };
 
 // Inputs and outputs of one built body graph.
 struct graph_t {
@@ -108,6 +118,8 @@ struct graph_t {
     int32_t       n_seq = 0, n_tok = 0, n_sel = 0, n_hpos = 0;
     int32_t       set = -1;               // adapter set in the graph (-1: none)
     ggml_tensor * tokens = nullptr, * pos = nullptr, * mask = nullptr, * sel = nullptr, * hsel = nullptr;
+    ggml_tensor * mask_swa = nullptr;     // (T, T, 1, B) causal + padding + window; null when T <= n_swa
+    std::vector<float>   h_mask_swa;
     ggml_tensor * scale = nullptr;
     ggml_tensor * hs = nullptr;           // (n_embd, n_sel) final normed states before scored tokens
     ggml_tensor * dhs = nullptr;          // (n_embd, n_sel) input: dloss/dhs (seeded by the head graph)
@@ -143,6 +155,12 @@ struct align_trainer {
     int32_t n_vocab = 0, n_embd = 0, n_layer = 0, n_head = 0, n_head_kv = 0, n_ff = 0, n_ctx_train = 0;
     int32_t head_dim = 0, n_rot = 0, rope_mode = 0;
     float   eps = 1e-5f, rope_base = 10000.0f, rope_freq_scale = 1.0f;
+    // architecture variants (read_hparams sets them from the file as llama.cpp does)
+    float   kq_scale = 0.0f;              // softmax scale of Q·K (1/sqrt(head_dim); gemma3: its query scale)
+    float   embd_scale = 0.0f;            // token embeddings times this when > 0 (gemma3: sqrt(n_embd))
+    float   logit_softcap = 0.0f;         // logits = c·tanh(logits / c) when > 0 (final_logit_softcapping)
+    int32_t n_swa = 0;                    // sliding window of the layers marked swa (0: none)
+    int32_t ffn_act = 0;                  // align::train::ffn_act_t
     align_trainer_params params{};
     std::string device;                   // backend device name ("CPU", "CUDA0", ...)
 
@@ -158,6 +176,8 @@ struct align_trainer {
     align::train::ctx_ptr tctx;
     align::train::buf_ptr tbuf;
     std::unordered_map<const ggml_tensor *, ggml_tensor *> transposed;  // W -> Wᵀ
+    align::train::ctx_ptr tctx_repack;    // the Q4_K ones in the CPU's repacked buffer
+    align::train::buf_ptr tbuf_repack;
 
     std::vector<std::unique_ptr<align::train::adapter_set>> sets;
 

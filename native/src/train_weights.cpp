@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 using align::fail;
@@ -67,11 +68,24 @@ bool to_f32(ggml_type type, const void * src, float * dst, int64_t n) {
     return true;
 }
 
+// The architectures the training graph implements, as llama.cpp names them
+// in general.architecture. Mistral (7B, Nemo), SmolLM 1/2 and Llama 2/3
+// files say "llama"; smollm3, mistral3, gemma2, qwen3moe, ... are other
+// graphs in llama.cpp and are refused by name.
+constexpr const char * k_supported = "llama, qwen2, qwen3, gemma3";
+
+bool is_supported(const std::string & arch) {
+    return arch == "llama" || arch == "qwen2" || arch == "qwen3" || arch == "gemma3";
+}
+
+// Reads the hyper-parameters the way llama.cpp's llm_load_hparams does for
+// the supported architectures (llama-model.cpp of the pinned copy), so the
+// training graph computes what inference computes.
 align_status read_hparams(align_trainer * tr, gguf_context * g, const std::string & path) {
     tr->arch = kv_str(g, "general.architecture");
-    if (tr->arch != "llama" && tr->arch != "qwen2") {
+    if (!is_supported(tr->arch)) {
         return fail(ALIGN_ERR_UNSUPPORTED, path + ": architecture \"" + tr->arch +
-                                               "\" is not supported for training (supported: llama, qwen2)");
+                                               "\" is not supported for training (supported: " + k_supported + ")");
     }
     const std::string a = tr->arch + ".";
     if (!kv_u32(g, a + "embedding_length", tr->n_embd) || !kv_u32(g, a + "block_count", tr->n_layer) ||
@@ -81,6 +95,11 @@ align_status read_hparams(align_trainer * tr, gguf_context * g, const std::strin
     if (!kv_u32(g, a + "feed_forward_length", tr->n_ff)) {
         return fail(ALIGN_ERR_UNSUPPORTED, path + ": " + a + "feed_forward_length missing or per-layer (unsupported)");
     }
+    int32_t n_expert = 0;
+    if (kv_u32(g, a + "expert_count", n_expert) && n_expert > 0) {
+        return fail(ALIGN_ERR_UNSUPPORTED, path + ": a mixture of experts (" + a + "expert_count " +
+                                               std::to_string(n_expert) + ") is not supported for training");
+    }
     if (!kv_u32(g, a + "attention.head_count_kv", tr->n_head_kv)) tr->n_head_kv = tr->n_head;
     kv_u32(g, a + "context_length", tr->n_ctx_train);
     kv_f32(g, a + "attention.layer_norm_rms_epsilon", tr->eps);
@@ -89,20 +108,68 @@ align_status read_hparams(align_trainer * tr, gguf_context * g, const std::strin
         tr->n_head % tr->n_head_kv != 0 || tr->n_layer > 4096) {
         return fail(ALIGN_ERR_FORMAT, path + ": inconsistent hyper-parameters");
     }
+    // head size: n_embd / n_head unless the file says (Qwen3, Gemma 3 and
+    // Mistral Nemo have n_head * head_dim != n_embd)
     tr->head_dim = tr->n_embd / tr->n_head;
-    int32_t key_len = 0;
-    if (kv_u32(g, a + "attention.key_length", key_len) && key_len != tr->head_dim) {
-        return fail(ALIGN_ERR_UNSUPPORTED, path + ": attention.key_length differs from n_embd/n_head (unsupported)");
+    kv_u32(g, a + "attention.key_length", tr->head_dim);
+    int32_t v_len = tr->head_dim;
+    kv_u32(g, a + "attention.value_length", v_len);
+    if (tr->head_dim <= 0 || tr->head_dim > 4096 || v_len != tr->head_dim) {
+        return fail(ALIGN_ERR_UNSUPPORTED, path + ": attention.key_length " + std::to_string(tr->head_dim) +
+                                               " and value_length " + std::to_string(v_len) +
+                                               " must be equal and positive (unsupported)");
     }
     tr->n_rot = tr->head_dim;
     kv_u32(g, a + "rope.dimension_count", tr->n_rot);
-    tr->rope_mode = tr->arch == "qwen2" ? GGML_ROPE_TYPE_NEOX : GGML_ROPE_TYPE_NORMAL;
+    if (tr->n_rot <= 0 || tr->n_rot > tr->head_dim || tr->n_rot % 2 != 0) {
+        return fail(ALIGN_ERR_FORMAT, path + ": rope.dimension_count " + std::to_string(tr->n_rot) + " does not fit the head size");
+    }
+    tr->rope_mode = tr->arch == "llama" ? GGML_ROPE_TYPE_NORMAL : GGML_ROPE_TYPE_NEOX;
+    // rope scaling: llama.cpp's default type is linear, applied whenever a
+    // factor is given; "none" never scales
     const std::string scaling = kv_str(g, a + "rope.scaling.type");
-    if (scaling == "linear") {
-        float factor = 1.0f;
-        if (kv_f32(g, a + "rope.scaling.factor", factor) && factor > 0) tr->rope_freq_scale = 1.0f / factor;
-    } else if (!scaling.empty() && scaling != "none") {
+    if (scaling.empty() || scaling == "linear") {
+        float factor = 0.0f;
+        if (!kv_f32(g, a + "rope.scaling.factor", factor)) kv_f32(g, a + "rope.scale_linear", factor);
+        if (factor > 0) tr->rope_freq_scale = 1.0f / factor;
+    } else if (scaling != "none") {
         return fail(ALIGN_ERR_UNSUPPORTED, path + ": rope scaling \"" + scaling + "\" is not supported for training");
+    }
+    tr->kq_scale = 1.0f / std::sqrt((float) tr->head_dim);
+    tr->ffn_act = FFN_SILU;
+    tr->layers.assign((size_t) tr->n_layer, layer_t());
+    for (layer_t & L : tr->layers) {
+        L.rope_base = tr->rope_base;
+        L.rope_freq_scale = tr->rope_freq_scale;
+    }
+    if (tr->arch == "gemma3") {
+        // llm_build_gemma3: embeddings times sqrt(n_embd), Q times the query
+        // scale before Q·K (1/sqrt(head_dim); the 62-layer 27B model:
+        // 1/sqrt(n_embd / n_head)), GeGLU, optional final soft-capping
+        tr->embd_scale = std::sqrt((float) tr->n_embd);
+        tr->kq_scale = tr->n_layer == 62 ? 1.0f / std::sqrt((float) (tr->n_embd / tr->n_head))
+                                         : 1.0f / std::sqrt((float) tr->head_dim);
+        tr->ffn_act = FFN_GELU_TANH;
+        kv_f32(g, a + "final_logit_softcapping", tr->logit_softcap);
+        if (!std::isfinite(tr->logit_softcap) || tr->logit_softcap < 0) {
+            return fail(ALIGN_ERR_FORMAT, path + ": " + a + "final_logit_softcapping must be non-negative");
+        }
+        // sliding window on five of every six layers (the sixth is global),
+        // with RoPE base 10000 and no scaling on the local layers: the
+        // pinned llama.cpp sets this pattern itself and does not read
+        // sliding_window_pattern or rope.local.freq_base from the file
+        int32_t n_swa = 0;
+        if (kv_u32(g, a + "attention.sliding_window", n_swa) && n_swa > 0) {
+            tr->n_swa = n_swa;
+            for (int32_t il = 0; il < tr->n_layer; il++) {
+                layer_t & L = tr->layers[(size_t) il];
+                L.swa = il % 6 < 5;
+                if (L.swa) {
+                    L.rope_base = 10000.0f;
+                    L.rope_freq_scale = 1.0f;
+                }
+            }
+        }
     }
     return ALIGN_OK;
 }
@@ -153,6 +220,20 @@ align_status fill_transposed(align_trainer * tr, const ggml_tensor * w, const vo
     return ALIGN_OK;
 }
 
+// The CPU backend's repacked buffer type ("CPU_REPACK"), or null.
+ggml_backend_buffer_type_t cpu_repack_buft() {
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (dev == nullptr) return nullptr;
+    using get_extra_t = ggml_backend_buffer_type_t * (*)(ggml_backend_dev_t);
+    auto get_extra = (get_extra_t) ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev),
+                                                                      "ggml_backend_dev_get_extra_bufts");
+    if (get_extra == nullptr) return nullptr;
+    for (ggml_backend_buffer_type_t * b = get_extra(dev); b != nullptr && *b != nullptr; b++) {
+        if (std::strcmp(ggml_backend_buft_name(*b), "CPU_REPACK") == 0) return *b;
+    }
+    return nullptr;
+}
+
 // Transposed copies of every frozen matrix whose input needs a gradient.
 align_status make_transposed(align_trainer * tr, gguf_context * g, const std::string & path) {
     std::vector<ggml_tensor *> mats;
@@ -162,19 +243,44 @@ align_status make_transposed(align_trainer * tr, gguf_context * g, const std::st
     mats.push_back(tr->output);
     ggml_init_params ip = {ggml_tensor_overhead() * (mats.size() + 4), nullptr, true};
     tr->tctx.reset(ggml_init(ip));
+    tr->tctx_repack.reset(ggml_init(ip));
+    // Experimental, opt-in (ALIGN_TRANSPOSED_Q4K=1): on Q4_K bases, a Q4_K
+    // copy in the CPU's repacked buffer (8x8 interleaved GEMM kernels, AVX2
+    // / NEON i8mm) where Wᵀ's rows are whole Q4_K blocks and its row count a
+    // multiple of 8 (Q8_0 has no repacked kernel). Not the default: the
+    // second 4-bit rounding raises the input gradient's NMSE against the
+    // dequantised reference from 4.5e-4 to 8.2e-3 (tiny fixture), and on the
+    // 2-core AVX2 machine it was measured on, the repacked Q4_K GEMM was not
+    // reliably faster than Q8_0's (native/README.md)
+    const char * q4k = std::getenv("ALIGN_TRANSPOSED_Q4K");
+    ggml_backend_buffer_type_t repack = tr->is_cpu && q4k != nullptr && std::strcmp(q4k, "1") == 0 ? cpu_repack_buft() : nullptr;
+    int n_repack = 0;
     for (ggml_tensor * w : mats) {
         if (tr->transposed.count(w)) continue;
         const int64_t n_in = w->ne[0], n_out = w->ne[1];
         ggml_type tt;
+        bool in_repack = false;
         if (tr->params.exact_backward || w->type == GGML_TYPE_F32) tt = GGML_TYPE_F32;
         else if (w->type == GGML_TYPE_F16 || w->type == GGML_TYPE_BF16) tt = GGML_TYPE_F16;
-        else tt = n_out % ggml_blck_size(GGML_TYPE_Q8_0) == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F16;
-        ggml_tensor * wt = ggml_new_tensor_2d(tr->tctx.get(), tt, n_out, n_in);  // (n_out, n_in)
+        else if (w->type == GGML_TYPE_Q4_K && repack != nullptr && n_out % ggml_blck_size(GGML_TYPE_Q4_K) == 0 && n_in % 8 == 0) {
+            tt = GGML_TYPE_Q4_K;
+            in_repack = true;
+        } else {
+            tt = n_out % ggml_blck_size(GGML_TYPE_Q8_0) == 0 ? GGML_TYPE_Q8_0 : GGML_TYPE_F16;
+        }
+        ggml_tensor * wt = ggml_new_tensor_2d(in_repack ? tr->tctx_repack.get() : tr->tctx.get(), tt, n_out, n_in);  // (n_out, n_in)
         ggml_set_name(wt, (std::string(ggml_get_name(w)) + ".T").c_str());
         tr->transposed[w] = wt;
+        n_repack += in_repack;
     }
-    tr->tbuf.reset(ggml_backend_alloc_ctx_tensors(tr->tctx.get(), tr->backend));
-    if (!tr->tbuf) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate transposed weights");
+    if (ggml_get_first_tensor(tr->tctx.get()) != nullptr) {
+        tr->tbuf.reset(ggml_backend_alloc_ctx_tensors(tr->tctx.get(), tr->backend));
+        if (!tr->tbuf) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate transposed weights");
+    }
+    if (n_repack > 0) {
+        tr->tbuf_repack.reset(ggml_backend_alloc_ctx_tensors_from_buft(tr->tctx_repack.get(), repack));
+        if (!tr->tbuf_repack) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate repacked transposed weights");
+    }
 
     FILE * f = std::fopen(path.c_str(), "rb");
     if (f == nullptr) return fail(ALIGN_ERR_IO, path + ": " + std::strerror(errno));
@@ -229,11 +335,36 @@ align_status load_base(align_trainer * tr, align_model * am) {
         {"output_norm.weight", tr->output_norm, tr->n_embd, 1, true},
         {"output.weight", tr->output, tr->n_embd, tr->n_vocab, true},
     };
-    tr->layers.resize((size_t) tr->n_layer);
+    const bool qk_norm = tr->arch == "qwen3" || tr->arch == "gemma3", post_norm = tr->arch == "gemma3";
     for (int32_t il = 0; il < tr->n_layer; il++) {
         const llama_layer & s = m.layers[(size_t) il];
-        layer_t & L = tr->layers[(size_t) il];
-        L = {s.attn_norm, s.wq, s.wk, s.wv, s.wo, s.bq, s.bk, s.bv, s.ffn_norm, s.ffn_gate, s.ffn_up, s.ffn_down};
+        layer_t & L = tr->layers[(size_t) il];  // swa and rope set by read_hparams
+        L.attn_norm = s.attn_norm;
+        L.wq = s.wq;
+        L.wk = s.wk;
+        L.wv = s.wv;
+        L.wo = s.wo;
+        // llama.cpp's qwen3 and gemma3 graphs add no Q/K/V bias
+        const bool bias = !qk_norm;
+        L.bq = bias ? s.bq : nullptr;
+        L.bk = bias ? s.bk : nullptr;
+        L.bv = bias ? s.bv : nullptr;
+        L.ffn_norm = s.ffn_norm;
+        L.gate = s.ffn_gate;
+        L.up = s.ffn_up;
+        L.down = s.ffn_down;
+        L.q_norm = qk_norm ? s.attn_q_norm : nullptr;
+        L.k_norm = qk_norm ? s.attn_k_norm : nullptr;
+        L.attn_post_norm = post_norm ? s.attn_post_norm : nullptr;
+        L.ffn_post_norm = post_norm ? s.ffn_post_norm : nullptr;
+        if (qk_norm) {
+            wants.push_back({"attn_q_norm.weight", L.q_norm, tr->head_dim, 1, true});
+            wants.push_back({"attn_k_norm.weight", L.k_norm, tr->head_dim, 1, true});
+        }
+        if (post_norm) {
+            wants.push_back({"post_attention_norm.weight", L.attn_post_norm, tr->n_embd, 1, true});
+            wants.push_back({"post_ffw_norm.weight", L.ffn_post_norm, tr->n_embd, 1, true});
+        }
         const std::vector<want_t> lw = {
             {"attn_norm.weight", L.attn_norm, tr->n_embd, 1, true},   {"attn_q.weight", L.wq, tr->n_embd, nq, true},
             {"attn_k.weight", L.wk, tr->n_embd, nkv, true},           {"attn_v.weight", L.wv, tr->n_embd, nkv, true},
@@ -243,7 +374,7 @@ align_status load_base(align_trainer * tr, align_model * am) {
             {"ffn_up.weight", L.up, tr->n_embd, tr->n_ff, true},      {"ffn_down.weight", L.down, tr->n_ff, tr->n_embd, true},
         };
         for (const want_t & w : lw) wants.push_back(w);
-        if (il == 0) tr->rope_freqs = s.rope_freqs;
+        if (il == 0 && tr->arch == "llama") tr->rope_freqs = s.rope_freqs;  // Llama 3.1 factors
     }
     if (tr->rope_freqs) wants.push_back({"rope_freqs.weight", tr->rope_freqs, tr->n_rot / 2, 1, true});
     for (const want_t & w : wants) {

@@ -9,12 +9,16 @@
 //    Marking those parents as outputs (what the trainer does) makes both
 //    exact; without it the gradients are wrong.
 //
+// It also checks the trainer's compositions for ops ggml has no backward for
+// (train_ops.h: GELU-tanh for gemma3's GeGLU), forward and backward.
+//
 // Prints "N passed, N failed"; exits non-zero on failure.
 #include "ggml-alloc.h"
 #include "ggml-backend.h"
 #include "ggml-cpu.h"
 #include "ggml-impl.h"
 #include "ggml.h"
+#include "train_ops.h"  // the trainer's GELU, composed from ops with a backward
 
 #include <algorithm>
 #include <cmath>
@@ -123,8 +127,57 @@ static void expect(const char * name, double err, bool want_ok) {
                 want_ok ? "expected right" : "expected wrong in this ggml copy");
 }
 
+// Forward values of build(x) for x = xs, on the CPU backend.
+static std::vector<float> forward_values(const std::vector<float> & xs,
+                                         const std::function<ggml_tensor *(ggml_context *, ggml_tensor *)> & build) {
+    ggml_backend_t be = ggml_backend_cpu_init();
+    ggml_init_params ip = {ggml_tensor_overhead() * 64 + ggml_graph_overhead(), nullptr, true};
+    ggml_context * ctx = ggml_init(ip);
+    ggml_tensor * x = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, (int64_t) xs.size());
+    ggml_set_input(x);
+    ggml_tensor * y = build(ctx, x);
+    ggml_set_output(y);
+    ggml_cgraph * g = ggml_new_graph(ctx);
+    ggml_build_forward_expand(g, y);
+    ggml_gallocr_t ga = ggml_gallocr_new(ggml_backend_get_default_buffer_type(be));
+    ggml_gallocr_alloc_graph(ga, g);
+    ggml_backend_tensor_set(x, xs.data(), 0, ggml_nbytes(x));
+    ggml_backend_graph_compute(be, g);
+    std::vector<float> out(xs.size());
+    ggml_backend_tensor_get(y, out.data(), 0, ggml_nbytes(y));
+    ggml_gallocr_free(ga);
+    ggml_free(ctx);
+    ggml_backend_free(be);
+    return out;
+}
+
+// The composed GELU against the formula in double precision (it must be the
+// F32 formula up to rounding, finite for any input) and against ggml_gelu on
+// the CPU (which rounds x to F16 for a table: close, not equal).
+static void check_gelu_forward() {
+    std::vector<float> xs;
+    for (int i = -4000; i <= 4000; i++) xs.push_back((float) i * 0.003f);  // [-12, 12]
+    for (float big : {-1e4f, -300.0f, -60.0f, -20.0f, 20.0f, 60.0f, 300.0f, 1e4f}) xs.push_back(big);
+    const auto ours = forward_values(xs, [](ggml_context * c, ggml_tensor * x) { return align::train::gelu_tanh(c, x); });
+    const auto ggml = forward_values(xs, [](ggml_context * c, ggml_tensor * x) { return ggml_gelu(c, x); });
+    double worst_exact = 0, worst_table = 0;
+    bool finite = true;
+    for (size_t i = 0; i < xs.size(); i++) {
+        const double x = xs[i];
+        const double exact = 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * x * (1.0 + 0.044715 * x * x)));
+        finite = finite && std::isfinite(ours[i]);
+        worst_exact = std::max(worst_exact, std::fabs(ours[i] - exact) / (1e-6 + std::fabs(exact) + 1e-3 * std::fabs(x)));
+        if (std::fabs(x) < 20) worst_table = std::max(worst_table, std::fabs((double) ours[i] - ggml[i]) / (1e-3 + std::fabs(x)));
+    }
+    const bool pass = finite && worst_exact < 1e-5 && worst_table < 2e-3;
+    (pass ? g_pass : g_fail)++;
+    std::printf("%-4s %-52s rel. error %.1e to the formula, %.1e to ggml_gelu (CPU F16 table)\n", pass ? "ok" : "FAIL",
+                "gelu_tanh composed, forward on [-12, 12] and ±1e4", worst_exact, worst_table);
+}
+
 int main() {
     const int hd = 8, H = 2, T = 5, B = 2;
+    check_gelu_forward();
     auto no_fill = [](std::vector<ggml_tensor *> &) {};
     auto pos_fill = [&](std::vector<ggml_tensor *> & in) {
         std::vector<int32_t> v(T);
@@ -204,6 +257,35 @@ int main() {
         return ggml_scale(c, ggml_cont(c, ggml_permute(c, v, 1, 2, 0, 3)), 1.0f);
     };
     expect("Vᵀ by permute(1, 2, 0, 3) + cont", grad_error(hd, H, T, B, vt, no_fill, PROTECT_TRAIN), true);
+    // gemma3's GeGLU: gelu(g)·u, on inputs of magnitude up to 1 and 4
+    auto geglu = [](float s) {
+        return [s](ggml_context * c, ggml_tensor * x, std::vector<ggml_tensor *> &) {
+            ggml_tensor * g = ggml_scale(c, x, s);
+            return ggml_mul(c, align::train::gelu_tanh(c, g), ggml_sqr(c, x));
+        };
+    };
+    expect("gelu_tanh(x) * x^2 (composed GELU)", grad_error(8, 5, 1, 1, geglu(1.0f), no_fill, PROTECT_TRAIN), true);
+    expect("gelu_tanh(4x) * x^2", grad_error(8, 5, 1, 1, geglu(4.0f), no_fill, PROTECT_TRAIN), true);
+    // qwen3 and gemma3: RMSNorm of each head of Q times a (hd) weight, then
+    // RoPE; gemma3 then scales Q after the permute
+    auto qk_norm = [&](ggml_context * c, ggml_tensor * q, std::vector<ggml_tensor *> & in) {
+        ggml_tensor * w = ggml_new_tensor_1d(c, GGML_TYPE_F32, hd);
+        ggml_tensor * pos = ggml_new_tensor_1d(c, GGML_TYPE_I32, T);
+        ggml_set_input(pos);
+        ggml_set_input(w);
+        in.push_back(pos);
+        in.push_back(w);
+        ggml_tensor * h = ggml_rope_ext(c, ggml_mul(c, ggml_rms_norm(c, q, 1e-6f), w), pos, nullptr, hd,
+                                        GGML_ROPE_TYPE_NEOX, 2048, 1e6f, 1, 0, 1, 32, 1);
+        return ggml_scale(c, ggml_cont(c, ggml_permute(c, h, 0, 2, 1, 3)), 0.125f);
+    };
+    auto qk_fill = [&](std::vector<ggml_tensor *> & in) {
+        pos_fill(in);
+        std::vector<float> w(hd);
+        for (int i = 0; i < hd; i++) w[(size_t) i] = 1.0f + 0.1f * std::sin((float) i);
+        ggml_backend_tensor_set(in[1], w.data(), 0, sizeof(float) * hd);
+    };
+    expect("per-head Q norm · w, NEOX rope, scale (hd, heads, T, B)", grad_error(hd, H, T, B, qk_norm, qk_fill, PROTECT_TRAIN), true);
     std::printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail == 0 ? 0 : 1;
 }

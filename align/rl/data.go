@@ -1,0 +1,111 @@
+package rl
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/align-dev/align/align/jsonl"
+	"github.com/align-dev/align/align/pairs"
+	"github.com/align-dev/align/align/pipeline"
+	"github.com/align-dev/align/align/prompt"
+	"github.com/align-dev/align/align/reward"
+)
+
+// evalSplitSalt decorrelates --eval-split of prompts from other splits.
+const evalSplitSalt = 0x726c_5f65_7661_6c73
+
+// Prompt is one prompt of a run: its conversation and its tokens as the
+// policy decodes them before sampling (align/prompt's formatting, the one
+// `align sample` uses).
+type Prompt struct {
+	ID       string
+	Messages []prompt.Message
+	Tokens   []int32
+}
+
+// ReadPrompts reads a prompts file: JSON Lines of {"id"?, "prompt" |
+// "messages", "system"?} (align/pipeline's prompt record). A bad line is an
+// error naming the file and line.
+func ReadPrompts(path string) ([]pipeline.Prompt, error) {
+	rc, err := jsonl.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	jr := jsonl.NewReader(rc, path)
+	var out []pipeline.Prompt
+	for {
+		raw, line, err := jr.NextRaw()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		p, err := pipeline.ParsePrompt(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no prompts", path)
+	}
+	return out, nil
+}
+
+// splitPrompts holds out a fraction of ps by a hash of their ids.
+func splitPrompts(ps []pipeline.Prompt, frac float64, seed uint64) (tr, ev []pipeline.Prompt) {
+	for _, p := range ps {
+		if frac > 0 && pairs.InEval(p.ID, frac, seed^evalSplitSalt) {
+			ev = append(ev, p)
+		} else {
+			tr = append(tr, p)
+		}
+	}
+	return tr, ev
+}
+
+// messages is a prompt record as a conversation (system first).
+func messages(p pipeline.Prompt) []prompt.Message {
+	var ms []prompt.Message
+	if p.System != "" {
+		ms = append(ms, prompt.Message{Role: "system", Content: p.System})
+	}
+	for _, m := range p.Conversation() {
+		ms = append(ms, prompt.Message{Role: string(m.Role), Content: m.Content})
+	}
+	return ms
+}
+
+// encodePrompts formats and tokenizes prompts; a prompt longer than
+// maxPrompt tokens keeps its last maxPrompt (BOS kept first).
+func encodePrompts(f *prompt.Formatter, ps []pipeline.Prompt, maxPrompt int, name string) ([]Prompt, int, error) {
+	out := make([]Prompt, 0, len(ps))
+	cut := 0
+	for _, p := range ps {
+		ms := messages(p)
+		toks, _, err := f.EncodePrompt(ms)
+		if err != nil {
+			return nil, 0, fmt.Errorf("%s: prompt %q: %w", name, p.ID, err)
+		}
+		if len(toks) == 0 {
+			return nil, 0, fmt.Errorf("%s: prompt %q is empty after tokenization", name, p.ID)
+		}
+		if len(toks) > maxPrompt {
+			toks = append([]int32{toks[0]}, toks[len(toks)-maxPrompt+1:]...)
+			cut++
+		}
+		out = append(out, Prompt{ID: p.ID, Messages: ms, Tokens: toks})
+	}
+	return out, cut, nil
+}
+
+func rewardMessages(ms []prompt.Message) []reward.Message {
+	out := make([]reward.Message, len(ms))
+	for i, m := range ms {
+		out[i] = reward.Message{Role: m.Role, Content: m.Content}
+	}
+	return out
+}

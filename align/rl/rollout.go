@@ -1,0 +1,198 @@
+package rl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/align-dev/align/align/reward"
+	"github.com/align-dev/align/bindings"
+)
+
+// Seq is one sampled completion of a rollout and what the update needs of
+// it, per response token t: the log-probs of the policy that sampled it
+// (Old), of the reference (Ref, empty without a reference pass) and the
+// value of the state before t (Val, PPO).
+type Seq struct {
+	Prompt   int     // index into the run's prompts
+	Tokens   []int32 // prompt tokens
+	Resp     []int32 // sampled tokens (an end-of-generation token included when sampled)
+	Text     string  // the response text the reward saw
+	Score    float64 // the reward
+	Old, Ref []float64
+	Val      []float64
+	Adv, Ret []float64 // advantages and returns (PPO: per token; GRPO: Adv only, one value)
+}
+
+// worker is what rollouts and updates run on: one trainer over one
+// resident base, its live policy adapter and the value set.
+type worker struct {
+	tr       *bindings.Trainer
+	model    *bindings.Model
+	live     *bindings.LoRA
+	valueSet int // -1: none (GRPO)
+	threads  int
+	eos      int32
+	chunk    int // sequences per forward pass
+}
+
+// sampler is the rollout sampler of cfg with seed.
+func sampler(cfg *Config, seed uint32) bindings.SamplerParams {
+	return bindings.SamplerParams{Temperature: float32(cfg.Temperature), TopP: float32(cfg.TopP), TopK: cfg.TopK,
+		MinP: float32(cfg.MinP), Seed: seed, MaxTokens: cfg.MaxNewTokens}
+}
+
+// generate samples one completion per entry of idx (prompt indices) from
+// the live policy; sequence i samples with seed+i (bindings.GenerateBatch),
+// equal prompts are decoded once.
+func (e *worker) generate(ctx context.Context, ps []Prompt, idx []int, sp bindings.SamplerParams) ([]*Seq, error) {
+	toks := make([][]int32, len(idx))
+	for i, k := range idx {
+		toks[i] = ps[k].Tokens
+	}
+	br, err := bindings.GenerateBatch(ctx, e.model, []bindings.LoRAScale{{LoRA: e.live, Scale: 1}}, toks, sp, e.threads)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*Seq, len(idx))
+	for i, k := range idx {
+		resp := br.Tokens[i]
+		if len(resp) == 0 {
+			resp = []int32{e.eos}
+		}
+		body := resp
+		if n := len(body); n > 0 && e.model.IsEOG(body[n-1]) {
+			body = body[:n-1]
+		}
+		text := ""
+		if len(body) > 0 {
+			if text, err = e.model.Detokenize(body, false); err != nil {
+				return nil, err
+			}
+		}
+		out[i] = &Seq{Prompt: k, Tokens: ps[k].Tokens, Resp: resp, Text: text}
+	}
+	return out, nil
+}
+
+// score sets each sequence's reward.
+func score(ctx context.Context, sc reward.Scorer, ps []Prompt, seqs []*Seq) error {
+	samples := make([]reward.Sample, len(seqs))
+	for i, s := range seqs {
+		samples[i] = reward.Sample{ID: ps[s.Prompt].ID, Prompt: rewardMessages(ps[s.Prompt].Messages), Response: s.Text}
+	}
+	rs, err := sc.Score(ctx, samples)
+	if err != nil {
+		return fmt.Errorf("reward: %w", err)
+	}
+	if len(rs) != len(seqs) {
+		return fmt.Errorf("reward: %d scores for %d samples", len(rs), len(seqs))
+	}
+	for i, r := range rs {
+		if !finite(r) {
+			return fmt.Errorf("reward: sample %d of prompt %q scored %g", i, samples[i].ID, r)
+		}
+		seqs[i].Score = r
+	}
+	return nil
+}
+
+// batch lays out seqs for the trainer: prompt + response, response tokens
+// scored; with heads, the value head reads the hidden state before each
+// response token (positions len(prompt)−1 … len(prompt)+len(resp)−2), so
+// head value t is V(state before token t) in token order.
+func batch(seqs []*Seq, heads bool) *bindings.Batch {
+	T := 0
+	for _, s := range seqs {
+		T = max(T, len(s.Tokens)+len(s.Resp))
+	}
+	b := &bindings.Batch{NSeq: len(seqs), NTok: T, Tokens: make([]int32, len(seqs)*T),
+		Lengths: make([]int32, len(seqs)), Scored: make([]uint8, len(seqs)*T)}
+	if heads {
+		b.HeadAt = make([]uint8, len(seqs)*T)
+	}
+	for k, s := range seqs {
+		row := b.Tokens[k*T : (k+1)*T]
+		copy(row, s.Tokens)
+		copy(row[len(s.Tokens):], s.Resp)
+		n := len(s.Tokens) + len(s.Resp)
+		b.Lengths[k] = int32(n)
+		for t := len(s.Tokens); t < n; t++ {
+			b.Scored[k*T+t] = 1
+			if heads {
+				b.HeadAt[k*T+t-1] = 1
+			}
+		}
+	}
+	return b
+}
+
+// split cuts a flat per-token array in Outputs order back into sequences.
+func split(flat []float32, seqs []*Seq, dst func(s *Seq) *[]float64) error {
+	off := 0
+	for _, s := range seqs {
+		n := len(s.Resp)
+		if off+n > len(flat) {
+			return errors.New("rl: forward returned fewer values than response tokens")
+		}
+		v := make([]float64, n)
+		for t := range v {
+			v[t] = float64(flat[off+t])
+		}
+		*dst(s) = v
+		off += n
+	}
+	if off != len(flat) {
+		return errors.New("rl: forward returned more values than response tokens")
+	}
+	return nil
+}
+
+// passes is what a rollout's forward passes cost.
+type passes struct{ old, ref, value time.Duration }
+
+// logprobs fills Old (policy), Ref (reference, when ref) and Val (value
+// head, when the engine has one) in chunks of e.chunk sequences.
+func (e *worker) logprobs(seqs []*Seq, old, ref bool) (passes, error) {
+	var p passes
+	for i := 0; i < len(seqs); i += e.chunk {
+		part := seqs[i:min(len(seqs), i+e.chunk)]
+		b := batch(part, false)
+		if old {
+			t0 := time.Now()
+			out, err := e.tr.Forward(b, 1)
+			if err != nil {
+				return p, err
+			}
+			if err := split(out.Logps, part, func(s *Seq) *[]float64 { return &s.Old }); err != nil {
+				return p, err
+			}
+			p.old += time.Since(t0)
+		}
+		if ref {
+			t0 := time.Now()
+			out, err := e.tr.ForwardSet(b, -1, 0)
+			if err != nil {
+				return p, err
+			}
+			if err := split(out.Logps, part, func(s *Seq) *[]float64 { return &s.Ref }); err != nil {
+				return p, err
+			}
+			p.ref += time.Since(t0)
+		}
+		if e.valueSet >= 0 {
+			t0 := time.Now()
+			bv := batch(part, true)
+			out, err := e.tr.ForwardSet(bv, e.valueSet, 1)
+			if err != nil {
+				return p, err
+			}
+			if err := split(out.Heads, part, func(s *Seq) *[]float64 { return &s.Val }); err != nil {
+				return p, err
+			}
+			p.value += time.Since(t0)
+		}
+	}
+	return p, nil
+}

@@ -1,0 +1,276 @@
+package rl
+
+import (
+	"math"
+	"math/rand/v2"
+
+	"github.com/align-dev/align/bindings"
+)
+
+// lossStats sums one update's per-token quantities.
+type lossStats struct {
+	tokens, seqs          int
+	policyLoss, clipped   float64
+	approxKL, k3, entropy float64
+	valueLoss, vclipped   float64
+	vtokens               int
+	gradNorm, vgradNorm   float64
+	steps                 int
+}
+
+// advantages fills Adv (and, for PPO, Ret) of a rollout and returns the
+// sequences to train on. PPO: per-token reward −kl_coef·(old − ref), plus
+// the score at the last token; GAE from the value head; advantages whitened
+// over the batch. GRPO: group-normalised scores; sequences of degenerate
+// groups are left out (zeroStd counts those groups).
+func advantages(cfg *Config, seqs []*Seq, klCoef float64) (train []*Seq, zeroStd int) {
+	if cfg.Method == GRPO {
+		scores := make([]float64, len(seqs))
+		for i, s := range seqs {
+			scores[i] = s.Score
+		}
+		adv, deg := GroupAdvantages(scores, cfg.Group, cfg.NoStd)
+		for i, s := range seqs {
+			if deg[i/cfg.Group] {
+				continue
+			}
+			s.Adv = []float64{adv[i]}
+			train = append(train, s)
+		}
+		for _, d := range deg {
+			if d {
+				zeroStd++
+			}
+		}
+		return train, zeroStd
+	}
+	var flat []float64
+	for _, s := range seqs {
+		n := len(s.Resp)
+		rw := make([]float64, n)
+		for t := 0; t < n; t++ {
+			rw[t] = -klCoef * (s.Old[t] - s.Ref[t])
+		}
+		rw[n-1] += s.Score
+		s.Adv, s.Ret = GAE(rw, s.Val, cfg.Gamma, cfg.Lambda)
+		flat = append(flat, s.Adv...)
+	}
+	w := Whiten(flat)
+	off := 0
+	for _, s := range seqs {
+		copy(s.Adv, w[off:off+len(s.Adv)])
+		off += len(s.Adv)
+	}
+	return seqs, 0
+}
+
+// policyCot is the policy loss of a micro-batch part of the sequences of
+// one optimiser step, divided by norm, and its derivative with respect to
+// each token log-prob of logps (Outputs order). PPO: the clipped surrogate
+// with per-token advantages; GRPO: the clipped surrogate with the
+// sequence's advantage on every token plus β·k3 to the reference.
+func policyCot(cfg *Config, part []*Seq, logps []float32, norm float64, st *lossStats) []float32 {
+	cot := make([]float32, len(logps))
+	j := 0
+	for _, s := range part {
+		for t := range s.Resp {
+			lp := float64(logps[j])
+			adv := 0.0
+			if cfg.Method == GRPO {
+				adv = s.Adv[0]
+			} else {
+				adv = s.Adv[t]
+			}
+			l, d, clipped := Surrogate(lp, s.Old[t], adv, cfg.ClipEps)
+			if cfg.Method == GRPO && cfg.Beta > 0 {
+				k, dk := K3(lp, s.Ref[t])
+				l += cfg.Beta * k
+				d += cfg.Beta * dk
+				st.k3 += k
+			}
+			cot[j] = float32(d / norm)
+			st.policyLoss += l / norm
+			if clipped {
+				st.clipped++
+			}
+			st.approxKL += 0.5 * (lp - s.Old[t]) * (lp - s.Old[t])
+			st.entropy -= s.Old[t]
+			st.tokens++
+			j++
+		}
+		st.seqs++
+	}
+	return cot
+}
+
+// valueCot is the clipped value loss of a part, divided by norm, and its
+// derivative with respect to each head value (Outputs order).
+func valueCot(cfg *Config, part []*Seq, heads []float32, norm float64, st *lossStats) []float32 {
+	cot := make([]float32, len(heads))
+	j := 0
+	for _, s := range part {
+		for t := range s.Resp {
+			l, d, clipped := ValueLoss(float64(heads[j]), s.Val[t], s.Ret[t], cfg.ClipValue)
+			cot[j] = float32(d / norm)
+			st.valueLoss += l / norm
+			if clipped {
+				st.vclipped++
+			}
+			st.vtokens++
+			j++
+		}
+	}
+	return cot
+}
+
+// tokensOf counts response tokens.
+func tokensOf(seqs []*Seq) int {
+	n := 0
+	for _, s := range seqs {
+		n += len(s.Resp)
+	}
+	return n
+}
+
+// stepNorm is the divisor of one optimiser step's loss: its response
+// tokens (a token mean), or with --no-std (Dr. GRPO) a constant, the
+// sequences times --max-new-tokens, so a long answer is not down-weighted.
+func stepNorm(cfg *Config, part []*Seq) float64 {
+	if cfg.Method == GRPO && cfg.NoStd {
+		return float64(len(part) * cfg.MaxNewTokens)
+	}
+	return float64(max(1, tokensOf(part)))
+}
+
+// adamw is one optimiser step's settings at lr, clipping the gradient norm.
+func adamw(lr, norm, maxNorm float64) bindings.AdamW {
+	clip := 1.0
+	if maxNorm > 0 && norm > maxNorm {
+		clip = maxNorm / norm
+	}
+	return bindings.AdamW{LR: float32(lr), Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: float32(clip)}
+}
+
+// update runs cfg.PPOEpochs passes over seqs, each cut into cfg.MiniBatches
+// optimiser steps in an order that is a pure function of (seed, step,
+// pass). reuseOld: Old is not computed yet; the first pass's forward
+// (before any update, so exactly the sampling policy) provides it.
+func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld bool) (lossStats, error) {
+	var st lossStats
+	if len(seqs) == 0 {
+		return st, nil
+	}
+	for pass := 0; pass < cfg.PPOEpochs; pass++ {
+		rng := rand.New(rand.NewPCG(cfg.Seed^0x7070_6f5f_6d62, uint64(step)<<16|uint64(pass)))
+		perm := rng.Perm(len(seqs))
+		nmb := min(cfg.MiniBatches, len(seqs))
+		for mb := 0; mb < nmb; mb++ {
+			var part []*Seq
+			for _, i := range perm[mb*len(seqs)/nmb : (mb+1)*len(seqs)/nmb] {
+				part = append(part, seqs[i])
+			}
+			norm := stepNorm(cfg, part)
+			for i := 0; i < len(part); i += e.chunk {
+				ch := part[i:min(len(part), i+e.chunk)]
+				out, err := e.tr.ForwardGrad(batch(ch, false))
+				if err != nil {
+					return st, err
+				}
+				if reuseOld && pass == 0 {
+					if err := split(out.Logps, ch, func(s *Seq) *[]float64 { return &s.Old }); err != nil {
+						return st, err
+					}
+				}
+				if err := e.tr.Backward(policyCot(cfg, ch, out.Logps, norm, &st)); err != nil {
+					return st, err
+				}
+			}
+			gn, err := e.tr.GradNorm(1)
+			if err != nil {
+				return st, err
+			}
+			if !finite(gn) {
+				return st, errNonFinite
+			}
+			st.gradNorm += gn
+			if err := e.tr.Step(adamw(lr, gn, cfg.MaxGradNorm)); err != nil {
+				return st, err
+			}
+			if e.valueSet >= 0 {
+				vnorm := float64(max(1, tokensOf(part)))
+				for i := 0; i < len(part); i += e.chunk {
+					ch := part[i:min(len(part), i+e.chunk)]
+					out, err := e.tr.ForwardGradSet(batch(ch, true), e.valueSet)
+					if err != nil {
+						return st, err
+					}
+					if err := e.tr.BackwardHeads(nil, valueCot(cfg, ch, out.Heads, vnorm, &st)); err != nil {
+						return st, err
+					}
+				}
+				vg, err := e.tr.GradNormSet(e.valueSet, 1)
+				if err != nil {
+					return st, err
+				}
+				if !finite(vg) {
+					return st, errNonFinite
+				}
+				st.vgradNorm += vg
+				if err := e.tr.StepSet(e.valueSet, adamw(cfg.valueLR(), vg, cfg.MaxGradNorm)); err != nil {
+					return st, err
+				}
+			}
+			st.steps++
+		}
+	}
+	return st, nil
+}
+
+// metrics are an update's means, keyed as TRL logs them where it has a name.
+func (st lossStats) metrics(m map[string]any, method string) {
+	if st.tokens == 0 {
+		return
+	}
+	n := float64(st.tokens)
+	m["clip_ratio"] = st.clipped / n
+	m["approx_kl"] = st.approxKL / n
+	m["policy_loss"] = st.policyLoss / float64(max(1, st.steps))
+	m["grad_norm"] = st.gradNorm / float64(max(1, st.steps))
+	if method == PPO && st.vtokens > 0 {
+		m["value_loss"] = st.valueLoss / float64(max(1, st.steps))
+		m["value_clip_ratio"] = st.vclipped / float64(st.vtokens)
+		m["value_grad_norm"] = st.vgradNorm / float64(max(1, st.steps))
+	}
+}
+
+var errNonFinite = nonFinite{}
+
+type nonFinite struct{}
+
+func (nonFinite) Error() string {
+	return "the gradient is not finite (lower --lr, or check the reward's scale)"
+}
+
+// seqKL is Σ_t (old − ref) of a sequence: a sample of KL(π ‖ π_ref) over
+// the completion (the k1 estimator, summed as TRL's PPO logs it).
+func seqKL(s *Seq) float64 {
+	var k float64
+	for t := range s.Old {
+		k += s.Old[t] - s.Ref[t]
+	}
+	return k
+}
+
+// tokenK3 is the mean per-token k3 of seqs at the sampling policy.
+func tokenK3(seqs []*Seq) float64 {
+	var k float64
+	n := 0
+	for _, s := range seqs {
+		for t := range s.Old {
+			v, _ := K3(s.Old[t], s.Ref[t])
+			k += v
+			n++
+		}
+	}
+	return k / math.Max(1, float64(n))
+}
