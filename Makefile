@@ -26,7 +26,7 @@ cuda_stamp = $(shell cat $(CUDA_LIBS) 2>/dev/null | sha1sum | cut -c1-16)
 CUDA_LDPATH = -L$(CURDIR)/$(CUDA_BUILD)/native -L$(CURDIR)/$(CUDA_BUILD) -L$(CURDIR)/$(CUDA_BUILD)/ggml \
               -L$(CURDIR)/$(CUDA_BUILD)/ggml/ggml-cuda $(if $(wildcard /usr/local/cuda/lib64),-L/usr/local/cuda/lib64)
 
-.PHONY: all deps native build demo test test-go test-native bench clean models cuda cuda-native gpu-sources
+.PHONY: all deps native build demo demo-stages test test-go test-native bench clean models cuda cuda-native gpu-sources
 
 all: build
 
@@ -52,6 +52,10 @@ models: build
 demo: models
 	@scripts/demo.sh
 
+# SFT, then DPO with the SFT model as the reference, then align merge
+demo-stages: models
+	@scripts/demo-stages.sh
+
 test: native
 	@scripts/deps.sh --test
 	$(BUILD)/native/align_native_tests
@@ -60,7 +64,7 @@ test: native
 	CGO_ENABLED=0 $(GO) build ./align/jsonl ./align/pairs ./align/manga ./align/backend/... ./align/cost ./align/pipeline
 	$(GOENV) $(GO) test -count=1 -timeout 30m -short ./...
 	@# the slow end-to-end training checks (skipped by -short), once
-	$(GOENV) $(GO) test -count=1 -timeout 30m -run '^(TestDPOLearnsPreferences|TestResumeIsBitIdentical|TestRewardModelLearns)$$' ./align/train
+	$(GOENV) $(GO) test -count=1 -timeout 30m -run '^(TestDPOLearnsPreferences|TestResumeIsBitIdentical|TestRewardModelLearns|TestStagesSFTThenDPO|TestStagesResume|TestStoriesDPO)$$' ./align/train
 	$(GOENV) $(GO) test -count=1 -timeout 30m -run '^(TestPPOLearnsPhrase|TestGRPOLearnsPhrase|TestResumeSameAdapter)$$' ./align/rl
 
 # bin/align with the CUDA backend (installs a CUDA toolkit when absent:

@@ -47,6 +47,15 @@ there). Paths are stored absolute and the model and data are hashed, so
 with --resume only --epochs, --max-steps and --threads may change. --data -
 reads standard input and keeps a copy in the run.
 
+Two stages (SFT, then DPO against the SFT model): train SFT, then pass its
+adapter as --ref-adapter to the DPO run. The reference is then base + that
+adapter (frozen), the policy starts from it (step 0's margins are exactly 0)
+with its rank, alpha and targets, and OUT/adapter.gguf is one adapter that
+llama.cpp loads alone: the SFT update and the DPO update together.
+--init-adapter FILE starts the policy from FILE instead (with --ref-adapter:
+from another adapter; without: against the plain base). Both files are
+hashed like the model, for --resume.
+
 --method rm trains a reward model: LoRA plus a scalar head on the final
 hidden state of each response's last token, with the Bradley–Terry loss
 −log σ(r_chosen − r_rejected − m) (+ --center-coef × (r_chosen +
@@ -66,6 +75,9 @@ Example:
    align train --method dpo --model models/tiny-q8_0.gguf --data testdata/pairs/train.jsonl \
       --eval-data testdata/pairs/eval.jsonl --out runs/dpo --epochs 3
    align train --resume runs/dpo
+   align train --method sft --model M --data pairs.jsonl --out runs/sft
+   align train --method dpo --model M --data pairs.jsonl --out runs/dpo2 \
+      --ref-adapter runs/sft/adapter.gguf
    align train --method rm --model models/tiny-q8_0.gguf --data testdata/pairs/train.jsonl \
       --eval-data testdata/pairs/eval.jsonl --out runs/rm`,
 		Flags: append([]cli.Flag{
@@ -89,6 +101,8 @@ Example:
 			&cli.IntFlag{Name: "lora-rank", Value: d.Rank, Usage: "rank r of each LoRA adapter", EnvVars: []string{"ALIGN_LORA_RANK"}},
 			&cli.Float64Flag{Name: "lora-alpha", Value: d.Alpha, Usage: "LoRA α: the adapter's output is scaled by α / r", EnvVars: []string{"ALIGN_LORA_ALPHA"}},
 			&cli.StringFlag{Name: "lora-targets", Value: strings.Join(d.Targets, ","), Usage: "comma-separated: q,k,v,o,gate,up,down", EnvVars: []string{"ALIGN_LORA_TARGETS"}},
+			&cli.StringFlag{Name: "init-adapter", Usage: "start the policy from this LoRA `FILE` (e.g. an SFT run's adapter.gguf) instead of B = 0; takes its rank, alpha and targets", EnvVars: []string{"ALIGN_INIT_ADAPTER"}},
+			&cli.StringFlag{Name: "ref-adapter", Usage: "the DPO reference is the base plus this LoRA `FILE`, frozen (e.g. the SFT adapter); the policy starts from it too unless --init-adapter is given", EnvVars: []string{"ALIGN_REF_ADAPTER"}},
 			&cli.Float64Flag{Name: "beta", Usage: "β for every objective (overrides the table)", EnvVars: []string{"ALIGN_BETA"}},
 			&cli.StringFlag{Name: "beta-table", Usage: "JSON `FILE` mapping objective to β", EnvVars: []string{"ALIGN_BETA_TABLE"}},
 			&cli.Float64Flag{Name: "label-smoothing", Usage: "ε of conservative DPO (cdpo defaults to 0.1)", EnvVars: []string{"ALIGN_LABEL_SMOOTHING"}},
@@ -158,6 +172,10 @@ func sameAsRun(c *cli.Context, flag string, saved train.Config, dir string) bool
 		return c.Float64(flag) == saved.Alpha
 	case "lora-targets":
 		return c.String(flag) == strings.Join(saved.Targets, ",")
+	case "init-adapter":
+		return abs(c.String(flag)) == abs(saved.InitAdapter)
+	case "ref-adapter":
+		return abs(c.String(flag)) == abs(saved.RefAdapter)
 	case "beta":
 		return c.Float64(flag) == saved.Beta
 	case "label-smoothing":
@@ -228,6 +246,20 @@ func runTrain(c *cli.Context) error {
 		cfg.GradAccum, cfg.BatchTokens, cfg.MaxLength = c.Int("grad-accum"), c.Int("batch-tokens"), c.Int("max-length")
 		cfg.Rank, cfg.Alpha = c.Int("lora-rank"), c.Float64("lora-alpha")
 		cfg.Targets = strings.Split(c.String("lora-targets"), ",")
+		cfg.InitAdapter, cfg.RefAdapter = c.String("init-adapter"), c.String("ref-adapter")
+		if cfg.InitAdapter != "" || cfg.RefAdapter != "" {
+			// the policy takes the adapter's shape; a --lora-* flag given
+			// with it must agree with the file (train.Run checks)
+			if !c.IsSet("lora-rank") {
+				cfg.Rank = 0
+			}
+			if !c.IsSet("lora-alpha") {
+				cfg.Alpha = 0
+			}
+			if !c.IsSet("lora-targets") {
+				cfg.Targets = nil
+			}
+		}
 		cfg.Beta, cfg.LabelSmoothing, cfg.RPOAlpha = c.Float64("beta"), c.Float64("label-smoothing"), c.Float64("rpo-alpha")
 		cfg.MarginFrom, cfg.CenterCoef = strings.ToLower(c.String("margin-from")), c.Float64("center-coef")
 		cfg.EvalEvery, cfg.SaveEvery, cfg.Patience, cfg.MaxSteps = c.Int("eval-every"), c.Int("save-every"), c.Int("patience"), c.Int("max-steps")

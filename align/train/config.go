@@ -58,6 +58,14 @@ type Config struct {
 	MarginFrom string  `json:",omitempty"`
 	CenterCoef float64 `json:",omitempty"`
 
+	// InitAdapter: the policy starts from this LoRA GGUF instead of B = 0.
+	// RefAdapter: the reference is base + this LoRA GGUF (frozen); the
+	// policy starts from it too unless InitAdapter is set (stage.go). With
+	// either, a zero Rank or Alpha and empty Targets take the file's; other
+	// values must equal the file's.
+	InitAdapter string `json:",omitempty"`
+	RefAdapter  string `json:",omitempty"`
+
 	// Hashes are the SHA-256 of the run's inputs ("model", "data",
 	// "eval_data"), recorded when the run starts and checked on resume.
 	Hashes map[string]string `json:",omitempty"`
@@ -82,11 +90,22 @@ type ResumeOptions struct {
 }
 
 // DefaultConfig returns the defaults the CLI shows.
+//
+// Rank 16, alpha 32 (scale 2, as before), all seven projections, lr 5e-4:
+// measured by TestStoriesSweep on the real story models (DPO, cheerful over
+// sad, testdata/stories) against the earlier rank 8 on q, k, v, o, at the
+// same lr and 3 epochs: stories260K held-out accuracy 1.000 vs 0.925,
+// cheerful samples 0.84 vs 0.70, base log-prob of the samples -2.04 vs
+// -2.21 nats/token; TinyStories-656K accuracy 1.000 for both with a larger
+// margin (0.90 vs 0.52 at 2 vs 3 epochs) and equal fluency (-2.39 vs
+// -2.37). On the random fixture (issue 10's measurement) all seven targets
+// at 5e-4 gave 0.963 against 0.912. A higher lr (1e-3, 2e-3) bought
+// cheerfulness with fluency on stories260K (see testdata/stories/README.md).
 func DefaultConfig() Config {
 	return Config{
 		Method: DPO, EvalSplit: 0.1, Epochs: 3, LR: 5e-4, Schedule: "cosine", WarmupSteps: 10, WeightDecay: 0,
-		MaxGradNorm: 1, GradAccum: 1, BatchTokens: 2048, MaxLength: 512, Rank: 8, Alpha: 16,
-		Targets: []string{"q", "k", "v", "o"}, Seed: 1, EvalEvery: 0, SaveEvery: 0, Patience: 0,
+		MaxGradNorm: 1, GradAccum: 1, BatchTokens: 2048, MaxLength: 512, Rank: 16, Alpha: 32,
+		Targets: []string{"q", "k", "v", "o", "gate", "up", "down"}, Seed: 1, EvalEvery: 0, SaveEvery: 0, Patience: 0,
 	}
 }
 
@@ -141,9 +160,9 @@ func (c *Config) Validate() error {
 		return bad("batch-tokens", "must be at least 16 (got %d)", c.BatchTokens)
 	case c.MaxLength < 8:
 		return bad("max-length", "must be at least 8 (got %d)", c.MaxLength)
-	case c.Rank < 1:
+	case c.Rank < 1 && !(c.Rank == 0 && c.policyInit() != ""):
 		return bad("lora-rank", "must be at least 1 (got %d)", c.Rank)
-	case !(c.Alpha > 0) || !finite(c.Alpha):
+	case (!(c.Alpha > 0) || !finite(c.Alpha)) && !(c.Alpha == 0 && c.policyInit() != ""):
 		return bad("lora-alpha", "must be a positive number (got %g)", c.Alpha)
 	case !(c.EvalSplit >= 0 && c.EvalSplit < 1):
 		return bad("eval-split", "must be in [0, 1) (got %g)", c.EvalSplit)
@@ -179,7 +198,7 @@ func (c *Config) Validate() error {
 	default:
 		return bad("schedule", "must be cosine, linear or constant (got %q)", c.Schedule)
 	}
-	if _, err := targetBits(c.Targets); err != nil {
+	if _, err := targetBits(c.Targets); err != nil && !(len(c.Targets) == 0 && c.policyInit() != "") {
 		return &ConfigError{Flag: "lora-targets", Msg: err.Error()}
 	}
 	keys := make([]string, 0, len(c.BetaTable))

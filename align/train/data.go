@@ -68,7 +68,12 @@ func toPrompt(ms []pairs.Message) []prompt.Message {
 // encode returns the prompt tokens and the tokens the response adds (its
 // end-of-turn marker included).
 func (e *Encoder) encode(prompt, response []pairs.Message) ([]int32, []int32, error) {
-	p, r, _, err := e.format.EncodePair(toPrompt(prompt), toPrompt(response))
+	p, r, u, err := e.format.EncodePair(toPrompt(prompt), toPrompt(response))
+	if err == nil && u.Count > 0 {
+		// a vocabulary without byte fallback (TinyStories-656K) maps such
+		// characters to <unk>: training on them teaches <unk>, so refuse
+		err = fmt.Errorf("the model's vocabulary cannot spell %q (%d such character(s) in the prompt and response)", u.First, u.Count)
+	}
 	return p, r, err
 }
 

@@ -90,7 +90,7 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 		return res, err
 	}
 	if !cfg.Resume {
-		for _, p := range []*string{&cfg.Model, &cfg.Data, &cfg.EvalData} {
+		for _, p := range []*string{&cfg.Model, &cfg.Data, &cfg.EvalData, &cfg.InitAdapter, &cfg.RefAdapter} {
 			if *p, err = absPath(*p); err != nil {
 				return res, err
 			}
@@ -111,6 +111,9 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 	res.Skipped, res.Truncation = in.skipped, in.trunc
 	res.TrainPairs, res.EvalPairs = len(train), len(eval)
 
+	if err := resolveStages(&cfg); err != nil { // --init-adapter, --ref-adapter (stage.go)
+		return res, err
+	}
 	targets, _ := targetBits(cfg.Targets)
 	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank,
 		Alpha: float32(cfg.Alpha), Targets: targets, Seed: cfg.Seed})
@@ -118,6 +121,10 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 		return res, err
 	}
 	defer closeTr()
+	refForward, err := setupStages(tr, cfg)
+	if err != nil {
+		return res, err
+	}
 	if cfg.Method == RM { // the reward set: LoRA + the reward head
 		if tr, err = rewardTrainer(tr, cfg); err != nil {
 			return res, err
@@ -168,7 +175,7 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 		return res, err
 	}
 
-	r := &runner{ctx: ctx, cfg: cfg, progress: progress, tr: tr, obj: newObjective(cfg), train: train, eval: eval,
+	r := &runner{ctx: ctx, cfg: cfg, progress: progress, tr: tr, ref: refForward, obj: newObjective(cfg), train: train, eval: eval,
 		opt: optimiser{weightDecay: cfg.WeightDecay, maxGradNorm: cfg.MaxGradNorm}}
 	if err := r.reference(); err != nil {
 		return res, err
@@ -366,6 +373,7 @@ type runner struct {
 	cfg         Config
 	progress    Progress
 	tr          Trainer
+	ref         func(*bindings.Batch) (Outputs, error) // reference forward (setupStages)
 	obj         objective
 	opt         optimiser
 	train, eval []Example
@@ -386,7 +394,7 @@ func (r *runner) reference() error {
 	if _, heads := r.obj.(headObjective); heads || !r.obj.pairwise() {
 		return nil
 	}
-	err := referenceLogps(r.ctx, r.tr, r.cfg, r.progress, r.train, r.eval)
+	err := referenceLogps(r.ctx, r.ref, r.cfg, r.progress, r.train, r.eval)
 	if err != nil && r.ctx.Err() != nil {
 		return fmt.Errorf("computing reference log-probs (those done are kept): %w", ErrInterrupted)
 	}
@@ -650,7 +658,7 @@ func (r *runner) patience(em map[string]float64) error {
 
 // referenceLogps fills RefW/RefL, reading Out/reference.json when it holds
 // every id (a resumed run) and writing it otherwise.
-func referenceLogps(ctx context.Context, tr Trainer, cfg Config, progress Progress, sets ...[]Example) error {
+func referenceLogps(ctx context.Context, forward func(*bindings.Batch) (Outputs, error), cfg Config, progress Progress, sets ...[]Example) error {
 	type ref struct{ W, L float64 }
 	path := filepath.Join(cfg.Out, "reference.json")
 	cache := map[string]ref{}
@@ -695,7 +703,7 @@ func referenceLogps(ctx context.Context, tr Trainer, cfg Config, progress Progre
 				writeJSON(path, cache) // keep what is done for the resumed run
 				return err
 			}
-			out, err := tr.Forward(BuildBatch(set, mb, false), 0)
+			out, err := forward(BuildBatch(set, mb, false))
 			if err != nil {
 				return fmt.Errorf("reference log-probs: %w", err)
 			}

@@ -115,11 +115,15 @@ func hashFile(path string) (string, error) {
 // inputHashes hashes the run's model and data files.
 func inputHashes(cfg Config) (map[string]string, error) {
 	out := map[string]string{}
-	for _, in := range []struct{ key, path string }{{"model", cfg.Model}, {"data", cfg.Data}, {"eval_data", cfg.EvalData}} {
+	for _, in := range []struct{ key, path string }{{"model", cfg.Model}, {"data", cfg.Data}, {"eval_data", cfg.EvalData},
+		{"init_adapter", cfg.InitAdapter}, {"ref_adapter", cfg.RefAdapter}} {
 		if in.path == "" {
 			continue
 		}
 		h, err := hashFile(in.path)
+		if err != nil && strings.HasSuffix(in.key, "_adapter") {
+			return nil, fmt.Errorf("--%s: %w", strings.ReplaceAll(in.key, "_", "-"), err)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -138,8 +142,8 @@ func checkHashes(out string, saved, now map[string]string, cfg Config) error {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	paths := map[string]string{"model": cfg.Model, "data": cfg.Data, "eval_data": cfg.EvalData}
-	flags := map[string]string{"model": "--model", "data": "--data", "eval_data": "--eval-data"}
+	paths := map[string]string{"model": cfg.Model, "data": cfg.Data, "eval_data": cfg.EvalData, "init_adapter": cfg.InitAdapter, "ref_adapter": cfg.RefAdapter}
+	flags := map[string]string{"model": "--model", "data": "--data", "eval_data": "--eval-data", "init_adapter": "--init-adapter", "ref_adapter": "--ref-adapter"}
 	for _, k := range keys {
 		if saved[k] != now[k] {
 			return fmt.Errorf("%s: cannot resume: %s %s changed since the run started (sha256 %.12s then, %.12s now); start a new run with --out",

@@ -570,6 +570,58 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
 // dequantized to F32 (the reference for checks of quantized paths).
 align_status align_model_dequantize(const char * in_path, const char * out_path);
 
+// ---------------------------------------------------------------- merge
+
+// One adapter to fold into a base: a llama.cpp LoRA GGUF and its user scale
+// (the weight gains scale · alpha / r · B·A, as llama.cpp applies it).
+typedef struct align_merge_lora {
+    const char * path;
+    float        scale;
+} align_merge_lora;
+
+// Progress of align_merge: tensors written so far of n_total. Return false
+// to stop (the call then returns ALIGN_ERR_CANCELLED and leaves no file).
+typedef bool (*align_merge_progress_fn)(int32_t n_done, int32_t n_total, void * user_data);
+
+typedef struct align_merge_params {
+    const char * type;     // output type of the weight matrices ("f16", "q8_0",
+                           // "q4_k", ... ggml's names, any case); NULL or "":
+                           // every tensor keeps the base's type
+    bool         force;    // replace an existing out_path
+    align_merge_progress_fn progress;  // may be NULL
+    void *       user_data;
+    const volatile int32_t * cancel;   // optional: set non-zero (any thread) to stop
+} align_merge_params;
+
+align_merge_params align_merge_default_params(void);
+
+typedef struct align_merge_result {
+    int32_t n_tensors;     // tensors written
+    int32_t n_merged;      // tensors that gained at least one adapter's B·A
+    int32_t n_converted;   // tensors written in a type other than the base's
+    int32_t n_fallback;    // of those, tensors whose rows the requested type's
+                           // block does not divide (written as a near type:
+                           // q4_k -> q5_0, q5_k -> q5_1, q6_k -> q8_0, ...)
+    int32_t n_copied;      // tensors copied byte for byte from the base
+    int64_t bytes_written; // size of out_path
+} align_merge_result;
+
+// Folds n_loras adapters into the base GGUF at base_path and writes the
+// merged model to out_path: W' = W + Σ scale · alpha / r · B·A for every
+// adapted weight, dequantised, summed in F32 and quantised back with
+// ggml's quantisers to the base tensor's type (or params->type). Every
+// metadata key is copied (general.file_type follows params->type); tensors
+// no adapter touches and no type change applies to are copied byte for
+// byte. Streams: one tensor's rows at a time are in memory (a bounded
+// chunk), never the model. Written atomically (temp + fsync + rename); an
+// existing out_path is refused unless params->force, and out_path may not be
+// the base or an adapter. Adapters must be LoRA GGUFs for the base's
+// architecture whose tensors all name base weights with matching shapes
+// (ALIGN_ERR_UNSUPPORTED names the file and tensor otherwise). result may be
+// NULL.
+align_status align_merge(const char * base_path, const align_merge_lora * loras, int32_t n_loras,
+                         const char * out_path, const align_merge_params * params, align_merge_result * result);
+
 #ifdef __cplusplus
 }
 #endif

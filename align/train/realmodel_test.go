@@ -1,0 +1,387 @@
+package train
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/align-dev/align/bindings"
+)
+
+// Tests on the real pretrained models of ../shared/models (README there):
+// found through ALIGN_SHARED_MODELS, or the first shared/models folder
+// walking up from the package directory. A clone without them skips these
+// tests and says so.
+
+func sharedModel(t testing.TB, name string) string {
+	t.Helper()
+	dir := os.Getenv("ALIGN_SHARED_MODELS")
+	if dir == "" {
+		wd, _ := os.Getwd()
+		for d := wd; ; d = filepath.Dir(d) {
+			if st, err := os.Stat(filepath.Join(d, "shared", "models")); err == nil && st.IsDir() {
+				dir = filepath.Join(d, "shared", "models")
+				break
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); dir == "" || err != nil {
+		t.Skipf("real model %s not found (set ALIGN_SHARED_MODELS or put it in a shared/models folder above the repository)", name)
+	}
+	return p
+}
+
+const (
+	storiesTrain   = "../../testdata/stories/train.jsonl"
+	storiesEval    = "../../testdata/stories/eval.jsonl"
+	storiesPrompts = "../../testdata/stories/prompts.txt"
+)
+
+var (
+	cheerfulWords = regexp.MustCompile(`(?i)\b(happy|happily|smiled?|smiles|smiling|laugh(ed|s|ing)?|fun|joy|glad|lov(e|ed|es)|hugs?|hugged|proud|great|best|danced?|sang)\b`)
+	sadWords      = regexp.MustCompile(`(?i)\b(sad|sadly|cr(y|ied|ies|ying)|alone|lonely|hurt|scared|angry|lost|broke|broken|sick|bad)\b`)
+)
+
+// storyScore is what sampling from a model says about a DPO run on the
+// stories: the share of continuations with a cheerful word and with a sad
+// word, and fluency, the base model's mean log-prob per token of the
+// continuations (a policy that drifts into misspellings loses it).
+type storyScore struct {
+	Cheerful, Sad, Fluency float64
+	// NonWords is the share of words in the continuations that appear
+	// neither in testdata/stories nor in 240 base-model continuations of
+	// another seed: misspellings ("Kce") and fragments.
+	NonWords float64
+	N        int
+	Example  string
+}
+
+var wordRe = regexp.MustCompile(`[A-Za-z]+`)
+
+// knownWords is every word of testdata/stories and of base samples drawn
+// with seed 1000 (lower case).
+func knownWords(t testing.TB, model string) map[string]bool {
+	known := map[string]bool{}
+	for _, f := range []string{storiesTrain, storiesEval, storiesPrompts} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range wordRe.FindAllString(string(b), -1) {
+			known[strings.ToLower(w)] = true
+		}
+	}
+	for _, text := range sampleStories(t, model, "", 6, 1000) {
+		for _, w := range wordRe.FindAllString(text, -1) {
+			known[strings.ToLower(w)] = true
+		}
+	}
+	return known
+}
+
+// dataFluency is the base model's mean log-prob per token of the held-out
+// chosen continuations: what imitating the pairs' own wording scores.
+func dataFluency(t testing.TB, model string) float64 {
+	m, err := bindings.LoadModel(model, bindings.ModelOptions{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, err := bindings.NewSession(m, bindings.SessionOptions{NCtx: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b, _ := os.ReadFile(storiesEval)
+	var sum float64
+	var n int
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var p struct{ Prompt, Chosen string }
+		if err := json.Unmarshal([]byte(line), &p); err != nil {
+			t.Fatal(err)
+		}
+		pt, _ := m.Tokenize(p.Prompt+"\n", true, false)
+		ct, _ := m.Tokenize(p.Chosen, false, false)
+		lp, err := s.LogProbs(context.Background(), append(pt, ct...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range lp[len(pt)-1:] {
+			sum += float64(v)
+			n++
+		}
+	}
+	return sum / float64(n)
+}
+
+// sampleStories is continuations (text) of every prompt, perPrompt each.
+func sampleStories(t testing.TB, model, adapter string, perPrompt int, seed uint32) []string {
+	texts, _, _ := generateStories(t, model, adapter, perPrompt, seed)
+	return texts
+}
+
+// scoreStories samples perPrompt continuations (48 tokens, T 0.8, top-p
+// 0.95) of each prompt in testdata/stories/prompts.txt from model + adapter
+// ("" for the base) and scores them.
+func scoreStories(t testing.TB, model, adapter string, perPrompt int, known map[string]bool) storyScore {
+	t.Helper()
+	texts, prompts, conts := generateStories(t, model, adapter, perPrompt, 1)
+	m, err := bindings.LoadModel(model, bindings.ModelOptions{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, err := bindings.NewSession(m, bindings.SessionOptions{NCtx: 256}) // the base: fluency
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var sc storyScore
+	var lpSum float64
+	var lpN, words, odd int
+	for i, text := range texts {
+		if i == 0 {
+			sc.Example = text
+		}
+		sc.N++
+		if cheerfulWords.MatchString(text) {
+			sc.Cheerful++
+		}
+		if sadWords.MatchString(text) {
+			sc.Sad++
+		}
+		for _, w := range wordRe.FindAllString(text, -1) {
+			words++
+			if !known[strings.ToLower(w)] {
+				odd++
+			}
+		}
+		if len(conts[i]) == 0 {
+			continue
+		}
+		seq := append(append([]int32(nil), prompts[i]...), conts[i]...)
+		lp, err := s.LogProbs(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range lp[len(prompts[i])-1:] {
+			lpSum += float64(v)
+			lpN++
+		}
+	}
+	sc.Cheerful /= float64(sc.N)
+	sc.Sad /= float64(sc.N)
+	sc.Fluency = lpSum / math.Max(float64(lpN), 1)
+	sc.NonWords = float64(odd) / math.Max(float64(words), 1)
+	return sc
+}
+
+// generateStories samples perPrompt continuations of each prompt and
+// returns their text, prompt tokens and continuation tokens (EOS cut).
+func generateStories(t testing.TB, model, adapter string, perPrompt int, seed uint32) ([]string, [][]int32, [][]int32) {
+	t.Helper()
+	b, err := os.ReadFile(storiesPrompts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := bindings.LoadModel(model, bindings.ModelOptions{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	var as []bindings.LoRAScale
+	if adapter != "" {
+		l, err := bindings.LoadLoRA(m, adapter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		as = []bindings.LoRAScale{{LoRA: l, Scale: 1}}
+	}
+	var prompts [][]int32
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		// the plain format training uses for models without a chat template
+		toks, err := m.Tokenize(line+"\n", true, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := 0; k < perPrompt; k++ {
+			prompts = append(prompts, toks)
+		}
+	}
+	res, err := bindings.GenerateBatch(context.Background(), m, as, prompts,
+		bindings.SamplerParams{Temperature: 0.8, TopP: 0.95, Seed: seed, MaxTokens: 48}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	var conts [][]int32
+	for _, toks := range res.Tokens {
+		var cont []int32
+		for _, tk := range toks {
+			if m.IsEOG(tk) {
+				break
+			}
+			cont = append(cont, tk)
+		}
+		text, _ := m.Detokenize(cont, false)
+		texts, conts = append(texts, text), append(conts, cont)
+	}
+	return texts, prompts, conts
+}
+
+// storySettings is one DPO configuration of the stories runs.
+type storySettings struct {
+	LR      float64
+	Rank    int
+	Targets string
+	Beta    float64
+	Epochs  int
+	RPO     float64
+}
+
+func (s storySettings) String() string {
+	return fmt.Sprintf("lr %.0e r%d %s β%.2g %dep rpo %.2g", s.LR, s.Rank, s.Targets, s.Beta, s.Epochs, s.RPO)
+}
+
+func storiesConfig(t testing.TB, model string, s storySettings) Config {
+	cfg := DefaultConfig()
+	cfg.Method, cfg.Model, cfg.Data, cfg.EvalData, cfg.Out = DPO, model, storiesTrain, storiesEval, t.TempDir()
+	cfg.LR, cfg.Rank, cfg.Alpha, cfg.Beta, cfg.Epochs, cfg.RPOAlpha = s.LR, s.Rank, float64(2*s.Rank), s.Beta, s.Epochs, s.RPO
+	cfg.Targets = strings.Split(s.Targets, ",")
+	cfg.Threads = 2
+	return cfg
+}
+
+// storiesStart is the documented starting point for DPO on a small real
+// model (testdata/stories/README.md; measured by TestStoriesSweep).
+var storiesStart = storySettings{LR: 5e-4, Rank: 16, Targets: "q,k,v,o,gate,up,down", Beta: 0.1, Epochs: 2, RPO: 1}
+
+// DPO on stories260K with cheerful-over-sad pairs raises the cheerful share
+// of sampled continuations, and the base model still finds them about as
+// likely as its own samples (fluency does not collapse).
+func TestStoriesDPO(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a real-model DPO run (about 3 minutes on 2 shared cores)")
+	}
+	model := sharedModel(t, "stories260K.gguf")
+	cfg := storiesConfig(t, model, storiesStart)
+	res, err := Run(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := knownWords(t, model)
+	base := scoreStories(t, model, "", 4, known)
+	tuned := scoreStories(t, model, res.Adapter, 4, known)
+	data := dataFluency(t, model)
+	t.Logf("%s: held-out accuracy %.3f (before %.3f); cheerful %.2f → %.2f, sad %.2f → %.2f, fluency %.3f → %.3f nats/token (chosen data %.3f), non-words %.3f → %.3f",
+		storiesStart, res.After["rewards/accuracies"], res.Before["rewards/accuracies"], base.Cheerful, tuned.Cheerful,
+		base.Sad, tuned.Sad, base.Fluency, tuned.Fluency, data, base.NonWords, tuned.NonWords)
+	t.Logf("base sample: %q", base.Example)
+	t.Logf("tuned sample: %q", tuned.Example)
+	if acc := res.After["rewards/accuracies"]; acc < 0.8 {
+		t.Errorf("held-out accuracy %.3f, want >= 0.8", acc)
+	}
+	if tuned.Cheerful < base.Cheerful+0.3 {
+		t.Errorf("cheerful share %.2f → %.2f, want a rise of at least 0.3", base.Cheerful, tuned.Cheerful)
+	}
+	if tuned.Sad > base.Sad {
+		t.Errorf("sad share rose %.2f → %.2f", base.Sad, tuned.Sad)
+	}
+	// fluency: the base's log-prob per token of the samples may fall to what
+	// the pairs' own (synthetic) wording scores, not further than 0.5 nats
+	// below it (1.65x less likely tokens); and the samples stay spelt as
+	// the base and the data spell (misspellings were the failure seen)
+	if floor := math.Min(base.Fluency, data) - 0.5; tuned.Fluency < floor {
+		t.Errorf("fluency fell from %.3f to %.3f nats/token (floor %.3f): the policy's text is no longer the base's language", base.Fluency, tuned.Fluency, floor)
+	}
+	if tuned.NonWords > base.NonWords+0.03 {
+		t.Errorf("non-words %.3f → %.3f: the samples are misspelt", base.NonWords, tuned.NonWords)
+	}
+}
+
+// TestStoriesSweep prints the table behind storiesStart and the defaults
+// (ALIGN_STORIES_SWEEP=1; minutes per row).
+func TestStoriesSweep(t *testing.T) {
+	if os.Getenv("ALIGN_STORIES_SWEEP") == "" {
+		t.Skip("set ALIGN_STORIES_SWEEP=1 (and optionally ALIGN_STORIES_MODEL=TinyStories-656K-Q8_0.gguf) to measure the settings table")
+	}
+	name := os.Getenv("ALIGN_STORIES_MODEL")
+	if name == "" {
+		name = "stories260K.gguf"
+	}
+	model := sharedModel(t, name)
+	all := "q,k,v,o,gate,up,down"
+	rows := []storySettings{
+		{5e-4, 8, "q,k,v,o", 0.1, 3, 0}, // 0: the defaults before this measurement
+		{5e-4, 16, all, 0.1, 2, 0},
+		{5e-4, 16, all, 0.1, 2, 1},
+		{1e-3, 16, all, 0.1, 2, 1},
+		{2e-3, 16, all, 0.1, 2, 1}, // 4: the issue's lr, rank and targets, with RPO
+		{5e-4, 16, all, 0.3, 2, 0},
+		{5e-4, 16, "q,k,v,o", 0.1, 2, 1},
+		{1e-3, 16, all, 0.1, 2, 0},
+		{5e-4, 16, all, 0.1, 3, 0}, // 8: the defaults chosen from this table
+		{5e-4, 16, all, 0.1, 2, 0.5},
+	}
+	if v := os.Getenv("ALIGN_STORIES_ROWS"); v != "" {
+		var pick []storySettings
+		for _, f := range strings.Split(v, ",") {
+			var i int
+			fmt.Sscan(f, &i)
+			if i >= 0 && i < len(rows) {
+				pick = append(pick, rows[i])
+			}
+		}
+		rows = pick
+	}
+	known := knownWords(t, model)
+	base := scoreStories(t, model, "", 4, known)
+	data := dataFluency(t, model)
+	fmt.Printf("%s: base samples: cheerful %.2f, sad %.2f, fluency %.3f nats/token, non-words %.3f (%d samples); the held-out chosen continuations score %.3f under the base\n",
+		name, base.Cheerful, base.Sad, base.Fluency, base.NonWords, base.N, data)
+	fmt.Printf("| settings | held-out acc | margin | cheerful | sad | fluency | non-words |\n|---|---|---|---|---|---|---|\n")
+	for _, s := range rows {
+		res, err := Run(context.Background(), storiesConfig(t, model, s), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := scoreStories(t, model, res.Adapter, 4, known)
+		fmt.Printf("| %s | %.3f | %.2f | %.2f | %.2f | %.3f | %.3f |\n", s, res.After["rewards/accuracies"], res.After["rewards/margins"],
+			sc.Cheerful, sc.Sad, sc.Fluency, sc.NonWords)
+		t.Logf("%s sample: %q", s, sc.Example)
+	}
+}
+
+// TinyStories-656K has no byte fallback: a pair with characters it cannot
+// spell is refused with its file, line and the character (llama.cpp's
+// tokenizer would throw; align maps them to <unk> and says so), or skipped
+// and counted with SkipInvalid.
+func TestRealModelUnspellable(t *testing.T) {
+	model := sharedModel(t, "TinyStories-656K-Q8_0.gguf")
+	data := filepath.Join(t.TempDir(), "pairs.jsonl")
+	os.WriteFile(data, []byte(`{"id":"a","prompt":"Tom had a dog.","chosen":"They played all day.","rejected":"The dog ran away."}
+{"id":"b","prompt":"Once upon a time there was a cat.","chosen":"The cat {was} happy.","rejected":"The cat was sad."}
+`), 0o644)
+	cfg := DefaultConfig()
+	cfg.Model, cfg.Data, cfg.Out, cfg.EvalSplit, cfg.MaxSteps, cfg.Threads = model, data, t.TempDir(), 0, 1, 2
+	_, err := Run(context.Background(), cfg, nil)
+	if err == nil || !strings.Contains(err.Error(), "pairs.jsonl:2") || !strings.Contains(err.Error(), `"{"`) {
+		t.Errorf("unspellable pair: %v; want an error naming pairs.jsonl:2 and \"{\"", err)
+	}
+	cfg.SkipInvalid, cfg.Out = true, t.TempDir()
+	res, err := Run(context.Background(), cfg, nil)
+	if err != nil || res.Skipped != 1 || res.TrainPairs != 1 {
+		t.Errorf("--skip-invalid: %v, skipped %d, trained on %d pairs; want 1 and 1", err, res.Skipped, res.TrainPairs)
+	}
+}
