@@ -5,12 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math"
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 
 	"github.com/align-dev/align/align/train"
 	"github.com/align-dev/align/bindings"
@@ -53,9 +48,8 @@ func (e *worker) snapshot(st runState) (*snapshot, error) {
 	return s, nil
 }
 
-func saveCheckpoint(out string, s *snapshot) (err error) {
+func saveCheckpoint(out string, s *snapshot) error {
 	var buf bytes.Buffer
-	buf.WriteString(ckptMagic)
 	w := func(v any) { binary.Write(&buf, binary.LittleEndian, v) }
 	w(uint32(1))
 	w(int64(s.st.step))
@@ -74,93 +68,29 @@ func saveCheckpoint(out string, s *snapshot) (err error) {
 		w(set.M)
 		w(set.V)
 	}
-	w(crc32.ChecksumIEEE(buf.Bytes()))
-
-	dir := filepath.Join(out, "checkpoints")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	name := fmt.Sprintf("step-%08d", s.st.step)
-	tmp := filepath.Join(dir, ".tmp-"+name)
-	os.RemoveAll(tmp)
-	defer func() {
-		if err != nil {
-			os.RemoveAll(tmp)
-		}
-	}()
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return err
-	}
-	if err := train.WriteSynced(filepath.Join(tmp, "state.bin"), buf.Bytes()); err != nil {
-		return err
-	}
-	if err := train.WriteSynced(filepath.Join(tmp, "DONE"), []byte("ok\n")); err != nil {
-		return err
-	}
-	final := filepath.Join(dir, name)
-	os.RemoveAll(final)
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	names := listCheckpoints(dir)
-	for i := 0; i+2 < len(names); i++ {
-		os.RemoveAll(filepath.Join(dir, names[i]))
-	}
-	return nil
+	return train.WriteCheckpoint(out, ckptMagic, s.st.step, buf.Bytes())
 }
 
-func listCheckpoints(dir string) []string {
-	ents, _ := os.ReadDir(dir)
-	var names []string
-	for _, e := range ents {
-		if e.IsDir() && strings.HasPrefix(e.Name(), "step-") {
-			if _, err := os.Stat(filepath.Join(dir, e.Name(), "DONE")); err == nil {
-				names = append(names, e.Name())
-			}
-		}
-	}
-	sort.Strings(names)
-	return names
-}
+// listCheckpoints returns the complete checkpoint folder names, oldest first.
+func listCheckpoints(dir string) []string { return train.ListCheckpoints(dir) }
 
 // loadCheckpoint restores the newest readable checkpoint into e.
 func (e *worker) loadCheckpoint(out string) (runState, string, error) {
-	dir := filepath.Join(out, "checkpoints")
-	names := listCheckpoints(dir)
-	if len(names) == 0 {
-		return runState{}, "", fmt.Errorf("%s: no checkpoint to resume from", out)
+	var st runState
+	note, err := train.LoadNewestCheckpoint(out, ckptMagic, "an RL checkpoint", func(path string, payload []byte) error {
+		var err error
+		st, err = e.readCheckpoint(path, payload)
+		return err
+	})
+	if err != nil {
+		return runState{}, "", err
 	}
-	var first error
-	for i := len(names) - 1; i >= 0; i-- {
-		st, err := e.readCheckpoint(filepath.Join(dir, names[i], "state.bin"))
-		if err == nil {
-			note := ""
-			if first != nil {
-				note = fmt.Sprintf("skipped the newest checkpoint (%v); resuming from %s", first, names[i])
-			}
-			return st, note, nil
-		}
-		if first == nil {
-			first = err
-		}
-	}
-	return runState{}, "", first
+	return st, note, nil
 }
 
-func (e *worker) readCheckpoint(path string) (runState, error) {
+func (e *worker) readCheckpoint(path string, payload []byte) (runState, error) {
 	var st runState
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return st, err
-	}
-	if len(b) < 8 || string(b[:4]) != ckptMagic {
-		return st, fmt.Errorf("%s: not an RL checkpoint", path)
-	}
-	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
-	if crc32.ChecksumIEEE(body) != sum {
-		return st, fmt.Errorf("%s: checksum mismatch (torn or corrupt)", path)
-	}
-	r := bytes.NewReader(body[4:])
+	r := bytes.NewReader(payload)
 	rd := func(v any) error { return binary.Read(r, binary.LittleEndian, v) }
 	var version uint32
 	var step, epoch, epochStep int64

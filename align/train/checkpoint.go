@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"os"
 	"path/filepath"
@@ -30,13 +29,12 @@ func loadConfig(out string) (Config, error) {
 	return cfg, nil
 }
 
-func saveCheckpoint(out string, tr Trainer, st runState) (err error) {
+func saveCheckpoint(out string, tr Trainer, st runState) error {
 	s, err := tr.GetState()
 	if err != nil {
 		return err
 	}
 	var buf bytes.Buffer
-	buf.WriteString(ckptMagic)
 	w := func(v any) { binary.Write(&buf, binary.LittleEndian, v) }
 	w(uint32(1))
 	w(uint64(len(s.Params)))
@@ -58,43 +56,7 @@ func saveCheckpoint(out string, tr Trainer, st runState) (err error) {
 	if st.best != nil {
 		w(st.best)
 	}
-	w(crc32.ChecksumIEEE(buf.Bytes()))
-
-	dir := filepath.Join(out, "checkpoints")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	name := fmt.Sprintf("step-%08d", st.step)
-	tmp := filepath.Join(dir, ".tmp-"+name)
-	os.RemoveAll(tmp)
-	defer func() {
-		if err != nil {
-			os.RemoveAll(tmp) // a failed write (disk full) leaves nothing behind
-		}
-	}()
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return err
-	}
-	if err := syncWrite(filepath.Join(tmp, "state.bin"), buf.Bytes()); err != nil {
-		return err
-	}
-	if err := writeSynced(filepath.Join(tmp, "DONE"), []byte("ok\n")); err != nil {
-		return err
-	}
-	final := filepath.Join(dir, name)
-	os.RemoveAll(final)
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	names := listCheckpoints(dir)
-	for i := 0; i+2 < len(names); i++ {
-		os.RemoveAll(filepath.Join(dir, names[i]))
-	}
-	return nil
+	return WriteCheckpoint(out, ckptMagic, st.step, buf.Bytes())
 }
 
 // syncWrite writes checkpoint files; tests replace it to fail like a full disk.
@@ -135,41 +97,20 @@ func listCheckpoints(dir string) []string {
 // loadCheckpoint restores the newest readable checkpoint into tr. When it
 // had to skip newer ones, note says which and why.
 func loadCheckpoint(out string, tr Trainer) (st runState, note string, err error) {
-	dir := filepath.Join(out, "checkpoints")
-	names := listCheckpoints(dir)
-	if len(names) == 0 {
-		return runState{}, "", fmt.Errorf("%s: no checkpoint to resume from", out)
+	note, err = LoadNewestCheckpoint(out, ckptMagic, "a checkpoint", func(path string, payload []byte) error {
+		var err error
+		st, err = readCheckpoint(path, payload, tr)
+		return err
+	})
+	if err != nil {
+		return runState{}, "", err
 	}
-	var firstErr error
-	for i := len(names) - 1; i >= 0; i-- {
-		st, err := readCheckpoint(filepath.Join(dir, names[i], "state.bin"), tr)
-		if err == nil {
-			if firstErr != nil {
-				note = fmt.Sprintf("skipped the newest checkpoint (%v); resuming from %s", firstErr, names[i])
-			}
-			return st, note, nil
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
-	}
-	return runState{}, "", firstErr
+	return st, note, nil
 }
 
-func readCheckpoint(path string, tr Trainer) (runState, error) {
+func readCheckpoint(path string, payload []byte, tr Trainer) (runState, error) {
 	var st runState
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return st, err
-	}
-	if len(b) < 8 || string(b[:4]) != ckptMagic {
-		return st, fmt.Errorf("%s: not a checkpoint", path)
-	}
-	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
-	if crc32.ChecksumIEEE(body) != sum {
-		return st, fmt.Errorf("%s: checksum mismatch (torn or corrupt)", path)
-	}
-	r := bytes.NewReader(body[4:])
+	r := bytes.NewReader(payload)
 	rd := func(v any) error { return binary.Read(r, binary.LittleEndian, v) }
 	var version uint32
 	var n uint64
