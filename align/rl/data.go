@@ -1,11 +1,9 @@
 package rl
 
 import (
-	"errors"
 	"fmt"
-	"io"
 
-	"github.com/align-dev/align/align/jsonl"
+	"github.com/align-dev/align/align/eval"
 	"github.com/align-dev/align/align/pairs"
 	"github.com/align-dev/align/align/pipeline"
 	"github.com/align-dev/align/align/prompt"
@@ -27,33 +25,7 @@ type Prompt struct {
 // ReadPrompts reads a prompts file: JSON Lines of {"id"?, "prompt" |
 // "messages", "system"?} (align/pipeline's prompt record). A bad line is an
 // error naming the file and line.
-func ReadPrompts(path string) ([]pipeline.Prompt, error) {
-	rc, err := jsonl.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	jr := jsonl.NewReader(rc, path)
-	var out []pipeline.Prompt
-	for {
-		raw, line, err := jr.NextRaw()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		p, err := pipeline.ParsePrompt(raw)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
-		}
-		out = append(out, p)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no prompts", path)
-	}
-	return out, nil
-}
+func ReadPrompts(path string) ([]pipeline.Prompt, error) { return eval.LoadPrompts(path) }
 
 // splitPrompts holds out a fraction of ps by a hash of their ids.
 func splitPrompts(ps []pipeline.Prompt, frac float64, seed uint64) (tr, ev []pipeline.Prompt) {
