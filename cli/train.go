@@ -287,14 +287,7 @@ func runTrain(c *cli.Context) error {
 	res, err := train.Run(c.Context, cfg, pr.event)
 	pr.end()
 	if err != nil {
-		var ce *train.ConfigError
-		switch {
-		case errors.As(err, &ce):
-			return &UsageError{Err: err}
-		case errors.Is(err, train.ErrInterrupted):
-			return &ExitCodeError{Code: ExitResumable, Err: err}
-		}
-		return err
+		return runError(err)
 	}
 	if c.Bool("json") {
 		return json.NewEncoder(env.Stdout).Encode(res)
@@ -443,4 +436,18 @@ func isTerminal(w any) bool {
 	}
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// runError maps a training run's error to the CLI's exit codes: a bad
+// setting is a usage error (2), an interrupted run is resumable (4). PPO and
+// GRPO runs (align/rl) share train's ConfigError and ErrInterrupted.
+func runError(err error) error {
+	var ce *train.ConfigError
+	switch {
+	case errors.As(err, &ce):
+		return &UsageError{Err: err}
+	case errors.Is(err, train.ErrInterrupted):
+		return &ExitCodeError{Code: ExitResumable, Err: err}
+	}
+	return err
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -128,14 +127,7 @@ func runRL(c *cli.Context) error {
 	res, err := rl.Run(c.Context, cfg)
 	pr.end()
 	if err != nil {
-		var ce *train.ConfigError
-		switch {
-		case errors.As(err, &ce):
-			return &UsageError{Err: err}
-		case errors.Is(err, rl.ErrInterrupted):
-			return &ExitCodeError{Code: ExitResumable, Err: err}
-		}
-		return err
+		return runError(err)
 	}
 	if c.Bool("json") {
 		return json.NewEncoder(env.Stdout).Encode(res)
