@@ -17,8 +17,15 @@ GOENV = CGO_ENABLED=1 CGO_CPPFLAGS="-DALIGN_NATIVE_STAMP=$(native_stamp)"
 # The CUDA variant (`make cuda`): its own build folder, so `make build` and
 # `make test` never see it. CUDA_ARCH empty: native where this machine has a
 # GPU, else sm_90 (CMakeLists.txt); e.g. `make cuda CUDA_ARCH=80`.
+# CUDA_MMQ: the base types given ggml's MMQ kernels (trained, all, none or
+# a list such as q4_k,q8_0); the rest dequantise and use cuBLAS. CUDA_MMF=OFF
+# leaves out the small-batch float matmul kernels (inference on F16 bases).
+# CI builds CUDA_MMQ=none CUDA_MMF=OFF: those template instances are most of
+# the compile time (40+ min on 2 cores with them, DESIGN §3) and none of our code.
 CUDA_BUILD ?= build-cuda
 CUDA_ARCH ?=
+CUDA_MMQ ?= trained
+CUDA_MMF ?= ON
 CUDA_NICE ?= 0
 CUDA_LIBS = $(CUDA_BUILD)/native/libalign_native.a $(CUDA_BUILD)/libllama.a $(CUDA_BUILD)/ggml/libggml.a \
             $(CUDA_BUILD)/ggml/libggml-cpu.a $(CUDA_BUILD)/ggml/libggml-base.a $(CUDA_BUILD)/ggml/ggml-cuda/libggml-cuda.a
@@ -73,7 +80,7 @@ test: native
 cuda-native: deps
 	@scripts/deps.sh --cuda
 	@$(GO) mod download github.com/ollama/ollama
-	@test -f $(CUDA_BUILD)/build.ninja || cmake -S . -B $(CUDA_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DALIGN_CUDA=ON \
+	@cmake -S . -B $(CUDA_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DALIGN_CUDA=ON -DALIGN_CUDA_MMQ=$(CUDA_MMQ) -DALIGN_CUDA_MMF=$(CUDA_MMF) \
 	  $(if $(CUDA_ARCH),-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCH)) $(CMAKE_FLAGS) >/dev/null
 	@echo "align: building the CUDA variant (ggml-cuda takes minutes) ..." >&2
 	@nice -n $(CUDA_NICE) ninja -C $(CUDA_BUILD) -j $(JOBS) align_libs align_gpu | grep -v '^\[' || true

@@ -134,3 +134,17 @@ func Init() error {
 
 // Version describes the native library and the ggml/llama.cpp it wraps.
 func Version() string { return C.GoString(C.align_version()) }
+
+// GPUDevice is the name of the first GPU device ("CUDA0") of a CUDA build on
+// a machine with a GPU and driver, or "" (a CPU-only build, or no GPU).
+func GPUDevice() string {
+	if Init() != nil {
+		return ""
+	}
+	defer lockThread()()
+	var buf [64]C.char
+	if !C.align_gpu_device(&buf[0], C.int32_t(len(buf))) {
+		return ""
+	}
+	return C.GoString(&buf[0])
+}

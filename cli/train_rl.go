@@ -45,7 +45,7 @@ func rlFlags() []cli.Flag {
 }
 
 // rlResumeFlags may be given with --resume of a PPO or GRPO run.
-var rlResumeFlags = map[string]bool{"resume": true, "threads": true, "epochs": true, "max-steps": true, "json": true, "method": true}
+var rlResumeFlags = map[string]bool{"resume": true, "threads": true, "device": true, "epochs": true, "max-steps": true, "json": true, "method": true}
 
 // runRL is `align train --method ppo|grpo`.
 func runRL(c *cli.Context) error {
@@ -60,7 +60,7 @@ func runRL(c *cli.Context) error {
 		for _, f := range c.Command.Flags {
 			name := f.Names()[0]
 			if c.IsSet(name) && !rlResumeFlags[name] {
-				return usagef("--%s cannot change when resuming: the run keeps the settings in %s (with --resume only --epochs, --max-steps and --threads may change)",
+				return usagef("--%s cannot change when resuming: the run keeps the settings in %s (with --resume only --epochs, --max-steps, --threads and --device may change)",
 					name, filepath.Join(dir, "config.json"))
 			}
 		}
@@ -111,7 +111,7 @@ func runRL(c *cli.Context) error {
 			return usagef("--beta is GRPO's KL weight; PPO's KL penalty is --kl-coef")
 		}
 	}
-	cfg.Threads = c.Int("threads")
+	cfg.Threads, cfg.Device = c.Int("threads"), c.String("device")
 	if !cfg.Resume {
 		if err := cfg.Validate(); err != nil {
 			return &UsageError{Err: err}
@@ -134,6 +134,9 @@ func runRL(c *cli.Context) error {
 	}
 	fmt.Fprintf(env.Stderr, "align: %s %s, %d train / %d held-out prompts, %.1fs", strings.ToUpper(res.Method), plural(res.Steps, "step"),
 		res.TrainPrompts, res.EvalPrompts, res.ElapsedS)
+	if res.Device != "" && !strings.EqualFold(res.Device, "cpu") {
+		fmt.Fprintf(env.Stderr, " on %s", res.Device)
+	}
 	if res.StoppedEarly {
 		fmt.Fprint(env.Stderr, ", stopped early (--max-kl)")
 	}

@@ -80,6 +80,7 @@ type Config struct {
 	MaxSteps    int
 	Seed        uint64
 	Threads     int
+	Device      string `json:",omitempty"` // train.ResolveDevice; "" is auto
 	Raw         bool
 
 	Hashes map[string]string `json:",omitempty"`

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/align-dev/align/align/engine"
@@ -34,6 +35,7 @@ type Result struct {
 	EvalPrompts  int                `json:"eval_prompts"`
 	PromptsCut   int                `json:"prompts_cut"`
 	ElapsedS     float64            `json:"elapsed_s"`
+	Device       string             `json:"device,omitempty"` // where the steps ran: CPU, CUDA0, ...
 }
 
 // runFiles are the files an RL run writes in its directory (besides
@@ -88,7 +90,7 @@ func resumeConfig(cfg Config) (Config, error) {
 		return cfg, fmt.Errorf("%s: cannot resume: not a PPO or GRPO run", cfg.Out)
 	}
 	saved.Out, saved.Resume = cfg.Out, true
-	saved.Threads, saved.OnStep, saved.Log, saved.Progress = cfg.Threads, cfg.OnStep, cfg.Log, cfg.Progress
+	saved.Threads, saved.Device, saved.OnStep, saved.Log, saved.Progress = cfg.Threads, cfg.Device, cfg.OnStep, cfg.Log, cfg.Progress
 	saved.Scorer = cfg.Scorer
 	if v := cfg.Continue.Epochs; v != nil {
 		saved.Epochs = *v
@@ -193,18 +195,25 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	cfg.Hashes = hs
 
-	model, err := bindings.LoadModel(cfg.Model, bindings.ModelOptions{Threads: cfg.Threads})
+	// a device trainer reads every weight on the device; rollouts then
+	// sample there too (llama.cpp's offload of the same model)
+	device, mo := train.ResolveDevice(cfg.Device), bindings.ModelOptions{Threads: cfg.Threads}
+	if !strings.EqualFold(device, "cpu") {
+		mo.GPULayers = 1 << 20
+	}
+	model, err := bindings.LoadModel(cfg.Model, mo)
 	if err != nil {
 		return res, err
 	}
 	defer model.Close()
 	targets, _ := train.TargetBits(cfg.Targets)
 	tr, err := bindings.NewTrainer(model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(cfg.Alpha),
-		Targets: targets, Seed: cfg.Seed})
+		Targets: targets, Seed: cfg.Seed, Device: device})
 	if err != nil {
 		return res, err
 	}
 	defer tr.Close()
+	res.Device = tr.Info().Device
 	if n := tr.Info().NCtx; n > 0 && cfg.MaxLength > n {
 		return res, bad("max-length", "is at most the model's context, %d (got %d)", n, cfg.MaxLength)
 	}

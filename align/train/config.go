@@ -42,6 +42,7 @@ type Config struct {
 	Targets        []string // q, k, v, o, gate, up, down
 	Seed           uint64
 	Threads        int
+	Device         string  `json:",omitempty"` // see ResolveDevice; "" is auto
 	Beta           float64 // > 0 overrides the table
 	BetaTable      map[string]float64
 	LabelSmoothing float64

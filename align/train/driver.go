@@ -39,6 +39,7 @@ type Result struct {
 	Skipped      int                `json:"skipped"`
 	TokensPerS   float64            `json:"tokens_per_s"`
 	ElapsedS     float64            `json:"elapsed_s"`
+	Device       string             `json:"device,omitempty"` // where the steps ran: CPU, CUDA0, ...
 }
 
 // Event is one progress update.
@@ -116,11 +117,12 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 	}
 	targets, _ := targetBits(cfg.Targets)
 	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank,
-		Alpha: float32(cfg.Alpha), Targets: targets, Seed: cfg.Seed})
+		Alpha: float32(cfg.Alpha), Targets: targets, Seed: cfg.Seed, Device: ResolveDevice(cfg.Device)})
 	if err != nil {
 		return res, err
 	}
 	defer closeTr()
+	res.Device = tr.Info().Device
 	refForward, err := setupStages(tr, cfg)
 	if err != nil {
 		return res, err
@@ -335,7 +337,7 @@ func resumeConfig(cfg Config) (Config, error) {
 		return cfg, err
 	}
 	saved.Out, saved.Resume = cfg.Out, true
-	saved.Threads, saved.OnStep = cfg.Threads, cfg.OnStep
+	saved.Threads, saved.Device, saved.OnStep = cfg.Threads, cfg.Device, cfg.OnStep
 	if v := cfg.Continue.Epochs; v != nil {
 		saved.Epochs = *v
 	}

@@ -57,6 +57,11 @@ align_status align_init(align_log_fn log, void * user_data);
 // Version string of this library and the ggml/llama.cpp it was built with.
 const char * align_version(void);
 
+// The name of the first GPU device this build and machine have ("CUDA0"),
+// written to buf (NUL-terminated); false, with buf "", where there is none:
+// a CPU-only build, or a CUDA build on a machine without a GPU or driver.
+bool align_gpu_device(char * buf, int32_t buf_len);
+
 // ---------------------------------------------------------------- model
 
 typedef struct align_model align_model;

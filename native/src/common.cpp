@@ -1,6 +1,7 @@
 // common.cpp: errors, logging and library initialisation.
 #include "internal.h"
 
+#include "ggml-backend.h"
 #include "ggml.h"
 #include "gguf.h"
 #include "llama.h"
@@ -272,6 +273,16 @@ align_status align_init(align_log_fn log, void * user_data) {
         return align::fail(ALIGN_ERR_INTERNAL, "backend initialisation failed");
     }
     return align::ok();
+}
+
+bool align_gpu_device(char * buf, int32_t buf_len) {
+    if (buf != nullptr && buf_len > 0) buf[0] = '\0';
+    // llama.cpp registers its backends statically; align_init (which the
+    // caller has run) only adds logging and the abort hook
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_GPU);
+    if (dev == nullptr) return false;
+    if (buf != nullptr && buf_len > 0) std::snprintf(buf, (size_t) buf_len, "%s", ggml_backend_dev_name(dev));
+    return true;
 }
 
 const char * align_version(void) { return "align-native 0.1 (ggml/llama.cpp from github.com/ollama/ollama v0.17.4)"; }
