@@ -24,7 +24,13 @@ fi
 # compiler (bookworm's default g++ is 12). Elsewhere it installs what the
 # distribution calls nvidia-cuda-toolkit (Ubuntu: multiverse) or says what to do.
 if [ "${1:-}" = "--cuda" ]; then
-  if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then exit 0; fi
+  # the CUDA build applies native/patches with patch(1)
+  if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+    command -v patch >/dev/null 2>&1 && exit 0
+    need_toolkit=0
+  else
+    need_toolkit=1
+  fi
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
@@ -34,7 +40,14 @@ if [ "${1:-}" = "--cuda" ]; then
   fi
   . /etc/os-release 2>/dev/null || true
   export DEBIAN_FRONTEND=noninteractive
-  pkgs=(nvidia-cuda-toolkit)
+  pkgs=()
+  command -v patch >/dev/null 2>&1 || pkgs+=(patch)
+  if [ "$need_toolkit" = 0 ]; then
+    $SUDO apt-get update -qq >/dev/null
+    $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+    exit 0
+  fi
+  pkgs+=(nvidia-cuda-toolkit)
   if [ "${ID:-}" = "debian" ] && [ "${VERSION_CODENAME:-}" = "bookworm" ]; then
     src=/etc/apt/sources.list.d/align-cuda-nonfree.sources
     if [ ! -f "$src" ]; then
