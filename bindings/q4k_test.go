@@ -7,10 +7,11 @@ import (
 	"testing"
 )
 
-// The experimental repacked Q4_K transposed copy (ALIGN_TRANSPOSED_Q4K=1,
+// The repacked Q4_K transposed copies (the default on Q4_K weights,
 // train_weights.cpp) against the dequantised F32 reference with an exact
-// backward, next to the default Q8_0 copy: the forward is the same (it does
-// not use the copies); the input gradients carry a second 4-bit rounding.
+// backward, next to Q8_0 copies (BackwardWeights "q8_0"): the forward is the
+// same (it does not use the copies); the input gradients carry a second
+// 4-bit rounding.
 func TestTransposedQ4KGradientAccuracy(t *testing.T) {
 	qpath := fixture(t, "llama", "q4_k")
 	fpath := filepath.Join(t.TempDir(), "deq.gguf")
@@ -41,9 +42,10 @@ func TestTransposedQ4KGradientAccuracy(t *testing.T) {
 		}
 		return num / den
 	}
-	q8 := newTrainer(t, qpath, opt)
-	t.Setenv("ALIGN_TRANSPOSED_Q4K", "1")
-	q4 := newTrainer(t, qpath, opt)
+	o8 := opt
+	o8.BackwardWeights = "q8_0"
+	q8 := newTrainer(t, qpath, o8)
+	q4 := newTrainer(t, qpath, opt) // auto
 	fopt := opt
 	fopt.ExactBackward = true
 	ref := newTrainer(t, fpath, fopt)
@@ -57,7 +59,7 @@ func TestTransposedQ4KGradientAccuracy(t *testing.T) {
 	t.Logf("input-gradient NMSE against the dequantised reference: Q8_0 copy %.2e (%d bytes), repacked Q4_K copy %.2e (%d bytes)",
 		e8, b8, e4, b4)
 	if b4 >= b8 {
-		t.Errorf("ALIGN_TRANSPOSED_Q4K=1 did not make Q4_K copies (%d bytes against %d)", b4, b8)
+		t.Errorf("the default did not make Q4_K copies (%d bytes against %d with q8_0)", b4, b8)
 	}
 	if !(e8 < 1e-3) || !(e4 < 2e-2) || math.IsNaN(e4) {
 		t.Errorf("gradient NMSE: Q8_0 copy %.3g (bound 1e-3), Q4_K copy %.3g (bound 2e-2)", e8, e4)

@@ -46,6 +46,25 @@ type TrainerOptions struct {
 	ExactBackward  bool   // F32 transposed weights (gradient checks)
 	Device         string // "" or "CPU"; a ggml device name where one is built in
 	HeadChunkBytes int64  // LM-head working memory per chunk (0: 64 MiB)
+	// BackwardWeights: what the CPU trainer's transposed weight copies are
+	// (align.h ALIGN_BACKWARD_*): "" or "auto" (repacked Q4_K for Q4_K
+	// weights where the CPU has the kernel, else Q8_0), "q8_0", "q4_k".
+	BackwardWeights string
+}
+
+// BackwardWeightsNames are the values TrainerOptions.BackwardWeights takes.
+var BackwardWeightsNames = []string{"auto", "q8_0", "q4_k"}
+
+func backwardWeights(name string) (C.int32_t, error) {
+	switch strings.ToLower(name) {
+	case "", "auto":
+		return C.ALIGN_BACKWARD_AUTO, nil
+	case "q8_0":
+		return C.ALIGN_BACKWARD_Q8_0, nil
+	case "q4_k":
+		return C.ALIGN_BACKWARD_Q4_K, nil
+	}
+	return 0, fmt.Errorf("backward weights %q: want auto, q8_0 or q4_k", name)
 }
 
 // Trainer is the native LoRA training engine over the frozen weights of a
@@ -88,6 +107,11 @@ func NewTrainer(model *Model, opt TrainerOptions) (*Trainer, error) {
 	p.seed = C.uint64_t(opt.Seed)
 	p.exact_backward = C.bool(opt.ExactBackward)
 	p.head_chunk_bytes = C.int64_t(opt.HeadChunkBytes)
+	bw, err := backwardWeights(opt.BackwardWeights)
+	if err != nil {
+		return nil, err
+	}
+	p.backward_weights = bw
 	if opt.Device != "" {
 		cdev := C.CString(opt.Device)
 		defer C.free(unsafe.Pointer(cdev))

@@ -52,6 +52,7 @@ Example:
 				&cli.StringFlag{Name: "lora-targets", Value: "q,k,v,o", Usage: "comma-separated: q,k,v,o,gate,up,down", EnvVars: []string{"ALIGN_LORA_TARGETS"}},
 				&cli.BoolFlag{Name: "no-baseline", Usage: "skip the llama.cpp and matmul-peak measurements", EnvVars: []string{"ALIGN_NO_BASELINE"}},
 				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, or cuda (a GPU of a CUDA build: `make cuda`) or a ggml device name", EnvVars: []string{"ALIGN_DEVICE"}},
+				&cli.StringFlag{Name: "backward-weights", Value: "auto", Usage: train.BackwardWeightsUsage, EnvVars: []string{"ALIGN_BACKWARD_WEIGHTS"}},
 				&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: []string{"ALIGN_JSON"}},
 			},
 			Action: func(c *cli.Context) error {
@@ -61,7 +62,7 @@ Example:
 				cfg := train.BenchConfig{
 					Model: c.String("model"), Method: strings.ToLower(c.String("method")), Seq: c.Int("seq"), Pairs: c.Int("pairs"), Steps: c.Int("steps"), Sample: c.Int("sample"),
 					Threads: c.Int("threads"), Rank: c.Int("lora-rank"), Targets: strings.Split(c.String("lora-targets"), ","),
-					Baseline: !c.Bool("no-baseline"), Device: c.String("device"),
+					Baseline: !c.Bool("no-baseline"), Device: c.String("device"), BackwardWeights: c.String("backward-weights"),
 				}
 				if err := cfg.Validate(); err != nil {
 					return &UsageError{Err: err}

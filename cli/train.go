@@ -116,6 +116,7 @@ Example:
 			&cli.Uint64Flag{Name: "seed", Value: d.Seed, Usage: "seed of the adapter initialisation, the shuffles and --eval-split", EnvVars: []string{"ALIGN_SEED"}},
 			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)", EnvVars: []string{"ALIGN_THREADS"}},
 			&cli.StringFlag{Name: "device", Value: "auto", Usage: train.DeviceUsage, EnvVars: []string{"ALIGN_DEVICE"}},
+			&cli.StringFlag{Name: "backward-weights", Value: "auto", Usage: train.BackwardWeightsUsage, EnvVars: []string{"ALIGN_BACKWARD_WEIGHTS"}},
 			&cli.BoolFlag{Name: "skip-invalid", Usage: "skip and count bad pairs instead of failing", EnvVars: []string{"ALIGN_SKIP_INVALID"}},
 			&cli.BoolFlag{Name: "raw", Usage: "do not apply the chat template", EnvVars: []string{"ALIGN_RAW"}},
 			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON on stdout", EnvVars: []string{"ALIGN_JSON"}},
@@ -265,6 +266,7 @@ func runTrain(c *cli.Context) error {
 		cfg.MarginFrom, cfg.CenterCoef = strings.ToLower(c.String("margin-from")), c.Float64("center-coef")
 		cfg.EvalEvery, cfg.SaveEvery, cfg.Patience, cfg.MaxSteps = c.Int("eval-every"), c.Int("save-every"), c.Int("patience"), c.Int("max-steps")
 		cfg.Seed, cfg.SkipInvalid, cfg.Raw = c.Uint64("seed"), c.Bool("skip-invalid"), c.Bool("raw")
+		cfg.BackwardWeights = strings.ToLower(c.String("backward-weights"))
 		if p := c.String("beta-table"); p != "" {
 			b, err := os.ReadFile(p)
 			if err != nil {

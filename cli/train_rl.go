@@ -107,6 +107,7 @@ func runRL(c *cli.Context) error {
 		cfg.Beta, cfg.NoStd, cfg.MaxKL = c.Float64("beta"), c.Bool("no-std"), c.Float64("max-kl")
 		cfg.EvalEvery, cfg.SaveEvery, cfg.MaxSteps = c.Int("eval-every"), c.Int("save-every"), c.Int("max-steps")
 		cfg.EvalSamples, cfg.Seed, cfg.Raw = c.Int("eval-samples"), c.Uint64("seed"), c.Bool("raw")
+		cfg.BackwardWeights = strings.ToLower(c.String("backward-weights"))
 		if c.IsSet("beta") && method == rl.PPO {
 			return usagef("--beta is GRPO's KL weight; PPO's KL penalty is --kl-coef")
 		}

@@ -81,7 +81,9 @@ type Config struct {
 	Seed        uint64
 	Threads     int
 	Device      string `json:",omitempty"` // train.ResolveDevice; "" is auto
-	Raw         bool
+	// BackwardWeights: the CPU trainer's weight copies for the input gradient
+	BackwardWeights string `json:",omitempty"`
+	Raw             bool
 
 	Hashes map[string]string `json:",omitempty"`
 
@@ -225,6 +227,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := train.TargetBits(c.Targets); err != nil {
 		return &configError{Flag: "lora-targets", Msg: err.Error()}
+	}
+	if err := train.CheckBackwardWeights(c.BackwardWeights); err != nil {
+		return err
 	}
 	if c.Method == PPO && c.NoStd {
 		return bad("no-std", "is a GRPO setting (PPO whitens its advantages)")

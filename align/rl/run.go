@@ -208,7 +208,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	defer model.Close()
 	targets, _ := train.TargetBits(cfg.Targets)
 	tr, err := bindings.NewTrainer(model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(cfg.Alpha),
-		Targets: targets, Seed: cfg.Seed, Device: device})
+		Targets: targets, Seed: cfg.Seed, Device: device, BackwardWeights: cfg.BackwardWeights})
 	if err != nil {
 		return res, err
 	}

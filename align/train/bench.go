@@ -24,6 +24,9 @@ type BenchConfig struct {
 	Targets  []string
 	Baseline bool   // also measure llama.cpp prompt processing and the machine's matmul peak
 	Device   string // "" or "cpu"; "cuda" (or a ggml device name such as CUDA0) in a CUDA build
+	// BackwardWeights: the CPU trainer's transposed weight copies ("" or
+	// auto, q8_0, q4_k; bindings.TrainerOptions)
+	BackwardWeights string
 }
 
 // onCPU reports whether a device name means the CPU backend.
@@ -129,7 +132,7 @@ func (c *BenchConfig) Validate() error {
 	if _, err := targetBits(c.Targets); err != nil {
 		return &ConfigError{Flag: "lora-targets", Msg: err.Error()}
 	}
-	return nil
+	return CheckBackwardWeights(c.BackwardWeights)
 }
 
 // Bench times training steps on two random sequences of Seq tokens, with
@@ -144,7 +147,7 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		return res, err
 	}
 	targets, _ := targetBits(cfg.Targets)
-	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1, Device: cfg.Device})
+	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1, Device: cfg.Device, BackwardWeights: cfg.BackwardWeights})
 	if err != nil {
 		return res, err
 	}

@@ -28,31 +28,34 @@ type Config struct {
 	// else in the folder is touched).
 	Force bool `json:"-"`
 
-	Epochs         int
-	LR             float64
-	Schedule       string // cosine, linear, constant
-	WarmupSteps    int
-	WeightDecay    float64
-	MaxGradNorm    float64
-	GradAccum      int // micro-batches per optimiser step
-	BatchTokens    int // padded tokens per micro-batch
-	MaxLength      int
-	Rank           int
-	Alpha          float64
-	Targets        []string // q, k, v, o, gate, up, down
-	Seed           uint64
-	Threads        int
-	Device         string  `json:",omitempty"` // see ResolveDevice; "" is auto
-	Beta           float64 // > 0 overrides the table
-	BetaTable      map[string]float64
-	LabelSmoothing float64
-	RPOAlpha       float64 // > 0: add α·(mean token NLL of the chosen response) to preference losses (RPO)
-	EvalEvery      int     // optimiser steps between held-out evaluations (0: each epoch)
-	SaveEvery      int     // optimiser steps between checkpoints (0: each epoch)
-	Patience       int     // evaluations without a better held-out margin before stopping (0: off)
-	SkipInvalid    bool
-	Raw            bool // no chat template
-	MaxSteps       int  // stop after this many optimiser steps (0: all epochs); for tests and benchmarks
+	Epochs      int
+	LR          float64
+	Schedule    string // cosine, linear, constant
+	WarmupSteps int
+	WeightDecay float64
+	MaxGradNorm float64
+	GradAccum   int // micro-batches per optimiser step
+	BatchTokens int // padded tokens per micro-batch
+	MaxLength   int
+	Rank        int
+	Alpha       float64
+	Targets     []string // q, k, v, o, gate, up, down
+	Seed        uint64
+	Threads     int
+	Device      string `json:",omitempty"` // see ResolveDevice; "" is auto
+	// BackwardWeights: the CPU trainer's weight copies for the input
+	// gradient ("" or auto, q8_0, q4_k; bindings.TrainerOptions)
+	BackwardWeights string  `json:",omitempty"`
+	Beta            float64 // > 0 overrides the table
+	BetaTable       map[string]float64
+	LabelSmoothing  float64
+	RPOAlpha        float64 // > 0: add α·(mean token NLL of the chosen response) to preference losses (RPO)
+	EvalEvery       int     // optimiser steps between held-out evaluations (0: each epoch)
+	SaveEvery       int     // optimiser steps between checkpoints (0: each epoch)
+	Patience        int     // evaluations without a better held-out margin before stopping (0: off)
+	SkipInvalid     bool
+	Raw             bool // no chat template
+	MaxSteps        int  // stop after this many optimiser steps (0: all epochs); for tests and benchmarks
 	// MarginFrom (rm): where each pair's Bradley–Terry margin comes from
 	// ("": none; see MarginSources); CenterCoef (rm): coefficient of the
 	// (r_w + r_l)² centering term.
@@ -212,7 +215,7 @@ func (c *Config) Validate() error {
 			return bad("beta-table", "β for %q must be a positive number (got %g)", k, v)
 		}
 	}
-	return nil
+	return CheckBackwardWeights(c.BackwardWeights)
 }
 
 // checkBetaTable refuses a --beta-table key that names no objective of the

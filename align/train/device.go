@@ -1,6 +1,7 @@
 package train
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/align-dev/align/bindings"
@@ -26,4 +27,15 @@ func ResolveDevice(device string) string {
 	default:
 		return strings.TrimSpace(device)
 	}
+}
+
+// BackwardWeightsUsage describes --backward-weights.
+const BackwardWeightsUsage = "CPU: the frozen weights' copies for the input gradient: auto (repacked Q4_K for Q4_K weights where the CPU has the kernel: faster, 18x the gradient error of q8_0), q8_0, or q4_k"
+
+// CheckBackwardWeights checks a --backward-weights value.
+func CheckBackwardWeights(v string) error {
+	if v != "" && !slices.Contains(bindings.BackwardWeightsNames, strings.ToLower(v)) {
+		return bad("backward-weights", "must be one of %s (got %q)", strings.Join(bindings.BackwardWeightsNames, ", "), v)
+	}
+	return nil
 }

@@ -117,7 +117,7 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 	}
 	targets, _ := targetBits(cfg.Targets)
 	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank,
-		Alpha: float32(cfg.Alpha), Targets: targets, Seed: cfg.Seed, Device: ResolveDevice(cfg.Device)})
+		Alpha: float32(cfg.Alpha), Targets: targets, Seed: cfg.Seed, Device: ResolveDevice(cfg.Device), BackwardWeights: cfg.BackwardWeights})
 	if err != nil {
 		return res, err
 	}

@@ -332,7 +332,19 @@ typedef struct align_trainer_params {
     int64_t  head_chunk_bytes;  // LM-head working memory per chunk of scored
                                 // tokens (<= 0: 64 MiB); the head's memory is
                                 // O(n_vocab · chunk), not O(n_vocab · scored)
+    int32_t  backward_weights;  // ALIGN_BACKWARD_*: the CPU trainer's transposed
+                                // copies of the frozen weights (input gradient)
 } align_trainer_params;
+
+// What the CPU trainer's transposed weight copies are (the input gradient
+// dx = Wᵀ·dy through a frozen W; exact_backward overrides with F32):
+//  AUTO: Q4_K on Q4_K weights (the CPU's repacked 4-bit GEMM, where it has
+//        one: AVX2, NEON), else as Q8_0;
+//  Q8_0: Q8_0 for quantized weights, F16 for F16/BF16, F32 for F32; about
+//        18x less input-gradient error than Q4_K on a Q4_K base
+//        (native/README.md), slower where the repacked GEMM is faster;
+//  Q4_K: as AUTO.
+enum { ALIGN_BACKWARD_AUTO = 0, ALIGN_BACKWARD_Q8_0 = 1, ALIGN_BACKWARD_Q4_K = 2 };
 
 align_trainer_params align_trainer_default_params(void);
 

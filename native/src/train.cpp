@@ -168,6 +168,7 @@ align_trainer_params align_trainer_default_params(void) {
     p.exact_backward = false;
     p.device = nullptr;
     p.head_chunk_bytes = 0;
+    p.backward_weights = ALIGN_BACKWARD_AUTO;
     return p;
 }
 
@@ -192,6 +193,9 @@ align_status align_trainer_new(align_model * model, const align_trainer_params *
     if (p.lora_rank <= 0 || p.lora_rank > 4096 || !(p.lora_alpha > 0) || !std::isfinite(p.lora_alpha) ||
         (p.targets & ~127u) != 0) {
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "trainer: rank must be in [1, 4096], alpha positive, targets a known set");
+    }
+    if (p.backward_weights < ALIGN_BACKWARD_AUTO || p.backward_weights > ALIGN_BACKWARD_Q4_K) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "trainer: backward_weights must be ALIGN_BACKWARD_AUTO, _Q8_0 or _Q4_K");
     }
     ALIGN_TRY
     auto tr = std::make_unique<align_trainer>();

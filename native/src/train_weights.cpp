@@ -5,13 +5,15 @@
 // the weights sit where llama.cpp placed them for inference (CPU extra
 // buffer types such as repacked GEMM or AMX; mmap for the rest). What the
 // trainer adds is a transposed copy of each frozen matrix for the input
-// gradient (Q8_0 where rows allow, F16 otherwise, F32 with exact_backward;
+// gradient (repacked Q4_K for Q4_K weights where the CPU has the kernel,
+// Q8_0 where rows allow, F16 otherwise, F32 with exact_backward;
 // DESIGN.md §4.3), made from the file's bytes since repacked buffers cannot
 // be read back. Hyper-parameters come from the GGUF header with the same
 // checks as before, so a model llama.cpp accepts but we cannot train (other
 // architectures, per-layer FFN sizes, unknown rope scaling) is refused by name.
 #include "train_internal.h"
 
+#include "ggml-cpu.h"
 #include "gguf.h"
 #include "llama-model.h"  // llama.cpp internals of the pinned copy: the weight tensors
 
@@ -220,8 +222,13 @@ align_status fill_transposed(align_trainer * tr, const ggml_tensor * w, const vo
     return ALIGN_OK;
 }
 
-// The CPU backend's repacked buffer type ("CPU_REPACK"), or null.
+// The CPU backend's repacked buffer type ("CPU_REPACK") where it has a
+// Q4_K kernel for this CPU (ggml-cpu/repack.cpp: AVX2, or NEON with i8mm or
+// dotprod), or null.
 ggml_backend_buffer_type_t cpu_repack_buft() {
+    if (!ggml_cpu_has_avx2() && !(ggml_cpu_has_neon() && (ggml_cpu_has_matmul_int8() || ggml_cpu_has_dotprod()))) {
+        return nullptr;
+    }
     ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
     if (dev == nullptr) return nullptr;
     using get_extra_t = ggml_backend_buffer_type_t * (*)(ggml_backend_dev_t);
@@ -244,16 +251,15 @@ align_status make_transposed(align_trainer * tr, gguf_context * g, const std::st
     ggml_init_params ip = {ggml_tensor_overhead() * (mats.size() + 4), nullptr, true};
     tr->tctx.reset(ggml_init(ip));
     tr->tctx_repack.reset(ggml_init(ip));
-    // Experimental, opt-in (ALIGN_TRANSPOSED_Q4K=1): on Q4_K bases, a Q4_K
-    // copy in the CPU's repacked buffer (8x8 interleaved GEMM kernels, AVX2
-    // / NEON i8mm) where Wᵀ's rows are whole Q4_K blocks and its row count a
-    // multiple of 8 (Q8_0 has no repacked kernel). Not the default: the
-    // second 4-bit rounding raises the input gradient's NMSE against the
-    // dequantised reference from 4.5e-4 to 8.2e-3 (tiny fixture), and on the
-    // 2-core AVX2 machine it was measured on, the repacked Q4_K GEMM was not
-    // reliably faster than Q8_0's (native/README.md)
-    const char * q4k = std::getenv("ALIGN_TRANSPOSED_Q4K");
-    ggml_backend_buffer_type_t repack = tr->is_cpu && q4k != nullptr && std::strcmp(q4k, "1") == 0 ? cpu_repack_buft() : nullptr;
+    // On Q4_K weights, Q4_K copies in the CPU's repacked buffer (8x8
+    // interleaved GEMM: AVX2, NEON i8mm) where Wᵀ's rows are whole Q4_K
+    // blocks and its row count a multiple of 8; Q8_0 has no repacked kernel
+    // on these CPUs. The price is a second 4-bit rounding of W: the input
+    // gradient's NMSE against the dequantised reference rises from 4.5e-4
+    // (Q8_0 copy) to 8.2e-3 (tiny fixture; native/README.md has the speed
+    // and accuracy table). ALIGN_BACKWARD_Q8_0 keeps Q8_0 copies.
+    const int32_t bw = tr->params.backward_weights;
+    ggml_backend_buffer_type_t repack = tr->is_cpu && bw != ALIGN_BACKWARD_Q8_0 ? cpu_repack_buft() : nullptr;
     int n_repack = 0;
     for (ggml_tensor * w : mats) {
         if (tr->transposed.count(w)) continue;
