@@ -46,6 +46,7 @@ type TrainerOptions struct {
 	ExactBackward  bool   // F32 transposed weights (gradient checks)
 	Device         string // "" or "CPU"; a ggml device name where one is built in
 	HeadChunkBytes int64  // LM-head working memory per chunk (0: 64 MiB)
+	Recompute      bool   // gradient checkpointing: keep layer inputs, recompute each layer in the backward
 }
 
 // Trainer is the native LoRA training engine over the frozen weights of a
@@ -88,6 +89,7 @@ func NewTrainer(model *Model, opt TrainerOptions) (*Trainer, error) {
 	p.seed = C.uint64_t(opt.Seed)
 	p.exact_backward = C.bool(opt.ExactBackward)
 	p.head_chunk_bytes = C.int64_t(opt.HeadChunkBytes)
+	p.recompute = C.bool(opt.Recompute)
 	if opt.Device != "" {
 		cdev := C.CString(opt.Device)
 		defer C.free(unsafe.Pointer(cdev))
@@ -156,6 +158,21 @@ func (t *Trainer) ComputeBytes() (body, head int64) {
 		return 0, 0
 	}
 	return int64(ci.body_compute_bytes), int64(ci.head_compute_bytes)
+}
+
+// CheckpointBytes returns what the last training body kept between its
+// forward and backward with Recompute (layer inputs, gradient seams,
+// masks); 0 without it.
+func (t *Trainer) CheckpointBytes() int64 {
+	defer lockThread()()
+	if t.live() != nil {
+		return 0
+	}
+	var ci C.align_trainer_info
+	if C.align_trainer_get_info(t.p, &ci) != C.ALIGN_OK {
+		return 0
+	}
+	return int64(ci.checkpoint_bytes)
 }
 
 // Model is the model whose weights the trainer runs on.
