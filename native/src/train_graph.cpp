@@ -594,7 +594,22 @@ align_status alloc_shared(align_trainer * tr, ggml_context * ctx, ggml_cgraph * 
     return ALIGN_OK;
 }
 
-align_status alloc_body(align_trainer * tr, graph_t & gt) { return alloc_shared(tr, gt.ctx.get(), gt.g, gt.id); }
+align_status alloc_body(align_trainer * tr, graph_t & gt) {
+    if (gt.rc && !gt.rc->reserved) {
+        // size the shared buffer for every piece now: a batch too large
+        // fails here, in forward_grad, not halfway through its backward
+        std::vector<ggml_cgraph *> pieces = {gt.rc->tail.g};
+        for (const piece_t & p : gt.rc->layers) pieces.push_back(p.g);
+        for (ggml_cgraph * g : pieces) {
+            if (g != nullptr && !ggml_gallocr_reserve(tr->galloc.get(), g)) {
+                return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate compute buffers for the recomputed backward");
+            }
+        }
+        gt.rc->reserved = true;
+        tr->galloc_owner = 0;
+    }
+    return alloc_shared(tr, gt.ctx.get(), gt.g, gt.id);
+}
 
 align_status backward_recompute(align_trainer * tr, graph_t & gt) {
     recompute_t & rc = *gt.rc;

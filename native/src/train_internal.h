@@ -131,6 +131,7 @@ struct recompute_t {
     ggml_tensor * dx[2] = {};             // (n_embd, N): dloss/dx_{l+1} in, dloss/dx_l out (dx[l & 1] holds dloss/dx_l)
     piece_t tail;                         // xs[n_layer] -> hs, hv: dloss/dx_L and the heads' gradients
     std::vector<piece_t> layers;          // layer l from xs[l]: dloss/dx_l and its LoRA gradients (empty: no adapters)
+    bool reserved = false;                // the body allocator is sized for every piece
 };
 
 // Inputs and outputs of one built body graph.
