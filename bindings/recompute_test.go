@@ -7,6 +7,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -320,11 +323,22 @@ func TestRecomputeBodyMemory(t *testing.T) {
 // step is cancelled before it computes. The two-minus-one-layer difference
 // is one layer's activations; with recompute a layer costs its checkpoint
 // (n_embd × N F32) and the buffer is one piece.
+//
+// ALIGN_RECOMPUTE_SHAPES: 1 (all) or a comma list (1b,8b,70b);
+// ALIGN_RECOMPUTE_SEQ: tokens per sequence instead of 512.
 func TestRecomputeLayerBytes(t *testing.T) {
-	if os.Getenv("ALIGN_RECOMPUTE_SHAPES") == "" {
+	want := os.Getenv("ALIGN_RECOMPUTE_SHAPES")
+	if want == "" {
 		t.Skip("set ALIGN_RECOMPUTE_SHAPES=1 to measure (large fixtures)")
 	}
-	const B, T = 2, 512
+	B, T := 2, 512
+	if s := os.Getenv("ALIGN_RECOMPUTE_SEQ"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 8 || n > 2048 {
+			t.Fatalf("ALIGN_RECOMPUTE_SEQ=%q: want 8..2048", s)
+		}
+		T = n
+	}
 	for _, sh := range []struct {
 		name               string
 		embd, head, kv, ff int
@@ -333,6 +347,9 @@ func TestRecomputeLayerBytes(t *testing.T) {
 		{"8b", 4096, 32, 8, 14336},
 		{"70b", 8192, 64, 8, 28672},
 	} {
+		if want != "1" && !slices.Contains(strings.Split(want, ","), sh.name) {
+			continue
+		}
 		var full, rc, ckpt [3]int64
 		for _, nl := range []int{1, 2} {
 			path := filepath.Join(t.TempDir(), fmt.Sprintf("shape-%s-%d.gguf", sh.name, nl))
@@ -340,7 +357,7 @@ func TestRecomputeLayerBytes(t *testing.T) {
 				NEmbd: sh.embd, NHead: sh.head, NHeadKV: sh.kv, NFF: sh.ff}); err != nil {
 				t.Fatal(err)
 			}
-			b := &Batch{NSeq: B, NTok: T, Tokens: make([]int32, B*T), Lengths: []int32{T, T}, Scored: make([]uint8, B*T)}
+			b := &Batch{NSeq: B, NTok: T, Tokens: make([]int32, B*T), Lengths: []int32{int32(T), int32(T)}, Scored: make([]uint8, B*T)}
 			for i := range b.Tokens {
 				b.Tokens[i] = int32(5 + i%200)
 				if i%T > 0 {
@@ -364,8 +381,8 @@ func TestRecomputeLayerBytes(t *testing.T) {
 			os.Remove(path)
 		}
 		mib := func(x int64) float64 { return float64(x) / (1 << 20) }
-		t.Logf("%s shape (n_embd %d, %d heads / %d KV, n_ff %d), 2 x 512 tokens: one-graph body %.1f MiB (1 layer), %.1f MiB (2 layers): %.1f MiB per layer; recompute: buffer %.1f / %.1f MiB, checkpoints %.1f / %.1f MiB: %.1f MiB per layer",
-			sh.name, sh.embd, sh.head, sh.kv, sh.ff, mib(full[1]), mib(full[2]), mib(full[2]-full[1]),
+		t.Logf("%s shape (n_embd %d, %d heads / %d KV, n_ff %d), %d x %d tokens: one-graph body %.1f MiB (1 layer), %.1f MiB (2 layers): %.1f MiB per layer; recompute: buffer %.1f / %.1f MiB, checkpoints %.1f / %.1f MiB: %.1f MiB per layer",
+			sh.name, sh.embd, sh.head, sh.kv, sh.ff, B, T, mib(full[1]), mib(full[2]), mib(full[2]-full[1]),
 			mib(rc[1]), mib(rc[2]), mib(ckpt[1]), mib(ckpt[2]), mib(rc[2]+ckpt[2]-rc[1]-ckpt[1]))
 		if !(rc[2]+ckpt[2]-rc[1]-ckpt[1] < (full[2]-full[1])/4) {
 			t.Errorf("%s: recompute saves less than 4x per layer", sh.name)

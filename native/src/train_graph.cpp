@@ -24,6 +24,13 @@
 //  2. parents that RMS_NORM_BACK / SOFT_MAX_BACK / SILU_BACK read after they
 //     start writing are marked as outputs, so ggml-alloc cannot compute those
 //     nodes in place over them (upstream ggml issue 1491; tests/grad_ops.cpp).
+//
+// Recompute (gradient checkpointing): the training body is a forward that
+// copies each layer's input x_l into a persistent buffer, and a backward of
+// pieces built from the same build_layer / build_out / build_backward: the
+// tail (x_L -> hs, hv; loss Σ hs ⊙ dhs + Σ hv ⊙ dhv) and, for l = L-1 … 0,
+// layer l from x_l (loss Σ x_{l+1} ⊙ dx_{l+1}). Every graph of a body shares
+// the body allocator (alloc_shared), so its buffer is the largest piece's.
 #include "train_internal.h"
 #include "train_ops.h"
 
@@ -415,12 +422,11 @@ align_status finish_piece(align_trainer * tr, piece_t & p, const adapter_set * s
     return ALIGN_OK;
 }
 
-align_status new_piece(align_trainer * tr, piece_t & p, size_t n_nodes) {
+align_status new_piece(piece_t & p, size_t n_nodes) {
     ggml_init_params ip = {ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, true), nullptr, true};
     p.ctx.reset(ggml_init(ip));
     if (!p.ctx) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate a recompute graph context");
     p.g = ggml_new_graph_custom(p.ctx.get(), n_nodes, true);
-    (void) tr;
     return ALIGN_OK;
 }
 
@@ -441,7 +447,7 @@ align_status build_pieces(align_trainer * tr, graph_t & gt, const adapter_set * 
     in.scale = gt.scale;
     {
         piece_t & p = rc.tail;
-        align_status st = new_piece(tr, p, 256);
+        align_status st = new_piece(p, 256);
         if (st != ALIGN_OK) return st;
         ggml_tensor * x = rc.xs[(size_t) L];
         if (lora) ggml_set_param(x);
@@ -460,7 +466,7 @@ align_status build_pieces(align_trainer * tr, graph_t & gt, const adapter_set * 
     const size_t n_nodes = 256 + body_graph_size(tr, s) / std::max(L, 1);
     for (int32_t il = 0; il < L; il++) {
         piece_t & p = rc.layers[(size_t) il];
-        align_status st = new_piece(tr, p, n_nodes);
+        align_status st = new_piece(p, n_nodes);
         if (st != ALIGN_OK) return st;
         ggml_context * ctx = p.ctx.get();
         ggml_tensor * x = rc.xs[(size_t) il];
