@@ -50,6 +50,7 @@ type TrainerOptions struct {
 	// (align.h ALIGN_BACKWARD_*): "" or "auto" (repacked Q4_K for Q4_K
 	// weights where the CPU has the kernel, else Q8_0), "q8_0", "q4_k".
 	BackwardWeights string
+	Recompute       bool // gradient checkpointing: keep layer inputs, recompute each layer in the backward
 }
 
 // BackwardWeightsNames are the values TrainerOptions.BackwardWeights takes.
@@ -112,6 +113,7 @@ func NewTrainer(model *Model, opt TrainerOptions) (*Trainer, error) {
 		return nil, err
 	}
 	p.backward_weights = bw
+	p.recompute = C.bool(opt.Recompute)
 	if opt.Device != "" {
 		cdev := C.CString(opt.Device)
 		defer C.free(unsafe.Pointer(cdev))
@@ -180,6 +182,21 @@ func (t *Trainer) ComputeBytes() (body, head int64) {
 		return 0, 0
 	}
 	return int64(ci.body_compute_bytes), int64(ci.head_compute_bytes)
+}
+
+// CheckpointBytes returns what the last training body kept between its
+// forward and backward with Recompute (layer inputs, gradient seams,
+// masks); 0 without it.
+func (t *Trainer) CheckpointBytes() int64 {
+	defer lockThread()()
+	if t.live() != nil {
+		return 0
+	}
+	var ci C.align_trainer_info
+	if C.align_trainer_get_info(t.p, &ci) != C.ALIGN_OK {
+		return 0
+	}
+	return int64(ci.checkpoint_bytes)
 }
 
 // Model is the model whose weights the trainer runs on.

@@ -38,6 +38,7 @@ memory come from scripts/gpu-check.sh.
 
 Example:
    align bench train --model models/small-q8_0.gguf --method dpo --seq 256
+   align bench train --model models/small-q8_0.gguf --method dpo --seq 256 --recompute
    align bench train --model models/tiny-q8_0.gguf --method sft --json
    align bench train --model llama-8b-q4_k.gguf --method dpo --seq 512 --device cuda`,
 			Flags: []cli.Flag{
@@ -51,6 +52,7 @@ Example:
 				&cli.IntFlag{Name: "lora-rank", Value: 8, Usage: "rank r of each LoRA adapter", EnvVars: []string{"ALIGN_LORA_RANK"}},
 				&cli.StringFlag{Name: "lora-targets", Value: "q,k,v,o", Usage: "comma-separated: q,k,v,o,gate,up,down", EnvVars: []string{"ALIGN_LORA_TARGETS"}},
 				&cli.BoolFlag{Name: "no-baseline", Usage: "skip the llama.cpp and matmul-peak measurements", EnvVars: []string{"ALIGN_NO_BASELINE"}},
+				&cli.BoolFlag{Name: "recompute", Usage: "gradient checkpointing: recompute each layer in the backward (less activation memory)", EnvVars: []string{"ALIGN_RECOMPUTE"}},
 				&cli.StringFlag{Name: "device", Value: "cpu", Usage: "cpu, or cuda (a GPU of a CUDA build: `make cuda`) or a ggml device name", EnvVars: []string{"ALIGN_DEVICE"}},
 				&cli.StringFlag{Name: "backward-weights", Value: "auto", Usage: train.BackwardWeightsUsage, EnvVars: []string{"ALIGN_BACKWARD_WEIGHTS"}},
 				&cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: []string{"ALIGN_JSON"}},
@@ -62,7 +64,7 @@ Example:
 				cfg := train.BenchConfig{
 					Model: c.String("model"), Method: strings.ToLower(c.String("method")), Seq: c.Int("seq"), Pairs: c.Int("pairs"), Steps: c.Int("steps"), Sample: c.Int("sample"),
 					Threads: c.Int("threads"), Rank: c.Int("lora-rank"), Targets: strings.Split(c.String("lora-targets"), ","),
-					Baseline: !c.Bool("no-baseline"), Device: c.String("device"), BackwardWeights: c.String("backward-weights"),
+					Baseline: !c.Bool("no-baseline"), Device: c.String("device"), BackwardWeights: c.String("backward-weights"), Recompute: c.Bool("recompute"),
 				}
 				if err := cfg.Validate(); err != nil {
 					return &UsageError{Err: err}
@@ -84,6 +86,9 @@ Example:
 				fmt.Fprintf(env.Stdout, "%s, %d x %d tokens (%d scored), %d threads: %.1f ms/step, %.0f tokens/s, %.2f GFLOP/step, %.1f GFLOP/s, peak RSS %.0f MiB\n",
 					res.Method, res.Seqs, res.Seq, res.Scored, res.Threads, res.StepMS, res.TokensPerS, res.FLOPsPerStep/1e9, res.GFLOPS, res.TrainRSSMB)
 				fmt.Fprintf(env.Stdout, "compute buffers: body %.1f MiB, LM head %.1f MiB\n", res.BodyMB, res.HeadMB)
+				if res.Recompute {
+					fmt.Fprintf(env.Stdout, "recompute: body buffer is its largest piece (one layer); checkpoints %.1f MiB\n", res.CheckpointMB)
+				}
 				if res.BatchSeqs > 0 {
 					fmt.Fprintf(env.Stdout, "live policy: %.0f tokens/s one sequence, %.0f tokens/s over %d at once; peak RSS with sampling %.0f MiB (%.2f x training)\n",
 						res.SampleTokensPerS, res.BatchTokensPerS, res.BatchSeqs, res.PeakRSSMB, res.PeakRSSMB/res.TrainRSSMB)

@@ -44,7 +44,7 @@ log-probs (adapter off) are computed once and cached in OUT.
 --resume or replaced with --force (which removes only the files align wrote
 there). Paths are stored absolute and the model and data are hashed, so
 --resume DIR works from any directory and refuses inputs that changed;
-with --resume only --epochs, --max-steps, --threads and --device may change. --data -
+with --resume only --epochs, --max-steps, --threads, --device and --recompute may change. --data -
 reads standard input and keeps a copy in the run.
 
 Two stages (SFT, then DPO against the SFT model): train SFT, then pass its
@@ -87,7 +87,7 @@ Example:
 			&cli.StringFlag{Name: "eval-data", Usage: "held-out pairs `FILE`", EnvVars: []string{"ALIGN_EVAL_DATA"}},
 			&cli.Float64Flag{Name: "eval-split", Value: d.EvalSplit, Usage: "fraction of --data held out when --eval-data is absent", EnvVars: []string{"ALIGN_EVAL_SPLIT"}},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "run `DIR`: new or empty (an existing run needs --resume or --force)", EnvVars: []string{"ALIGN_OUT"}},
-			&cli.StringFlag{Name: "resume", Usage: "continue the run in `DIR` from its last checkpoint (only --epochs, --max-steps, --threads and --device may change)", EnvVars: []string{"ALIGN_RESUME"}},
+			&cli.StringFlag{Name: "resume", Usage: "continue the run in `DIR` from its last checkpoint (only --epochs, --max-steps, --threads, --device and --recompute may change)", EnvVars: []string{"ALIGN_RESUME"}},
 			&cli.BoolFlag{Name: "force", Usage: "replace the run already in --out (only the files align wrote there are removed)", EnvVars: []string{"ALIGN_FORCE"}},
 			&cli.IntFlag{Name: "epochs", Value: d.Epochs, Usage: "passes over the training pairs (may be raised with --resume)", EnvVars: []string{"ALIGN_EPOCHS"}},
 			&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "peak learning rate", EnvVars: []string{"ALIGN_LR"}},
@@ -117,6 +117,7 @@ Example:
 			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)", EnvVars: []string{"ALIGN_THREADS"}},
 			&cli.StringFlag{Name: "device", Value: "auto", Usage: train.DeviceUsage, EnvVars: []string{"ALIGN_DEVICE"}},
 			&cli.StringFlag{Name: "backward-weights", Value: "auto", Usage: train.BackwardWeightsUsage, EnvVars: []string{"ALIGN_BACKWARD_WEIGHTS"}},
+			&cli.StringFlag{Name: "recompute", Value: "auto", Usage: train.RecomputeUsage, EnvVars: []string{"ALIGN_RECOMPUTE"}},
 			&cli.BoolFlag{Name: "skip-invalid", Usage: "skip and count bad pairs instead of failing", EnvVars: []string{"ALIGN_SKIP_INVALID"}},
 			&cli.BoolFlag{Name: "raw", Usage: "do not apply the chat template", EnvVars: []string{"ALIGN_RAW"}},
 			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON on stdout", EnvVars: []string{"ALIGN_JSON"}},
@@ -127,7 +128,7 @@ Example:
 
 // resumeFlags may be given with --resume: they change how far the run goes
 // (or only how it runs), not what its steps mean.
-var resumeFlags = map[string]bool{"resume": true, "threads": true, "device": true, "epochs": true, "max-steps": true, "json": true}
+var resumeFlags = map[string]bool{"resume": true, "threads": true, "device": true, "recompute": true, "epochs": true, "max-steps": true, "json": true}
 
 // sameAsRun reports whether flag's value given on the command line is what
 // the run in saved already uses (so repeating a setting is no change).
@@ -221,7 +222,7 @@ func runTrain(c *cli.Context) error {
 				if resumeFlags[name] || !c.IsSet(name) || sameAsRun(c, name, saved, dir) {
 					continue
 				}
-				return usagef("--%s cannot change when resuming: the run keeps the settings in %s (with --resume only --epochs, --max-steps, --threads and --device may change)",
+				return usagef("--%s cannot change when resuming: the run keeps the settings in %s (with --resume only --epochs, --max-steps, --threads, --device and --recompute may change)",
 					name, filepath.Join(dir, "config.json"))
 			}
 		}
@@ -277,7 +278,7 @@ func runTrain(c *cli.Context) error {
 			}
 		}
 	}
-	cfg.Threads, cfg.Device = c.Int("threads"), c.String("device")
+	cfg.Threads, cfg.Device, cfg.Recompute = c.Int("threads"), c.String("device"), strings.ToLower(c.String("recompute"))
 	if !cfg.Resume {
 		if err := cfg.Validate(); err != nil {
 			return &UsageError{Err: err}

@@ -45,7 +45,7 @@ func rlFlags() []cli.Flag {
 }
 
 // rlResumeFlags may be given with --resume of a PPO or GRPO run.
-var rlResumeFlags = map[string]bool{"resume": true, "threads": true, "device": true, "epochs": true, "max-steps": true, "json": true, "method": true}
+var rlResumeFlags = map[string]bool{"resume": true, "threads": true, "device": true, "recompute": true, "epochs": true, "max-steps": true, "json": true, "method": true}
 
 // runRL is `align train --method ppo|grpo`.
 func runRL(c *cli.Context) error {
@@ -60,7 +60,7 @@ func runRL(c *cli.Context) error {
 		for _, f := range c.Command.Flags {
 			name := f.Names()[0]
 			if c.IsSet(name) && !rlResumeFlags[name] {
-				return usagef("--%s cannot change when resuming: the run keeps the settings in %s (with --resume only --epochs, --max-steps, --threads and --device may change)",
+				return usagef("--%s cannot change when resuming: the run keeps the settings in %s (with --resume only --epochs, --max-steps, --threads, --device and --recompute may change)",
 					name, filepath.Join(dir, "config.json"))
 			}
 		}
@@ -112,7 +112,7 @@ func runRL(c *cli.Context) error {
 			return usagef("--beta is GRPO's KL weight; PPO's KL penalty is --kl-coef")
 		}
 	}
-	cfg.Threads, cfg.Device = c.Int("threads"), c.String("device")
+	cfg.Threads, cfg.Device, cfg.Recompute = c.Int("threads"), c.String("device"), strings.ToLower(c.String("recompute"))
 	if !cfg.Resume {
 		if err := cfg.Validate(); err != nil {
 			return &UsageError{Err: err}

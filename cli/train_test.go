@@ -366,6 +366,8 @@ func TestTrainFlagValidation(t *testing.T) {
 		{"max-steps", "-1", "-1"},
 		{"threads", "-3", "-3"},
 		{"threads", "100000", "100000"},
+		{"recompute", "sometimes", `"sometimes"`},
+		{"backward-weights", "q2_k", `"q2_k"`},
 	}
 	for _, c := range cases {
 		out := filepath.Join(t.TempDir(), "run")

@@ -83,6 +83,7 @@ type Config struct {
 	Device      string `json:",omitempty"` // train.ResolveDevice; "" is auto
 	// BackwardWeights: the CPU trainer's weight copies for the input gradient
 	BackwardWeights string `json:",omitempty"`
+	Recompute       string `json:",omitempty"` // train.ResolveRecompute
 	Raw             bool
 
 	Hashes map[string]string `json:",omitempty"`
@@ -229,6 +230,9 @@ func (c *Config) Validate() error {
 		return &configError{Flag: "lora-targets", Msg: err.Error()}
 	}
 	if err := train.CheckBackwardWeights(c.BackwardWeights); err != nil {
+		return err
+	}
+	if err := train.CheckRecompute(c.Recompute); err != nil {
 		return err
 	}
 	if c.Method == PPO && c.NoStd {

@@ -90,7 +90,7 @@ func resumeConfig(cfg Config) (Config, error) {
 		return cfg, fmt.Errorf("%s: cannot resume: not a PPO or GRPO run", cfg.Out)
 	}
 	saved.Out, saved.Resume = cfg.Out, true
-	saved.Threads, saved.Device, saved.OnStep, saved.Log, saved.Progress = cfg.Threads, cfg.Device, cfg.OnStep, cfg.Log, cfg.Progress
+	saved.Threads, saved.Device, saved.Recompute, saved.OnStep, saved.Log, saved.Progress = cfg.Threads, cfg.Device, cfg.Recompute, cfg.OnStep, cfg.Log, cfg.Progress
 	saved.Scorer = cfg.Scorer
 	if v := cfg.Continue.Epochs; v != nil {
 		saved.Epochs = *v
@@ -208,7 +208,8 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	defer model.Close()
 	targets, _ := train.TargetBits(cfg.Targets)
 	tr, err := bindings.NewTrainer(model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(cfg.Alpha),
-		Targets: targets, Seed: cfg.Seed, Device: device, BackwardWeights: cfg.BackwardWeights})
+		Targets: targets, Seed: cfg.Seed, Device: device, BackwardWeights: cfg.BackwardWeights,
+		Recompute: train.ResolveRecompute(cfg.Recompute, device)})
 	if err != nil {
 		return res, err
 	}

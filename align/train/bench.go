@@ -27,6 +27,9 @@ type BenchConfig struct {
 	// BackwardWeights: the CPU trainer's transposed weight copies ("" or
 	// auto, q8_0, q4_k; bindings.TrainerOptions)
 	BackwardWeights string
+	// Recompute trains with gradient checkpointing: the backward recomputes
+	// each layer from its saved input (bindings.TrainerOptions.Recompute)
+	Recompute bool
 }
 
 // onCPU reports whether a device name means the CPU backend.
@@ -61,6 +64,8 @@ type BenchResult struct {
 	Scored       int     `json:"scored_tokens"` // scored tokens per step
 	BodyMB       float64 `json:"body_compute_mb"`
 	HeadMB       float64 `json:"head_compute_mb"`   // the LM head's compute buffer: O(n_vocab · chunk)
+	Recompute    bool    `json:"recompute"`         // gradient checkpointing (body: its largest piece)
+	CheckpointMB float64 `json:"checkpoint_mb"`     // with Recompute: layer inputs and seams kept between forward and backward
 	TrainRSSMB   float64 `json:"train_peak_rss_mb"` // peak RSS after training, before any sampling
 	// generation from the live policy (no adapter file): one sequence, then
 	// BatchSeqs sequences decoded together (tokens/s over all of them)
@@ -142,12 +147,12 @@ func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 }
 
 func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, error) {
-	res := BenchResult{Model: cfg.Model, Method: cfg.Method, Seq: cfg.Seq, Threads: cfg.Threads}
+	res := BenchResult{Model: cfg.Model, Method: cfg.Method, Seq: cfg.Seq, Threads: cfg.Threads, Recompute: cfg.Recompute}
 	if err := cfg.Validate(); err != nil {
 		return res, err
 	}
 	targets, _ := targetBits(cfg.Targets)
-	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1, Device: cfg.Device, BackwardWeights: cfg.BackwardWeights})
+	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1, Device: cfg.Device, BackwardWeights: cfg.BackwardWeights, Recompute: cfg.Recompute})
 	if err != nil {
 		return res, err
 	}
@@ -220,6 +225,7 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 	if nt, ok := tr.(*bindings.Trainer); ok {
 		body, head := nt.ComputeBytes()
 		res.BodyMB, res.HeadMB = float64(body)/(1<<20), float64(head)/(1<<20)
+		res.CheckpointMB = float64(nt.CheckpointBytes()) / (1 << 20)
 		if cfg.Sample > 0 {
 			if err := benchSample(ctx, nt, cfg, toks[:min(cfg.Seq, 32)], &res); err != nil {
 				return res, err

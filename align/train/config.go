@@ -45,17 +45,19 @@ type Config struct {
 	Device      string `json:",omitempty"` // see ResolveDevice; "" is auto
 	// BackwardWeights: the CPU trainer's weight copies for the input
 	// gradient ("" or auto, q8_0, q4_k; bindings.TrainerOptions)
-	BackwardWeights string  `json:",omitempty"`
-	Beta            float64 // > 0 overrides the table
-	BetaTable       map[string]float64
-	LabelSmoothing  float64
-	RPOAlpha        float64 // > 0: add α·(mean token NLL of the chosen response) to preference losses (RPO)
-	EvalEvery       int     // optimiser steps between held-out evaluations (0: each epoch)
-	SaveEvery       int     // optimiser steps between checkpoints (0: each epoch)
-	Patience        int     // evaluations without a better held-out margin before stopping (0: off)
-	SkipInvalid     bool
-	Raw             bool // no chat template
-	MaxSteps        int  // stop after this many optimiser steps (0: all epochs); for tests and benchmarks
+	BackwardWeights string `json:",omitempty"`
+	// Recompute: gradient checkpointing, "" or auto (on for a GPU), on, off
+	Recompute      string  `json:",omitempty"`
+	Beta           float64 // > 0 overrides the table
+	BetaTable      map[string]float64
+	LabelSmoothing float64
+	RPOAlpha       float64 // > 0: add α·(mean token NLL of the chosen response) to preference losses (RPO)
+	EvalEvery      int     // optimiser steps between held-out evaluations (0: each epoch)
+	SaveEvery      int     // optimiser steps between checkpoints (0: each epoch)
+	Patience       int     // evaluations without a better held-out margin before stopping (0: off)
+	SkipInvalid    bool
+	Raw            bool // no chat template
+	MaxSteps       int  // stop after this many optimiser steps (0: all epochs); for tests and benchmarks
 	// MarginFrom (rm): where each pair's Bradley–Terry margin comes from
 	// ("": none; see MarginSources); CenterCoef (rm): coefficient of the
 	// (r_w + r_l)² centering term.
@@ -214,6 +216,9 @@ func (c *Config) Validate() error {
 		if v := c.BetaTable[k]; !(v > 0) || !finite(v) {
 			return bad("beta-table", "β for %q must be a positive number (got %g)", k, v)
 		}
+	}
+	if err := CheckRecompute(c.Recompute); err != nil {
+		return err
 	}
 	return CheckBackwardWeights(c.BackwardWeights)
 }

@@ -39,3 +39,27 @@ func CheckBackwardWeights(v string) error {
 	}
 	return nil
 }
+
+// RecomputeUsage describes --recompute.
+const RecomputeUsage = "gradient checkpointing: keep each layer's input and recompute the layer in the backward (same gradients, bit for bit; activation memory of one layer; about 1.5x the step time): auto (on for a GPU, off on the CPU), on, off"
+
+// CheckRecompute checks a --recompute value.
+func CheckRecompute(v string) error {
+	switch strings.ToLower(v) {
+	case "", "auto", "on", "off":
+		return nil
+	}
+	return bad("recompute", "must be auto, on or off (got %q)", v)
+}
+
+// ResolveRecompute says whether a trainer on device (as ResolveDevice
+// returns it) recomputes for a --recompute value.
+func ResolveRecompute(v, device string) bool {
+	switch strings.ToLower(v) {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	return !strings.EqualFold(device, "cpu")
+}

@@ -116,8 +116,10 @@ func run(ctx context.Context, cfg Config, progress Progress, open opener) (res R
 		return res, err
 	}
 	targets, _ := targetBits(cfg.Targets)
+	device := ResolveDevice(cfg.Device)
 	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank,
-		Alpha: float32(cfg.Alpha), Targets: targets, Seed: cfg.Seed, Device: ResolveDevice(cfg.Device), BackwardWeights: cfg.BackwardWeights})
+		Alpha: float32(cfg.Alpha), Targets: targets, Seed: cfg.Seed, Device: device,
+		BackwardWeights: cfg.BackwardWeights, Recompute: ResolveRecompute(cfg.Recompute, device)})
 	if err != nil {
 		return res, err
 	}
@@ -337,7 +339,7 @@ func resumeConfig(cfg Config) (Config, error) {
 		return cfg, err
 	}
 	saved.Out, saved.Resume = cfg.Out, true
-	saved.Threads, saved.Device, saved.OnStep = cfg.Threads, cfg.Device, cfg.OnStep
+	saved.Threads, saved.Device, saved.Recompute, saved.OnStep = cfg.Threads, cfg.Device, cfg.Recompute, cfg.OnStep
 	if v := cfg.Continue.Epochs; v != nil {
 		saved.Epochs = *v
 	}

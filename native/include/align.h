@@ -334,6 +334,11 @@ typedef struct align_trainer_params {
                                 // O(n_vocab · chunk), not O(n_vocab · scored)
     int32_t  backward_weights;  // ALIGN_BACKWARD_*: the CPU trainer's transposed
                                 // copies of the frozen weights (input gradient)
+    bool     recompute;         // gradient checkpointing: forward_grad keeps
+                                // only each layer's input and the backward
+                                // recomputes one layer at a time (same
+                                // gradients; activation memory of one layer
+                                // plus n_layer + 1 inputs); forward unaffected
 } align_trainer_params;
 
 // What the CPU trainer's transposed weight copies are (the input gradient
@@ -365,8 +370,11 @@ typedef struct align_trainer_info {
     int64_t base_bytes;        // frozen weights as stored
     int64_t transposed_bytes;  // cached transposed copies for the backward
     int32_t n_sets;
-    int64_t body_compute_bytes;  // compute buffer of the last body graph
+    int64_t body_compute_bytes;  // compute buffer of the last body graph (recompute: its largest piece)
     int64_t head_compute_bytes;  // compute buffer of the last LM-head graph
+    int64_t checkpoint_bytes;    // recompute: what the last training body kept
+                                 // between forward and backward (the layer
+                                 // inputs, gradient seams, masks); else 0
 } align_trainer_info;
 
 align_status align_trainer_get_info(const align_trainer * trainer, align_trainer_info * out);

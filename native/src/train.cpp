@@ -102,10 +102,27 @@ align_status prepare(align_trainer * tr, const align_batch * batch, int32_t set,
         tr->body.h_tokens.swap(next.h_tokens);
         tr->body.h_pos.swap(next.h_pos);
         tr->body.h_mask.swap(next.h_mask);
+        tr->body.h_mask_swa.swap(next.h_mask_swa);
         tr->body.h_sel.swap(next.h_sel);
         tr->body.h_hsel.swap(next.h_hsel);
         tr->body.h_tgt.swap(next.h_tgt);
         tr->body.h_seq.swap(next.h_seq);
+        // with recompute the backward's pieces took the shared buffer: the
+        // forward is placed again (a no-op otherwise)
+        const bool moved = tr->galloc_owner != tr->body.id;
+        st = alloc_body(tr, tr->body);
+        if (st == ALIGN_OK && moved && !tr->body.recompute) {
+            // the head reads hs where the body keeps it
+            tr->head = head_graph_t();
+            st = build_head(tr, tr->body, with_grad, tr->head);
+            if (st == ALIGN_OK) st = device_check_head(tr, tr->head);
+            if (st == ALIGN_OK) st = alloc_head(tr, tr->head);
+        }
+        if (st != ALIGN_OK) {
+            tr->head = head_graph_t();
+            tr->body = graph_t();
+            return st;
+        }
     } else {
         tr->head = head_graph_t();
         tr->body = graph_t();
@@ -169,6 +186,7 @@ align_trainer_params align_trainer_default_params(void) {
     p.device = nullptr;
     p.head_chunk_bytes = 0;
     p.backward_weights = ALIGN_BACKWARD_AUTO;
+    p.recompute = false;
     return p;
 }
 
@@ -242,6 +260,7 @@ align_status align_trainer_get_info(const align_trainer * tr, align_trainer_info
     out->n_sets = (int32_t) tr->sets.size();
     out->body_compute_bytes = tr->galloc ? (int64_t) ggml_gallocr_get_buffer_size(tr->galloc.get(), 0) : 0;
     out->head_compute_bytes = tr->head_galloc ? (int64_t) ggml_gallocr_get_buffer_size(tr->head_galloc.get(), 0) : 0;
+    out->checkpoint_bytes = tr->body.rc && tr->body.rc->buf ? (int64_t) ggml_backend_buffer_get_size(tr->body.rc->buf.get()) : 0;
     return ok();
 }
 
@@ -361,6 +380,10 @@ align_status align_trainer_backward(align_trainer * tr, const float * token_cot,
             if (!std::isfinite(v)) return fail(ALIGN_ERR_INVALID_ARGUMENT, "non-finite head gradient");
         }
         ggml_backend_tensor_set(gt.dhv, hc.data(), 0, ggml_nbytes(gt.dhv));
+    }
+    if (gt.recompute) {
+        const align_status st = backward_recompute(tr, gt);
+        return st == ALIGN_OK ? ok() : st;
     }
     ggml_cgraph bwd = ggml_graph_view(gt.g, gt.n_fwd, ggml_graph_n_nodes(gt.g));
     align_status st = compute(tr, &bwd);

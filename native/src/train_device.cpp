@@ -17,7 +17,9 @@
 //    body's GET_ROWS(token_embd, tokens) node becomes that input.
 //  * every node of each graph must be one the device runs; a node it cannot
 //    run (one a scheduler would send to the CPU) is an error naming the op,
-//    and the count is reported (align_trainer_graph_stats).
+//    and the count is reported (align_trainer_graph_stats). With recompute
+//    the body is a forward plus backward pieces (train_graph.cpp): only the
+//    forward reads token_embd, and every piece is counted.
 #include "train_internal.h"
 
 #include <cstring>
@@ -91,8 +93,21 @@ align_status device_rewrite_body(align_trainer * tr, graph_t & gt) {
         gt.embd = node;
     }
     if (gt.embd == nullptr) return fail(ALIGN_ERR_INTERNAL, "no token-embedding lookup in the training graph");
+    // with recompute, gt.g is the forward; the backward pieces (the tail and
+    // each layer from its checkpoint) are counted with it
     std::string first;
     tr->n_unsupported_body = count_unsupported(tr, gt.g, &first);
+    if (gt.rc) {
+        std::vector<ggml_cgraph *> pieces = {gt.rc->tail.g};
+        for (const piece_t & p : gt.rc->layers) pieces.push_back(p.g);
+        for (ggml_cgraph * g : pieces) {
+            if (g == nullptr) continue;
+            std::string f;
+            const int32_t n = count_unsupported(tr, g, &f);
+            if (n > 0 && tr->n_unsupported_body == 0) first = f;
+            tr->n_unsupported_body += n;
+        }
+    }
     if (tr->n_unsupported_body > 0) {
         return fail(ALIGN_ERR_UNSUPPORTED, tr->device + " cannot run " + std::to_string(tr->n_unsupported_body) +
                                                " node(s) of the training graph, first " + first +

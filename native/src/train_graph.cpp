@@ -24,6 +24,13 @@
 //  2. parents that RMS_NORM_BACK / SOFT_MAX_BACK / SILU_BACK read after they
 //     start writing are marked as outputs, so ggml-alloc cannot compute those
 //     nodes in place over them (upstream ggml issue 1491; tests/grad_ops.cpp).
+//
+// Recompute (gradient checkpointing): the training body is a forward that
+// copies each layer's input x_l into a persistent buffer, and a backward of
+// pieces built from the same build_layer / build_out / build_backward: the
+// tail (x_L -> hs, hv; loss Σ hs ⊙ dhs + Σ hv ⊙ dhv) and, for l = L-1 … 0,
+// layer l from x_l (loss Σ x_{l+1} ⊙ dx_{l+1}). Every graph of a body shares
+// the body allocator (alloc_shared), so its buffer is the largest piece's.
 #include "train_internal.h"
 #include "train_ops.h"
 
@@ -141,6 +148,7 @@ align_status prepare_body(align_trainer * tr, const align_batch * b, int32_t set
     gt.n_tok = T;
     gt.set = set;
     gt.with_grad = with_grad;
+    gt.recompute = with_grad && tr->params.recompute;
     // host inputs
     gt.h_tokens.resize((size_t) N);
     for (int32_t q = 0; q < B; q++) {
@@ -199,146 +207,122 @@ align_status prepare_body(align_trainer * tr, const align_batch * b, int32_t set
 }
 
 bool same_shape(const graph_t & a, const graph_t & b) {
-    return a.g != nullptr && a.set == b.set && a.with_grad == b.with_grad && a.n_seq == b.n_seq && a.n_tok == b.n_tok &&
+    return a.g != nullptr && a.set == b.set && a.with_grad == b.with_grad && a.recompute == b.recompute &&
+           a.n_seq == b.n_seq && a.n_tok == b.n_tok &&
            a.n_sel == b.n_sel && a.n_hpos == b.n_hpos;
 }
 
-align_status build_body(align_trainer * tr, graph_t & gt) {
-    const int32_t B = gt.n_seq, T = gt.n_tok, N = B * T, M = gt.n_sel, K = gt.n_hpos;
-    const bool with_grad = gt.with_grad;
-    const adapter_set * s = gt.set >= 0 ? tr->sets[(size_t) gt.set].get() : nullptr;
-    const size_t n_nodes = body_graph_size(tr, s);
-    const size_t mem = ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, with_grad);
-    ggml_init_params ip = {mem, nullptr, /*no_alloc=*/true};
-    gt.ctx.reset(ggml_init(ip));
-    if (!gt.ctx) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate the graph context");
-    ggml_context * ctx = gt.ctx.get();
+namespace {
 
-    gt.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
-    gt.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
-    gt.mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
-    for (ggml_tensor * t : {gt.tokens, gt.pos, gt.mask}) ggml_set_input(t);
-    if (s != nullptr && !s->loras.empty()) {
-        gt.scale = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, 1);
-        ggml_set_input(gt.scale);
-    }
+// What every piece of one body reads besides its activations.
+struct body_in_t {
+    int32_t       B = 0, T = 0;
+    ggml_tensor * pos = nullptr, * mask = nullptr, * mask_swa = nullptr, * scale = nullptr;
+};
 
-    // sliding-window layers get a mask of their own once the window can
-    // cut (T > n_swa); below that it equals the causal mask
-    const bool swa_mask = tr->n_swa > 0 && T > tr->n_swa;
-    if (swa_mask) {
-        gt.mask_swa = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
-        ggml_set_input(gt.mask_swa);
-    }
-
+// Layer il: x_{l+1} (n_embd, N) from x_l (n_embd, N).
+ggml_tensor * build_layer(align_trainer * tr, ggml_context * ctx, const body_in_t & in, const adapter_set * s, int32_t il,
+                          ggml_tensor * x) {
+    const int32_t B = in.B, T = in.T, N = B * T;
     const int32_t hd = tr->head_dim;
     const int64_t nq = (int64_t) hd * tr->n_head;
     // gemma3 scales Q before Q·K (llm_build_gemma3); the others scale in the softmax
     const bool q_prescale = tr->arch == "gemma3";
-    ggml_tensor * x = ggml_get_rows(ctx, tr->tok_embd, gt.tokens);  // (n_embd, N)
-    if (tr->embd_scale > 0) x = ggml_scale(ctx, x, tr->embd_scale);
-    for (int32_t il = 0; il < tr->n_layer; il++) {
-        const layer_t & L = tr->layers[(size_t) il];
-        ggml_tensor * h = norm(ctx, x, L.attn_norm, tr->eps);
-        ggml_tensor * q = proj(ctx, L.wq, h, s, L.bq, gt.scale);  // (n_head*hd, N)
-        ggml_tensor * k = proj(ctx, L.wk, h, s, L.bk, gt.scale);  // (n_kv*hd, N)
-        ggml_tensor * v = proj(ctx, L.wv, h, s, L.bv, gt.scale);  // (n_kv*hd, N)
-        q = ggml_reshape_4d(ctx, q, hd, tr->n_head, T, B);
-        k = ggml_reshape_4d(ctx, k, hd, tr->n_head_kv, T, B);
-        v = ggml_reshape_4d(ctx, v, hd, tr->n_head_kv, T, B);
-        if (L.q_norm) q = norm(ctx, q, L.q_norm, tr->eps);  // per head, before RoPE (qwen3, gemma3)
-        if (L.k_norm) k = norm(ctx, k, L.k_norm, tr->eps);
-        q = ggml_rope_ext(ctx, q, gt.pos, tr->rope_freqs, tr->n_rot, tr->rope_mode, tr->n_ctx_train, L.rope_base,
-                          L.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
-        k = ggml_rope_ext(ctx, k, gt.pos, tr->rope_freqs, tr->n_rot, tr->rope_mode, tr->n_ctx_train, L.rope_base,
-                          L.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
-        q = ggml_cont(ctx, ggml_permute(ctx, q, 0, 2, 1, 3));                 // (hd, T, n_head, B)
-        // after the cont, where its gradient is contiguous (ggml_scale needs that)
-        if (q_prescale) q = ggml_scale(ctx, q, tr->kq_scale);
-        k = ggml_cont(ctx, ggml_permute(ctx, k, 0, 2, 1, 3));                 // (hd, T, n_kv, B)
-        ggml_tensor * vt = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3));  // (T, hd, n_kv, B)
-        if (tr->n_head_kv != tr->n_head) {
-            // GQA: head h reads kv head h / g. ggml's broadcasting mul_mat has
-            // no backward with a batch dimension (ne[3] > 1), so expand K and
-            // V explicitly: (x, n_kv, B) -> (x, g, n_kv, B) -> (x, n_head, B)
-            const int64_t g = tr->n_head / tr->n_head_kv;
-            auto expand = [&](ggml_tensor * t) {
-                ggml_tensor * t4 = ggml_reshape_4d(ctx, t, t->ne[0] * t->ne[1], 1, tr->n_head_kv, B);
-                ggml_tensor * r = ggml_repeat_4d(ctx, t4, t->ne[0] * t->ne[1], g, tr->n_head_kv, B);
-                return ggml_reshape_4d(ctx, r, t->ne[0], t->ne[1], tr->n_head, B);
-            };
-            k = expand(k);    // (hd, T, n_head, B)
-            vt = expand(vt);  // (T, hd, n_head, B)
-        }
-        ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                 // (T_k, T_q, n_head, B)
-        kq = ggml_soft_max_ext(ctx, kq, L.swa && swa_mask ? gt.mask_swa : gt.mask, q_prescale ? 1.0f : tr->kq_scale, 0.0f);
-        ggml_tensor * kqv = ggml_mul_mat(ctx, vt, kq);              // (hd, T, n_head, B)
-        ggml_tensor * o = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));  // (hd, n_head, T, B)
-        o = ggml_reshape_2d(ctx, o, nq, N);
-        o = proj(ctx, L.wo, o, s, nullptr, gt.scale);               // (n_embd, N)
-        if (L.attn_post_norm) o = norm(ctx, o, L.attn_post_norm, tr->eps);
-        x = ggml_add(ctx, x, o);
-        h = norm(ctx, x, L.ffn_norm, tr->eps);
-        ggml_tensor * g = proj(ctx, L.gate, h, s, nullptr, gt.scale);  // (n_ff, N)
-        ggml_tensor * u = proj(ctx, L.up, h, s, nullptr, gt.scale);    // (n_ff, N)
-        ggml_tensor * a = ggml_mul(ctx, tr->ffn_act == FFN_GELU_TANH ? gelu_tanh(ctx, g) : ggml_silu(ctx, g), u);
-        ggml_tensor * d = proj(ctx, L.down, a, s, nullptr, gt.scale);  // (n_embd, N)
-        if (L.ffn_post_norm) d = norm(ctx, d, L.ffn_post_norm, tr->eps);
-        x = ggml_add(ctx, x, d);
+    const layer_t & L = tr->layers[(size_t) il];
+    ggml_tensor * h = norm(ctx, x, L.attn_norm, tr->eps);
+    ggml_tensor * q = proj(ctx, L.wq, h, s, L.bq, in.scale);  // (n_head*hd, N)
+    ggml_tensor * k = proj(ctx, L.wk, h, s, L.bk, in.scale);  // (n_kv*hd, N)
+    ggml_tensor * v = proj(ctx, L.wv, h, s, L.bv, in.scale);  // (n_kv*hd, N)
+    q = ggml_reshape_4d(ctx, q, hd, tr->n_head, T, B);
+    k = ggml_reshape_4d(ctx, k, hd, tr->n_head_kv, T, B);
+    v = ggml_reshape_4d(ctx, v, hd, tr->n_head_kv, T, B);
+    if (L.q_norm) q = norm(ctx, q, L.q_norm, tr->eps);  // per head, before RoPE (qwen3, gemma3)
+    if (L.k_norm) k = norm(ctx, k, L.k_norm, tr->eps);
+    q = ggml_rope_ext(ctx, q, in.pos, tr->rope_freqs, tr->n_rot, tr->rope_mode, tr->n_ctx_train, L.rope_base,
+                      L.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
+    k = ggml_rope_ext(ctx, k, in.pos, tr->rope_freqs, tr->n_rot, tr->rope_mode, tr->n_ctx_train, L.rope_base,
+                      L.rope_freq_scale, 0.0f, 1.0f, 32.0f, 1.0f);
+    q = ggml_cont(ctx, ggml_permute(ctx, q, 0, 2, 1, 3));                 // (hd, T, n_head, B)
+    // after the cont, where its gradient is contiguous (ggml_scale needs that)
+    if (q_prescale) q = ggml_scale(ctx, q, tr->kq_scale);
+    k = ggml_cont(ctx, ggml_permute(ctx, k, 0, 2, 1, 3));                 // (hd, T, n_kv, B)
+    ggml_tensor * vt = ggml_cont(ctx, ggml_permute(ctx, v, 1, 2, 0, 3));  // (T, hd, n_kv, B)
+    if (tr->n_head_kv != tr->n_head) {
+        // GQA: head h reads kv head h / g. ggml's broadcasting mul_mat has
+        // no backward with a batch dimension (ne[3] > 1), so expand K and
+        // V explicitly: (x, n_kv, B) -> (x, g, n_kv, B) -> (x, n_head, B)
+        const int64_t g = tr->n_head / tr->n_head_kv;
+        auto expand = [&](ggml_tensor * t) {
+            ggml_tensor * t4 = ggml_reshape_4d(ctx, t, t->ne[0] * t->ne[1], 1, tr->n_head_kv, B);
+            ggml_tensor * r = ggml_repeat_4d(ctx, t4, t->ne[0] * t->ne[1], g, tr->n_head_kv, B);
+            return ggml_reshape_4d(ctx, r, t->ne[0], t->ne[1], tr->n_head, B);
+        };
+        k = expand(k);    // (hd, T, n_head, B)
+        vt = expand(vt);  // (T, hd, n_head, B)
     }
+    ggml_tensor * kq = ggml_mul_mat(ctx, k, q);                 // (T_k, T_q, n_head, B)
+    kq = ggml_soft_max_ext(ctx, kq, L.swa && in.mask_swa ? in.mask_swa : in.mask, q_prescale ? 1.0f : tr->kq_scale, 0.0f);
+    ggml_tensor * kqv = ggml_mul_mat(ctx, vt, kq);              // (hd, T, n_head, B)
+    ggml_tensor * o = ggml_cont(ctx, ggml_permute(ctx, kqv, 0, 2, 1, 3));  // (hd, n_head, T, B)
+    o = ggml_reshape_2d(ctx, o, nq, N);
+    o = proj(ctx, L.wo, o, s, nullptr, in.scale);               // (n_embd, N)
+    if (L.attn_post_norm) o = norm(ctx, o, L.attn_post_norm, tr->eps);
+    x = ggml_add(ctx, x, o);
+    h = norm(ctx, x, L.ffn_norm, tr->eps);
+    ggml_tensor * g = proj(ctx, L.gate, h, s, nullptr, in.scale);  // (n_ff, N)
+    ggml_tensor * u = proj(ctx, L.up, h, s, nullptr, in.scale);    // (n_ff, N)
+    ggml_tensor * a = ggml_mul(ctx, tr->ffn_act == FFN_GELU_TANH ? gelu_tanh(ctx, g) : ggml_silu(ctx, g), u);
+    ggml_tensor * d = proj(ctx, L.down, a, s, nullptr, in.scale);  // (n_embd, N)
+    if (L.ffn_post_norm) d = norm(ctx, d, L.ffn_post_norm, tr->eps);
+    return ggml_add(ctx, x, d);
+}
+
+// The body's end from the last layer's output x (n_embd, N): final norm,
+// the states before scored tokens hs (n_embd, M) and the heads' values hv
+// (n_head_out, K); with dhs / dhv, the autodiff loss Σ hs ⊙ dhs + Σ hv ⊙ dhv.
+struct out_t {
+    ggml_tensor * hs = nullptr, * hv = nullptr, * loss = nullptr;
+};
+out_t build_out(align_trainer * tr, ggml_context * ctx, const adapter_set * s, ggml_tensor * x, ggml_tensor * sel,
+                ggml_tensor * hsel, ggml_tensor * dhs, ggml_tensor * dhv) {
+    out_t o;
     x = norm(ctx, x, tr->output_norm, tr->eps);  // (n_embd, N)
+    auto add_loss = [&](ggml_tensor * term) { o.loss = o.loss ? ggml_add(ctx, o.loss, term) : term; };
+    if (sel) {
+        o.hs = ggml_get_rows(ctx, x, sel);  // (n_embd, M)
+        if (dhs) add_loss(ggml_sum(ctx, ggml_mul(ctx, o.hs, dhs)));
+    }
+    if (hsel) {
+        ggml_tensor * hh = ggml_get_rows(ctx, x, hsel);  // (n_embd, K)
+        o.hv = ggml_add(ctx, ggml_mul_mat(ctx, s->head_w, hh), s->head_b);  // (n_head_out, K)
+        if (dhv) add_loss(ggml_sum(ctx, ggml_mul(ctx, o.hv, dhv)));
+    }
+    return o;
+}
 
-    ggml_tensor * loss = nullptr;
-    auto add_loss = [&](ggml_tensor * term) { loss = loss ? ggml_add(ctx, loss, term) : term; };
-    if (M > 0) {
-        gt.sel = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, M);
-        ggml_set_input(gt.sel);
-        gt.hs = ggml_get_rows(ctx, x, gt.sel);  // (n_embd, M)
-        ggml_set_output(gt.hs);
-        if (with_grad) {
-            gt.dhs = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, tr->n_embd, M);
-            ggml_set_input(gt.dhs);
-            add_loss(ggml_sum(ctx, ggml_mul(ctx, gt.hs, gt.dhs)));
-        }
-    }
-    if (K > 0) {
-        gt.hsel = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, K);
-        ggml_set_input(gt.hsel);
-        ggml_tensor * hh = ggml_get_rows(ctx, x, gt.hsel);  // (n_embd, K)
-        gt.hv = ggml_add(ctx, ggml_mul_mat(ctx, s->head_w, hh), s->head_b);  // (n_head_out, K)
-        ggml_set_output(gt.hv);
-        if (with_grad) {
-            gt.dhv = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, s->n_head_out, K);
-            ggml_set_input(gt.dhv);
-            add_loss(ggml_sum(ctx, ggml_mul(ctx, gt.hv, gt.dhv)));
-        }
-    }
-    const int graph_nodes = (int) n_nodes;
-    gt.g = ggml_new_graph_custom(ctx, graph_nodes, with_grad);
-    if (gt.hs) ggml_build_forward_expand(gt.g, gt.hs);
-    if (gt.hv) ggml_build_forward_expand(gt.g, gt.hv);
-    if (!with_grad) {
-        gt.n_fwd = ggml_graph_n_nodes(gt.g);
-        return ALIGN_OK;
-    }
-    gt.loss = loss;
-    ggml_set_loss(gt.loss);
-    ggml_set_output(gt.loss);
-    ggml_build_forward_expand(gt.g, gt.loss);
-    gt.n_fwd = ggml_graph_n_nodes(gt.g);
-
+// The backward of g, whose loss is set and expanded: ggml's autodiff with
+// the set's persistent accumulators as grad_accs (micro-batches add into
+// them), then the two rewrites (the file's head comment). *n_fwd receives
+// the forward node count; *any is false when no node of g is a parameter
+// (nothing to differentiate: g is left forward-only).
+align_status build_backward(align_trainer * tr, ggml_context * ctx, ggml_cgraph * g, const adapter_set * s, int * n_fwd,
+                            bool * any) {
+    *n_fwd = ggml_graph_n_nodes(g);
+    *any = false;
+    for (int i = 0; i < *n_fwd && !*any; i++) *any = (ggml_graph_node(g, i)->flags & GGML_TENSOR_FLAG_PARAM) != 0;
+    if (!*any) return ALIGN_OK;
     // gradients accumulate (+=) into the set's persistent accumulators
     std::unordered_map<const ggml_tensor *, ggml_tensor *> acc;
     for (const param_t & p : s->params) acc[p.t] = p.g;
-    std::vector<ggml_tensor *> grad_accs((size_t) gt.n_fwd, nullptr);
-    for (int i = 0; i < gt.n_fwd; i++) {
-        auto it = acc.find(ggml_graph_node(gt.g, i));
+    std::vector<ggml_tensor *> grad_accs((size_t) *n_fwd, nullptr);
+    for (int i = 0; i < *n_fwd; i++) {
+        auto it = acc.find(ggml_graph_node(g, i));
         if (it != acc.end()) grad_accs[(size_t) i] = it->second;
     }
-    ggml_build_backward_expand(ctx, gt.g, grad_accs.data());
-    const int n = ggml_graph_n_nodes(gt.g);
-    for (int i = gt.n_fwd; i < n; i++) {
-        ggml_tensor * node = ggml_graph_node(gt.g, i);
+    ggml_build_backward_expand(ctx, g, grad_accs.data());
+    const int n = ggml_graph_n_nodes(g);
+    for (int i = *n_fwd; i < n; i++) {
+        ggml_tensor * node = ggml_graph_node(g, i);
         switch (node->op) {
             case GGML_OP_RMS_NORM_BACK:
                 // the CPU kernel writes dx before it has read dz = src[0]
@@ -357,8 +341,8 @@ align_status build_body(align_trainer * tr, graph_t & gt) {
     // device backend there are no transposed copies: the OUT_PROD nodes stay
     // and the patched ggml-cuda dequantises W tile by tile
     // (native/patches/0001-*); device_rewrite_body checks that it runs them.
-    for (int i = gt.n_fwd; i < n && tr->is_cpu; i++) {
-        ggml_tensor * node = ggml_graph_node(gt.g, i);
+    for (int i = *n_fwd; i < n && tr->is_cpu; i++) {
+        ggml_tensor * node = ggml_graph_node(g, i);
         if (node->op != GGML_OP_OUT_PROD) continue;
         auto it = tr->transposed.find(node->src[0]);
         if (it == tr->transposed.end()) continue;
@@ -380,9 +364,274 @@ align_status build_body(align_trainer * tr, graph_t & gt) {
     return ALIGN_OK;
 }
 
-align_status alloc_body(align_trainer * tr, graph_t & gt) {
-    if (!ggml_gallocr_alloc_graph(tr->galloc.get(), gt.g)) {
+// The persistent tensors of a recomputed body (recompute_t), allocated on
+// the trainer's backend; the body's shared inputs and seams point at them.
+align_status build_checkpoints(align_trainer * tr, graph_t & gt, const adapter_set * s) {
+    const int32_t B = gt.n_seq, T = gt.n_tok, N = B * T, M = gt.n_sel, K = gt.n_hpos, L = tr->n_layer;
+    gt.rc = std::make_unique<recompute_t>();
+    recompute_t & rc = *gt.rc;
+    ggml_init_params ip = {ggml_tensor_overhead() * ((size_t) L + 16), nullptr, /*no_alloc=*/true};
+    rc.ctx.reset(ggml_init(ip));
+    if (!rc.ctx) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate the checkpoint context");
+    ggml_context * ctx = rc.ctx.get();
+    gt.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
+    gt.mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
+    if (tr->n_swa > 0 && T > tr->n_swa) gt.mask_swa = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
+    if (s != nullptr && !s->loras.empty()) gt.scale = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, 1);
+    if (M > 0) {
+        gt.sel = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, M);
+        gt.hs = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, tr->n_embd, M);
+        gt.dhs = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, tr->n_embd, M);
+    }
+    if (K > 0) {
+        gt.hsel = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, K);
+        gt.dhv = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, s->n_head_out, K);
+    }
+    for (ggml_tensor * t : {gt.pos, gt.mask, gt.mask_swa, gt.scale, gt.sel, gt.hsel, gt.dhs, gt.dhv}) {
+        if (t) ggml_set_input(t);
+    }
+    for (int32_t l = 0; l <= L; l++) rc.xs.push_back(ggml_new_tensor_2d(ctx, GGML_TYPE_F32, tr->n_embd, N));
+    for (ggml_tensor *& d : rc.dx) d = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, tr->n_embd, N);
+    rc.buf.reset(ggml_backend_alloc_ctx_tensors(ctx, tr->backend));
+    if (!rc.buf) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate the checkpoint buffer (" + std::to_string(L + 3) +
+                                                         " x " + std::to_string((int64_t) tr->n_embd * N * 4) + " bytes)");
+    return ALIGN_OK;
+}
+
+// A piece's loss is built: its backward into the set's accumulators, then
+// dloss/dx of its checkpointed input x (a parameter, or null) copied to dx.
+align_status finish_piece(align_trainer * tr, piece_t & p, const adapter_set * s, ggml_tensor * x, ggml_tensor * dx) {
+    ggml_context * ctx = p.ctx.get();
+    ggml_set_loss(p.loss);
+    ggml_set_output(p.loss);
+    ggml_build_forward_expand(p.g, p.loss);
+    int n_fwd = 0;
+    bool any = false;
+    align_status st = build_backward(tr, ctx, p.g, s, &n_fwd, &any);
+    if (st != ALIGN_OK) return st;
+    if (!any) {
+        p = piece_t();  // no parameter reaches it: nothing to run
+        return ALIGN_OK;
+    }
+    if (x != nullptr) {
+        ggml_tensor * gx = ggml_graph_get_grad(p.g, x);
+        if (gx == nullptr) return fail(ALIGN_ERR_INTERNAL, "recompute: a layer input has no gradient");
+        ggml_build_forward_expand(p.g, ggml_cpy(ctx, gx, dx));
+    }
+    p.id = ++tr->next_graph_id;
+    return ALIGN_OK;
+}
+
+align_status new_piece(piece_t & p, size_t n_nodes) {
+    ggml_init_params ip = {ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, true), nullptr, true};
+    p.ctx.reset(ggml_init(ip));
+    if (!p.ctx) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate a recompute graph context");
+    p.g = ggml_new_graph_custom(p.ctx.get(), n_nodes, true);
+    return ALIGN_OK;
+}
+
+// The backward pieces of a recomputed body: the tail from xs[n_layer], then
+// layer l from xs[l] with the loss Σ x_{l+1} ⊙ dloss/dx_{l+1}, whose
+// gradient at x_{l+1} is exactly dloss/dx_{l+1}: every node computes what
+// the one-graph backward computes, in the same order.
+align_status build_pieces(align_trainer * tr, graph_t & gt, const adapter_set * s) {
+    recompute_t & rc = *gt.rc;
+    const int32_t L = tr->n_layer;
+    const bool lora = !s->loras.empty();  // else only the heads train: no layer needs a backward
+    body_in_t in;
+    in.B = gt.n_seq;
+    in.T = gt.n_tok;
+    in.pos = gt.pos;
+    in.mask = gt.mask;
+    in.mask_swa = gt.mask_swa;
+    in.scale = gt.scale;
+    {
+        piece_t & p = rc.tail;
+        align_status st = new_piece(p, 256);
+        if (st != ALIGN_OK) return st;
+        ggml_tensor * x = rc.xs[(size_t) L];
+        if (lora) ggml_set_param(x);
+        const out_t o = build_out(tr, p.ctx.get(), s, x, gt.sel, gt.hsel, gt.dhs, gt.dhv);
+        if (o.hs) ggml_build_forward_expand(p.g, o.hs);
+        if (o.hv) ggml_build_forward_expand(p.g, o.hv);
+        p.loss = o.loss;
+        st = finish_piece(tr, p, s, lora ? x : nullptr, rc.dx[L & 1]);
+        if (st != ALIGN_OK) return st;
+    }
+    if (!lora) {
+        if (rc.tail.g == nullptr) return fail(ALIGN_ERR_INVALID_ARGUMENT, "no parameter of the adapter set reaches this batch");
+        return ALIGN_OK;
+    }
+    rc.layers.resize((size_t) L);
+    const size_t n_nodes = 256 + body_graph_size(tr, s) / std::max(L, 1);
+    for (int32_t il = 0; il < L; il++) {
+        piece_t & p = rc.layers[(size_t) il];
+        align_status st = new_piece(p, n_nodes);
+        if (st != ALIGN_OK) return st;
+        ggml_context * ctx = p.ctx.get();
+        ggml_tensor * x = rc.xs[(size_t) il];
+        if (il > 0) ggml_set_param(x);  // x_0 (the embeddings) needs no gradient
+        ggml_tensor * y = build_layer(tr, ctx, in, s, il, x);
+        p.loss = ggml_sum(ctx, ggml_mul(ctx, y, rc.dx[(il + 1) & 1]));
+        st = finish_piece(tr, p, s, il > 0 ? x : nullptr, rc.dx[il & 1]);
+        if (st != ALIGN_OK) return st;
+    }
+    return ALIGN_OK;
+}
+
+}  // namespace
+
+align_status build_body(align_trainer * tr, graph_t & gt) {
+    const int32_t B = gt.n_seq, T = gt.n_tok, N = B * T, M = gt.n_sel, K = gt.n_hpos;
+    // with recompute this graph is the forward only; the pieces hold the backward
+    const bool with_grad = gt.with_grad && !gt.recompute;
+    const adapter_set * s = gt.set >= 0 ? tr->sets[(size_t) gt.set].get() : nullptr;
+    const size_t n_nodes = body_graph_size(tr, s);
+    const size_t mem = ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, with_grad);
+    ggml_init_params ip = {mem, nullptr, /*no_alloc=*/true};
+    gt.ctx.reset(ggml_init(ip));
+    if (!gt.ctx) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate the graph context");
+    ggml_context * ctx = gt.ctx.get();
+    gt.id = ++tr->next_graph_id;
+
+    gt.tokens = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, N);
+    ggml_set_input(gt.tokens);
+    if (gt.recompute) {
+        align_status st = build_checkpoints(tr, gt, s);
+        if (st != ALIGN_OK) return st;
+    } else {
+        gt.pos = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, T);
+        gt.mask = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
+        for (ggml_tensor * t : {gt.pos, gt.mask}) ggml_set_input(t);
+        if (s != nullptr && !s->loras.empty()) {
+            gt.scale = ggml_new_tensor_1d(ctx, GGML_TYPE_F32, 1);
+            ggml_set_input(gt.scale);
+        }
+        // sliding-window layers get a mask of their own once the window can
+        // cut (T > n_swa); below that it equals the causal mask
+        if (tr->n_swa > 0 && T > tr->n_swa) {
+            gt.mask_swa = ggml_new_tensor_4d(ctx, GGML_TYPE_F32, T, T, 1, B);
+            ggml_set_input(gt.mask_swa);
+        }
+        if (M > 0) {
+            gt.sel = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, M);
+            ggml_set_input(gt.sel);
+        }
+        if (K > 0) {
+            gt.hsel = ggml_new_tensor_1d(ctx, GGML_TYPE_I32, K);
+            ggml_set_input(gt.hsel);
+        }
+        if (with_grad && M > 0) {
+            gt.dhs = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, tr->n_embd, M);
+            ggml_set_input(gt.dhs);
+        }
+        if (with_grad && K > 0) {
+            gt.dhv = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, s->n_head_out, K);
+            ggml_set_input(gt.dhv);
+        }
+    }
+    body_in_t in;
+    in.B = B;
+    in.T = T;
+    in.pos = gt.pos;
+    in.mask = gt.mask;
+    in.mask_swa = gt.mask_swa;
+    in.scale = gt.scale;
+
+    gt.g = ggml_new_graph_custom(ctx, (int) n_nodes, with_grad);
+    // with recompute, each layer's input is copied out as soon as it exists,
+    // so the forward's own buffer holds about one layer at a time
+    auto keep = [&](ggml_tensor * x, int32_t l) {
+        if (gt.recompute) ggml_build_forward_expand(gt.g, ggml_cpy(ctx, x, gt.rc->xs[(size_t) l]));
+    };
+    ggml_tensor * x = ggml_get_rows(ctx, tr->tok_embd, gt.tokens);  // (n_embd, N)
+    if (tr->embd_scale > 0) x = ggml_scale(ctx, x, tr->embd_scale);
+    for (int32_t il = 0; il < tr->n_layer; il++) {
+        keep(x, il);
+        x = build_layer(tr, ctx, in, s, il, x);
+    }
+    keep(x, tr->n_layer);
+    const out_t o = build_out(tr, ctx, s, x, gt.sel, gt.hsel, with_grad ? gt.dhs : nullptr, with_grad ? gt.dhv : nullptr);
+    if (o.hs) {
+        if (gt.recompute) {
+            ggml_build_forward_expand(gt.g, ggml_cpy(ctx, o.hs, gt.hs));  // the head graph reads the persistent copy
+        } else {
+            gt.hs = o.hs;
+            ggml_set_output(gt.hs);
+            ggml_build_forward_expand(gt.g, gt.hs);
+        }
+    }
+    if (o.hv) {
+        gt.hv = o.hv;
+        ggml_set_output(gt.hv);
+        ggml_build_forward_expand(gt.g, gt.hv);
+    }
+    if (!with_grad) {
+        gt.n_fwd = ggml_graph_n_nodes(gt.g);
+        return gt.recompute ? build_pieces(tr, gt, s) : ALIGN_OK;
+    }
+    gt.loss = o.loss;
+    ggml_set_loss(gt.loss);
+    ggml_set_output(gt.loss);
+    ggml_build_forward_expand(gt.g, gt.loss);
+    bool any = false;
+    align_status st = build_backward(tr, ctx, gt.g, s, &gt.n_fwd, &any);
+    if (st == ALIGN_OK && !any) st = fail(ALIGN_ERR_INVALID_ARGUMENT, "no parameter of the adapter set reaches this batch");
+    return st;
+}
+
+align_status alloc_shared(align_trainer * tr, ggml_context * ctx, ggml_cgraph * g, uint64_t id) {
+    if (tr->galloc_owner == id && id != 0) return ALIGN_OK;
+    // ggml-alloc takes a tensor whose data is set as placed by the caller:
+    // forget the places another graph's allocation may have overwritten
+    // (views re-derive theirs from their sources; persistent tensors live in
+    // other contexts and keep theirs)
+    for (ggml_tensor * t = ggml_get_first_tensor(ctx); t != nullptr; t = ggml_get_next_tensor(ctx, t)) {
+        t->data = nullptr;
+        t->buffer = nullptr;
+    }
+    tr->galloc_owner = 0;
+    // reserve first: with equal node counts ggml-alloc would reuse the last
+    // graph's plan without looking at this one's topology
+    if (!ggml_gallocr_reserve(tr->galloc.get(), g) || !ggml_gallocr_alloc_graph(tr->galloc.get(), g)) {
         return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate compute buffers for the training graph");
+    }
+    tr->galloc_owner = id;
+    return ALIGN_OK;
+}
+
+align_status alloc_body(align_trainer * tr, graph_t & gt) {
+    if (gt.rc && !gt.rc->reserved) {
+        // size the shared buffer for every piece now: a batch too large
+        // fails here, in forward_grad, not halfway through its backward
+        std::vector<ggml_cgraph *> pieces = {gt.rc->tail.g};
+        for (const piece_t & p : gt.rc->layers) pieces.push_back(p.g);
+        for (ggml_cgraph * g : pieces) {
+            if (g != nullptr && !ggml_gallocr_reserve(tr->galloc.get(), g)) {
+                return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate compute buffers for the recomputed backward");
+            }
+        }
+        gt.rc->reserved = true;
+        tr->galloc_owner = 0;
+    }
+    return alloc_shared(tr, gt.ctx.get(), gt.g, gt.id);
+}
+
+align_status backward_recompute(align_trainer * tr, graph_t & gt) {
+    recompute_t & rc = *gt.rc;
+    std::vector<piece_t *> order = {&rc.tail};
+    for (size_t l = rc.layers.size(); l-- > 0;) order.push_back(&rc.layers[l]);
+    const float one = 1.0f;
+    for (piece_t * p : order) {
+        if (p->g == nullptr) continue;
+        align_status st = alloc_shared(tr, p->ctx.get(), p->g, p->id);
+        if (st != ALIGN_OK) return st;
+        // d(loss) = 1 (the accumulators are not touched: they sum micro-batches)
+        ggml_tensor * gl = ggml_graph_get_grad_acc(p->g, p->loss);
+        if (gl == nullptr) return fail(ALIGN_ERR_INTERNAL, "recompute graph has no loss gradient");
+        ggml_backend_tensor_set(gl, &one, 0, sizeof(float));
+        st = compute(tr, p->g);
+        if (st != ALIGN_OK) return st;
     }
     return ALIGN_OK;
 }
@@ -400,7 +649,7 @@ align_status set_body_inputs(align_trainer * tr, graph_t & gt, float lora_scale)
         const float v = s.rank > 0 ? lora_scale * s.alpha / (float) s.rank : 0.0f;
         ggml_backend_tensor_set(gt.scale, &v, 0, sizeof(float));
     }
-    if (gt.with_grad) {
+    if (gt.with_grad && !gt.recompute) {
         // d(loss) = 1 (the accumulators are not touched: they sum micro-batches)
         ggml_tensor * gl = ggml_graph_get_grad_acc(gt.g, gt.loss);
         if (gl == nullptr) return fail(ALIGN_ERR_INTERNAL, "training graph has no loss gradient");

@@ -109,6 +109,31 @@ struct layer_t {
 // tanh-approximated GELU (gemma3).
 enum ffn_act_t { FFN_SILU = 0, FFN_GELU_TANH = 1 };
 
+// One backward piece of a recomputed body (align_trainer_params.recompute):
+// a layer's forward from its checkpointed input, or the tail's (final norm,
+// row selection, heads), with its autodiff backward and both rewrites.
+struct piece_t {
+    ctx_ptr       ctx;
+    ggml_cgraph * g = nullptr;            // null: nothing to train here
+    ggml_tensor * loss = nullptr;
+    uint64_t      id = 0;                 // allocation identity (alloc_shared)
+};
+
+// Gradient checkpointing: what a recomputed body keeps between its forward
+// and its backward, in one persistent buffer, and the pieces the backward
+// runs in turn (tail, then layers n_layer-1 … 0). The pieces and the body's
+// forward share the body allocator: its buffer is the largest of them, not
+// the sum.
+struct recompute_t {
+    ctx_ptr ctx;
+    buf_ptr buf;
+    std::vector<ggml_tensor *> xs;        // n_layer + 1 × (n_embd, N): xs[l] is layer l's input, xs[n_layer] the last output
+    ggml_tensor * dx[2] = {};             // (n_embd, N): dloss/dx_{l+1} in, dloss/dx_l out (dx[l & 1] holds dloss/dx_l)
+    piece_t tail;                         // xs[n_layer] -> hs, hv: dloss/dx_L and the heads' gradients
+    std::vector<piece_t> layers;          // layer l from xs[l]: dloss/dx_l and its LoRA gradients (empty: no adapters)
+    bool reserved = false;                // the body allocator is sized for every piece
+};
+
 // Inputs and outputs of one built body graph.
 struct graph_t {
     ctx_ptr       ctx;
@@ -127,6 +152,12 @@ struct graph_t {
     ggml_tensor * dhv = nullptr;          // (n_head_out, n_hpos) input: dloss/dhv
     ggml_tensor * loss = nullptr;
     ggml_tensor * embd = nullptr;         // (n_embd, N) device input: the tokens' embedding rows (train_device.cpp)
+    // recompute (with_grad and align_trainer_params.recompute): g is the
+    // forward only, which copies each layer's input into rc->xs; pos, mask,
+    // mask_swa, scale, sel, hsel, hs, dhs and dhv are rc's persistent tensors
+    bool          recompute = false;
+    std::unique_ptr<recompute_t> rc;
+    uint64_t      id = 0;                 // allocation identity (alloc_shared)
     std::vector<int32_t> h_tokens, h_pos, h_sel, h_hsel, h_tgt, h_seq;
     std::vector<float>   h_mask;
 };
@@ -187,6 +218,8 @@ struct align_trainer {
     // the body of a forward_grad is kept for its backward); each kind has
     // its own allocator
     align::train::galloc_ptr galloc, head_galloc, aux_galloc;
+    uint64_t galloc_owner = 0;            // id of the graph last placed in galloc's buffer
+    uint64_t next_graph_id = 0;
     align::train::graph_t      body;
     align::train::head_graph_t head;
     bool has_pending = false;
@@ -209,7 +242,15 @@ align_status validate_batch(const align_trainer * tr, const align_batch * b);
 align_status prepare_body(align_trainer * tr, const align_batch * b, int32_t set, bool with_grad, graph_t & gt);
 bool         same_shape(const graph_t & a, const graph_t & b);
 align_status build_body(align_trainer * tr, graph_t & gt);
-align_status alloc_body(align_trainer * tr, graph_t & gt);                 // allocates (galloc)
+align_status alloc_body(align_trainer * tr, graph_t & gt);                 // allocates (galloc; a no-op while placed)
+// Places g in tr->galloc unless it is the graph placed there last: the
+// body's graphs (with recompute: its forward and every backward piece)
+// overlap in that one buffer, so one that runs after another was placed is
+// placed anew. ctx holds g's compute tensors.
+align_status alloc_shared(align_trainer * tr, ggml_context * ctx, ggml_cgraph * g, uint64_t id);
+// The backward of a recomputed body: the tail, then each layer from its
+// checkpoint; the set's accumulators receive the same sums as without recompute.
+align_status backward_recompute(align_trainer * tr, graph_t & gt);
 align_status set_body_inputs(align_trainer * tr, graph_t & gt, float lora_scale);
 align_status build_head(align_trainer * tr, const graph_t & body, bool with_grad, head_graph_t & hg);
 align_status alloc_head(align_trainer * tr, head_graph_t & hg);
@@ -219,7 +260,7 @@ int32_t      head_chunk(const align_trainer * tr, int32_t n_sel);
 
 // device backends (train_device.cpp); each is a no-op on the CPU
 align_status  device_check_weights(align_trainer * tr);
-align_status  device_rewrite_body(align_trainer * tr, graph_t & gt);
+align_status  device_rewrite_body(align_trainer * tr, graph_t & gt);     // and checks every recompute piece
 align_status  device_check_head(align_trainer * tr, head_graph_t & hg);
 align_status  device_set_inputs(align_trainer * tr, graph_t & gt);
 // dx = W·dy through a frozen W (n_in, n_out), dy (n_out, N): MUL_MAT over
