@@ -21,7 +21,7 @@ GOENV = CGO_ENABLED=1 CGO_CPPFLAGS="-DALIGN_NATIVE_STAMP=$(native_stamp)"
 # a list such as q4_k,q8_0); the rest dequantise and use cuBLAS. CUDA_MMF=OFF
 # leaves out the small-batch float matmul kernels (inference on F16 bases).
 # CI builds CUDA_MMQ=none CUDA_MMF=OFF: those template instances are most of
-# the compile time (40+ min on 2 cores with them, DESIGN §3) and none of our code.
+# the compile time (unfinished after 39 min on 2 cores with them) and none of our code.
 CUDA_BUILD ?= build-cuda
 CUDA_ARCH ?=
 CUDA_MMQ ?= trained

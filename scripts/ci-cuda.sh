@@ -7,7 +7,8 @@
 #
 # CI leaves out ggml's MMQ and mmf template instances (CUDA_MMQ=none
 # CUDA_MMF=OFF): upstream kernels that none of our code is in, and with them
-# the build takes over 40 minutes on 2 cores (856 s without, cold ccache).
+# the build had not finished after 39 minutes on 2 cores (856 s without,
+# cold ccache).
 # A user's `make cuda` builds them (CUDA_MMQ=trained, CUDA_MMF=ON).
 set -euo pipefail
 cd "$(dirname "$0")/.."

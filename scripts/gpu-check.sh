@@ -90,6 +90,13 @@ phase_bench() {  # bin, device label
       "$bin" bench --model "$m" --label "$shape-$type" --tokens "$TOKENS" --steps "$STEPS" \
         --peak-tflops "$PEAK_TFLOPS" --json "$OUT/align-$shape-$type.json" && cat "$OUT/align-$shape-$type.json" >>"$rows" ||
         fail "align bench $shape $type"
+      if [ "$shape" = "${SHAPES##* }" ] && [ "$type" = q4_k ]; then
+        # the largest shape again with recompute: the 70B estimate's basis
+        say "bench: align $shape $type with recompute (gradient checkpointing)"
+        "$bin" bench --model "$m" --label "$shape-$type-rc" --tokens "$TOKENS" --steps "$STEPS" --recompute 1 \
+          --peak-tflops "$PEAK_TFLOPS" --json "$OUT/align-$shape-$type-rc.json" && cat "$OUT/align-$shape-$type-rc.json" >>"$rows" ||
+          fail "align bench $shape $type recompute"
+      fi
     done
     say "bench: pytorch + peft $shape bf16"
     python3 scripts/gpu_bench_torch.py --shape "$shape" --tokens "$TOKENS" --steps "$STEPS" --peak-tflops "$PEAK_TFLOPS" \
@@ -114,6 +121,8 @@ case "${1:-}" in
     [ -f "$m" ] || "$DRY/native/gpu/align_gpu" gen --size small --type q8_0 --out "$m" || fail "gen"
     "$DRY/native/gpu/align_gpu" bench --model "$m" --label small-q8_0 --tokens 64 --steps 2 --device CPU \
       --json "$OUT/align-small.json" && cat "$OUT/align-small.json" >>"$rows" || fail "cpu bench"
+    "$DRY/native/gpu/align_gpu" bench --model "$m" --label small-q8_0-rc --tokens 64 --steps 2 --device CPU --recompute 1 \
+      --json "$OUT/align-small-rc.json" && cat "$OUT/align-small-rc.json" >>"$rows" || fail "cpu bench recompute"
     say "dry run: PyTorch script (syntax; torch is not installed here)"
     python3 -c 'import ast, sys; [ast.parse(open(f).read(), f) for f in sys.argv[1:]]' \
       scripts/gpu_bench_torch.py scripts/gpu_bench_report.py || fail "python syntax"

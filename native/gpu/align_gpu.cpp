@@ -10,13 +10,15 @@
 //       fixture and batch (f32, f16, q8_0, q4_0, q4_k bases): log-prob sums,
 //       gradients, and the adapter after 3 AdamW steps; zero nodes D cannot
 //       run and zero graph tensors in host memory; device memory before and
-//       after the trainer (no second copy of the base).
+//       after the trainer (no second copy of the base); each with and
+//       without recompute (gradient checkpointing).
 //   align_gpu gen --size 1b|8b --type q4_k|q8_0 --out PATH
 //       a random-init benchmark model (native/src/modelgen.cpp).
 //   align_gpu bench --model PATH [--device D] [--tokens 512] [--steps 8]
-//       [--rank 16] [--peak-tflops 989] [--json PATH] [--label NAME]
+//       [--rank 16] [--peak-tflops 989] [--json PATH] [--label NAME] [--recompute 0|1]
 //       DPO steps over a pair (2 x tokens, one micro-batch): tokens/s, MFU,
-//       device memory, per-layer compute-buffer cost (for the 70B estimate).
+//       device memory, per-layer compute-buffer cost (for the 70B estimate);
+//       --recompute 1: with gradient checkpointing.
 //
 // D defaults to the first GPU and falls back to the CPU (a dry run: the CPU
 // path of every check, as scripts/gpu-check.sh --dry-run uses it). Exit
@@ -205,7 +207,8 @@ struct trainer_run {
     }
 };
 
-bool open_trainer(const std::string & path, const char * device, bool offload, bool exact, trainer_run & r) {
+bool open_trainer(const std::string & path, const char * device, bool offload, bool exact, trainer_run & r,
+                  bool recompute = false) {
     align_model_params mp = align_model_default_params();
     mp.n_gpu_layers = offload ? 999 : 0;
     if (align_model_load(path.c_str(), &mp, &r.model) != ALIGN_OK) {
@@ -218,6 +221,7 @@ bool open_trainer(const std::string & path, const char * device, bool offload, b
     tp.lora_rank = 8;
     tp.targets = 127;  // all seven projections
     tp.exact_backward = exact;
+    tp.recompute = recompute;
     tp.seed = 7;
     if (align_trainer_new(r.model, &tp, &r.tr) != ALIGN_OK) {
         std::printf("FAIL trainer on %s (%s): %s\n", device, path.c_str(), align_last_error());
@@ -259,7 +263,12 @@ double rel_l2(const std::vector<float> & a, const std::vector<float> & b) {
 int32_t host_nodes(align_trainer * tr, int32_t * n_nodes, bool verbose) {
     int32_t bad = 0;
     *n_nodes = 0;
-    for (ggml_cgraph * g : {tr->body.g, tr->head.g}) {
+    std::vector<ggml_cgraph *> gs = {tr->body.g, tr->head.g};
+    if (tr->body.rc) {  // recompute: the tail and every layer's backward piece
+        gs.push_back(tr->body.rc->tail.g);
+        for (const auto & pc : tr->body.rc->layers) gs.push_back(pc.g);
+    }
+    for (ggml_cgraph * g : gs) {
         if (g == nullptr) continue;
         for (int i = 0; i < ggml_graph_n_nodes(g); i++) {
             ggml_tensor * t = ggml_graph_node(g, i);
@@ -346,10 +355,13 @@ int cmd_train(const std::map<std::string, std::string> & a) {
             for (int t = 16; t < len[(size_t) s]; t++) sc[(size_t) (s * T + t)] = 1;
         align_batch b = {2, T, tok.data(), len.data(), sc.data(), nullptr};
 
+        // the device step with and without recompute (gradient checkpointing)
+        for (const bool rcmp : {false, true}) {
+        const std::string tag = std::string(type) + (rcmp ? "+rc" : "");
         const double before = gpu ? used_gib(dev) : 0;
         trainer_run ref, run;
         if (!open_trainer(path, "CPU", false, true, ref)) continue;
-        if (!open_trainer(path, dname.c_str(), gpu, !gpu ? false : false, run)) continue;
+        if (!open_trainer(path, dname.c_str(), gpu, false, run, rcmp)) continue;
         const double after = gpu ? used_gib(dev) : 0;
         perturb_b(ref.tr);
         perturb_b(run.tr);
@@ -358,25 +370,26 @@ int cmd_train(const std::map<std::string, std::string> & a) {
         double dsum = 0;
         for (size_t i = 0; i < r0.sums.size(); i++) dsum = std::max(dsum, std::fabs(r0.sums[i] - r1.sums[i]) / std::fabs(r0.sums[i]));
         char m[200];
-        std::snprintf(m, sizeof(m), "train %-4s log-prob sums %.4f %.4f vs %.4f %.4f (rel %.2e, tol %.0e)", type, r1.sums[0],
+        std::snprintf(m, sizeof(m), "train %-7s log-prob sums %.4f %.4f vs %.4f %.4f (rel %.2e, tol %.0e)", tag.c_str(), r1.sums[0],
                       r1.sums[1], r0.sums[0], r0.sums[1], dsum, tol_sum);
         check(dsum < tol_sum, m);
         const double eg = rel_l2(r1.grads, r0.grads);
-        std::snprintf(m, sizeof(m), "train %-4s gradients rel L2 %.2e (tol %.0e)", type, eg, tol_grad);
+        std::snprintf(m, sizeof(m), "train %-7s gradients rel L2 %.2e (tol %.0e)", tag.c_str(), eg, tol_grad);
         check(std::isfinite(eg) && eg < tol_grad, m);
         const double ep = rel_l2(r1.params, r0.params);
-        std::snprintf(m, sizeof(m), "train %-4s adapter after 3 AdamW steps rel L2 %.2e (tol %.0e)", type, ep, tol_param);
+        std::snprintf(m, sizeof(m), "train %-7s adapter after 3 AdamW steps rel L2 %.2e (tol %.0e)", tag.c_str(), ep, tol_param);
         check(std::isfinite(ep) && ep < tol_param, m);
         int32_t n_nodes = 0;
         const int32_t bad = host_nodes(run.tr, &n_nodes, gpu);
-        std::snprintf(m, sizeof(m), "train %-4s %d of %d graph nodes off the device", type, bad, n_nodes);
+        std::snprintf(m, sizeof(m), "train %-7s %d of %d graph nodes off the device", tag.c_str(), bad, n_nodes);
         check(!gpu || bad == 0, m);
         if (gpu) {
             align_trainer_info ti;
             align_trainer_get_info(run.tr, &ti);
-            std::snprintf(m, sizeof(m), "train %-4s device memory +%.1f MiB for model + trainer, transposed copies %lld bytes",
-                          type, (after - before) * 1024, (long long) ti.transposed_bytes);
+            std::snprintf(m, sizeof(m), "train %-7s device memory +%.1f MiB for model + trainer, transposed copies %lld bytes",
+                          tag.c_str(), (after - before) * 1024, (long long) ti.transposed_bytes);
             check(ti.transposed_bytes == 0, m);
+        }
         }
     }
     return g_failures ? 1 : 0;
@@ -411,6 +424,7 @@ int cmd_bench(const std::map<std::string, std::string> & a) {
     const int rank = std::stoi(arg(a, "rank", "16"));
     const double peak = std::stod(arg(a, "peak-tflops", gpu ? "989" : "0"));
     const std::string label = arg(a, "label", path);
+    const bool recompute = arg(a, "recompute", "0") == "1";
 
     const double m0 = gpu ? used_gib(dev) : 0;
     align_model_params mp = align_model_default_params();
@@ -427,6 +441,7 @@ int cmd_bench(const std::map<std::string, std::string> & a) {
     tp.lora_rank = rank;
     tp.lora_alpha = 2.0f * rank;
     tp.targets = ALIGN_LORA_Q | ALIGN_LORA_K | ALIGN_LORA_V | ALIGN_LORA_O;
+    tp.recompute = recompute;
     if (align_trainer_new(r.model, &tp, &r.tr) != ALIGN_OK) {
         std::fprintf(stderr, "align_gpu bench: %s\n", align_last_error());
         return 1;
@@ -514,11 +529,12 @@ int cmd_bench(const std::map<std::string, std::string> & a) {
                      "\"mem_gib\": %.3f, \"weights_gib\": %.3f, \"trainer_gib\": %.3f, \"steps_gib\": %.3f, "
                      "\"base_bytes\": %lld, \"body_compute_gib\": %.3f, \"head_compute_gib\": %.3f, "
                      "\"per_layer_compute_gib\": %.4f, \"lora_params\": %lld, \"loss\": %.5f, \"n_head\": %d, "
-                     "\"n_head_kv\": %d, \"base_params\": %lld}\n",
+                     "\"n_head_kv\": %d, \"base_params\": %lld, \"recompute\": %s, \"checkpoint_gib\": %.4f}\n",
                      label.c_str(), dname.c_str(), ti.n_layer, ti.n_embd, ti.n_ff, ti.n_vocab, 2 * T, timed, tok_s,
                      t_sum / timed, mfu, peak, flop_tok, m3 - m0, m1 - m0, m2 - m1, m3 - m2, (long long) ti.base_bytes,
                      ti.body_compute_bytes / (double) (1 << 30), ti.head_compute_bytes / (double) (1 << 30), per_layer,
-                     (long long) ti.n_lora_params, loss, ti.n_head, ti.n_head_kv, (long long) ti.n_base_params);
+                     (long long) ti.n_lora_params, loss, ti.n_head, ti.n_head_kv, (long long) ti.n_base_params,
+                     recompute ? "true" : "false", ti.checkpoint_bytes / (double) (1 << 30));
         std::fclose(f);
     }
     return g_failures ? 1 : 0;
