@@ -247,36 +247,11 @@ func TestRecomputeGradientCheck(t *testing.T) {
 				"Sorry, I cannot help with that.")
 			tr := newTrainer(t, path, TrainerOptions{Rank: 2, Alpha: 4, Targets: 127, Seed: 3, ExactBackward: true, Recompute: true})
 			params := randomParams(t, tr, 0, 11, 0.05)
-			rng := rand.New(rand.NewPCG(5, 6))
-			cot := make([]float32, b.NScored())
-			for j := range cot {
-				cot[j] = float32(rng.NormFloat64())
-			}
-			loss := func() float64 {
-				out, err := tr.Forward(b, 1)
-				if err != nil {
-					t.Fatal(err)
+			tokenFDCheck(t, tr, b, params, func() {
+				if tr.CheckpointBytes() == 0 {
+					t.Fatal("no checkpoints: the backward did not recompute")
 				}
-				var l float64
-				for j, lp := range out.Logps {
-					l += float64(cot[j]) * float64(lp)
-				}
-				return l
-			}
-			if _, err := tr.ForwardGrad(b); err != nil {
-				t.Fatal(err)
-			}
-			if err := tr.Backward(cot); err != nil {
-				t.Fatal(err)
-			}
-			if tr.CheckpointBytes() == 0 {
-				t.Fatal("no checkpoints: the backward did not recompute")
-			}
-			st, err := tr.GetState()
-			if err != nil {
-				t.Fatal(err)
-			}
-			fdCheck(t, tr, 0, params, st.Grads, loss, 3e-2)
+			})
 		})
 	}
 }

@@ -10,6 +10,43 @@ import (
 	"testing"
 )
 
+// tokenFDCheck checks set 0's gradients of Σ c_j·log p_j (random c, seed
+// 5/6) against central differences at params (fdCheck, 3e-2); afterBackward,
+// if not nil, runs between the backward and reading the gradients.
+func tokenFDCheck(t *testing.T, tr *Trainer, b *Batch, params []float32, afterBackward func()) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(5, 6))
+	cot := make([]float32, b.NScored())
+	for j := range cot {
+		cot[j] = float32(rng.NormFloat64())
+	}
+	loss := func() float64 {
+		out, err := tr.Forward(b, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l float64
+		for j, lp := range out.Logps {
+			l += float64(cot[j]) * float64(lp)
+		}
+		return l
+	}
+	if _, err := tr.ForwardGrad(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Backward(cot); err != nil {
+		t.Fatal(err)
+	}
+	if afterBackward != nil {
+		afterBackward()
+	}
+	st, err := tr.GetState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdCheck(t, tr, 0, params, st.Grads, loss, 3e-2)
+}
+
 // fdCheck compares analytic gradients of every row of a set's parameter
 // table (two random elements each) with central differences of loss.
 // setParams writes the flat parameter vector.
@@ -79,33 +116,7 @@ func TestTrainerTokenCotangents(t *testing.T) {
 			b := fullBatch(t, m, "Is Berserk finished?", "Happy to help! Naruto has 72 volumes.")
 			tr := newTrainer(t, path, TrainerOptions{Rank: 2, Alpha: 4, Targets: 127, Seed: 3, ExactBackward: true})
 			params := randomParams(t, tr, 0, 11, 0.05)
-			rng := rand.New(rand.NewPCG(5, 6))
-			cot := make([]float32, b.NScored())
-			for j := range cot {
-				cot[j] = float32(rng.NormFloat64())
-			}
-			loss := func() float64 {
-				out, err := tr.Forward(b, 1)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var l float64
-				for j, lp := range out.Logps {
-					l += float64(cot[j]) * float64(lp)
-				}
-				return l
-			}
-			if _, err := tr.ForwardGrad(b); err != nil {
-				t.Fatal(err)
-			}
-			if err := tr.Backward(cot); err != nil {
-				t.Fatal(err)
-			}
-			st, err := tr.GetState()
-			if err != nil {
-				t.Fatal(err)
-			}
-			fdCheck(t, tr, 0, params, st.Grads, loss, 3e-2)
+			tokenFDCheck(t, tr, b, params, nil)
 		})
 	}
 }
