@@ -130,6 +130,13 @@ Example:
 // (or only how it runs), not what its steps mean.
 var resumeFlags = map[string]bool{"resume": true, "threads": true, "device": true, "recompute": true, "epochs": true, "max-steps": true, "json": true}
 
+// resumeRefusal is the error for a flag given with --resume that may not
+// change (train and PPO/GRPO runs alike).
+func resumeRefusal(name, dir string) error {
+	return usagef("--%s cannot change when resuming: the run keeps the settings in %s (with --resume only --epochs, --max-steps, --threads, --device and --recompute may change)",
+		name, filepath.Join(dir, "config.json"))
+}
+
 // sameAsRun reports whether flag's value given on the command line is what
 // the run in saved already uses (so repeating a setting is no change).
 func sameAsRun(c *cli.Context, flag string, saved train.Config, dir string) bool {
@@ -222,8 +229,7 @@ func runTrain(c *cli.Context) error {
 				if resumeFlags[name] || !c.IsSet(name) || sameAsRun(c, name, saved, dir) {
 					continue
 				}
-				return usagef("--%s cannot change when resuming: the run keeps the settings in %s (with --resume only --epochs, --max-steps, --threads, --device and --recompute may change)",
-					name, filepath.Join(dir, "config.json"))
+				return resumeRefusal(name, dir)
 			}
 		}
 		if c.IsSet("epochs") {

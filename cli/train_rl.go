@@ -3,7 +3,6 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -60,8 +59,7 @@ func runRL(c *cli.Context) error {
 		for _, f := range c.Command.Flags {
 			name := f.Names()[0]
 			if c.IsSet(name) && !rlResumeFlags[name] {
-				return usagef("--%s cannot change when resuming: the run keeps the settings in %s (with --resume only --epochs, --max-steps, --threads, --device and --recompute may change)",
-					name, filepath.Join(dir, "config.json"))
+				return resumeRefusal(name, dir)
 			}
 		}
 		if c.IsSet("epochs") {
