@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/align-dev/align/align/engine"
@@ -195,25 +194,18 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	cfg.Hashes = hs
 
-	// a device trainer reads every weight on the device; rollouts then
-	// sample there too (llama.cpp's offload of the same model)
-	device, mo := train.ResolveDevice(cfg.Device), bindings.ModelOptions{Threads: cfg.Threads}
-	if !strings.EqualFold(device, "cpu") {
-		mo.GPULayers = 1 << 20
-	}
-	model, err := bindings.LoadModel(cfg.Model, mo)
-	if err != nil {
-		return res, err
-	}
-	defer model.Close()
+	// the trainer loads (and owns) the model: offloaded whole for a device
+	// trainer, so rollouts sample there too
+	device := train.ResolveDevice(cfg.Device)
 	targets, _ := train.TargetBits(cfg.Targets)
-	tr, err := bindings.NewTrainer(model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(cfg.Alpha),
+	tr, err := bindings.NewTrainerFromFile(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(cfg.Alpha),
 		Targets: targets, Seed: cfg.Seed, Device: device, BackwardWeights: cfg.BackwardWeights,
 		Recompute: train.ResolveRecompute(cfg.Recompute, device)})
 	if err != nil {
 		return res, err
 	}
 	defer tr.Close()
+	model := tr.Model()
 	res.Device = tr.Info().Device
 	if n := tr.Info().NCtx; n > 0 && cfg.MaxLength > n {
 		return res, bad("max-length", "is at most the model's context, %d (got %d)", n, cfg.MaxLength)
