@@ -195,6 +195,15 @@ func (m *Model) IsEOG(token int32) bool {
 	return bool(C.align_model_token_is_eog(m.p, C.int32_t(token)))
 }
 
+// TokenUnknown is the vocabulary's unknown token, or -1 when it has none.
+// Generation never samples it unless it also ends a generation.
+func (m *Model) TokenUnknown() int32 {
+	if m.live() != nil {
+		return -1
+	}
+	return int32(C.align_model_token_unknown(m.p))
+}
+
 // Message is one chat turn.
 type Message struct {
 	Role    string `json:"role"`
