@@ -86,13 +86,14 @@ func startServer(ctx context.Context, cfg *LoadConfig, args []string, names []st
 	}
 	p := &serverProc{cmd: cmd, urls: map[string]string{}, done: make(chan error, 1)}
 	lines := make(chan string)
+	quit := make(chan struct{}) // closed when the URLs are read: later lines are drained
+	defer close(quit)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			select {
 			case lines <- sc.Text():
-			default:
-				// nobody waits any more: drain
+			case <-quit:
 			}
 		}
 		close(lines)
