@@ -71,7 +71,8 @@ type ack struct{ annotator, item, choice string }
 type serverProc struct {
 	cmd  *exec.Cmd
 	urls map[string]string
-	done chan error
+	done chan struct{} // closed when the process has exited
+	err  error         // its exit status, once done is closed
 }
 
 func startServer(ctx context.Context, cfg *LoadConfig, args []string, names []string, stderr io.Writer) (*serverProc, error) {
@@ -84,7 +85,7 @@ func startServer(ctx context.Context, cfg *LoadConfig, args []string, names []st
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	p := &serverProc{cmd: cmd, urls: map[string]string{}, done: make(chan error, 1)}
+	p := &serverProc{cmd: cmd, urls: map[string]string{}, done: make(chan struct{})}
 	lines := make(chan string)
 	quit := make(chan struct{}) // closed when the URLs are read: later lines are drained
 	defer close(quit)
@@ -98,13 +99,14 @@ func startServer(ctx context.Context, cfg *LoadConfig, args []string, names []st
 		}
 		close(lines)
 	}()
-	go func() { p.done <- cmd.Wait() }()
+	go func() { p.err = cmd.Wait(); close(p.done) }()
 	timeout := time.After(60 * time.Second)
 	for len(p.urls) < len(names) {
 		select {
 		case l, ok := <-lines:
 			if !ok {
-				return nil, fmt.Errorf("server exited before printing its URLs: %v", <-p.done)
+				<-p.done
+				return nil, fmt.Errorf("server exited before printing its URLs: %v", p.err)
 			}
 			if f := strings.Fields(l); len(f) == 2 {
 				p.urls[f[0]] = f[1]
@@ -120,7 +122,13 @@ func startServer(ctx context.Context, cfg *LoadConfig, args []string, names []st
 	return p, nil
 }
 
+// kill sends SIGKILL (if the process still runs) and waits for it.
 func (p *serverProc) kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
 }
@@ -128,8 +136,8 @@ func (p *serverProc) kill() {
 func (p *serverProc) stop() error {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-p.done:
-		return err
+	case <-p.done:
+		return p.err
 	case <-time.After(30 * time.Second):
 		p.kill()
 		return errors.New("server did not stop within 30s of SIGTERM")
