@@ -167,8 +167,9 @@ func TestBrowserSession(t *testing.T) {
 	}
 	if shot := os.Getenv("ALIGN_ANNOTATE_SCREENSHOT"); shot != "" {
 		// a score and a reason on screen for the picture
-		do(t, ctx, "scoring for the screenshot", chromedp.Click(chromedp.CSS(`input[name="a-accuracy"][value="5"]`)), chromedp.Click(chromedp.CSS(`input[name="b-accuracy"][value="2"]`)),
-			chromedp.SendKeys(chromedp.CSS("#reason"), "A has the right count"), chromedp.KeyEvent(kb.Escape))
+		do(t, ctx, "scoring for the screenshot", chromedp.Click(chromedp.CSS(`input[name="a-accuracy"][value="2"]`)), chromedp.Click(chromedp.CSS(`input[name="b-accuracy"][value="5"]`)),
+			chromedp.Click(chromedp.CSS(`input[name="a-tone"][value="4"]`)), chromedp.Click(chromedp.CSS(`input[name="b-tone"][value="4"]`)),
+			chromedp.SendKeys(chromedp.CSS("#reason"), "B has the right count (42, still running)"), chromedp.KeyEvent(kb.Escape))
 		img, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatal(err)

@@ -292,6 +292,12 @@ func Stats(g *Ledger, cfg StatsConfig) Report {
 	if cfg.Judged != nil {
 		rep.Judge = judgeStats(items, order, cfg.Judged)
 	}
+	if rep.Annotators == nil {
+		rep.Annotators = []AnnotatorStats{}
+	}
+	if rep.Pairs == nil {
+		rep.Pairs = []PairAgreement{}
+	}
 	return rep
 }
 
