@@ -111,3 +111,11 @@ func fmtCount(n int, singular, plural string) string {
 	}
 	return fmt.Sprintf("%d %s", n, plural)
 }
+
+// maxUSDFlag is --max-usd: a spending ceiling whose absence means no limit,
+// so its help shows no "(default: 0)" (0 means spend nothing).
+func maxUSDFlag() *cli.Float64Flag {
+	return &cli.Float64Flag{Name: "max-usd", DefaultText: "no limit",
+		Usage:   "stop cleanly (exit 3) before spending more than `USD` in total, earlier runs' ledger included (0: spend nothing; leave out for no limit)",
+		EnvVars: []string{"ALIGN_MAX_USD"}}
+}
