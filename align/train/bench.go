@@ -41,7 +41,7 @@ type BenchConfig struct {
 	// seeds, so that the rate is over the tokens asked for.
 	SampleSeed uint32
 	// SaveAdapter, when set, is where the live policy's adapter is written
-	// after sampling (llama.cpp's LoRA GGUF), so that llama.cpp can run the
+	// before sampling (llama.cpp's LoRA GGUF), so that llama.cpp can run the
 	// same generation (scripts/bench-sample.sh).
 	SaveAdapter string
 }
@@ -396,6 +396,13 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 // time fewer tokens than asked (one token takes no decode at all): it is
 // run again with the next seeds, and the longest is kept.
 func benchSample(ctx context.Context, nt *bindings.Trainer, cfg BenchConfig, prompt []int32, res *BenchResult) error {
+	if cfg.SaveAdapter != "" {
+		// the weights sampling uses (sampling does not change them)
+		if err := nt.Export(cfg.SaveAdapter); err != nil {
+			return fmt.Errorf("--save-adapter %s: %w", cfg.SaveAdapter, err)
+		}
+		res.SavedAdapter = cfg.SaveAdapter
+	}
 	live, err := nt.LiveLoRA(0)
 	if err != nil {
 		return err
@@ -442,12 +449,6 @@ func benchSample(ctx context.Context, nt *bindings.Trainer, cfg BenchConfig, pro
 		}
 	}
 	res.BatchTokensPerS = rate(res.BatchTokens, res.BatchMS)
-	if cfg.SaveAdapter != "" {
-		if err := nt.Export(cfg.SaveAdapter); err != nil {
-			return fmt.Errorf("--save-adapter %s: %w", cfg.SaveAdapter, err)
-		}
-		res.SavedAdapter = cfg.SaveAdapter
-	}
 	return nil
 }
 
