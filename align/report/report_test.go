@@ -287,3 +287,33 @@ func TestSummaryPerMethod(t *testing.T) {
 		}
 	}
 }
+
+// Ticks land on round values: 0 is 0, not the 5.6e-17 a running sum of
+// steps gives.
+func TestTicksHitZero(t *testing.T) {
+	for _, c := range [][2]float64{{-0.3, 0.4}, {-0.7, 0.2}, {-1.1e-3, 4e-3}, {-0.06, 0.03}, {-3, 7}} {
+		ticks := niceTicks(c[0], c[1], 5)
+		zero := false
+		for _, v := range ticks {
+			if v == 0 {
+				zero = true
+			}
+			if s := fmtTick(v); v != 0 && math.Abs(v) < 1e-12 {
+				t.Errorf("range %v: tick %s (%g) where 0 belongs", c, s, v)
+			}
+		}
+		if !zero {
+			t.Errorf("range %v: ticks %v miss 0", c, ticks)
+		}
+	}
+}
+
+// A metrics line that is JSON but not an object says what it is.
+func TestMetricsLineNotAnObject(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "metrics.jsonl")
+	os.WriteFile(path, []byte(`{"split":"train","step":1,"loss":1}`+"\n[1,2]\n"+`{"split":"train","step":2,"loss":1}`+"\n"), 0o644)
+	_, err := LoadMetrics(path)
+	if err == nil || !strings.Contains(err.Error(), "metrics.jsonl:2: a JSON array, not a metrics row") || strings.Contains(err.Error(), "Go value") {
+		t.Errorf("array line: %v", err)
+	}
+}

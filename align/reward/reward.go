@@ -212,17 +212,25 @@ func Files(spec string) []string {
 	for _, t := range terms {
 		switch t.Kind {
 		case KindRM:
-			cfg := filepath.Join(t.Target, "config.json")
-			out = append(out, cfg, filepath.Join(t.Target, "adapter.gguf"), filepath.Join(t.Target, "head.gguf"))
-			var c struct{ Model string }
-			if b, err := os.ReadFile(cfg); err == nil && json.Unmarshal(b, &c) == nil && c.Model != "" {
-				out = append(out, c.Model)
+			out = append(out, filepath.Join(t.Target, "config.json"), filepath.Join(t.Target, "adapter.gguf"), filepath.Join(t.Target, "head.gguf"))
+			if m := runModel(t.Target); m != "" {
+				out = append(out, m)
 			}
 		case KindRules, KindLocal:
 			out = append(out, t.Target)
 		}
 	}
 	return out
+}
+
+// runModel is the base model a training run's config.json names ("" when
+// it cannot be read).
+func runModel(dir string) string {
+	var c struct{ Model string }
+	if b, err := os.ReadFile(filepath.Join(dir, "config.json")); err == nil && json.Unmarshal(b, &c) == nil {
+		return c.Model
+	}
+	return ""
 }
 
 // scorer is one opened term.
@@ -276,6 +284,14 @@ func open(ctx context.Context, t Term, o Options) (scorer, error) {
 			// said here, before the run is read as a training run would be
 			// (whose errors speak of resuming)
 			return nil, fmt.Errorf("%s: not a reward-model run (no config.json: pass the directory align train --method rm wrote)", t.Target)
+		}
+		if o.Model == nil && o.Trainer == nil {
+			// the run's own model is loaded: say what to do when it moved
+			if m := runModel(t.Target); m != "" {
+				if _, err := os.Stat(m); err != nil {
+					return nil, fmt.Errorf("%s was trained on %s, which cannot be read (%v): pass that model's file with --model", t.Target, m, errors.Unwrap(err))
+				}
+			}
 		}
 		return openRM(t.Target, o)
 	default:

@@ -2,6 +2,7 @@ package reward
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -270,4 +271,36 @@ func FuzzParseSpec(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A reward-model run whose base moved: without --model the error says to
+// pass it (the run's files are copied elsewhere, its config names a model
+// that is gone).
+func TestRMMovedBase(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "rm")
+	os.Mkdir(dir, 0o755)
+	for _, f := range []string{"adapter.gguf", "head.gguf"} {
+		b, _ := os.ReadFile(filepath.Join(rmRun, f))
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	var cfg map[string]any
+	b, _ := os.ReadFile(filepath.Join(rmRun, "config.json"))
+	json.Unmarshal(b, &cfg)
+	gone := filepath.Join(t.TempDir(), "moved.gguf")
+	cfg["Model"] = gone
+	b, _ = json.Marshal(cfg)
+	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
+	_, err := Parse(context.Background(), "rm:"+dir, Options{})
+	if err == nil || !strings.Contains(err.Error(), "was trained on "+gone+", which cannot be read") || !strings.Contains(err.Error(), "--model") {
+		t.Errorf("moved base: %v", err)
+	}
+	if got := Files("rm:" + dir); len(got) != 4 || got[3] != gone {
+		t.Errorf("Files: %v", got)
+	}
+	// with the model given, the run is scored
+	if s, err := Parse(context.Background(), "rm:"+dir, Options{ModelPath: tinyModel}); err != nil {
+		t.Errorf("moved base with --model: %v", err)
+	} else {
+		s.Close()
+	}
 }
