@@ -15,7 +15,12 @@
 // applied at scale 1 (align bench train --save-adapter writes the live
 // policy's). tokens_per_s is generated tokens over the time from the first
 // sampled token to the last (the prompt's decode is timed apart), as align
-// reports it; generated_tokens says how many that was.
+// reports it; generated_tokens says how many that was. With
+// LLAMA_GEN_BENCH_KV_UNIFIED set, the batched context keeps one unified KV
+// stream (align keeps one per sequence): in this llama.cpp, 8 streams with
+// an adapter on all seven matrices of the ~100M fixture overflow the graph
+// budget (GGML_ASSERT in ggml_backend_sched_alloc_graph); one stream does
+// not.
 #include "llama.h"
 
 #include <chrono>
@@ -115,7 +120,7 @@ int main(int argc, char ** argv) {
         cp.n_batch = (uint32_t) n_batch;
         cp.n_ubatch = (uint32_t) (n_batch < 512 ? n_batch : 512);
         cp.n_seq_max = (uint32_t) n_seq;
-        cp.kv_unified = false;
+        cp.kv_unified = std::getenv("LLAMA_GEN_BENCH_KV_UNIFIED") != nullptr;  // align: false
     }
     cp.n_threads = threads;
     cp.n_threads_batch = threads;
