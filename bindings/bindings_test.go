@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/align-dev/align/align/mergefile"
+	"github.com/align-dev/align/align/testgate"
 )
 
 var fixtureDir string
@@ -676,7 +677,7 @@ func noByteModel(t *testing.T) string {
 		p = v
 	}
 	if _, err := os.Stat(p); err != nil {
-		t.Skipf("no model without byte fallback at %s (set ALIGN_NOBYTE_MODEL)", p)
+		testgate.Missing(t, "no model without byte fallback at %s (set ALIGN_NOBYTE_MODEL)", p)
 	}
 	return p
 }
