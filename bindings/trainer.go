@@ -132,23 +132,30 @@ func NewTrainer(model *Model, opt TrainerOptions) (*Trainer, error) {
 	return tr, nil
 }
 
-// NewTrainerFromFile loads the model at path (with weights) and creates a
-// trainer that owns it; Model returns it for sessions.
-func NewTrainerFromFile(path string, opt TrainerOptions) (*Trainer, error) {
-	mo := ModelOptions{Threads: opt.Threads}
-	if opt.Device != "" && !strings.EqualFold(opt.Device, "cpu") {
-		mo.GPULayers = 1 << 20 // a device trainer reads every weight (and the head) on the device
-	}
-	m, err := LoadModel(path, mo)
+// NewTrainerOwning is NewTrainer for a model the trainer then owns: Close
+// closes it too. Where the model lives (GPU layers) is the caller's policy.
+func NewTrainerOwning(model *Model, opt TrainerOptions) (*Trainer, error) {
+	tr, err := NewTrainer(model, opt)
 	if err != nil {
 		return nil, err
 	}
-	tr, err := NewTrainer(m, opt)
+	tr.owned = true
+	return tr, nil
+}
+
+// NewTrainerFromFile loads the model at path on the CPU (with weights) and
+// creates a trainer that owns it; Model returns it for sessions. A device
+// trainer's model is loaded by align/run.OpenTrainer, which offloads it.
+func NewTrainerFromFile(path string, opt TrainerOptions) (*Trainer, error) {
+	m, err := LoadModel(path, ModelOptions{Threads: opt.Threads})
+	if err != nil {
+		return nil, err
+	}
+	tr, err := NewTrainerOwning(m, opt)
 	if err != nil {
 		m.Close()
 		return nil, err
 	}
-	tr.owned = true
 	return tr, nil
 }
 

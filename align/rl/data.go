@@ -13,6 +13,9 @@ import (
 // evalSplitSalt decorrelates --eval-split of prompts from other splits.
 const evalSplitSalt = 0x726c_5f65_7661_6c73
 
+// promptRecord is one line of a prompts file.
+type promptRecord = pipeline.Prompt
+
 // Prompt is one prompt of a run: its conversation and its tokens as the
 // policy decodes them before sampling (align/prompt's formatting, the one
 // `align sample` uses).

@@ -32,6 +32,7 @@ type worker struct {
 	model    *bindings.Model
 	live     *bindings.LoRA
 	valueSet int // -1: none (GRPO)
+	refSet   int // the reference adapter (--ref-adapter); -1: the base
 	threads  int
 	eos      int32
 	chunk    int // sequences per forward pass
@@ -172,7 +173,7 @@ func (e *worker) logprobs(seqs []*Seq, old, ref bool) (passes, error) {
 		}
 		if ref {
 			t0 := time.Now()
-			out, err := e.tr.ForwardSet(b, -1, 0)
+			out, err := e.tr.ForwardSet(b, e.refSet, refScale(e.refSet))
 			if err != nil {
 				return p, err
 			}
@@ -195,4 +196,13 @@ func (e *worker) logprobs(seqs []*Seq, old, ref bool) (passes, error) {
 		}
 	}
 	return p, nil
+}
+
+// refScale is the adapter scale of the reference forward: 1 for a
+// reference adapter set, 0 (none) for the base.
+func refScale(set int) float32 {
+	if set >= 0 {
+		return 1
+	}
+	return 0
 }

@@ -4,7 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 
-	"github.com/align-dev/align/bindings"
+	"github.com/align-dev/align/align/objective"
+	"github.com/align-dev/align/align/run"
 )
 
 // lossStats sums one update's per-token quantities.
@@ -142,15 +143,6 @@ func stepNorm(cfg *Config, part []*Seq) float64 {
 	return float64(max(1, tokensOf(part)))
 }
 
-// adamw is one optimiser step's settings at lr, clipping the gradient norm.
-func adamw(lr, norm, maxNorm float64) bindings.AdamW {
-	clip := 1.0
-	if maxNorm > 0 && norm > maxNorm {
-		clip = maxNorm / norm
-	}
-	return bindings.AdamW{LR: float32(lr), Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: float32(clip)}
-}
-
 // update runs cfg.PPOEpochs passes over seqs, each cut into cfg.MiniBatches
 // optimiser steps in an order that is a pure function of (seed, step,
 // pass). reuseOld: Old is not computed yet; the first pass's forward
@@ -193,7 +185,7 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 				return st, errNonFinite
 			}
 			st.gradNorm += gn
-			if err := e.tr.Step(adamw(lr, gn, cfg.MaxGradNorm)); err != nil {
+			if err := e.tr.Step(run.AdamW(lr, cfg.WeightDecay, objective.ClipScale(gn, cfg.MaxGradNorm))); err != nil {
 				return st, err
 			}
 			if e.valueSet >= 0 {
@@ -216,7 +208,7 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 					return st, errNonFinite
 				}
 				st.vgradNorm += vg
-				if err := e.tr.StepSet(e.valueSet, adamw(cfg.valueLR(), vg, cfg.MaxGradNorm)); err != nil {
+				if err := e.tr.StepSet(e.valueSet, run.AdamW(cfg.valueLR(), 0, objective.ClipScale(vg, cfg.MaxGradNorm))); err != nil {
 					return st, err
 				}
 			}
@@ -227,7 +219,7 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 }
 
 // metrics are an update's means, keyed as TRL logs them where it has a name.
-func (st lossStats) metrics(m map[string]any, method string) {
+func (st lossStats) metrics(m map[string]float64, method string) {
 	if st.tokens == 0 {
 		return
 	}

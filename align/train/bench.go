@@ -169,7 +169,7 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		toks[i] = int32(5 + r.IntN(info.NVocab-5))
 	}
 	var exs []Example
-	var obj objective = sftObjective{}
+	var obj method = sftObjective{}
 	if cfg.Method == DPO {
 		obj = prefObjective{method: DPO}
 	}

@@ -3,12 +3,12 @@ package train
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 
 	"github.com/align-dev/align/align/engine"
 	"github.com/align-dev/align/align/jsonl"
 	"github.com/align-dev/align/align/pairs"
 	"github.com/align-dev/align/align/prompt"
+	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/bindings"
 )
 
@@ -224,12 +224,8 @@ func Pack(exs []Example, order []int, tokenBudget int, sft bool) []MicroBatch {
 	return out
 }
 
-// EpochOrder is the shuffled example order of an epoch: a pure function of
-// (seed, epoch), so a resumed run sees the same order.
-func EpochOrder(n int, seed uint64, epoch int) []int {
-	r := rand.New(rand.NewPCG(seed, uint64(epoch)+0x9E3779B97F4A7C15))
-	return r.Perm(n)
-}
+// EpochOrder is the shuffled example order of an epoch (run.EpochOrder).
+func EpochOrder(n int, seed uint64, epoch int) []int { return run.EpochOrder(n, seed, epoch) }
 
 // BuildBatch lays out a micro-batch for the native trainer: for the DPO
 // family sequences 2k (prompt + chosen) and 2k+1 (prompt + rejected); for

@@ -30,12 +30,11 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/align-dev/align/align/objective"
 	"github.com/align-dev/align/align/pairs"
+	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/bindings"
 )
-
-// RM is the reward-model method.
-const RM = "rm"
 
 // Files of a reward-model run besides adapter.gguf, and the head's name.
 const (
@@ -58,21 +57,9 @@ const (
 // MarginSources lists the values --margin-from accepts.
 var MarginSources = []string{MarginScores, MarginField}
 
-func init() {
-	Methods = append(Methods, RM)
-	runFiles = append(runFiles, HeadFile)
-}
-
-// RewardLoss is one pair's reward-model loss for rewards rw (chosen) and
-// rl (rejected), margin m and centering coefficient c, with its
-// derivatives:
-//
-//	loss = −log σ(rw − rl − m) + c·(rw + rl)²
+// RewardLoss is objective.RewardLoss.
 func RewardLoss(rw, rl, m, c float64) (loss, drw, drl float64) {
-	z := rw - rl - m
-	dz := -sigmoid(-z) // d/dz −log σ(z)
-	center := 2 * c * (rw + rl)
-	return -logSigmoid(z) + c*(rw+rl)*(rw+rl), dz + center, -dz + center
+	return objective.RewardLoss(rw, rl, m, c)
 }
 
 // rmObjective is the Bradley–Terry loss of the reward head.
@@ -82,7 +69,10 @@ type rmObjective struct {
 
 var _ headObjective = rmObjective{}
 
-func (rmObjective) pairwise() bool { return true }
+func (rmObjective) pairwise() bool                      { return true }
+func (rmObjective) needsReference() bool                { return false }
+func (rmObjective) score(em map[string]float64) float64 { return em["rewards/margins"] }
+func (rmObjective) line(m map[string]float64) string    { return prefLine(m) }
 
 func (rmObjective) norm(_ []Example, group []MicroBatch) float64 {
 	n := 0
@@ -127,7 +117,7 @@ func (o rmObjective) headLoss(exs []Example, mb MicroBatch, out Outputs, norm fl
 		}
 		l := PairLoss{Loss: loss, RewardW: rw, RewardL: rl, Margin: rw - rl, Correct: rw > rl}
 		m.Add(l, PairLogps{})
-		m.addObjective(ex.Objective, l, PairLogps{}, 0)
+		m.AddObjective(ex.Objective, l, PairLogps{}, 0)
 		cot[2*k], cot[2*k+1] = float32(drw/norm), float32(drl/norm)
 	}
 	return cot, nil
@@ -432,7 +422,7 @@ func checkBase(dir string, cfg Config, path string) error {
 	if want == "" {
 		return nil // a run without recorded hashes: nothing to check against
 	}
-	got, err := hashFile(path)
+	got, _, err := run.HashKnown(path, want, cfg.Stats["model"])
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/align-dev/align/align/run"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -99,7 +100,7 @@ func TestRewardModelSettings(t *testing.T) {
 		t.Errorf("--center-coef -1: %v", err)
 	}
 	cfg.CenterCoef, cfg.MarginFrom = 0.01, MarginScores
-	_, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams)))
+	_, err := runWith(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams)))
 	if err == nil || !strings.Contains(err.Error(), `train.jsonl:1: pair "3774641f9f99fe747b3ee63bec606c49": --margin-from scores: the pair has no "scores" field`) {
 		t.Errorf("pairs without scores: %v", err)
 	}
@@ -127,7 +128,7 @@ func TestRewardModelMarginFromScores(t *testing.T) {
 		cfg := fakeRun(t, RM)
 		cfg.Data, cfg.EvalData, cfg.MarginFrom, cfg.CenterCoef = data, "", from, 0.01
 		cfg.EvalSplit = 0.25
-		res, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams)))
+		res, err := runWith(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams)))
 		if err != nil {
 			t.Fatalf("--margin-from %q: %v", from, err)
 		}
@@ -294,7 +295,7 @@ func TestRewardModelRoundTrip(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Method, cfg.Model, cfg.Data, cfg.EvalData, cfg.Out = RM, tinyModel, subset(t, trainData, 16), subset(t, evalData, 8), t.TempDir()
 	cfg.Epochs, cfg.BatchTokens, cfg.Threads, cfg.LR, cfg.CenterCoef, cfg.MaxSteps = 1, 1024, 2, 1e-2, 0.01, 2
-	res, err := run(context.Background(), cfg, nil, keepOpen(&kept))
+	res, err := runWith(context.Background(), cfg, nil, keepOpen(&kept))
 	if kept != nil {
 		defer kept.Close()
 	}
@@ -478,7 +479,7 @@ func TestRewardModelResume(t *testing.T) {
 	if !errors.Is(err, ErrInterrupted) {
 		t.Fatalf("interrupted run: err = %v", err)
 	}
-	if _, err := Run(context.Background(), Config{Out: cfg.Out, Resume: true, Threads: 2}, nil); err != nil {
+	if _, err := Run(context.Background(), Config{Common: run.Common{Out: cfg.Out, Resume: true, Threads: 2}}, nil); err != nil {
 		t.Fatalf("resume: %v", err)
 	}
 	for _, f := range []string{"adapter.gguf", HeadFile} {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/align-dev/align/align/run"
 	"math"
 	"os"
 	"path/filepath"
@@ -174,7 +175,7 @@ func TestStagesSFTThenDPO(t *testing.T) {
 	dpo.RefAdapter, dpo.MaxSteps, dpo.RPOAlpha = sres.Adapter, 6, 0
 	var probe bindings.Outputs
 	var pb *bindings.Batch
-	res, err := run(context.Background(), dpo, nil, probeOpener(t, probeTexts, &probe, &pb))
+	res, err := runWith(context.Background(), dpo, nil, probeOpener(t, probeTexts, &probe, &pb))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +277,7 @@ func TestStagesResume(t *testing.T) {
 		t.Fatalf("interrupted run: %v", err)
 	}
 	cancel()
-	res, err := Run(context.Background(), Config{Out: cut.Out, Resume: true, Threads: 2}, nil)
+	res, err := Run(context.Background(), Config{Common: run.Common{Out: cut.Out, Resume: true, Threads: 2}}, nil)
 	if err != nil {
 		t.Fatalf("resume: %v", err)
 	}
@@ -298,7 +299,7 @@ func TestStagesResume(t *testing.T) {
 	}
 	cancel2()
 	os.WriteFile(ref, want, 0o644) // another adapter of the same shape
-	_, err = Run(context.Background(), Config{Out: cut2.Out, Resume: true, Threads: 2}, nil)
+	_, err = Run(context.Background(), Config{Common: run.Common{Out: cut2.Out, Resume: true, Threads: 2}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "--ref-adapter") || !strings.Contains(err.Error(), "changed") {
 		t.Errorf("resume after the reference adapter changed: %v; want a refusal naming --ref-adapter", err)
 	}
