@@ -358,10 +358,10 @@ func (t *Trainer) forward(op string, b *Batch, set int, scale float32, grad bool
 	// align_outputs holds Go pointers: pin what it points to
 	var co C.align_outputs
 	pin.Pin(&out.Sums[0])
-	co.sums = (*C.double)(unsafe.Pointer(&out.Sums[0]))
+	co.sums, co.n_sums = (*C.double)(unsafe.Pointer(&out.Sums[0])), C.int64_t(len(out.Sums))
 	if len(out.Logps) > 0 {
 		pin.Pin(&out.Logps[0])
-		co.token_logps = (*C.float)(unsafe.Pointer(&out.Logps[0]))
+		co.token_logps, co.n_token_logps = (*C.float)(unsafe.Pointer(&out.Logps[0])), C.int64_t(len(out.Logps))
 	}
 	if nh := b.NHeadAt(); nh > 0 && set >= 0 {
 		si, err := t.setInfo(set)
@@ -371,7 +371,7 @@ func (t *Trainer) forward(op string, b *Batch, set int, scale float32, grad bool
 		if si.NHeadOut > 0 {
 			out.Heads = make([]float32, nh*si.NHeadOut)
 			pin.Pin(&out.Heads[0])
-			co.head_values = (*C.float)(unsafe.Pointer(&out.Heads[0]))
+			co.head_values, co.n_head_values = (*C.float)(unsafe.Pointer(&out.Heads[0])), C.int64_t(len(out.Heads))
 		}
 	}
 	var st C.align_status
@@ -428,7 +428,9 @@ func (t *Trainer) BackwardHeads(cot, headCot []float32) error {
 	if len(headCot) > 0 {
 		ph = (*C.float)(unsafe.Pointer(&headCot[0]))
 	}
-	return check("align_trainer_backward", C.align_trainer_backward(t.p, pc, ph))
+	// the counts let C refuse a slice shorter than the batch's outputs
+	// (INVALID_ARGUMENT) instead of reading past it
+	return check("align_trainer_backward", C.align_trainer_backward(t.p, pc, C.int64_t(len(cot)), ph, C.int64_t(len(headCot))))
 }
 
 // BackwardSums accumulates the gradient of a sequence-level loss:
@@ -639,7 +641,7 @@ func (t *Trainer) GetStateSet(set int) (State, error) {
 	n := int(si.NParams)
 	s := State{Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n), Grads: make([]float32, n)}
 	var step C.int64_t
-	st := C.align_trainer_get_state(t.p, C.int32_t(set), (*C.float)(unsafe.Pointer(&s.Params[0])), (*C.float)(unsafe.Pointer(&s.M[0])),
+	st := C.align_trainer_get_state(t.p, C.int32_t(set), C.int64_t(n), (*C.float)(unsafe.Pointer(&s.Params[0])), (*C.float)(unsafe.Pointer(&s.M[0])),
 		(*C.float)(unsafe.Pointer(&s.V[0])), (*C.float)(unsafe.Pointer(&s.Grads[0])), &step)
 	if err := check("align_trainer_get_state", st); err != nil {
 		return State{}, err
@@ -687,7 +689,7 @@ func (t *Trainer) SetStateSet(set int, params, m, v []float32, step int64) error
 		return err
 	}
 	cs := C.int64_t(step)
-	return check("align_trainer_set_state", C.align_trainer_set_state(t.p, C.int32_t(set), pp, pm, pv, &cs))
+	return check("align_trainer_set_state", C.align_trainer_set_state(t.p, C.int32_t(set), C.int64_t(n), pp, pm, pv, &cs))
 }
 
 // Export writes set 0's adapters as a llama.cpp LoRA GGUF.

@@ -2,6 +2,7 @@ package bindings
 
 import (
 	"context"
+	"errors"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -403,5 +404,51 @@ func TestTrainerRejectsBadInput(t *testing.T) {
 	}
 	if _, err := NewTrainerFromFile(filepath.Join(t.TempDir(), "none.gguf"), TrainerOptions{}); err == nil {
 		t.Error("missing model accepted")
+	}
+}
+
+// A cotangent, state or output buffer of the wrong length is refused by the
+// C API with ALIGN_ERR_INVALID_ARGUMENT (the call passes the slice's
+// length; before the counts, a short slice was read past its end), and the
+// pending forward_grad survives a refused backward.
+func TestTrainerRefusesShortBuffers(t *testing.T) {
+	path := fixture(t, "llama", "q8_0")
+	tr := newTrainer(t, path, TrainerOptions{Rank: 2, Alpha: 4, Seed: 3})
+	b := &Batch{NSeq: 2, NTok: 4, Tokens: []int32{1, 5, 6, 7, 1, 8, 9, 0}, Lengths: []int32{4, 3}, Scored: []uint8{0, 1, 1, 1, 0, 1, 1, 0}}
+	out, err := tr.ForwardGrad(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	invalid := &Error{Code: StatusInvalidArgument}
+	short := make([]float32, len(out.Logps)-1)
+	for i := range short {
+		short[i] = 1
+	}
+	if err := tr.Backward(short); !errors.Is(err, invalid) {
+		t.Errorf("backward with %d cotangents for %d tokens: %v, want INVALID_ARGUMENT", len(short), len(out.Logps), err)
+	}
+	if err := tr.BackwardHeads(nil, []float32{1}); !errors.Is(err, invalid) {
+		t.Errorf("head cotangents for a batch without heads: %v, want INVALID_ARGUMENT", err)
+	}
+	if err := tr.Backward(make([]float32, len(out.Logps))); err != nil {
+		t.Errorf("backward with the right count after refusals: %v", err)
+	}
+	si, err := tr.SetInfo(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the C API directly: a state buffer of the wrong count, and an output
+	// buffer smaller than the batch's sums
+	if st := cGetStateCount(tr, si.NParams-1); st != StatusInvalidArgument {
+		t.Errorf("get_state with n = n_params - 1: status %d, want INVALID_ARGUMENT", st)
+	}
+	if st := cSetStateCount(tr, si.NParams+1); st != StatusInvalidArgument {
+		t.Errorf("set_state with n = n_params + 1: status %d, want INVALID_ARGUMENT", st)
+	}
+	if st := cForwardSums(tr, b, int64(b.NSeq-1)); st != StatusInvalidArgument {
+		t.Errorf("forward with room for %d of %d sums: status %d, want INVALID_ARGUMENT", b.NSeq-1, b.NSeq, st)
+	}
+	if st := cForwardSums(tr, b, int64(b.NSeq)); st != StatusOK {
+		t.Errorf("forward with room for every sum: status %d", st)
 	}
 }
