@@ -504,3 +504,8 @@ func (s *stepper) Evaluate(ctx context.Context, done func(n, total int)) (map[st
 	return map[string]float64{"reward": mean, "reward_std": std, "kl": kl / n, "completions/mean_length": length / n,
 		"kl_per_token": kl / math.Max(1, float64(tokensOf(seqs)))}, nil
 }
+
+// readConfig reads the configuration of the run in dir.
+func readConfig(dir string, cfg *Config) error {
+	return run.ReadJSON(filepath.Join(dir, "config.json"), cfg)
+}
