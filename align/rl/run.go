@@ -270,7 +270,7 @@ func encode(cfg Config, model *bindings.Model, trainP, evalP []promptRecord) (tp
 	}
 	f := prompt.New(pm, cfg.Raw)
 	maxPrompt := cfg.MaxLength - cfg.MaxNewTokens
-	tp, cut1, err := encodePrompts(f, trainP, maxPrompt, cfg.Prompts)
+	tp, cut1, u1, err := encodePrompts(f, trainP, maxPrompt, cfg.Prompts)
 	if err != nil {
 		return nil, nil, 0, err
 	}
@@ -278,8 +278,27 @@ func encode(cfg Config, model *bindings.Model, trainP, evalP []promptRecord) (tp
 	if evName == "" {
 		evName = cfg.Prompts
 	}
-	ep, cut2, err := encodePrompts(f, evalP, maxPrompt, evName)
-	return tp, ep, cut1 + cut2, err
+	ep, cut2, u2, err := encodePrompts(f, evalP, maxPrompt, evName)
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	// one warning for the run (a held-out split is lines of --prompts)
+	if cfg.EvalPrompts == "" {
+		u1.chars, u1.prompts = u1.chars+u2.chars, u1.prompts+u2.prompts
+		if u1.first == "" {
+			u1.first, u1.id = u2.first, u2.id
+		}
+		u2 = unspelled{}
+	}
+	for _, u := range []struct {
+		un   unspelled
+		name string
+	}{{u1, cfg.Prompts}, {u2, cfg.EvalPrompts}} {
+		if u.un.prompts > 0 {
+			cfg.Progress.Note("%s", u.un.note(u.name))
+		}
+	}
+	return tp, ep, cut1 + cut2, nil
 }
 
 // stepper is a PPO or GRPO run as the harness steps it: one rollout and

@@ -2,7 +2,9 @@ package rl
 
 import (
 	"context"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/align-dev/align/bindings"
@@ -65,5 +67,64 @@ func TestGRPOStartsFromAdapter(t *testing.T) {
 	}
 	if kl, _ := kl0("", sft); kl != 0 {
 		t.Fatalf("--ref-adapter: held-out KL at step 0 = %g, want exactly 0 (policy == reference)", kl)
+	}
+}
+
+// sharedModel is a real model of ../shared/models (as align/train's tests
+// find it), or a skip.
+func sharedModel(t testing.TB, name string) string {
+	t.Helper()
+	dir := os.Getenv("ALIGN_SHARED_MODELS")
+	if dir == "" {
+		wd, _ := os.Getwd()
+		for d := wd; ; d = filepath.Dir(d) {
+			if st, err := os.Stat(filepath.Join(d, "shared", "models")); err == nil && st.IsDir() {
+				dir = filepath.Join(d, "shared", "models")
+				break
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	p := filepath.Join(dir, name)
+	if _, err := os.Stat(p); dir == "" || err != nil {
+		t.Skipf("real model %s not found (set ALIGN_SHARED_MODELS or put it in a shared/models folder above the repository)", name)
+	}
+	return p
+}
+
+// Issue 21 item 10: prompts with characters the vocabulary cannot spell
+// (TinyStories has no byte fallback) are read as <unk>, with one warning
+// for the run that names the file, the count and the first character.
+func TestGRPOUnspellablePromptsWarnOnce(t *testing.T) {
+	model := sharedModel(t, "TinyStories-656K-Q8_0.gguf")
+	prompts := filepath.Join(t.TempDir(), "prompts.jsonl")
+	os.WriteFile(prompts, []byte(`{"id":"a","prompt":"Tom had a {dog}."}
+{"id":"b","prompt":"Once upon a time there was a cat."}
+{"id":"c","prompt":"Sue saw a [bird]."}
+{"id":"d","prompt":"The sun was hot."}
+`), 0o644)
+	cfg := Defaults(GRPO)
+	cfg.Model, cfg.Prompts, cfg.Out, cfg.Raw = model, prompts, filepath.Join(t.TempDir(), "run"), true
+	cfg.Scorer, cfg.Reward = &phrase{p: "z"}, "contains:z"
+	cfg.MaxSteps, cfg.BatchPrompts, cfg.Group, cfg.MaxNewTokens, cfg.EvalSplit, cfg.Threads = 1, 2, 2, 4, 0, 2
+	var notes []string
+	cfg.Progress = func(ev Event) {
+		if ev.Note != "" {
+			notes = append(notes, ev.Note)
+		}
+	}
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	var warn []string
+	for _, n := range notes {
+		if strings.Contains(n, "cannot spell") {
+			warn = append(warn, n)
+		}
+	}
+	if len(warn) != 1 || !strings.Contains(warn[0], "prompts.jsonl") || !strings.Contains(warn[0], "2 prompt(s)") || !strings.Contains(warn[0], `"{"`) {
+		t.Errorf("warnings %q; want one naming prompts.jsonl, 2 prompts and \"{\"", warn)
 	}
 }

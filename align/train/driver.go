@@ -86,6 +86,9 @@ func runWith(ctx context.Context, cfg Config, progress Progress, open opener) (r
 	if err != nil {
 		return res, err
 	}
+	if cfg.EvalData == "" && cfg.EvalSplit > 0 && len(in.evalPairs) == 0 {
+		progress.Note("--eval-split %g of %s held out none of its %d pairs: no held-out evaluation", cfg.EvalSplit, in.dataName, len(in.trainPairs))
+	}
 	if err := resolveStages(&cfg); err != nil { // --init-adapter, --ref-adapter (stage.go)
 		return res, err
 	}

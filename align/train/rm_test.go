@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -395,6 +396,24 @@ func TestRewardModelRoundTrip(t *testing.T) {
 	}
 	if before[0] == before[1] && before[2] == before[3] {
 		t.Error("the trained rewards do not tell responses apart")
+	}
+	// issue 21 item 7: a record's reward is the same scored alone or among
+	// the others, bit for bit, in either order
+	rev := func(x []string) []string { y := slices.Clone(x); slices.Reverse(y); return y }
+	rp := slices.Clone(prompts)
+	slices.Reverse(rp)
+	reversed, err := m.Score(context.Background(), rp, rev(responses))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range responses {
+		alone, err := m.Score(context.Background(), prompts[i:i+1], responses[i:i+1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if alone[0] != after[i] || reversed[len(responses)-1-i] != after[i] {
+			t.Errorf("response %d: reward %v alone, %v among %d, %v in reverse order", i, alone[0], after[i], len(responses), reversed[len(responses)-1-i])
+		}
 	}
 }
 
