@@ -216,7 +216,7 @@ func TestRolloutsReproducible(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tr.Close()
-		live, err := tr.LiveLoRA(0)
+		live, err := tr.Set(0).LiveLoRA()
 		if err != nil {
 			t.Fatal(err)
 		}

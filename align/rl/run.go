@@ -110,19 +110,11 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			return res, err
 		}
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := run.Begin(&cfg.Common, cfg.Validate, isMethod, &cfg.Prompts, &cfg.EvalPrompts); err != nil {
 		return res, err
 	}
-	if !cfg.Resume {
-		if err := run.AbsPaths(&cfg.Model, &cfg.Prompts, &cfg.EvalPrompts, &cfg.InitAdapter, &cfg.RefAdapter); err != nil {
-			return res, err
-		}
-		if cfg.Reward != "" {
-			if cfg.Reward, err = absReward(cfg.Reward); err != nil {
-				return res, err
-			}
-		}
-		if err := run.CheckOut(cfg.Out, cfg.Force, isMethod); err != nil {
+	if !cfg.Resume && cfg.Reward != "" {
+		if cfg.Reward, err = absReward(cfg.Reward); err != nil {
 			return res, err
 		}
 	}
@@ -174,7 +166,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		}
 		defer s.scorer.Close()
 	}
-	if w.live, err = tr.LiveLoRA(0); err != nil {
+	if w.live, err = tr.Set(0).LiveLoRA(); err != nil {
 		return res, err
 	}
 	defer w.live.Close()
@@ -199,12 +191,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	res.Before, res.After, res.StoppedEarly, res.Steps, res.Epochs = lr.Before, lr.After, lr.StoppedEarly, lr.Steps, lr.Epochs
 	res.Adapter = filepath.Join(cfg.Out, "adapter.gguf")
-	if err := tr.ExportSet(0, res.Adapter); err != nil {
+	if err := tr.Set(0).Export(res.Adapter); err != nil {
 		return res, err
 	}
 	if w.valueSet >= 0 {
 		// PPO's value head (a heads-only set), in align's heads GGUF
-		if err := tr.ExportHeads(w.valueSet, filepath.Join(cfg.Out, "value.gguf")); err != nil {
+		if err := tr.Set(w.valueSet).ExportHeads(filepath.Join(cfg.Out, "value.gguf")); err != nil {
 			return res, err
 		}
 	}
@@ -221,20 +213,24 @@ func newWorker(cfg Config, tr *bindings.Trainer) (*worker, error) {
 	}
 	w := &worker{tr: tr, model: tr.Model(), valueSet: -1, refSet: -1, threads: cfg.Threads, eos: info.EOS,
 		chunk: max(1, min(cfg.BatchPrompts*cfg.Group, 16))}
-	if w.refSet, err = cfg.SetupStages(tr); err != nil {
+	ref, err := cfg.SetupStages(tr)
+	if err != nil {
 		return nil, err
 	}
+	w.refSet = ref.ID()
 	if cfg.Method == PPO {
-		if w.valueSet, err = tr.AddSet(bindings.SetOptions{Name: "value", Seed: cfg.Seed + 1, Heads: []bindings.HeadSpec{{Name: "value", Dim: 1}}}); err != nil {
-			return nil, err
-		}
-		// the value head starts at 0 (a random head adds noise of its own
-		// size to every advantage until it has learned)
-		si, err := tr.SetInfo(w.valueSet)
+		vs, err := tr.AddSet(bindings.SetOptions{Name: "value", Seed: cfg.Seed + 1, Heads: []bindings.HeadSpec{{Name: "value", Dim: 1}}})
 		if err != nil {
 			return nil, err
 		}
-		if err := tr.SetStateSet(w.valueSet, make([]float32, si.NParams), nil, nil, 0); err != nil {
+		w.valueSet = vs.ID()
+		// the value head starts at 0 (a random head adds noise of its own
+		// size to every advantage until it has learned)
+		si, err := tr.Set(w.valueSet).Info()
+		if err != nil {
+			return nil, err
+		}
+		if err := tr.Set(w.valueSet).SetState(make([]float32, si.NParams), nil, nil, 0); err != nil {
 			return nil, err
 		}
 	}
@@ -318,9 +314,9 @@ func (s *stepper) EpochSteps(int) int {
 func (s *stepper) Score(em map[string]float64) float64 { return em["reward"] }
 
 func (s *stepper) Sets() []run.Set {
-	sets := []run.Set{trainerSet{s.w.tr, 0}}
+	sets := []run.Set{s.w.tr.Set(0)}
 	if s.w.valueSet >= 0 {
-		sets = append(sets, trainerSet{s.w.tr, s.w.valueSet})
+		sets = append(sets, s.w.tr.Set(s.w.valueSet))
 	}
 	return sets
 }
@@ -337,21 +333,6 @@ func (s *stepper) UnmarshalExtra(b []byte) error {
 	}
 	s.klCoef = math.Float64frombits(bits)
 	return nil
-}
-
-// trainerSet is adapter set id of a native trainer as checkpoints see it.
-type trainerSet struct {
-	tr *bindings.Trainer
-	id int
-}
-
-func (t trainerSet) GetState() (bindings.State, error) { return t.tr.GetStateSet(t.id) }
-func (t trainerSet) SetState(params, m, v []float32, step int64) error {
-	return t.tr.SetStateSet(t.id, params, m, v, step)
-}
-func (t trainerSet) NParams() (int64, error) {
-	si, err := t.tr.SetInfo(t.id)
-	return si.NParams, err
 }
 
 func (s *stepper) Line(row map[string]float64) string {

@@ -22,7 +22,7 @@ func sftAdapter(t *testing.T, model string) string {
 	defer tr.Close()
 	setRandom(t, tr, 0, 7, 0.05)
 	p := filepath.Join(t.TempDir(), "sft.gguf")
-	if err := tr.ExportSet(0, p); err != nil {
+	if err := tr.Set(0).Export(p); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -164,7 +164,7 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 			norm := stepNorm(cfg, part)
 			for i := 0; i < len(part); i += e.chunk {
 				ch := part[i:min(len(part), i+e.chunk)]
-				out, err := e.tr.ForwardGrad(batch(ch, false))
+				out, err := e.tr.Set(0).ForwardGrad(batch(ch, false))
 				if err != nil {
 					return st, err
 				}
@@ -173,11 +173,11 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 						return st, err
 					}
 				}
-				if err := e.tr.Backward(policyCot(cfg, ch, out.Logps, norm, &st)); err != nil {
+				if err := e.tr.Set(0).Backward(policyCot(cfg, ch, out.Logps, norm, &st), nil); err != nil {
 					return st, err
 				}
 			}
-			gn, err := e.tr.GradNorm(1)
+			gn, err := e.tr.Set(0).GradNorm(1)
 			if err != nil {
 				return st, err
 			}
@@ -185,22 +185,22 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 				return st, errNonFinite
 			}
 			st.gradNorm += gn
-			if err := e.tr.Step(run.AdamW(lr, cfg.WeightDecay, objective.ClipScale(gn, cfg.MaxGradNorm))); err != nil {
+			if err := e.tr.Set(0).Step(run.AdamW(lr, cfg.WeightDecay, objective.ClipScale(gn, cfg.MaxGradNorm))); err != nil {
 				return st, err
 			}
 			if e.valueSet >= 0 {
 				vnorm := float64(max(1, tokensOf(part)))
 				for i := 0; i < len(part); i += e.chunk {
 					ch := part[i:min(len(part), i+e.chunk)]
-					out, err := e.tr.ForwardGradSet(batch(ch, true), e.valueSet)
+					out, err := e.tr.Set(e.valueSet).ForwardGrad(batch(ch, true))
 					if err != nil {
 						return st, err
 					}
-					if err := e.tr.BackwardHeads(nil, valueCot(cfg, ch, out.Heads, vnorm, &st)); err != nil {
+					if err := e.tr.Set(e.valueSet).Backward(nil, valueCot(cfg, ch, out.Heads, vnorm, &st)); err != nil {
 						return st, err
 					}
 				}
-				vg, err := e.tr.GradNormSet(e.valueSet, 1)
+				vg, err := e.tr.Set(e.valueSet).GradNorm(1)
 				if err != nil {
 					return st, err
 				}
@@ -208,7 +208,7 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 					return st, errNonFinite
 				}
 				st.vgradNorm += vg
-				if err := e.tr.StepSet(e.valueSet, run.AdamW(cfg.valueLR(), 0, objective.ClipScale(vg, cfg.MaxGradNorm))); err != nil {
+				if err := e.tr.Set(e.valueSet).Step(run.AdamW(cfg.valueLR(), 0, objective.ClipScale(vg, cfg.MaxGradNorm))); err != nil {
 					return st, err
 				}
 			}

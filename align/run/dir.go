@@ -185,3 +185,20 @@ func WriteSynced(path string, b []byte) error {
 	}
 	return f.Close()
 }
+
+// Begin checks a run's configuration before anything is read: validate (the
+// method's Validate, which checks c too), then for a new run the inputs'
+// paths made absolute (c's model and adapters, and paths) so a resume works
+// from any directory, and the output folder (CheckOut).
+func Begin(c *Common, validate func() error, isMethod func(string) bool, paths ...*string) error {
+	if err := validate(); err != nil {
+		return err
+	}
+	if c.Resume {
+		return nil
+	}
+	if err := AbsPaths(append(paths, &c.Model, &c.InitAdapter, &c.RefAdapter)...); err != nil {
+		return err
+	}
+	return CheckOut(c.Out, c.Force, isMethod)
+}

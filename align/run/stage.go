@@ -78,37 +78,30 @@ func (c *Common) ResolveStages() error {
 	return nil
 }
 
-// StageTrainer is what two stages need of a trainer: adapter sets loaded
-// from files.
-type StageTrainer interface {
-	AddSet(o bindings.SetOptions) (int, error)
-	LoadSet(set int, path string) error
-}
-
 // SetupStages loads the policy's starting adapter into set 0 and the
-// reference adapter into a set of its own, and returns that set (-1: no
-// reference adapter; the reference is the base).
-func (c *Common) SetupStages(tr StageTrainer) (ref int, err error) {
+// reference adapter into a set of its own, and returns the reference: that
+// set, or the base (tr.Base()) without a reference adapter.
+func (c *Common) SetupStages(tr *bindings.Trainer) (bindings.Set, error) {
 	p := c.PolicyInit()
 	if p == "" {
-		return -1, nil
+		return tr.Base(), nil
 	}
-	if err := tr.LoadSet(0, p); err != nil {
-		return -1, fmt.Errorf("%s: %w", p, err)
+	if err := tr.Set(0).Load(p); err != nil {
+		return tr.Base(), fmt.Errorf("%s: %w", p, err)
 	}
 	if c.RefAdapter == "" {
-		return -1, nil
+		return tr.Base(), nil
 	}
 	f, err := ReadLoRAFile("ref-adapter", c.RefAdapter)
 	if err != nil {
-		return -1, err
+		return tr.Base(), err
 	}
-	id, err := tr.AddSet(bindings.SetOptions{Name: "ref", Rank: f.Rank, Alpha: f.Alpha, Targets: f.Targets, Seed: c.Seed})
+	ref, err := tr.AddSet(bindings.SetOptions{Name: "ref", Rank: f.Rank, Alpha: f.Alpha, Targets: f.Targets, Seed: c.Seed})
 	if err != nil {
-		return -1, fmt.Errorf("--ref-adapter %s: %w", c.RefAdapter, err)
+		return tr.Base(), fmt.Errorf("--ref-adapter %s: %w", c.RefAdapter, err)
 	}
-	if err := tr.LoadSet(id, c.RefAdapter); err != nil {
-		return -1, fmt.Errorf("--ref-adapter %s: %w", c.RefAdapter, err)
+	if err := ref.Load(c.RefAdapter); err != nil {
+		return tr.Base(), fmt.Errorf("--ref-adapter %s: %w", c.RefAdapter, err)
 	}
-	return id, nil
+	return ref, nil
 }

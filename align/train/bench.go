@@ -152,12 +152,12 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		return res, err
 	}
 	targets, _ := targetBits(cfg.Targets)
-	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1, Device: cfg.Device, BackwardWeights: cfg.BackwardWeights, Recompute: cfg.Recompute})
+	eng, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1, Device: cfg.Device, BackwardWeights: cfg.BackwardWeights, Recompute: cfg.Recompute})
 	if err != nil {
 		return res, err
 	}
 	defer closeTr()
-	info := tr.Info()
+	tr, info := eng.Policy(), eng.Info()
 	res.Arch, res.BaseParams, res.BaseBytes, res.TransBytes = info.Arch, info.NBaseParams, info.BaseBytes, info.TransposedBytes
 	res.Device = info.Device
 	// 2·Pairs sequences of Seq random tokens, the first of each unscored:
@@ -222,7 +222,8 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 	res.TokensPerS = float64(res.Seqs*cfg.Seq) / secs
 	res.FLOPsPerStep = FLOPs(info, cfg.Rank, targets, res.Seqs, cfg.Seq)
 	res.GFLOPS = res.FLOPsPerStep / secs / 1e9
-	if nt, ok := tr.(*bindings.Trainer); ok {
+	if n, ok := eng.(native); ok {
+		nt := n.Trainer
 		body, head := nt.ComputeBytes()
 		res.BodyMB, res.HeadMB = float64(body)/(1<<20), float64(head)/(1<<20)
 		res.CheckpointMB = float64(nt.CheckpointBytes()) / (1 << 20)
@@ -277,7 +278,7 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 // adapter file, the trainer's copy of the base): one sequence through a
 // session, then benchBatchSeqs sequences decoded together.
 func benchSample(ctx context.Context, nt *bindings.Trainer, cfg BenchConfig, prompt []int32, res *BenchResult) error {
-	live, err := nt.LiveLoRA(0)
+	live, err := nt.Set(0).LiveLoRA()
 	if err != nil {
 		return err
 	}

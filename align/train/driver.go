@@ -38,17 +38,30 @@ type Result struct {
 	Device       string             `json:"device,omitempty"` // where the steps ran: CPU, CUDA0, ...
 }
 
-// opener makes the trainer of a run: the native one, or a test's fake.
-type opener func(model string, opt bindings.TrainerOptions) (Trainer, func() error, error)
+// host is a run's trainer: adapter sets over one resident base (the
+// native trainer), or a test's fake with one set.
+type host interface {
+	Info() bindings.TrainerInfo
+	// Policy is the set the run trains (set 0).
+	Policy() Trainer
+}
+
+// native is the native trainer as a host.
+type native struct{ *bindings.Trainer }
+
+func (n native) Policy() Trainer { return n.Set(0) }
+
+// opener makes the host of a run: the native one, or a test's fake.
+type opener func(model string, opt bindings.TrainerOptions) (host, func() error, error)
 
 // openNative loads the model and the native trainer over its weights
 // (align/run's device policy).
-func openNative(model string, opt bindings.TrainerOptions) (Trainer, func() error, error) {
+func openNative(model string, opt bindings.TrainerOptions) (host, func() error, error) {
 	t, err := run.OpenTrainer(model, opt)
 	if err != nil {
 		return nil, nil, err
 	}
-	return t, t.Close, nil
+	return native{t}, t.Close, nil
 }
 
 // isMethod reports whether m is a method of this package (a run dir of
@@ -70,17 +83,9 @@ func runWith(ctx context.Context, cfg Config, progress Progress, open opener) (r
 			return res, err
 		}
 	}
-	if err := cfg.Validate(); err != nil {
+	// everything is read and checked before the run directory is touched
+	if err := run.Begin(&cfg.Common, cfg.Validate, isMethod, &cfg.Data, &cfg.EvalData); err != nil {
 		return res, err
-	}
-	if !cfg.Resume {
-		if err := run.AbsPaths(&cfg.Model, &cfg.Data, &cfg.EvalData, &cfg.InitAdapter, &cfg.RefAdapter); err != nil {
-			return res, err
-		}
-		// everything is read and checked before the run directory is touched
-		if err := run.CheckOut(cfg.Out, cfg.Force, isMethod); err != nil {
-			return res, err
-		}
 	}
 	in, err := readPairs(cfg)
 	if err != nil {
@@ -92,35 +97,36 @@ func runWith(ctx context.Context, cfg Config, progress Progress, open opener) (r
 	if err := resolveStages(&cfg); err != nil { // --init-adapter, --ref-adapter (stage.go)
 		return res, err
 	}
-	tr, closeTr, err := open(cfg.Model, cfg.TrainerOptions())
+	eng, closeTr, err := open(cfg.Model, cfg.TrainerOptions())
 	if err != nil {
 		return res, err
 	}
 	defer closeTr()
-	res.Device = tr.Info().Device
-	if err := encodeInputs(cfg, tr, in); err != nil {
+	tr := eng.Policy()
+	res.Device = eng.Info().Device
+	if err := encodeInputs(cfg, eng, in); err != nil {
 		return res, err
 	}
 	train, eval := in.train, in.eval
 	res.Skipped, res.Truncation = in.skipped, in.trunc
 	res.TrainPairs, res.EvalPairs = len(train), len(eval)
 
-	refForward, err := setupStages(tr, cfg)
+	refForward, err := setupStages(eng, cfg)
 	if err != nil {
 		return res, err
 	}
 	if cfg.Method == RM { // the reward set: LoRA + the reward head
-		if tr, err = rewardTrainer(tr, cfg); err != nil {
+		if tr, err = rewardTrainer(eng, cfg); err != nil {
 			return res, err
 		}
 	}
-	if n := tr.Info().NCtx; n > 0 && cfg.MaxLength > n {
+	if n := eng.Info().NCtx; n > 0 && cfg.MaxLength > n {
 		return res, bad("max-length", "is at most the model's context, %d (got %d)", n, cfg.MaxLength)
 	}
 	// the native trainer stops a running forward/backward when ctx ends
 	// (within a graph node), not only between steps
-	if w, ok := tr.(interface{ Watch(context.Context) func() }); ok {
-		defer w.Watch(ctx)()
+	if nt, ok := eng.(native); ok {
+		defer nt.Watch(ctx)()
 	}
 
 	if !cfg.Resume {
@@ -176,8 +182,10 @@ func runWith(ctx context.Context, cfg Config, progress Progress, open opener) (r
 	if err := tr.Export(res.Adapter); err != nil {
 		return res, err
 	}
-	if res.Head, err = exportHeads(tr, cfg.Out); err != nil {
-		return res, err
+	if cfg.Method == RM {
+		if res.Head, err = exportHeads(tr, cfg.Out); err != nil {
+			return res, err
+		}
 	}
 	res.ElapsedS = time.Since(start).Seconds()
 	return res, run.WriteJSON(filepath.Join(cfg.Out, "summary.json"), res)
@@ -233,12 +241,7 @@ func (s *stepper) Line(m map[string]float64) string {
 	return s.obj.line(m) + fmt.Sprintf(" lr %.2e %.0f tok/s", m["learning_rate"], m["tokens_per_s"])
 }
 
-func (s *stepper) Sets() []run.Set { return []run.Set{trainerSet{s.tr}} }
-
-// trainerSet is a Trainer's trainable set as the checkpoints see it.
-type trainerSet struct{ Trainer }
-
-func (t trainerSet) NParams() (int64, error) { return t.Info().NLoRAParams, nil }
+func (s *stepper) Sets() []run.Set { return []run.Set{s.tr} }
 
 // inputs are a run's pairs, read and checked, then tokenized.
 type inputs struct {
@@ -327,10 +330,10 @@ func readPairs(cfg Config) (*inputs, error) {
 
 // encodeInputs tokenizes the pairs with the trainer's model (no second
 // load of the base for its vocabulary) and fills the margins.
-func encodeInputs(cfg Config, tr Trainer, in *inputs) error {
+func encodeInputs(cfg Config, eng host, in *inputs) error {
 	var vocab *bindings.Model
-	if m, ok := tr.(interface{ Model() *bindings.Model }); ok {
-		vocab = m.Model()
+	if nt, ok := eng.(native); ok {
+		vocab = nt.Model()
 	} else { // a test's fake: the vocabulary of the named model
 		v, err := bindings.LoadModel(cfg.Model, bindings.ModelOptions{VocabOnly: true})
 		if err != nil {

@@ -28,7 +28,15 @@ type fakeTrainer struct {
 	calls             map[string]int
 }
 
-var _ Trainer = (*fakeTrainer)(nil)
+var (
+	_ Trainer = (*fakeTrainer)(nil)
+	_ host    = (*fakeTrainer)(nil)
+)
+
+// Policy is the fake's one set: itself.
+func (f *fakeTrainer) Policy() Trainer { return f }
+
+func (f *fakeTrainer) NParams() (int64, error) { return int64(len(f.theta)), nil }
 
 func newFake(n int) *fakeTrainer {
 	f := &fakeTrainer{theta: make([]float64, n), m: make([]float64, n), v: make([]float64, n), grad: make([]float64, n), calls: map[string]int{}}
@@ -39,7 +47,7 @@ func newFake(n int) *fakeTrainer {
 }
 
 func fakeOpener(f *fakeTrainer) opener {
-	return func(string, bindings.TrainerOptions) (Trainer, func() error, error) {
+	return func(string, bindings.TrainerOptions) (host, func() error, error) {
 		return f, func() error { return nil }, nil
 	}
 }
@@ -72,11 +80,9 @@ func (f *fakeTrainer) forward(b *bindings.Batch, scale float64) Outputs {
 	return out
 }
 
-var _ headTrainer = (*fakeTrainer)(nil)
-
-// BackwardHeads is Backward plus the head values' gradient (see forward).
-func (f *fakeTrainer) BackwardHeads(cot, headCot []float32) error {
-	if err := f.Backward(cot); err != nil {
+// Backward is the tokens' gradient plus the head values' (see forward).
+func (f *fakeTrainer) Backward(cot, headCot []float32) error {
+	if err := f.backwardTokens(cot); err != nil {
 		return err
 	}
 	b, i := f.last, 0
@@ -117,7 +123,7 @@ func (f *fakeTrainer) ForwardGrad(b *bindings.Batch) (Outputs, error) {
 	return f.forward(b, 1), nil
 }
 
-func (f *fakeTrainer) Backward(cot []float32) error {
+func (f *fakeTrainer) backwardTokens(cot []float32) error {
 	f.calls["backward"]++
 	b, i := f.last, 0
 	for k := 0; k < b.NSeq; k++ {

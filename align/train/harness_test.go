@@ -13,7 +13,7 @@ type ckptState struct{ step int }
 
 // loadCheckpoint restores the newest readable checkpoint of out into tr.
 func loadCheckpoint(out string, tr Trainer) (ckptState, string, error) {
-	snap, note, err := run.LoadNewest(out, []run.Set{trainerSet{tr}})
+	snap, note, err := run.LoadNewest(out, []run.Set{tr})
 	if err != nil {
 		return ckptState{}, "", err
 	}

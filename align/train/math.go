@@ -37,7 +37,5 @@ func sigmoid(x float64) float64    { return objective.Sigmoid(x) }
 // head values.
 type Outputs = bindings.Outputs
 
-var _ Trainer = (*bindings.Trainer)(nil)
-
-// asTrainer is t as a Trainer.
-func asTrainer(t *bindings.Trainer) Trainer { return t }
+// asTrainer is the policy set (0) of t as a Trainer.
+func asTrainer(t *bindings.Trainer) Trainer { return t.Set(0) }

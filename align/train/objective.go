@@ -2,7 +2,6 @@ package train
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -12,11 +11,11 @@ import (
 	"github.com/align-dev/align/bindings"
 )
 
-// Trainer is what the driver needs of a LoRA trainer over a frozen base:
-// forwards that return per-token log-probs, a backward that takes one
-// cotangent per scored token, and AdamW over the accumulated gradient.
-// *bindings.Trainer (engine.go) implements it; the loop
-// tests use a fake. Implementations need not be safe for concurrent use.
+// Trainer is what the driver needs of one adapter set over a frozen base:
+// forwards that return per-token log-probs and head values, a backward that
+// takes one cotangent per scored token and per head value, and AdamW over
+// the accumulated gradient. bindings.Set implements it; the loop tests use
+// a fake. Implementations need not be safe for concurrent use.
 type Trainer interface {
 	// Forward scores b without keeping a gradient; loraScale 0 is the
 	// frozen reference.
@@ -24,9 +23,10 @@ type Trainer interface {
 	// ForwardGrad scores b with the adapters on and keeps what Backward
 	// needs.
 	ForwardGrad(b *bindings.Batch) (Outputs, error)
-	// Backward accumulates (+=) the gradient of a loss whose derivative
-	// with respect to the last ForwardGrad's Logps is cot (same length).
-	Backward(cot []float32) error
+	// Backward accumulates (+=) the gradient of a loss whose derivatives
+	// with respect to the last ForwardGrad's Logps and Heads are cot and
+	// headCot (same lengths; nil: zeros).
+	Backward(cot, headCot []float32) error
 	// GradNorm is the L2 norm of the accumulated gradient times scale.
 	GradNorm(scale float64) (float64, error)
 	// Step applies AdamW from the accumulated gradient and clears it.
@@ -35,8 +35,11 @@ type Trainer interface {
 	// SetState restores parameters and moments (nil slices are kept).
 	SetState(params, m, v []float32, step int64) error
 	Export(path string) error
-	Info() bindings.TrainerInfo
+	// NParams is the length of the flat state (checkpoints check it).
+	NParams() (int64, error)
 }
+
+var _ Trainer = bindings.Set{}
 
 // objective is a training method: the layout of a micro-batch and the loss
 // of its policy outputs, as per-token cotangents and metrics, whether it
@@ -78,13 +81,6 @@ type headObjective interface {
 	headLoss(exs []Example, mb MicroBatch, out Outputs, norm float64, m *Metrics) ([]float32, error)
 }
 
-// headTrainer is a Trainer whose forwards return head values and whose
-// backward takes their cotangents too (nil: zeros).
-type headTrainer interface {
-	Trainer
-	BackwardHeads(cot, headCot []float32) error
-}
-
 // batchOf lays out micro-batch mb for obj.
 func batchOf(obj method, exs []Example, mb MicroBatch) *bindings.Batch {
 	if ho, ok := obj.(headObjective); ok {
@@ -102,18 +98,6 @@ func lossOf(obj method, exs []Example, mb MicroBatch, out Outputs, norm float64,
 	}
 	cot, err = obj.loss(exs, mb, out, norm, m)
 	return cot, nil, err
-}
-
-// backward accumulates the gradient of cot and headCot (nil: none).
-func backward(tr Trainer, cot, headCot []float32) error {
-	if headCot == nil {
-		return tr.Backward(cot)
-	}
-	ht, ok := tr.(headTrainer)
-	if !ok {
-		return errors.New("train: the trainer has no heads to seed")
-	}
-	return ht.BackwardHeads(cot, headCot)
 }
 
 // Methods.
@@ -313,7 +297,7 @@ func (o optimiser) step(tr Trainer, obj method, exs []Example, group []MicroBatc
 		if err != nil {
 			return st, err
 		}
-		if err := backward(tr, cot, headCot); err != nil {
+		if err := tr.Backward(cot, headCot); err != nil {
 			return st, err
 		}
 		st.tokens += int64(b.NSeq * b.NTok)

@@ -218,18 +218,6 @@ func setMargins(exs []Example, ps []pairs.Pair, source, name, path string) error
 	return nil
 }
 
-// rewardSet is the trainer of a reward-model run: adapter set `set` of a
-// native trainer (LoRA plus the reward head), seen as the Trainer the
-// driver runs (which otherwise trains set 0, whose options cannot add a
-// head).
-type rewardSet struct {
-	t    *bindings.Trainer
-	set  int
-	info bindings.TrainerInfo
-}
-
-var _ headTrainer = (*rewardSet)(nil)
-
 // rewardSetOptions are the adapter set of a reward-model run's config.
 func rewardSetOptions(cfg Config) bindings.SetOptions {
 	targets, _ := targetBits(cfg.Targets)
@@ -237,55 +225,14 @@ func rewardSetOptions(cfg Config) bindings.SetOptions {
 		Heads: []bindings.HeadSpec{{Name: RewardHead, Dim: 1}}}
 }
 
-// newRewardSet adds the reward set to t.
-func newRewardSet(t *bindings.Trainer, cfg Config) (*rewardSet, error) {
-	set, err := t.AddSet(rewardSetOptions(cfg))
-	if err != nil {
-		return nil, err
+// rewardTrainer is the set a reward-model run trains: a set of its own on
+// the native trainer (LoRA plus the reward head), or a test's fake, whose
+// one set has a head.
+func rewardTrainer(eng host, cfg Config) (Trainer, error) {
+	if nt, ok := eng.(native); ok {
+		return nt.AddSet(rewardSetOptions(cfg))
 	}
-	si, err := t.SetInfo(set)
-	if err != nil {
-		return nil, err
-	}
-	info := t.Info()
-	info.NLoRAParams, info.NLoRATensors = si.NParams, si.NLoRA
-	return &rewardSet{t: t, set: set, info: info}, nil
-}
-
-// rewardTrainer is the trainer of a reward-model run over tr: the reward
-// set of a native trainer, or tr itself when it already has a head (a
-// test's fake).
-func rewardTrainer(tr Trainer, cfg Config) (Trainer, error) {
-	if t, ok := tr.(*bindings.Trainer); ok {
-		return newRewardSet(t, cfg)
-	}
-	if _, ok := tr.(headTrainer); ok {
-		return tr, nil
-	}
-	return nil, errors.New("train: --method rm needs a trainer with scalar heads")
-}
-
-func (r *rewardSet) Forward(b *bindings.Batch, scale float32) (Outputs, error) {
-	return r.t.ForwardSet(b, r.set, scale)
-}
-func (r *rewardSet) ForwardGrad(b *bindings.Batch) (Outputs, error) {
-	return r.t.ForwardGradSet(b, r.set)
-}
-func (r *rewardSet) Backward(cot []float32) error { return r.t.BackwardHeads(cot, nil) }
-func (r *rewardSet) BackwardHeads(cot, headCot []float32) error {
-	return r.t.BackwardHeads(cot, headCot)
-}
-func (r *rewardSet) GradNorm(scale float64) (float64, error) { return r.t.GradNormSet(r.set, scale) }
-func (r *rewardSet) Step(p bindings.AdamW) error             { return r.t.StepSet(r.set, p) }
-func (r *rewardSet) GetState() (bindings.State, error)       { return r.t.GetStateSet(r.set) }
-func (r *rewardSet) SetState(params, m, v []float32, step int64) error {
-	return r.t.SetStateSet(r.set, params, m, v, step)
-}
-func (r *rewardSet) Export(path string) error      { return r.t.ExportSet(r.set, path) }
-func (r *rewardSet) ExportHeads(path string) error { return r.t.ExportHeads(r.set, path) }
-func (r *rewardSet) Info() bindings.TrainerInfo    { return r.info }
-func (r *rewardSet) Watch(ctx context.Context) func() {
-	return r.t.Watch(ctx)
+	return eng.Policy(), nil
 }
 
 // exportHeads writes the heads of a trainer that has them to out/head.gguf
@@ -319,7 +266,7 @@ type RewardModel struct {
 	cfg    Config
 	tr     *bindings.Trainer
 	own    *bindings.Trainer // opened here: closed by Close
-	set    int
+	set    bindings.Set
 	enc    *Encoder
 	budget int
 }
@@ -380,7 +327,7 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 		return nil, err
 	}
 	for _, p := range []string{adapter, head} {
-		if err := m.tr.LoadSet(m.set, p); err != nil {
+		if err := m.set.Load(p); err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 	}
@@ -402,7 +349,7 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 func freeSetName(t *bindings.Trainer, name string) (string, error) {
 	taken := map[string]bool{}
 	for i := 0; i < t.Info().NSets; i++ {
-		si, err := t.SetInfo(i)
+		si, err := t.Set(i).Info()
 		if err != nil {
 			return "", err
 		}
@@ -436,7 +383,7 @@ func checkBase(dir string, cfg Config, path string) error {
 func (m *RewardModel) Config() Config { return m.cfg }
 
 // Set is the reward model's adapter set on its trainer.
-func (m *RewardModel) Set() int { return m.set }
+func (m *RewardModel) Set() int { return m.set.ID() }
 
 // Score returns the reward of each response to its prompt (same lengths),
 // formatted as in training (the run's chat template or --raw format and
@@ -472,7 +419,7 @@ func (m *RewardModel) Score(ctx context.Context, prompts [][]pairs.Message, resp
 			return nil, err
 		}
 		mb := MicroBatch{Examples: []int{i}}
-		o, err := m.tr.ForwardSet(headBatch(BuildBatch(exs, mb, true)), m.set, 1)
+		o, err := m.set.Forward(headBatch(BuildBatch(exs, mb, true)), 1)
 		if err != nil {
 			return nil, err
 		}

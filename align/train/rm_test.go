@@ -165,7 +165,7 @@ func TestRewardModelGradCheck(t *testing.T) {
 	defer tr.Close()
 	cfg := DefaultConfig()
 	cfg.Method, cfg.Rank, cfg.Alpha, cfg.Targets, cfg.Seed, cfg.CenterCoef = RM, 2, 4, []string{"q", "v", "down"}, 5, 0.05
-	rs, err := newRewardSet(tr, cfg)
+	rs, err := tr.AddSet(rewardSetOptions(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,12 +188,12 @@ func TestRewardModelGradCheck(t *testing.T) {
 	norm := 3.0
 
 	rng := rand.New(rand.NewPCG(13, 14))
-	si, _ := tr.SetInfo(rs.set)
+	si, _ := rs.Info()
 	params := make([]float32, si.NParams)
 	for i := range params {
 		params[i] = float32(rng.NormFloat64() * 0.05)
 	}
-	table, err := tr.Params(rs.set)
+	table, err := rs.Params()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestRewardModelGradCheck(t *testing.T) {
 	if cot != nil || len(hc) != 6 {
 		t.Fatalf("cotangents: %d token, %d head; want 0 and 6", len(cot), len(hc))
 	}
-	if err := backward(rs, cot, hc); err != nil {
+	if err := rs.Backward(cot, hc); err != nil {
 		t.Fatal(err)
 	}
 	st, err := rs.GetState()
@@ -281,10 +281,10 @@ func TestRewardModelGradCheck(t *testing.T) {
 // keepOpen opens the native trainer and keeps it open after the run, so a
 // test can look at the trained state.
 func keepOpen(keep **bindings.Trainer) opener {
-	return func(model string, opt bindings.TrainerOptions) (Trainer, func() error, error) {
+	return func(model string, opt bindings.TrainerOptions) (host, func() error, error) {
 		t, err := bindings.NewTrainerFromFile(model, opt)
 		*keep = t
-		return t, func() error { return nil }, err
+		return native{t}, func() error { return nil }, err
 	}
 }
 
@@ -351,7 +351,7 @@ func TestRewardModelRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trained := &RewardModel{cfg: cfg, tr: kept, set: 1, enc: enc, budget: cfg.BatchTokens}
+	trained := &RewardModel{cfg: cfg, tr: kept, set: kept.Set(1), enc: enc, budget: cfg.BatchTokens}
 	before, err := trained.Score(context.Background(), prompts, responses)
 	if err != nil {
 		t.Fatal(err)

@@ -24,17 +24,6 @@ import (
 // the SFT stage's update (the two stages are one adapter of the SFT
 // adapter's rank, not a stack of two).
 
-// stageTrainer is what two-stage runs need of a trainer beyond Trainer:
-// adapter sets loaded from files and forwards over a chosen set.
-// *bindings.Trainer implements it.
-type stageTrainer interface {
-	AddSet(o bindings.SetOptions) (int, error)
-	LoadSet(set int, path string) error
-	ForwardSet(b *bindings.Batch, set int, loraScale float32) (Outputs, error)
-}
-
-var _ stageTrainer = (*bindings.Trainer)(nil)
-
 // targetNames lists the ALIGN_LORA_* bits of t as --lora-targets names.
 func targetNames(t uint32) []string { return run.TargetNames(t) }
 
@@ -57,21 +46,31 @@ func resolveStages(cfg *Config) error {
 
 // setupStages loads the policy's starting adapter into set 0 and the
 // reference adapter into a set of its own, and returns the reference
-// forward: base (set 0 at scale 0) or base + the reference adapter.
-func setupStages(tr Trainer, cfg Config) (func(*bindings.Batch) (Outputs, error), error) {
+// forward: the base, or base + the reference adapter.
+func setupStages(eng host, cfg Config) (func(*bindings.Batch) (Outputs, error), error) {
+	tr := eng.Policy()
 	base := func(b *bindings.Batch) (Outputs, error) { return tr.Forward(b, 0) }
 	if cfg.PolicyInit() == "" {
 		return base, nil
 	}
-	st, ok := tr.(stageTrainer)
+	nt, ok := eng.(native)
 	if !ok {
 		return nil, fmt.Errorf("train: this trainer cannot load adapters (--init-adapter, --ref-adapter)")
 	}
-	ref, err := cfg.SetupStages(st)
-	if err != nil || ref < 0 {
-		return base, err
+	ref, err := cfg.SetupStages(nt.Trainer)
+	if err != nil {
+		return nil, err
 	}
-	return func(b *bindings.Batch) (Outputs, error) { return st.ForwardSet(b, ref, 1) }, nil
+	return func(b *bindings.Batch) (Outputs, error) { return ref.Forward(b, scaleOf(ref)) }, nil
+}
+
+// scaleOf is the adapter scale of a reference set's forward: 1 for an
+// adapter set, 0 for the base.
+func scaleOf(s bindings.Set) float32 {
+	if s.ID() < 0 {
+		return 0
+	}
+	return 1
 }
 
 // MergeAdapter is one adapter for Merge with llama.cpp's user scale.

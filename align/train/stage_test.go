@@ -66,14 +66,14 @@ func splitRows(t *testing.T, out, split string) []map[string]float64 {
 // probe's texts with the final policy (set 0 at scale 1): the trainer's
 // own forward, for comparison with llama.cpp and the exported adapter.
 func probeOpener(t *testing.T, texts []string, got *bindings.Outputs, batch **bindings.Batch) opener {
-	return func(model string, opt bindings.TrainerOptions) (Trainer, func() error, error) {
+	return func(model string, opt bindings.TrainerOptions) (host, func() error, error) {
 		tr, err := bindings.NewTrainerFromFile(model, opt)
 		if err != nil {
 			return nil, nil, err
 		}
-		return tr, func() error {
+		return native{tr}, func() error {
 			b := probeBatch(t, tr.Model(), texts)
-			out, err := tr.Forward(b, 1)
+			out, err := tr.Set(0).Forward(b, 1)
 			if err != nil {
 				t.Errorf("probe forward: %v", err)
 			}
@@ -315,7 +315,7 @@ func TestStagesRejectBadSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.Export(adapter); err != nil {
+	if err := tr.Set(0).Export(adapter); err != nil {
 		t.Fatal(err)
 	}
 	tr.Close()
