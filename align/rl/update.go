@@ -4,7 +4,6 @@ import (
 	"math"
 	"math/rand/v2"
 
-	"github.com/align-dev/align/align/objective"
 	"github.com/align-dev/align/align/run"
 )
 
@@ -162,55 +161,49 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 				part = append(part, seqs[i])
 			}
 			norm := stepNorm(cfg, part)
-			for i := 0; i < len(part); i += e.chunk {
-				ch := part[i:min(len(part), i+e.chunk)]
-				out, err := e.tr.Set(0).ForwardGrad(batch(ch, false))
-				if err != nil {
-					return st, err
-				}
-				if reuseOld && pass == 0 {
-					if err := split(out.Logps, ch, func(s *Seq) *[]float64 { return &s.Old }); err != nil {
-						return st, err
+			policy := e.tr.Set(0)
+			gn, err := run.Optimiser{WeightDecay: cfg.WeightDecay, MaxGradNorm: cfg.MaxGradNorm}.Step(policy, lr, func() error {
+				for i := 0; i < len(part); i += e.chunk {
+					ch := part[i:min(len(part), i+e.chunk)]
+					out, err := policy.ForwardGrad(batch(ch, false))
+					if err != nil {
+						return err
+					}
+					if reuseOld && pass == 0 {
+						if err := split(out.Logps, ch, func(s *Seq) *[]float64 { return &s.Old }); err != nil {
+							return err
+						}
+					}
+					if err := policy.Backward(policyCot(cfg, ch, out.Logps, norm, &st), nil); err != nil {
+						return err
 					}
 				}
-				if err := e.tr.Set(0).Backward(policyCot(cfg, ch, out.Logps, norm, &st), nil); err != nil {
-					return st, err
-				}
-			}
-			gn, err := e.tr.Set(0).GradNorm(1)
+				return nil
+			})
 			if err != nil {
 				return st, err
 			}
-			if !finite(gn) {
-				return st, errNonFinite
-			}
 			st.gradNorm += gn
-			if err := e.tr.Set(0).Step(run.AdamW(lr, cfg.WeightDecay, objective.ClipScale(gn, cfg.MaxGradNorm))); err != nil {
-				return st, err
-			}
 			if e.valueSet >= 0 {
+				value := e.tr.Set(e.valueSet)
 				vnorm := float64(max(1, tokensOf(part)))
-				for i := 0; i < len(part); i += e.chunk {
-					ch := part[i:min(len(part), i+e.chunk)]
-					out, err := e.tr.Set(e.valueSet).ForwardGrad(batch(ch, true))
-					if err != nil {
-						return st, err
+				vg, err := run.Optimiser{MaxGradNorm: cfg.MaxGradNorm}.Step(value, cfg.valueLR(), func() error {
+					for i := 0; i < len(part); i += e.chunk {
+						ch := part[i:min(len(part), i+e.chunk)]
+						out, err := value.ForwardGrad(batch(ch, true))
+						if err != nil {
+							return err
+						}
+						if err := value.Backward(nil, valueCot(cfg, ch, out.Heads, vnorm, &st)); err != nil {
+							return err
+						}
 					}
-					if err := e.tr.Set(e.valueSet).Backward(nil, valueCot(cfg, ch, out.Heads, vnorm, &st)); err != nil {
-						return st, err
-					}
-				}
-				vg, err := e.tr.Set(e.valueSet).GradNorm(1)
+					return nil
+				})
 				if err != nil {
 					return st, err
 				}
-				if !finite(vg) {
-					return st, errNonFinite
-				}
 				st.vgradNorm += vg
-				if err := e.tr.Set(e.valueSet).Step(run.AdamW(cfg.valueLR(), 0, objective.ClipScale(vg, cfg.MaxGradNorm))); err != nil {
-					return st, err
-				}
 			}
 			st.steps++
 		}
@@ -233,14 +226,6 @@ func (st lossStats) metrics(m map[string]float64, method string) {
 		m["value_clip_ratio"] = st.vclipped / float64(st.vtokens)
 		m["value_grad_norm"] = st.vgradNorm / float64(max(1, st.steps))
 	}
-}
-
-var errNonFinite = nonFinite{}
-
-type nonFinite struct{}
-
-func (nonFinite) Error() string {
-	return "the gradient is not finite (lower --lr, or check the reward's scale)"
 }
 
 // seqKL is Σ_t (old − ref) of a sequence: a sample of KL(π ‖ π_ref) over

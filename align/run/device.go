@@ -1,6 +1,7 @@
 package run
 
 import (
+	"errors"
 	"slices"
 	"strings"
 
@@ -114,4 +115,39 @@ func OpenTrainer(path string, opt bindings.TrainerOptions) (*bindings.Trainer, e
 func AdamW(lr, wd, scale float64) bindings.AdamW {
 	return bindings.AdamW{LR: float32(lr), Beta1: objective.AdamBeta1, Beta2: objective.AdamBeta2, Eps: objective.AdamEps,
 		WeightDecay: float32(wd), GradScale: float32(scale)}
+}
+
+// Optimiser is AdamW with global-norm gradient clipping: the optimiser step
+// of every method (SFT, the DPO family, the reward model, PPO's policy and
+// value sets, GRPO).
+type Optimiser struct {
+	WeightDecay float64
+	MaxGradNorm float64 // 0: no clipping
+}
+
+// StepSet is what an optimiser step needs of an adapter set.
+type StepSet interface {
+	GradNorm(scale float64) (float64, error)
+	Step(p bindings.AdamW) error
+}
+
+// ErrNonFinite is a step whose gradient is not finite (no update is made).
+var ErrNonFinite = errors.New("the gradient is not finite (lower --lr, or check the reward's scale)")
+
+// Step is one optimiser step of set at lr over the gradient accumulate adds
+// (forward_grad, loss, backward per micro-batch: the gradient accumulates):
+// clip the global norm to MaxGradNorm, AdamW, clear the gradient. It
+// returns the norm before clipping.
+func (o Optimiser) Step(set StepSet, lr float64, accumulate func() error) (float64, error) {
+	if err := accumulate(); err != nil {
+		return 0, err
+	}
+	gn, err := set.GradNorm(1)
+	if err != nil {
+		return 0, err
+	}
+	if !Finite(gn) {
+		return gn, ErrNonFinite
+	}
+	return gn, set.Step(AdamW(lr, o.WeightDecay, objective.ClipScale(gn, o.MaxGradNorm)))
 }

@@ -269,7 +269,7 @@ func (o prefObjective) loss(exs []Example, mb MicroBatch, out Outputs, norm floa
 
 func (prefObjective) metrics(m Metrics) map[string]float64 { return m.Map() }
 
-// optimiser is AdamW with global-norm gradient clipping.
+// optimiser is the harness's optimiser step (run.Optimiser).
 type optimiser struct {
 	weightDecay float64
 	maxGradNorm float64 // 0: no clipping
@@ -287,26 +287,26 @@ type stepStats struct {
 func (o optimiser) step(tr Trainer, obj method, exs []Example, group []MicroBatch, lr float64) (stepStats, error) {
 	var st stepStats
 	norm := obj.norm(exs, group)
-	for _, mb := range group {
-		b := batchOf(obj, exs, mb)
-		out, err := tr.ForwardGrad(b)
-		if err != nil {
-			return st, err
-		}
-		cot, headCot, err := lossOf(obj, exs, mb, out, norm, &st.metrics)
-		if err != nil {
-			return st, err
-		}
-		if err := tr.Backward(cot, headCot); err != nil {
-			return st, err
-		}
-		st.tokens += int64(b.NSeq * b.NTok)
-	}
 	var err error
-	if st.gradNorm, err = tr.GradNorm(1); err != nil {
-		return st, err
-	}
-	return st, tr.Step(run.AdamW(lr, o.weightDecay, objective.ClipScale(st.gradNorm, o.maxGradNorm)))
+	st.gradNorm, err = run.Optimiser{WeightDecay: o.weightDecay, MaxGradNorm: o.maxGradNorm}.Step(tr, lr, func() error {
+		for _, mb := range group {
+			b := batchOf(obj, exs, mb)
+			out, err := tr.ForwardGrad(b)
+			if err != nil {
+				return err
+			}
+			cot, headCot, err := lossOf(obj, exs, mb, out, norm, &st.metrics)
+			if err != nil {
+				return err
+			}
+			if err := tr.Backward(cot, headCot); err != nil {
+				return err
+			}
+			st.tokens += int64(b.NSeq * b.NTok)
+		}
+		return nil
+	})
+	return st, err
 }
 
 // evaluate is the objective's metrics over exs at the current adapter
