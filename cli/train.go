@@ -41,8 +41,11 @@ log-probs (adapter off) are computed once and cached in OUT.
 --resume or replaced with --force (which removes only the files align wrote
 there). Paths are stored absolute and the model and data are hashed, so
 --resume DIR works from any directory and refuses inputs that changed;
-with --resume only --epochs, --max-steps, --threads, --device and --recompute may change. --data -
-reads standard input and keeps a copy in the run.
+with --resume only --epochs, --max-steps, --threads, --device and --recompute may change
+(repeating a setting with the run's own value, e.g. --model or an exported
+ALIGN_* variable, is no change). --data - reads standard input and keeps a
+copy in the run. A flag the method does not use (--beta with --method sft,
+--grad-accum with ppo, --kl-coef with grpo, ...) is refused with exit 2.
 
 Two stages (SFT, then DPO against the SFT model): train SFT, then pass its
 adapter as --ref-adapter to the DPO run. The reference is then base + that
@@ -64,6 +67,15 @@ OUT/head.gguf (align's heads GGUF: general.type "align.heads", tensors
 heads.weight [n_embd, 1] and heads.bias [1], F32); align score --reward OUT
 and the rm:OUT reward of PPO and GRPO load both.
 
+--method ppo|grpo trains on prompts (--prompts) against a reward spec
+(--reward rm:DIR, rules:CATALOG.json, contains:PHRASE, a judge): PPO with a
+value head and a per-token KL penalty (--kl-coef), GRPO with group-relative
+advantages over --group completions per prompt and a k3 KL term (--beta).
+--init-adapter and --ref-adapter work as for DPO (SFT, then GRPO against the
+SFT model). The reward spec is stored with absolute paths and the files it
+reads (rm: runs, rules catalogs) are hashed like the model: a resume
+refuses one that changed.
+
 Ctrl-C saves a checkpoint and exits with code 4; --resume OUT continues and
 ends with the same adapter as an uninterrupted run. Bad flag values exit
 with code 2 before anything is read or written.
@@ -76,7 +88,9 @@ Example:
    align train --method dpo --model M --data pairs.jsonl --out runs/dpo2 \
       --ref-adapter runs/sft/adapter.gguf
    align train --method rm --model models/tiny-q8_0.gguf --data testdata/pairs/train.jsonl \
-      --eval-data testdata/pairs/eval.jsonl --out runs/rm`,
+      --eval-data testdata/pairs/eval.jsonl --out runs/rm
+   align train --method grpo --model M --prompts testdata/prompts/rl-toy.jsonl \
+      --reward rules:testdata/catalog.json --ref-adapter runs/sft/adapter.gguf --out runs/grpo`,
 		Flags:  cliFlags(trainFlags()),
 		Action: runTrain,
 	}
