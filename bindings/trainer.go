@@ -440,7 +440,8 @@ func (h Set) Backward(cot, headCot []float32) error {
 		return err
 	}
 	if t.gradSet != h.id {
-		return fmt.Errorf("bindings: backward of set %d after the forward_grad of set %d", h.id, t.gradSet)
+		return &Error{Op: "align_trainer_backward", Code: StatusInvalidArgument,
+			Msg: fmt.Sprintf("backward of set %d without a pending forward_grad of that set", h.id)}
 	}
 	var pc, ph *C.float
 	if len(cot) > 0 {

@@ -201,8 +201,8 @@ func TestTrainerSets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tr.AddSet(SetOptions{Name: "reward"}); err == nil {
-		t.Error("a second set named reward was accepted")
+	if _, err := tr.AddSet(SetOptions{Name: "reward"}); !errors.Is(err, &Error{Code: StatusInvalidArgument}) {
+		t.Errorf("a second set named reward: %v, want INVALID_ARGUMENT", err)
 	}
 	randomParams(t, tr, 0, 1, 0.05)
 	base, err := tr.Set(-1).Forward(b, 0)
@@ -246,8 +246,8 @@ func TestTrainerSets(t *testing.T) {
 			t.Fatal("a step of the reward set changed the policy")
 		}
 	}
-	if err := reward.Export(filepath.Join(t.TempDir(), "x.gguf")); err == nil {
-		t.Error("exporting a set without adapters was accepted")
+	if err := reward.Export(filepath.Join(t.TempDir(), "x.gguf")); !errors.Is(err, &Error{Code: StatusInvalidArgument}) {
+		t.Errorf("exporting a set without adapters: %v, want INVALID_ARGUMENT", err)
 	}
 }
 

@@ -395,16 +395,17 @@ func TestTrainerRejectsBadInput(t *testing.T) {
 		"nothing scored":     {NSeq: 1, NTok: 3, Tokens: []int32{1, 2, 3}, Lengths: []int32{3}, Scored: []uint8{0, 0, 0}},
 		"scored padding":     {NSeq: 1, NTok: 3, Tokens: []int32{1, 2, 3}, Lengths: []int32{2}, Scored: []uint8{0, 1, 1}},
 	}
+	invalid := &Error{Code: StatusInvalidArgument}
 	for name, b := range cases {
-		if _, err := tr.Set(0).Forward(b, 0); err == nil {
-			t.Errorf("%s: accepted", name)
+		if _, err := tr.Set(0).Forward(b, 0); !errors.Is(err, invalid) {
+			t.Errorf("%s: %v, want INVALID_ARGUMENT", name, err)
 		}
 	}
-	if err := tr.Set(0).Backward([]float32{1}, nil); err == nil {
-		t.Error("backward without forward_grad accepted")
+	if err := tr.Set(0).Backward([]float32{1}, nil); !errors.Is(err, invalid) {
+		t.Errorf("backward without forward_grad: %v, want INVALID_ARGUMENT", err)
 	}
-	if _, err := NewTrainerFromFile(filepath.Join(t.TempDir(), "none.gguf"), TrainerOptions{}); err == nil {
-		t.Error("missing model accepted")
+	if _, err := NewTrainerFromFile(filepath.Join(t.TempDir(), "none.gguf"), TrainerOptions{}); !errors.Is(err, &Error{Code: StatusIO}) {
+		t.Errorf("missing model: %v, want IO", err)
 	}
 }
 
