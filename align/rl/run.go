@@ -151,6 +151,9 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	if n := tr.Info().NCtx; n > 0 && cfg.MaxLength > n {
 		return res, bad("max-length", "is at most the model's context, %d (got %d)", n, cfg.MaxLength)
 	}
+	if cfg.EvalPrompts == "" && cfg.EvalSplit > 0 && len(evalP) == 0 {
+		cfg.Progress.Note("--eval-split %g of %s held out none of its %d prompts: no held-out evaluation", cfg.EvalSplit, cfg.Prompts, len(trainP))
+	}
 	w, err := newWorker(cfg, tr)
 	if err != nil {
 		return res, err
@@ -248,9 +251,6 @@ func readPrompts(cfg Config) (trainP, evalP []promptRecord, err error) {
 		}
 	} else if cfg.EvalSplit > 0 {
 		trainP, evalP = splitPrompts(trainP, cfg.EvalSplit, cfg.Seed)
-		if len(evalP) == 0 && cfg.Progress != nil {
-			cfg.Progress.Note("--eval-split %g of %s held out none of its %d prompts: no held-out evaluation", cfg.EvalSplit, cfg.Prompts, len(trainP))
-		}
 	}
 	if len(trainP) == 0 {
 		return nil, nil, fmt.Errorf("%s: no training prompts left after --eval-split", cfg.Prompts)

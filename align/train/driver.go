@@ -91,9 +91,6 @@ func runWith(ctx context.Context, cfg Config, progress Progress, open opener) (r
 	if err != nil {
 		return res, err
 	}
-	if cfg.EvalData == "" && cfg.EvalSplit > 0 && len(in.evalPairs) == 0 {
-		progress.Note("--eval-split %g of %s held out none of its %d pairs: no held-out evaluation", cfg.EvalSplit, in.dataName, len(in.trainPairs))
-	}
 	if err := resolveStages(&cfg); err != nil { // --init-adapter, --ref-adapter (stage.go)
 		return res, err
 	}
@@ -122,6 +119,9 @@ func runWith(ctx context.Context, cfg Config, progress Progress, open opener) (r
 	}
 	if n := eng.Info().NCtx; n > 0 && cfg.MaxLength > n {
 		return res, bad("max-length", "is at most the model's context, %d (got %d)", n, cfg.MaxLength)
+	}
+	if cfg.EvalData == "" && cfg.EvalSplit > 0 && len(in.evalPairs) == 0 {
+		progress.Note("--eval-split %g of %s held out none of its %d pairs: no held-out evaluation", cfg.EvalSplit, in.dataName, len(in.trainPairs))
 	}
 	// the native trainer stops a running forward/backward when ctx ends
 	// (within a graph node), not only between steps
