@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/bindings"
 )
 
@@ -252,7 +253,7 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		cfg.SampleSeed = 1
 	}
 	device := ResolveDevice(cfg.Device)
-	recompute := ResolveRecompute(cfg.Recompute, device)
+	recompute := run.ResolveRecompute(cfg.Recompute, device)
 	res := BenchResult{Model: cfg.Model, Method: cfg.Method, Seq: cfg.Seq, Threads: cfg.Threads, Recompute: recompute,
 		Rank: cfg.Rank, Alpha: cfg.Alpha, Targets: strings.Join(cfg.Targets, ",")}
 	if err := cfg.Validate(); err != nil {
@@ -263,12 +264,12 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		return res, err
 	}
 	targets, _ := targetBits(cfg.Targets)
-	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(cfg.Alpha), Targets: targets, Seed: 1, Device: device, BackwardWeights: cfg.BackwardWeights, Recompute: recompute})
+	eng, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(cfg.Alpha), Targets: targets, Seed: 1, Device: device, BackwardWeights: cfg.BackwardWeights, Recompute: recompute})
 	if err != nil {
 		return res, err
 	}
 	defer closeTr()
-	info := tr.Info()
+	tr, info := eng.Policy(), eng.Info()
 	if err := cfg.checkContext(info.NCtx, len(samplePrompt)); err != nil {
 		return res, err
 	}
@@ -283,7 +284,7 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		toks[i] = int32(5 + r.IntN(info.NVocab-5))
 	}
 	var exs []Example
-	var obj objective = sftObjective{}
+	var obj method = sftObjective{}
 	if cfg.Method == DPO {
 		obj = prefObjective{method: DPO}
 	}
@@ -336,7 +337,8 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 	res.TokensPerS = float64(res.Seqs*cfg.Seq) / secs
 	res.FLOPsPerStep = FLOPs(info, cfg.Rank, targets, res.Seqs, cfg.Seq)
 	res.GFLOPS = res.FLOPsPerStep / secs / 1e9
-	if nt, ok := tr.(*bindings.Trainer); ok {
+	if n, ok := eng.(native); ok {
+		nt := n.Trainer
 		body, head := nt.ComputeBytes()
 		res.BodyMB, res.HeadMB = float64(body)/(1<<20), float64(head)/(1<<20)
 		res.CheckpointMB = float64(nt.CheckpointBytes()) / (1 << 20)
@@ -398,12 +400,12 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 func benchSample(ctx context.Context, nt *bindings.Trainer, cfg BenchConfig, prompt []int32, res *BenchResult) error {
 	if cfg.SaveAdapter != "" {
 		// the weights sampling uses (sampling does not change them)
-		if err := nt.Export(cfg.SaveAdapter); err != nil {
+		if err := nt.Set(0).Export(cfg.SaveAdapter); err != nil {
 			return fmt.Errorf("--save-adapter %s: %w", cfg.SaveAdapter, err)
 		}
 		res.SavedAdapter = cfg.SaveAdapter
 	}
-	live, err := nt.LiveLoRA(0)
+	live, err := nt.Set(0).LiveLoRA()
 	if err != nil {
 		return err
 	}
