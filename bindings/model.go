@@ -40,6 +40,7 @@ type ModelInfo struct {
 	NParams         uint64
 	SizeBytes       uint64
 	BOS, EOS        int32
+	EOT             int32 // end of turn; -1 when absent
 	AddBOS          bool
 	HasChatTemplate bool
 }
@@ -111,6 +112,7 @@ func (m *Model) Info() (ModelInfo, error) {
 		SizeBytes:       uint64(ci.size_bytes),
 		BOS:             int32(ci.token_bos),
 		EOS:             int32(ci.token_eos),
+		EOT:             int32(ci.token_eot),
 		AddBOS:          bool(ci.add_bos),
 		HasChatTemplate: bool(ci.has_chat_template),
 	}, nil

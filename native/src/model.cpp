@@ -233,6 +233,7 @@ align_status align_model_get_info(const align_model * model, align_model_info * 
     out->token_eos = llama_vocab_eos(v);
     out->add_bos = llama_vocab_get_add_bos(v);
     out->has_chat_template = llama_model_chat_template(m, nullptr) != nullptr;
+    out->token_eot = llama_vocab_eot(v);
     return ok();
     ALIGN_CATCH
 }
