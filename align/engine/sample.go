@@ -73,11 +73,11 @@ type SampleRequest struct {
 	// (--chat-template-kwargs).
 	ChatTemplate   string
 	TemplateKwargs map[string]any
-	Sampler  Sampler
-	Threads  int
-	NCtx     int
-	NoMmap   bool
-	OnText   func(string) bool // streaming; may be nil
+	Sampler        Sampler
+	Threads        int
+	NCtx           int
+	NoMmap         bool
+	OnText         func(string) bool // streaming; may be nil
 	// OnWarning receives one line per problem worth telling the user (such
 	// as characters the vocabulary cannot spell); may be nil.
 	OnWarning func(string)
