@@ -86,6 +86,12 @@ Example:
 					if c.Int("layers") < 0 || c.Int("layers") > 256 {
 						return usagef("--layers must be between 1 and 256 (got %d)", c.Int("layers"))
 					}
+					if arch == "gemma3" && c.IsSet("layers") && c.Int("layers") < 6 {
+						// layers 0-4 of each six use the sliding window: fewer
+						// than six has no global layer, which llama.cpp's
+						// sessions cannot run (an empty KV cache)
+						return usagef("--layers must be at least 6 for gemma3 (every sixth layer is the global one; got %d)", c.Int("layers"))
+					}
 					switch arch {
 					case "llama", "qwen2", "qwen3", "gemma3":
 					default:
