@@ -108,8 +108,12 @@ Example:
 					if _, shape := engine.Shapes[size]; !shape {
 						switch size {
 						case "tiny", "small":
+						case "1b", "8b": // benchmark shapes: Llama 3.2 1B and 3.1 8B, untied
+							if arch != "llama" && arch != "qwen2" {
+								return usagef("--size %s is for --arch llama or qwen2", size)
+							}
 						default:
-							return usagef("--size must be tiny or small (got %q)", size)
+							return usagef("--size must be tiny or small (1b and 8b: untied benchmark shapes) (got %q)", size)
 						}
 					}
 					var vocab *engine.Vocabulary

@@ -53,6 +53,7 @@ type ModelInfo struct {
 	SizeBytes       uint64 `json:"size_bytes"`
 	BOS             int32  `json:"bos"`
 	EOS             int32  `json:"eos"`
+	EOT             int32  `json:"eot"` // end of turn (-1: none)
 	AddBOS          bool   `json:"add_bos"`
 	HasChatTemplate bool   `json:"chat_template"`
 }
@@ -71,7 +72,7 @@ func DescribeModel(path string) (ModelInfo, error) {
 	}
 	return ModelInfo{
 		Path: path, Desc: describe(bi.Desc, bi.NParams), Arch: bi.Arch, NVocab: bi.NVocab, NCtxTrain: bi.NCtxTrain,
-		NEmbd: bi.NEmbd, NLayer: bi.NLayer, NParams: bi.NParams, SizeBytes: bi.SizeBytes, BOS: bi.BOS, EOS: bi.EOS,
+		NEmbd: bi.NEmbd, NLayer: bi.NLayer, NParams: bi.NParams, SizeBytes: bi.SizeBytes, BOS: bi.BOS, EOS: bi.EOS, EOT: bi.EOT,
 		AddBOS: bi.AddBOS, HasChatTemplate: bi.HasChatTemplate,
 	}, nil
 }
