@@ -20,6 +20,9 @@ type ModelOptions struct {
 	NoMmap    bool // read the file instead of mapping it
 	GPULayers int  // layers to offload where a GPU backend is built in
 	VocabOnly bool // tokenizer and metadata only; sessions cannot be created
+	// NoExtraBuffers keeps the weights in plain host memory (no repacked or
+	// AMX layouts, which the trainer cannot read; see align_model_params).
+	NoExtraBuffers bool
 }
 
 // Model is a loaded GGUF model.
@@ -60,6 +63,7 @@ func LoadModel(path string, opt ModelOptions) (*Model, error) {
 	p.use_mmap = C.bool(!opt.NoMmap)
 	p.n_gpu_layers = C.int32_t(opt.GPULayers)
 	p.vocab_only = C.bool(opt.VocabOnly)
+	p.no_extra_bufts = C.bool(opt.NoExtraBuffers)
 	var m *C.align_model
 	if err := check("align_model_load", C.align_model_load(cpath, &p, &m)); err != nil {
 		return nil, err

@@ -71,6 +71,10 @@ typedef struct align_model_params {
     bool    use_mmap;   // map the file instead of reading it
     int32_t n_gpu_layers; // layers to offload where a GPU backend exists (0: none)
     bool    vocab_only;   // load the tokenizer and metadata only (no sessions)
+    bool    no_extra_bufts; // keep weights in plain host memory: no repacked (CPU_REPACK) or
+                            // AMX buffers, whose layouts the trainer cannot read (on AMX CPUs
+                            // llama.cpp puts Q4_K/Q8_0 matrices of width >= 2048 there). Also
+                            // set by the environment variable ALIGN_NO_EXTRA_BUFTS=1.
 } align_model_params;
 
 align_model_params align_model_default_params(void);

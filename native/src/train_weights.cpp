@@ -223,8 +223,13 @@ align_status fill_transposed(align_trainer * tr, const ggml_tensor * w, const vo
     int64_t rows = std::max<int64_t>(1, k_tile_floats / std::max<int64_t>(1, n_out * blck)) * blck;  // Wᵀ rows per tile
     rows = std::min(rows, n_in);
     const size_t w_row = ggml_row_size(w->type, n_in), wt_row = ggml_row_size(wt->type, n_out);
+    // a repacked buffer takes a tensor's bytes whole (it converts them on
+    // the way in): there the converted tiles are gathered first, which costs
+    // the copy's own size (Q4_K), never an F32 matrix
+    const bool whole = wt->buffer != nullptr && !ggml_backend_buffer_is_host(wt->buffer);
     std::vector<float> seg((size_t) rows), tile((size_t) (rows * n_out));
-    std::vector<uint8_t> out(wt->type == GGML_TYPE_F32 ? 0 : wt_row * (size_t) rows);
+    std::vector<uint8_t> out(wt->type == GGML_TYPE_F32 && !whole ? 0 : wt_row * (size_t) rows);
+    std::vector<uint8_t> all(whole ? ggml_nbytes(wt) : 0);
     const uint8_t * src = static_cast<const uint8_t *>(raw);
     for (int64_t i0 = 0; i0 < n_in; i0 += rows) {
         const int64_t r = std::min(rows, n_in - i0);
@@ -241,8 +246,13 @@ align_status fill_transposed(align_trainer * tr, const ggml_tensor * w, const vo
             ggml_quantize_chunk(wt->type, tile.data(), out.data(), 0, r, n_out, nullptr);
             bytes = out.data();
         }
-        ggml_backend_tensor_set(wt, bytes, (size_t) i0 * wt_row, (size_t) r * wt_row);
+        if (whole) {
+            std::memcpy(all.data() + (size_t) i0 * wt_row, bytes, (size_t) r * wt_row);
+        } else {
+            ggml_backend_tensor_set(wt, bytes, (size_t) i0 * wt_row, (size_t) r * wt_row);
+        }
     }
+    if (whole) ggml_backend_tensor_set(wt, all.data(), 0, all.size());
     tr->transposed_bytes += (int64_t) ggml_nbytes(wt);
     return ALIGN_OK;
 }
