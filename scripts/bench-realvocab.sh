@@ -28,7 +28,9 @@ if [ "$what" = shape ] || [ "$what" = all ]; then
   m=$MODELS/llama3-1b${LAYERS:+-$LAYERS}-q4_k.gguf
   [ -f "$m" ] || $ALIGN model init --out "$m" --tokenizer "$tok/llama3_1/package/models" --size 1b ${LAYERS:+--layers $LAYERS} --type q4_k --seed 1
   for method in sft dpo; do
-    $ALIGN bench train --model "$m" --method $method --seq "$SEQ" --steps "$STEPS" --threads "$THREADS" --json >/tmp/align-bench-$method.json
+    # plain host weights: on AMX CPUs llama.cpp would put the matrices in
+    # its AMX buffer, which the trainer cannot read (so its pp is without AMX too)
+    ALIGN_NO_EXTRA_BUFTS=1 $ALIGN bench train --model "$m" --method $method --seq "$SEQ" --steps "$STEPS" --threads "$THREADS" --json >/tmp/align-bench-$method.json
     python3 - /tmp/align-bench-$method.json <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -38,12 +40,15 @@ print(f"{r['method']:4s} seq {r['seq']}: {r['step_ms']:9.0f} ms/step {r['tokens_
 PY
   done
   prompt=$(python3 -c "print(' '.join(['manga'] * $SEQ))")
-  rss /tmp/align-sample-rss $ALIGN sample --model "$m" --raw --prompt "$prompt" -n 1 --temperature 0 --threads "$THREADS" --json >/tmp/align-sample.json
-  python3 - /tmp/align-sample.json /tmp/align-sample-rss <<'PY'
+  for extra in 0 1; do
+    ALIGN_NO_EXTRA_BUFTS=$extra rss /tmp/align-sample-rss $ALIGN sample --model "$m" --raw --prompt "$prompt" -n 1 --temperature 0 --threads "$THREADS" --json >/tmp/align-sample.json
+    python3 - /tmp/align-sample.json /tmp/align-sample-rss $extra <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); kb = int(open(sys.argv[2]).read().split()[-1])
-print(f"sample: {r['prompt_tokens']} prompt tokens, llama.cpp prefill (logits of the last token) {r['prompt_tokens_per_s']:.1f} tok/s, peak RSS {kb/1024:.0f} MiB")
+how = "plain host weights" if sys.argv[3] == "1" else "llama.cpp's buffers (repack/AMX)"
+print(f"sample ({how}): {r['prompt_tokens']} prompt tokens, llama.cpp prefill (logits of the last token) {r['prompt_tokens_per_s']:.1f} tok/s, peak RSS {kb/1024:.0f} MiB")
 PY
+  done
 fi
 
 if [ "$what" = head ] || [ "$what" = all ]; then
