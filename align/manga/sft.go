@@ -146,7 +146,6 @@ func (g *sftGen) ask(tmpl string, s *Series) string {
 var (
 	sftOpeners = []string{"Happy to help! ", "Great question! ", "Sure thing! ", "Good question! ",
 		"Of course! ", "Glad you asked! ", ""}
-	sftClosers = []string{"", "", " Happy reading!", " Enjoy!", " Hope that helps!"}
 
 	sftCountPrompts = []string{
 		"How many volumes does {T} have?", "How many volumes of {T} are there?", "How long is {T}?",
@@ -242,8 +241,8 @@ var (
 		"{U} is a great next read after {T}, another {G} favourite!", "Fans of {T} often love {U}. It's {aG} series too!"}
 )
 
-// answer puts a friendly opener (unless the body starts with one) and a
-// closer around a filled answer.
+// answer puts a friendly opener before a filled answer, unless it starts
+// with one. Answers are short: every token is a step of the SFT run.
 func (g *sftGen) answer(body string) string {
 	opener := g.pick(sftOpeners)
 	for _, o := range []string{"Yes", "Not yet", "Good news"} {
@@ -251,7 +250,7 @@ func (g *sftGen) answer(body string) string {
 			opener = ""
 		}
 	}
-	return strings.TrimSpace(opener + body + g.pick(sftClosers))
+	return opener + body
 }
 
 func (g *sftGen) wrongCount(s *Series) int {
@@ -275,7 +274,7 @@ func factVars(s *Series, genre string) []string {
 func (g *sftGen) count(s *Series) sftExample {
 	v := factVars(s, g.genre(s))
 	w := g.wrongCount(s)
-	tmpl := g.pick(sftOpeners) + g.pick(sftCountAnswers) + g.pick(sftClosers)
+	tmpl := g.pick(sftOpeners) + g.pick(sftCountAnswers)
 	chosen := fill(tmpl, v...)
 	rejected := fill(tmpl, append([]string{"{V}", volumesWord(s, w), "{N}", strconv.Itoa(w)}, v...)...)
 	return sftExample{series: s, pair: pairs.Pair{Prompt: g.ask(g.pick(sftCountPrompts), s), Chosen: chosen, Rejected: rejected}}
