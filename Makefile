@@ -68,7 +68,7 @@ test: native
 	$(BUILD)/native/align_native_tests
 	$(BUILD)/native/align_grad_ops
 	@# everything but the native-facing packages builds without cgo (DESIGN §2)
-	CGO_ENABLED=0 $(GO) build ./align/jsonl ./align/pairs ./align/manga ./align/backend/... ./align/cost ./align/pipeline
+	CGO_ENABLED=0 $(GO) build ./align/jsonl ./align/pairs ./align/manga ./align/backend/... ./align/cost ./align/pipeline ./align/annotate
 	$(GOENV) $(GO) test -count=1 -timeout 30m -short ./...
 	@# the slow end-to-end training checks (skipped by -short), once
 	$(GOENV) $(GO) test -count=1 -timeout 30m -run '^(TestDPOLearnsPreferences|TestResumeIsBitIdentical|TestRewardModelLearns|TestStagesSFTThenDPO|TestStagesResume|TestStoriesDPO)$$' ./align/train

@@ -36,10 +36,11 @@ func ReadAdapterFile(path string) (AdapterFile, error) {
 	return f, nil
 }
 
-// LoadSet loads a LoRA GGUF or a heads GGUF into a set's parameters (their
+// Load loads a LoRA GGUF or a heads GGUF into a set's parameters (their
 // Adam moments become zero). The set must have been made with the file's
 // rank, alpha and targets (or heads); nothing changes when it fails.
-func (t *Trainer) LoadSet(set int, path string) error {
+func (h Set) Load(path string) error {
+	t, set := h.t, h.id
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
@@ -49,8 +50,9 @@ func (t *Trainer) LoadSet(set int, path string) error {
 	return check("align_trainer_load_set", C.align_trainer_load_set(t.p, C.int32_t(set), cpath))
 }
 
-// ExportHeads writes a set's heads as align's heads GGUF.
-func (t *Trainer) ExportHeads(set int, path string) error {
+// ExportHeads writes the set's heads as align's heads GGUF.
+func (h Set) ExportHeads(path string) error {
+	t, set := h.t, h.id
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err

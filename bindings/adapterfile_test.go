@@ -24,20 +24,20 @@ func TestLoadSetRoundTrip(t *testing.T) {
 	for i := 0; i < b.NSeq; i++ {
 		b.HeadAt[i*b.NTok+int(b.Lengths[i])-1] = 1
 	}
-	want, err := tr.Forward(b, 1)
+	want, err := tr.Set(0).Forward(b, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantHeads, err := tr.ForwardSet(b, hs, 1)
+	wantHeads, err := hs.Forward(b, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	ad, hd := filepath.Join(dir, "adapter.gguf"), filepath.Join(dir, "head.gguf")
-	if err := tr.Export(ad); err != nil {
+	if err := tr.Set(0).Export(ad); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.ExportHeads(hs, hd); err != nil {
+	if err := hs.ExportHeads(hd); err != nil {
 		t.Fatal(err)
 	}
 	fa, err := ReadAdapterFile(ad)
@@ -57,21 +57,21 @@ func TestLoadSetRoundTrip(t *testing.T) {
 
 	opt.Seed = 77 // a different initialisation, overwritten by the load
 	tr2 := newTrainer(t, path, opt)
-	if err := tr2.LoadSet(0, ad); err != nil {
+	if err := tr2.Set(0).Load(ad); err != nil {
 		t.Fatal(err)
 	}
 	hs2, err := tr2.AddSet(SetOptions{Name: "reward", Heads: fh.Heads, Seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tr2.LoadSet(hs2, hd); err != nil {
+	if err := hs2.Load(hd); err != nil {
 		t.Fatal(err)
 	}
-	got, err := tr2.Forward(b, 1)
+	got, err := tr2.Set(0).Forward(b, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	gotHeads, err := tr2.ForwardSet(b, hs2, 1)
+	gotHeads, err := hs2.Forward(b, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestLoadSetRoundTrip(t *testing.T) {
 			t.Errorf("head value %d: %.9g after the load, %.9g before", i, gotHeads.Heads[i], wantHeads.Heads[i])
 		}
 	}
-	st, err := tr2.GetState()
+	st, err := tr2.Set(0).GetState()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,10 +104,10 @@ func TestLoadSetRefusesMismatches(t *testing.T) {
 	tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Targets: TargetQ | TargetV, Seed: 9})
 	dir := t.TempDir()
 	ad := filepath.Join(dir, "adapter.gguf")
-	if err := tr.Export(ad); err != nil {
+	if err := tr.Set(0).Export(ad); err != nil {
 		t.Fatal(err)
 	}
-	before, err := tr.GetState()
+	before, err := tr.Set(0).GetState()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,24 +131,24 @@ func TestLoadSetRefusesMismatches(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			tr2 := newTrainer(t, path, c.opt)
-			err := tr2.LoadSet(0, c.file)
+			err := tr2.Set(0).Load(c.file)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("LoadSet: %v, want an error containing %q", err, c.want)
 			}
 		})
 	}
 	// heads into a set without heads, and a LoRA file into a heads-only set
-	if err := tr.ExportHeads(0, filepath.Join(dir, "h.gguf")); err == nil || !strings.Contains(err.Error(), "no heads") {
+	if err := tr.Set(0).ExportHeads(filepath.Join(dir, "h.gguf")); err == nil || !strings.Contains(err.Error(), "no heads") {
 		t.Fatalf("ExportHeads of a set without heads: %v", err)
 	}
 	hs, err := tr.AddSet(SetOptions{Name: "value", Heads: []HeadSpec{{Name: "value", Dim: 1}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.LoadSet(hs, ad); err == nil || !strings.Contains(err.Error(), "targets differ") {
+	if err := hs.Load(ad); err == nil || !strings.Contains(err.Error(), "targets differ") {
 		t.Fatalf("LoadSet of a LoRA file into a heads-only set: %v", err)
 	}
-	after, err := tr.GetState()
+	after, err := tr.Set(0).GetState()
 	if err != nil {
 		t.Fatal(err)
 	}

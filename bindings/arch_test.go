@@ -42,7 +42,7 @@ func archFixture(t testing.TB, name string, p FixtureParams) string {
 // abs + rel·|log p| (F32 rounding grows with the log-prob's magnitude).
 func maxLlamaDiff(t *testing.T, m *Model, tr *Trainer, b *Batch, nBatch int, abs, rel float64) (maxd, worst float64, n int) {
 	t.Helper()
-	out, err := tr.Forward(b, 0)
+	out, err := tr.Set(0).Forward(b, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,11 +188,11 @@ func TestArchGemma3Variants(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := batchOf(24)
-	ta, err := newTrainer(t, plain, TrainerOptions{}).Forward(b, 0)
+	ta, err := newTrainer(t, plain, TrainerOptions{}).Set(0).Forward(b, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tw, err := newTrainer(t, widePath, TrainerOptions{}).Forward(b, 0)
+	tw, err := newTrainer(t, widePath, TrainerOptions{}).Set(0).Forward(b, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,19 +274,19 @@ func TestArchLlamaStyles(t *testing.T) {
 			g := fullBatch(t, m, "Is Berserk finished?", "Happy to help! Naruto has 72 volumes.")
 			params := randomParams(t, tr, 0, 11, 0.05)
 			loss := func() float64 {
-				out, err := tr.Forward(g, 1)
+				out, err := tr.Set(0).Forward(g, 1)
 				if err != nil {
 					t.Fatal(err)
 				}
 				return 0.7*out.Sums[0] - 1.3*out.Sums[1]
 			}
-			if _, err := tr.ForwardGrad(g); err != nil {
+			if _, err := tr.Set(0).ForwardGrad(g); err != nil {
 				t.Fatal(err)
 			}
-			if err := tr.BackwardSums(g, []float64{0.7, -1.3}); err != nil {
+			if err := backwardSums(tr.Set(0), g, []float64{0.7, -1.3}); err != nil {
 				t.Fatal(err)
 			}
-			st, err := tr.GetState()
+			st, err := tr.Set(0).GetState()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -460,14 +460,14 @@ func TestArchExportMatchesLlama(t *testing.T) {
 				m := load(t, path)
 				b := fullBatch(t, m, sampleText)
 				tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 9})
-				bo, _ := tr.Forward(b, 1)
+				bo, _ := tr.Set(0).Forward(b, 1)
 				sftSteps(t, tr, b, 5)
-				ao, _ := tr.Forward(b, 1)
+				ao, _ := tr.Set(0).Forward(b, 1)
 				if ao.Sums[0] <= bo.Sums[0]+1 {
 					t.Errorf("5 SFT steps moved the log-likelihood from %.3f to %.3f only", bo.Sums[0], ao.Sums[0])
 				}
 				ap := filepath.Join(t.TempDir(), "adapter.gguf")
-				if err := tr.Export(ap); err != nil {
+				if err := tr.Set(0).Export(ap); err != nil {
 					t.Fatal(err)
 				}
 				l, err := LoadLoRA(m, ap)

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/align-dev/align/align/mergefile"
+	"github.com/align-dev/align/align/testgate"
 )
 
 var fixtureDir string
@@ -464,20 +467,48 @@ func TestSessionValidation(t *testing.T) {
 	s := session(t, m, SessionOptions{NCtx: 32})
 	info, _ := m.Info()
 	ctx := context.Background()
-	if _, err := s.LogProbs(ctx, []int32{1, int32(info.NVocab)}); err == nil {
-		t.Error("out-of-range token accepted")
+	// each is refused by the native argument checks (invalid argument), not
+	// by a later failure that happens to return an error too
+	for _, c := range []struct {
+		name string
+		call func() error
+	}{
+		{"out-of-range token", func() error { _, err := s.LogProbs(ctx, []int32{1, int32(info.NVocab)}); return err }},
+		{"sequence longer than the context", func() error { _, err := s.LogProbs(ctx, make([]int32, 40)); return err }},
+		{"negative token", func() error {
+			_, err := s.Generate(ctx, []int32{1, -5}, SamplerParams{MaxTokens: 1}, nil)
+			return err
+		}},
+		{"top_p 2", func() error { _, err := s.Generate(ctx, []int32{1}, SamplerParams{MaxTokens: 1, TopP: 2}, nil); return err }},
+		{"broken grammar", func() error {
+			_, err := s.Generate(ctx, []int32{1}, SamplerParams{MaxTokens: 1, Grammar: "root ::= ("}, nil)
+			return err
+		}},
+	} {
+		err := c.call()
+		var e *Error
+		if !errors.As(err, &e) || e.Code != StatusInvalidArgument {
+			t.Errorf("%s: %v, want status %s", c.name, err, StatusInvalidArgument)
+		}
 	}
-	if _, err := s.LogProbs(ctx, make([]int32, 40)); err == nil {
-		t.Error("sequence longer than the context accepted")
-	}
-	if _, err := s.Generate(ctx, []int32{1, -5}, SamplerParams{MaxTokens: 1}, nil); err == nil {
-		t.Error("negative token accepted")
-	}
-	if _, err := s.Generate(ctx, []int32{1}, SamplerParams{MaxTokens: 1, TopP: 2}, nil); err == nil {
-		t.Error("top_p 2 accepted")
-	}
-	if _, err := s.Generate(ctx, []int32{1}, SamplerParams{MaxTokens: 1, Grammar: "root ::= ("}, nil); err == nil {
-		t.Error("broken grammar accepted")
+}
+
+// The types align merge promises (mergefile.Types) are exactly those the
+// native merge accepts: each passes the type check (and fails later, on
+// the missing base), and others are refused as invalid arguments.
+func TestMergeTypes(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "no-base.gguf")
+	out := filepath.Join(t.TempDir(), "out.gguf")
+	for _, typ := range append(append([]string{}, mergefile.Types...), "Q4_K", "iq2_xxs", "q9", "f8") {
+		_, err := Merge(context.Background(), missing, nil, out, MergeOptions{Type: typ})
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Fatalf("--type %s: %v", typ, err)
+		}
+		refused := e.Code == StatusInvalidArgument && strings.Contains(e.Msg, "output type")
+		if want := !mergefile.ValidType(typ); refused != want {
+			t.Errorf("--type %s: %v; refused %v, want %v", typ, err, refused, want)
+		}
 	}
 }
 
@@ -646,7 +677,7 @@ func noByteModel(t *testing.T) string {
 		p = v
 	}
 	if _, err := os.Stat(p); err != nil {
-		t.Skipf("no model without byte fallback at %s (set ALIGN_NOBYTE_MODEL)", p)
+		testgate.Missing(t, "no model without byte fallback at %s (set ALIGN_NOBYTE_MODEL)", p)
 	}
 	return p
 }

@@ -19,7 +19,7 @@ func trainedAdapter(t *testing.T, path string, seed uint64) string {
 	b := fullBatch(t, tr.Model(), sampleText)
 	sftSteps(t, tr, b, 5)
 	ap := filepath.Join(t.TempDir(), "adapter.gguf")
-	if err := tr.Export(ap); err != nil {
+	if err := tr.Set(0).Export(ap); err != nil {
 		t.Fatal(err)
 	}
 	return ap

@@ -23,14 +23,14 @@ func TestTransposedQ4KGradientAccuracy(t *testing.T) {
 	opt := TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 5}
 	rng := rand.New(rand.NewPCG(1, 2))
 	grads := func(tr *Trainer, params []float32) []float32 {
-		tr.SetState(params, nil, nil, 0)
-		if _, err := tr.ForwardGrad(b); err != nil {
+		tr.Set(0).SetState(params, nil, nil, 0)
+		if _, err := tr.Set(0).ForwardGrad(b); err != nil {
 			t.Fatal(err)
 		}
-		if err := tr.BackwardSums(b, []float64{1, -1}); err != nil {
+		if err := backwardSums(tr.Set(0), b, []float64{1, -1}); err != nil {
 			t.Fatal(err)
 		}
-		st, _ := tr.GetState()
+		st, _ := tr.Set(0).GetState()
 		return st.Grads
 	}
 	nmse := func(g, ref []float32) float64 {

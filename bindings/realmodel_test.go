@@ -65,7 +65,7 @@ func TestRealModels(t *testing.T) {
 				dm := load(t, deq)
 				gap := maxAbsDiff(tokenLogps(t, load(t, path), nil, texts...), tokenLogps(t, dm, nil, texts...))
 				dtr := newTrainer(t, deq, TrainerOptions{})
-				o, err := dtr.Forward(fullBatch(t, dm, texts...), 0)
+				o, err := dtr.Set(0).Forward(fullBatch(t, dm, texts...), 0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -79,7 +79,7 @@ func TestRealModels(t *testing.T) {
 			m := load(t, path)
 			b := fullBatch(t, m, texts...)
 			tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 5})
-			base, err := tr.Forward(b, 0)
+			base, err := tr.Set(0).Forward(b, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,12 +90,12 @@ func TestRealModels(t *testing.T) {
 				t.Errorf("training forward differs from llama.cpp by %.3g (tolerance %.3g)", d, tol)
 			}
 			sftSteps(t, tr, b, 5)
-			after, _ := tr.Forward(b, 1)
+			after, _ := tr.Set(0).Forward(b, 1)
 			if after.Sums[0] <= base.Sums[0]+1 {
 				t.Errorf("5 SFT steps moved the log-likelihood from %.3f to %.3f only", base.Sums[0], after.Sums[0])
 			}
 			ap := filepath.Join(t.TempDir(), "adapter.gguf")
-			if err := tr.Export(ap); err != nil {
+			if err := tr.Set(0).Export(ap); err != nil {
 				t.Fatal(err)
 			}
 			l, err := LoadLoRA(m, ap)

@@ -56,7 +56,7 @@ func runRecomputeScript(t *testing.T, path string, recompute bool, a, c *Batch) 
 		t.Fatal(err)
 	}
 	randomParams(t, tr, 0, 11, 0.05) // B ≠ 0: every LoRA factor has a gradient
-	randomParams(t, tr, set, 13, 0.05)
+	randomParams(t, tr, set.ID(), 13, 0.05)
 	var run recomputeRun
 	keep := func(out Outputs) {
 		run.sums = append(run.sums, out.Sums)
@@ -66,15 +66,15 @@ func runRecomputeScript(t *testing.T, path string, recompute bool, a, c *Batch) 
 	rng := rand.New(rand.NewPCG(5, 6))
 	// set 0: two micro-batches of different shapes (the second rebuilds),
 	// one through per-sequence sums, one through per-token cotangents
-	out, err := tr.ForwardGrad(a)
+	out, err := tr.Set(0).ForwardGrad(a)
 	if err != nil {
 		t.Fatal(err)
 	}
 	keep(out)
-	if err := tr.BackwardSums(a, []float64{0.7, -1.3}); err != nil {
+	if err := backwardSums(tr.Set(0), a, []float64{0.7, -1.3}); err != nil {
 		t.Fatal(err)
 	}
-	if out, err = tr.ForwardGrad(c); err != nil {
+	if out, err = tr.Set(0).ForwardGrad(c); err != nil {
 		t.Fatal(err)
 	}
 	keep(out)
@@ -82,7 +82,7 @@ func runRecomputeScript(t *testing.T, path string, recompute bool, a, c *Batch) 
 	for j := range cot {
 		cot[j] = float32(rng.NormFloat64())
 	}
-	if err := tr.Backward(cot); err != nil {
+	if err := tr.Set(0).Backward(cot, nil); err != nil {
 		t.Fatal(err)
 	}
 	// the value set: adapters on q, v, down and two stacked heads
@@ -92,7 +92,7 @@ func runRecomputeScript(t *testing.T, path string, recompute bool, a, c *Batch) 
 		ah.HeadAt[s*a.NTok+int(a.Lengths[s])-1] = 1
 		ah.HeadAt[s*a.NTok+2] = 1
 	}
-	if out, err = tr.ForwardGradSet(&ah, set); err != nil {
+	if out, err = set.ForwardGrad(&ah); err != nil {
 		t.Fatal(err)
 	}
 	keep(out)
@@ -104,42 +104,42 @@ func runRecomputeScript(t *testing.T, path string, recompute bool, a, c *Batch) 
 	for j := range cot {
 		cot[j] = float32(rng.NormFloat64() * 0.3)
 	}
-	if err := tr.BackwardHeads(cot, hcot); err != nil {
+	if err := set.Backward(cot, hcot); err != nil {
 		t.Fatal(err)
 	}
-	s0, err := tr.GetStateSet(0)
+	s0, err := tr.Set(0).GetState()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s1, err := tr.GetStateSet(set)
+	s1, err := set.GetState()
 	if err != nil {
 		t.Fatal(err)
 	}
 	run.grads0, run.grads1 = s0.Grads, s1.Grads
 	// three AdamW steps, each of two micro-batches of one shape (the second
 	// reuses the graphs), after a reference pass at scale 0 (forward only)
-	if _, err := tr.Forward(a, 0); err != nil {
+	if _, err := tr.Set(0).Forward(a, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.ZeroGrad(); err != nil {
+	if err := tr.Set(0).ZeroGrad(); err != nil {
 		t.Fatal(err)
 	}
 	b := remapTokens(a, info.NVocab)
 	for step := 0; step < 3; step++ {
 		for _, mb := range []*Batch{a, b} {
-			if out, err = tr.ForwardGrad(mb); err != nil {
+			if out, err = tr.Set(0).ForwardGrad(mb); err != nil {
 				t.Fatal(err)
 			}
 			keep(out)
-			if err := tr.BackwardSums(mb, []float64{1, -1}); err != nil {
+			if err := backwardSums(tr.Set(0), mb, []float64{1, -1}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := tr.Step(AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, GradScale: 0.5}); err != nil {
+		if err := tr.Set(0).Step(AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, GradScale: 0.5}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	st, err := tr.GetState()
+	st, err := tr.Set(0).GetState()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,10 +267,10 @@ func TestRecomputeBodyMemory(t *testing.T) {
 	var ckpt int64
 	for i, rc := range []bool{false, true} {
 		tr := newTrainer(t, path, TrainerOptions{Rank: 2, Alpha: 4, Targets: 127, Seed: 3, Recompute: rc})
-		if _, err := tr.ForwardGrad(b); err != nil {
+		if _, err := tr.Set(0).ForwardGrad(b); err != nil {
 			t.Fatal(err)
 		}
-		if err := tr.BackwardSums(b, []float64{1, -1}); err != nil {
+		if err := backwardSums(tr.Set(0), b, []float64{1, -1}); err != nil {
 			t.Fatal(err)
 		}
 		bytes[i], _ = tr.ComputeBytes()
@@ -342,7 +342,7 @@ func TestRecomputeLayerBytes(t *testing.T) {
 			for _, on := range []bool{false, true} {
 				tr := newTrainer(t, path, TrainerOptions{Rank: 8, Alpha: 16, Seed: 1, Recompute: on})
 				tr.Cancel() // allocate, then stop before the first node
-				if _, err := tr.ForwardGrad(b); !errors.Is(err, ErrCancelled) {
+				if _, err := tr.Set(0).ForwardGrad(b); !errors.Is(err, ErrCancelled) {
 					t.Fatalf("%s: %v, want cancelled", sh.name, err)
 				}
 				body, _ := tr.ComputeBytes()

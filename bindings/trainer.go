@@ -76,6 +76,8 @@ type Trainer struct {
 	owned bool // the model was loaded by NewTrainerFromFile
 	info  TrainerInfo
 	lives atomic.Int64 // open live adapters (LiveLoRA) reading the trainer's tensors
+	// gradSet is the set of the pending forward_grad (-2: none)
+	gradSet int
 }
 
 // TrainerInfo describes a trainer's model and its first adapter set.
@@ -123,7 +125,7 @@ func NewTrainer(model *Model, opt TrainerOptions) (*Trainer, error) {
 	if err := check("align_trainer_new", C.align_trainer_new(model.p, &p, &t)); err != nil {
 		return nil, err
 	}
-	tr := &Trainer{p: t, model: model}
+	tr := &Trainer{p: t, model: model, gradSet: -2}
 	if err := tr.refreshInfo(); err != nil {
 		C.align_trainer_free(t)
 		return nil, err
@@ -132,23 +134,30 @@ func NewTrainer(model *Model, opt TrainerOptions) (*Trainer, error) {
 	return tr, nil
 }
 
-// NewTrainerFromFile loads the model at path (with weights) and creates a
-// trainer that owns it; Model returns it for sessions.
-func NewTrainerFromFile(path string, opt TrainerOptions) (*Trainer, error) {
-	mo := ModelOptions{Threads: opt.Threads}
-	if opt.Device != "" && !strings.EqualFold(opt.Device, "cpu") {
-		mo.GPULayers = 1 << 20 // a device trainer reads every weight (and the head) on the device
-	}
-	m, err := LoadModel(path, mo)
+// NewTrainerOwning is NewTrainer for a model the trainer then owns: Close
+// closes it too. Where the model lives (GPU layers) is the caller's policy.
+func NewTrainerOwning(model *Model, opt TrainerOptions) (*Trainer, error) {
+	tr, err := NewTrainer(model, opt)
 	if err != nil {
 		return nil, err
 	}
-	tr, err := NewTrainer(m, opt)
+	tr.owned = true
+	return tr, nil
+}
+
+// NewTrainerFromFile loads the model at path on the CPU (with weights) and
+// creates a trainer that owns it; Model returns it for sessions. A device
+// trainer's model is loaded by align/run.OpenTrainer, which offloads it.
+func NewTrainerFromFile(path string, opt TrainerOptions) (*Trainer, error) {
+	m, err := LoadModel(path, ModelOptions{Threads: opt.Threads})
+	if err != nil {
+		return nil, err
+	}
+	tr, err := NewTrainerOwning(m, opt)
 	if err != nil {
 		m.Close()
 		return nil, err
 	}
-	tr.owned = true
 	return tr, nil
 }
 
@@ -351,10 +360,10 @@ func (t *Trainer) forward(op string, b *Batch, set int, scale float32, grad bool
 	// align_outputs holds Go pointers: pin what it points to
 	var co C.align_outputs
 	pin.Pin(&out.Sums[0])
-	co.sums = (*C.double)(unsafe.Pointer(&out.Sums[0]))
+	co.sums, co.n_sums = (*C.double)(unsafe.Pointer(&out.Sums[0])), C.int64_t(len(out.Sums))
 	if len(out.Logps) > 0 {
 		pin.Pin(&out.Logps[0])
-		co.token_logps = (*C.float)(unsafe.Pointer(&out.Logps[0]))
+		co.token_logps, co.n_token_logps = (*C.float)(unsafe.Pointer(&out.Logps[0])), C.int64_t(len(out.Logps))
 	}
 	if nh := b.NHeadAt(); nh > 0 && set >= 0 {
 		si, err := t.setInfo(set)
@@ -364,12 +373,16 @@ func (t *Trainer) forward(op string, b *Batch, set int, scale float32, grad bool
 		if si.NHeadOut > 0 {
 			out.Heads = make([]float32, nh*si.NHeadOut)
 			pin.Pin(&out.Heads[0])
-			co.head_values = (*C.float)(unsafe.Pointer(&out.Heads[0]))
+			co.head_values, co.n_head_values = (*C.float)(unsafe.Pointer(&out.Heads[0])), C.int64_t(len(out.Heads))
 		}
 	}
 	var st C.align_status
 	if grad {
+		t.gradSet = -2
 		st = C.align_trainer_forward_grad(t.p, &cb, C.int32_t(set), &co)
+		if st == C.ALIGN_OK {
+			t.gradSet = set
+		}
 	} else {
 		st = C.align_trainer_forward(t.p, &cb, C.int32_t(set), C.float(scale), &co)
 	}
@@ -381,38 +394,54 @@ func (t *Trainer) forward(op string, b *Batch, set int, scale float32, grad bool
 	return out, nil
 }
 
-// Forward runs set 0 at the given adapter scale (0: the frozen base) without
-// keeping anything for a backward.
-func (t *Trainer) Forward(b *Batch, loraScale float32) (Outputs, error) {
-	return t.forward("align_trainer_forward", b, 0, loraScale, false)
+// Set is one adapter set of a trainer: its own LoRA pairs and heads,
+// gradient accumulators, AdamW moments and step counter over the shared
+// base (AddSet makes one; Trainer.Set names one by index; Base is the base
+// with no adapters, for forwards only).
+type Set struct {
+	t  *Trainer
+	id int
 }
 
-// ForwardSet is Forward with adapter set `set` (-1: none, the frozen base).
-func (t *Trainer) ForwardSet(b *Batch, set int, loraScale float32) (Outputs, error) {
-	return t.forward("align_trainer_forward", b, set, loraScale, false)
+// Set is the handle of adapter set id (0 is the first set, made by
+// NewTrainer when its options name a rank).
+func (t *Trainer) Set(id int) Set { return Set{t: t, id: id} }
+
+// Base is the frozen base with adapters off: its Forward is the reference.
+func (t *Trainer) Base() Set { return Set{t: t, id: -1} }
+
+// ID is the set's index on its trainer (-1: the base).
+func (h Set) ID() int { return h.id }
+
+// Trainer is the trainer the set belongs to.
+func (h Set) Trainer() *Trainer { return h.t }
+
+// Forward scores b with the set's adapters at loraScale (0, or the Base
+// set: the frozen base exactly) without keeping anything for a backward;
+// the set's heads are read at b.HeadAt.
+func (h Set) Forward(b *Batch, loraScale float32) (Outputs, error) {
+	return h.t.forward("align_trainer_forward", b, h.id, loraScale, false)
 }
 
-// ForwardGrad runs the training forward of set 0 (adapters at scale 1) and
-// keeps what Backward needs.
-func (t *Trainer) ForwardGrad(b *Batch) (Outputs, error) {
-	return t.forward("align_trainer_forward_grad", b, 0, 1, true)
+// ForwardGrad runs the training forward of the set (adapters at scale 1)
+// and keeps what Backward needs.
+func (h Set) ForwardGrad(b *Batch) (Outputs, error) {
+	return h.t.forward("align_trainer_forward_grad", b, h.id, 1, true)
 }
 
-// ForwardGradSet is ForwardGrad for adapter set `set`.
-func (t *Trainer) ForwardGradSet(b *Batch, set int) (Outputs, error) {
-	return t.forward("align_trainer_forward_grad", b, set, 1, true)
-}
-
-// Backward accumulates (+=) the gradient of a loss with dLoss/dLogps = cot
-// (one per scored token of the last ForwardGrad; nil: zeros).
-func (t *Trainer) Backward(cot []float32) error { return t.BackwardHeads(cot, nil) }
-
-// BackwardHeads is Backward with cotangents of the head values too (nil:
-// zeros; same layout as Outputs.Heads).
-func (t *Trainer) BackwardHeads(cot, headCot []float32) error {
+// Backward accumulates (+=) the set's gradient of a loss with dLoss/dLogps
+// = cot (one per scored token of the set's last ForwardGrad; nil: zeros)
+// and dLoss/dHeads = headCot (Outputs.Heads' layout; nil: zeros). The
+// lengths travel to C, which refuses any other count.
+func (h Set) Backward(cot, headCot []float32) error {
+	t := h.t
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
+	}
+	if t.gradSet != h.id {
+		return &Error{Op: "align_trainer_backward", Code: StatusInvalidArgument,
+			Msg: fmt.Sprintf("backward of set %d without a pending forward_grad of that set", h.id)}
 	}
 	var pc, ph *C.float
 	if len(cot) > 0 {
@@ -421,29 +450,14 @@ func (t *Trainer) BackwardHeads(cot, headCot []float32) error {
 	if len(headCot) > 0 {
 		ph = (*C.float)(unsafe.Pointer(&headCot[0]))
 	}
-	return check("align_trainer_backward", C.align_trainer_backward(t.p, pc, ph))
+	// the counts let C refuse a slice shorter than the batch's outputs
+	// (INVALID_ARGUMENT) instead of reading past it
+	return check("align_trainer_backward", C.align_trainer_backward(t.p, pc, C.int64_t(len(cot)), ph, C.int64_t(len(headCot))))
 }
 
-// BackwardSums accumulates the gradient of a sequence-level loss:
-// dLoss/dSum[s] = dsums[s] for each sequence, broadcast over its scored
-// tokens (b is the batch of the last ForwardGrad).
-func (t *Trainer) BackwardSums(b *Batch, dsums []float64) error {
-	if len(dsums) != b.NSeq {
-		return fmt.Errorf("bindings: %d loss gradients for %d sequences", len(dsums), b.NSeq)
-	}
-	seq := b.TokenSeq()
-	cot := make([]float32, len(seq))
-	for j, s := range seq {
-		cot[j] = float32(dsums[s])
-	}
-	return t.Backward(cot)
-}
-
-// ZeroGrad clears set 0's gradient accumulator.
-func (t *Trainer) ZeroGrad() error { return t.ZeroGradSet(0) }
-
-// ZeroGradSet clears a set's gradient accumulator.
-func (t *Trainer) ZeroGradSet(set int) error {
+// ZeroGrad clears the set's gradient accumulator.
+func (h Set) ZeroGrad() error {
+	t, set := h.t, h.id
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
@@ -451,11 +465,9 @@ func (t *Trainer) ZeroGradSet(set int) error {
 	return check("align_trainer_zero_grad", C.align_trainer_zero_grad(t.p, C.int32_t(set)))
 }
 
-// GradNorm is the L2 norm of set 0's accumulated gradient times scale.
-func (t *Trainer) GradNorm(scale float64) (float64, error) { return t.GradNormSet(0, scale) }
-
-// GradNormSet is GradNorm for a set.
-func (t *Trainer) GradNormSet(set int, scale float64) (float64, error) {
+// GradNorm is the L2 norm of the set's accumulated gradient times scale.
+func (h Set) GradNorm(scale float64) (float64, error) {
+	t, set := h.t, h.id
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return 0, err
@@ -472,11 +484,16 @@ type AdamW struct {
 	LR, Beta1, Beta2, Eps, WeightDecay, GradScale float32
 }
 
-// Step applies AdamW to set 0 from its accumulated gradient and clears it.
-func (t *Trainer) Step(p AdamW) error { return t.StepSet(0, p) }
+// DefaultAdamW is align_adamw_default_params.
+func DefaultAdamW() AdamW {
+	p := C.align_adamw_default_params()
+	return AdamW{LR: float32(p.lr), Beta1: float32(p.beta1), Beta2: float32(p.beta2), Eps: float32(p.eps),
+		WeightDecay: float32(p.weight_decay), GradScale: float32(p.grad_scale)}
+}
 
-// StepSet is Step for a set.
-func (t *Trainer) StepSet(set int, p AdamW) error {
+// Step applies AdamW to the set from its accumulated gradient and clears it.
+func (h Set) Step(p AdamW) error {
+	t, set := h.t, h.id
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
@@ -513,11 +530,11 @@ type SetInfo struct {
 	Step                              int64
 }
 
-// AddSet adds a named adapter set over the same base and returns its index.
-func (t *Trainer) AddSet(o SetOptions) (int, error) {
+// AddSet adds a named adapter set over the same base.
+func (t *Trainer) AddSet(o SetOptions) (Set, error) {
 	defer lockThread()()
 	if err := t.live(); err != nil {
-		return 0, err
+		return Set{}, err
 	}
 	p := C.align_adapter_set_default_params()
 	name := C.CString(o.Name)
@@ -548,12 +565,12 @@ func (t *Trainer) AddSet(o SetOptions) (int, error) {
 	}
 	var id C.int32_t
 	if err := check("align_trainer_add_set", C.align_trainer_add_set(t.p, &p, &id)); err != nil {
-		return 0, err
+		return Set{}, err
 	}
 	if err := t.refreshInfo(); err != nil {
-		return 0, err
+		return Set{}, err
 	}
-	return int(id), nil
+	return Set{t: t, id: int(id)}, nil
 }
 
 // must hold lockThread
@@ -567,8 +584,9 @@ func (t *Trainer) setInfo(set int) (SetInfo, error) {
 		NHeads: int(ci.n_heads), NHeadOut: int(ci.n_head_out), Step: int64(ci.step)}, nil
 }
 
-// SetInfo describes adapter set `set`.
-func (t *Trainer) SetInfo(set int) (SetInfo, error) {
+// Info describes the set.
+func (h Set) Info() (SetInfo, error) {
+	t, set := h.t, h.id
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return SetInfo{}, err
@@ -585,8 +603,15 @@ type ParamInfo struct {
 	Offset   int64
 }
 
-// Params returns a set's parameter table.
-func (t *Trainer) Params(set int) ([]ParamInfo, error) {
+// NParams is the length of the set's flat state vectors.
+func (h Set) NParams() (int64, error) {
+	si, err := h.Info()
+	return si.NParams, err
+}
+
+// Params returns the set's parameter table.
+func (h Set) Params() ([]ParamInfo, error) {
+	t, set := h.t, h.id
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return nil, err
@@ -616,11 +641,9 @@ type State struct {
 	Step                int64
 }
 
-// GetState copies set 0's parameters, moments and gradient accumulator.
-func (t *Trainer) GetState() (State, error) { return t.GetStateSet(0) }
-
-// GetStateSet is GetState for a set.
-func (t *Trainer) GetStateSet(set int) (State, error) {
+// GetState copies the set's parameters, moments and gradient accumulator.
+func (h Set) GetState() (State, error) {
+	t, set := h.t, h.id
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return State{}, err
@@ -632,7 +655,7 @@ func (t *Trainer) GetStateSet(set int) (State, error) {
 	n := int(si.NParams)
 	s := State{Params: make([]float32, n), M: make([]float32, n), V: make([]float32, n), Grads: make([]float32, n)}
 	var step C.int64_t
-	st := C.align_trainer_get_state(t.p, C.int32_t(set), (*C.float)(unsafe.Pointer(&s.Params[0])), (*C.float)(unsafe.Pointer(&s.M[0])),
+	st := C.align_trainer_get_state(t.p, C.int32_t(set), C.int64_t(n), (*C.float)(unsafe.Pointer(&s.Params[0])), (*C.float)(unsafe.Pointer(&s.M[0])),
 		(*C.float)(unsafe.Pointer(&s.V[0])), (*C.float)(unsafe.Pointer(&s.Grads[0])), &step)
 	if err := check("align_trainer_get_state", st); err != nil {
 		return State{}, err
@@ -641,14 +664,10 @@ func (t *Trainer) GetStateSet(set int) (State, error) {
 	return s, nil
 }
 
-// SetState restores set 0's parameters and moments (nil slices are left as
-// they are).
-func (t *Trainer) SetState(params, m, v []float32, step int64) error {
-	return t.SetStateSet(0, params, m, v, step)
-}
-
-// SetStateSet is SetState for a set.
-func (t *Trainer) SetStateSet(set int, params, m, v []float32, step int64) error {
+// SetState restores the set's parameters and moments (nil slices are left
+// as they are) and its step counter.
+func (h Set) SetState(params, m, v []float32, step int64) error {
+	t, set := h.t, h.id
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
@@ -680,14 +699,12 @@ func (t *Trainer) SetStateSet(set int, params, m, v []float32, step int64) error
 		return err
 	}
 	cs := C.int64_t(step)
-	return check("align_trainer_set_state", C.align_trainer_set_state(t.p, C.int32_t(set), pp, pm, pv, &cs))
+	return check("align_trainer_set_state", C.align_trainer_set_state(t.p, C.int32_t(set), C.int64_t(n), pp, pm, pv, &cs))
 }
 
-// Export writes set 0's adapters as a llama.cpp LoRA GGUF.
-func (t *Trainer) Export(path string) error { return t.ExportSet(0, path) }
-
-// ExportSet is Export for a set.
-func (t *Trainer) ExportSet(set int, path string) error {
+// Export writes the set's adapters as a llama.cpp LoRA GGUF.
+func (h Set) Export(path string) error {
+	t, set := h.t, h.id
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return err
@@ -697,11 +714,12 @@ func (t *Trainer) ExportSet(set int, path string) error {
 	return check("align_trainer_export", C.align_trainer_export(t.p, C.int32_t(set), cpath))
 }
 
-// LiveLoRA returns an adapter handle over set's current tensors (no copy, no
+// LiveLoRA returns an adapter handle over the set's current tensors (no copy, no
 // file) for sessions of Model(): a session made with it samples from the
 // policy as trained so far, and sees later steps at its next generation.
 // Close it before the trainer.
-func (t *Trainer) LiveLoRA(set int) (*LoRA, error) {
+func (h Set) LiveLoRA() (*LoRA, error) {
+	t, set := h.t, h.id
 	defer lockThread()()
 	if err := t.live(); err != nil {
 		return nil, err

@@ -21,7 +21,7 @@ func tokenFDCheck(t *testing.T, tr *Trainer, b *Batch, params []float32, afterBa
 		cot[j] = float32(rng.NormFloat64())
 	}
 	loss := func() float64 {
-		out, err := tr.Forward(b, 1)
+		out, err := tr.Set(0).Forward(b, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -31,16 +31,16 @@ func tokenFDCheck(t *testing.T, tr *Trainer, b *Batch, params []float32, afterBa
 		}
 		return l
 	}
-	if _, err := tr.ForwardGrad(b); err != nil {
+	if _, err := tr.Set(0).ForwardGrad(b); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.Backward(cot); err != nil {
+	if err := tr.Set(0).Backward(cot, nil); err != nil {
 		t.Fatal(err)
 	}
 	if afterBackward != nil {
 		afterBackward()
 	}
-	st, err := tr.GetState()
+	st, err := tr.Set(0).GetState()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func tokenFDCheck(t *testing.T, tr *Trainer, b *Batch, params []float32, afterBa
 // setParams writes the flat parameter vector.
 func fdCheck(t *testing.T, tr *Trainer, set int, params []float32, grad []float32, loss func() float64, h float32) {
 	t.Helper()
-	table, err := tr.Params(set)
+	table, err := tr.Set(set).Params()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,10 +65,10 @@ func fdCheck(t *testing.T, tr *Trainer, set int, params []float32, grad []float3
 			i := int(row.Offset) + rng.IntN(n)
 			orig := params[i]
 			params[i] = orig + h
-			tr.SetStateSet(set, params, nil, nil, 0)
+			tr.Set(set).SetState(params, nil, nil, 0)
 			lp := loss()
 			params[i] = orig - h
-			tr.SetStateSet(set, params, nil, nil, 0)
+			tr.Set(set).SetState(params, nil, nil, 0)
 			lm := loss()
 			params[i] = orig
 			fd := (lp - lm) / (2 * float64(h))
@@ -82,7 +82,7 @@ func fdCheck(t *testing.T, tr *Trainer, set int, params []float32, grad []float3
 			}
 		}
 	}
-	tr.SetStateSet(set, params, nil, nil, 0)
+	tr.Set(set).SetState(params, nil, nil, 0)
 	t.Logf("gradient NMSE over %d elements of %d tensors %.2e, worst element %.2e", 2*len(table), len(table), num/den, worst)
 	if !(num/den < 1e-3) {
 		t.Errorf("gradient NMSE %.3g against finite differences", num/den)
@@ -91,7 +91,7 @@ func fdCheck(t *testing.T, tr *Trainer, set int, params []float32, grad []float3
 
 func randomParams(t *testing.T, tr *Trainer, set int, seed uint64, scale float64) []float32 {
 	t.Helper()
-	si, err := tr.SetInfo(set)
+	si, err := tr.Set(set).Info()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func randomParams(t *testing.T, tr *Trainer, set int, seed uint64, scale float64
 	for i := range params {
 		params[i] = float32(rng.NormFloat64() * scale)
 	}
-	if err := tr.SetStateSet(set, params, nil, nil, 0); err != nil {
+	if err := tr.Set(set).SetState(params, nil, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	return params
@@ -139,11 +139,11 @@ func TestTrainerScalarHeads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	si, _ := tr.SetInfo(set)
+	si, _ := set.Info()
 	if si.NHeadOut != 3 || si.NHeads != 2 || si.Name != "value" {
 		t.Fatalf("set info %+v", si)
 	}
-	params := randomParams(t, tr, set, 13, 0.05)
+	params := randomParams(t, tr, set.ID(), 13, 0.05)
 	rng := rand.New(rand.NewPCG(7, 8))
 	cot := make([]float32, b.NScored())
 	for j := range cot {
@@ -154,7 +154,7 @@ func TestTrainerScalarHeads(t *testing.T) {
 		hcot[j] = float32(rng.NormFloat64())
 	}
 	loss := func() float64 {
-		out, err := tr.ForwardSet(b, set, 1)
+		out, err := set.Forward(b, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,19 +170,19 @@ func TestTrainerScalarHeads(t *testing.T) {
 		}
 		return l
 	}
-	if _, err := tr.ForwardGradSet(b, set); err != nil {
+	if _, err := set.ForwardGrad(b); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.BackwardHeads(cot, hcot); err != nil {
+	if err := set.Backward(cot, hcot); err != nil {
 		t.Fatal(err)
 	}
-	st, err := tr.GetStateSet(set)
+	st, err := set.GetState()
 	if err != nil {
 		t.Fatal(err)
 	}
-	fdCheck(t, tr, set, params, st.Grads, loss, 3e-2)
+	fdCheck(t, tr, set.ID(), params, st.Grads, loss, 3e-2)
 	// set 0 was not touched by the other set's backward
-	s0, _ := tr.GetStateSet(0)
+	s0, _ := tr.Set(0).GetState()
 	for _, g := range s0.Grads {
 		if g != 0 {
 			t.Fatal("a backward of set 1 accumulated into set 0")
@@ -201,17 +201,17 @@ func TestTrainerSets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tr.AddSet(SetOptions{Name: "reward"}); err == nil {
-		t.Error("a second set named reward was accepted")
+	if _, err := tr.AddSet(SetOptions{Name: "reward"}); !errors.Is(err, &Error{Code: StatusInvalidArgument}) {
+		t.Errorf("a second set named reward: %v, want INVALID_ARGUMENT", err)
 	}
 	randomParams(t, tr, 0, 1, 0.05)
-	base, err := tr.ForwardSet(b, -1, 0)
+	base, err := tr.Set(-1).Forward(b, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	off, _ := tr.Forward(b, 0)
-	on, _ := tr.Forward(b, 1)
-	ho, err := tr.ForwardSet(b, reward, 1)
+	off, _ := tr.Set(0).Forward(b, 0)
+	on, _ := tr.Set(0).Forward(b, 1)
+	ho, err := reward.Forward(b, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,20 +224,20 @@ func TestTrainerSets(t *testing.T) {
 		t.Error("random adapters did not change the log-probs")
 	}
 	// a step of the reward set leaves the policy as it was
-	before, _ := tr.GetStateSet(0)
+	before, _ := tr.Set(0).GetState()
 	b.HeadAt = make([]uint8, len(b.Tokens))
 	b.HeadAt[int(b.Lengths[0])-1] = 1
-	if _, err := tr.ForwardGradSet(b, reward); err != nil {
+	if _, err := reward.ForwardGrad(b); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.BackwardHeads(nil, []float32{1}); err != nil {
+	if err := reward.Backward(nil, []float32{1}); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.StepSet(reward, AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1}); err != nil {
+	if err := reward.Step(AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1}); err != nil {
 		t.Fatal(err)
 	}
-	after, _ := tr.GetStateSet(0)
-	ri, _ := tr.SetInfo(reward)
+	after, _ := tr.Set(0).GetState()
+	ri, _ := reward.Info()
 	if ri.Step != 1 || after.Step != 0 {
 		t.Errorf("steps: reward %d, policy %d; want 1 and 0", ri.Step, after.Step)
 	}
@@ -246,8 +246,8 @@ func TestTrainerSets(t *testing.T) {
 			t.Fatal("a step of the reward set changed the policy")
 		}
 	}
-	if err := tr.ExportSet(reward, filepath.Join(t.TempDir(), "x.gguf")); err == nil {
-		t.Error("exporting a set without adapters was accepted")
+	if err := reward.Export(filepath.Join(t.TempDir(), "x.gguf")); !errors.Is(err, &Error{Code: StatusInvalidArgument}) {
+		t.Errorf("exporting a set without adapters: %v, want INVALID_ARGUMENT", err)
 	}
 }
 
@@ -260,7 +260,7 @@ func TestTrainerHeadChunks(t *testing.T) {
 	run := func(chunkBytes int64) (Outputs, []float32) {
 		tr := newTrainer(t, path, TrainerOptions{Rank: 2, Alpha: 4, Targets: 127, Seed: 3, HeadChunkBytes: chunkBytes})
 		randomParams(t, tr, 0, 11, 0.05)
-		out, err := tr.ForwardGrad(b)
+		out, err := tr.Set(0).ForwardGrad(b)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -268,10 +268,10 @@ func TestTrainerHeadChunks(t *testing.T) {
 		for j := range cot {
 			cot[j] = float32(j%5) - 2
 		}
-		if err := tr.Backward(cot); err != nil {
+		if err := tr.Set(0).Backward(cot, nil); err != nil {
 			t.Fatal(err)
 		}
-		st, _ := tr.GetState()
+		st, _ := tr.Set(0).GetState()
 		return out, st.Grads
 	}
 	info, _ := load(t, path).Info()
@@ -303,7 +303,7 @@ func TestTrainerLiveAdapter(t *testing.T) {
 	m := tr.Model()
 	ls := session(t, m, SessionOptions{NCtx: 256, Adapters: []LoRAScale{{LoRA: live, Scale: 1}}})
 	ap := filepath.Join(t.TempDir(), "adapter.gguf")
-	if err := tr.Export(ap); err != nil {
+	if err := tr.Set(0).Export(ap); err != nil {
 		t.Fatal(err)
 	}
 	file, err := LoadLoRA(m, ap)
@@ -332,7 +332,7 @@ func TestTrainerLiveAdapter(t *testing.T) {
 	lp0, _ := ls.LogProbs(context.Background(), b.Tokens[:b.Lengths[0]])
 	sftSteps(t, tr, b, 2)
 	lp1, _ := ls.LogProbs(context.Background(), b.Tokens[:b.Lengths[0]])
-	out, _ := tr.Forward(b, 1)
+	out, _ := tr.Set(0).Forward(b, 1)
 	var moved, maxd float64
 	for j := range lp1 {
 		moved += float64(lp1[j] - lp0[j])
@@ -351,21 +351,21 @@ func TestTrainerCancel(t *testing.T) {
 	tr := newTrainer(t, path, TrainerOptions{})
 	b := fullBatch(t, tr.Model(), sampleText)
 	tr.Cancel()
-	if _, err := tr.Forward(b, 1); !errors.Is(err, ErrCancelled) {
+	if _, err := tr.Set(0).Forward(b, 1); !errors.Is(err, ErrCancelled) {
 		t.Fatalf("forward after Cancel: %v, want cancelled", err)
 	}
-	if _, err := tr.ForwardGrad(b); !errors.Is(err, ErrCancelled) {
+	if _, err := tr.Set(0).ForwardGrad(b); !errors.Is(err, ErrCancelled) {
 		t.Fatalf("second call after Cancel: %v, want cancelled (sticky)", err)
 	}
 	tr.ClearCancel()
-	if _, err := tr.Forward(b, 1); err != nil {
+	if _, err := tr.Set(0).Forward(b, 1); err != nil {
 		t.Fatalf("after ClearCancel: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	stop := tr.Watch(ctx)
 	cancel()
 	for i := 0; i < 100; i++ { // the watcher runs asynchronously
-		if _, err := tr.Forward(b, 1); errors.Is(err, ErrCancelled) {
+		if _, err := tr.Set(0).Forward(b, 1); errors.Is(err, ErrCancelled) {
 			stop()
 			return
 		}
@@ -398,7 +398,7 @@ func TestTrainerHead8192Scored(t *testing.T) {
 	if b.NScored() != 8192 {
 		t.Fatalf("%d scored tokens", b.NScored())
 	}
-	all, err := tr.Forward(b, 0)
+	all, err := tr.Set(0).Forward(b, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +407,7 @@ func TestTrainerHead8192Scored(t *testing.T) {
 	var maxd float64
 	for _, s := range []int{0, 9, 22, 31} {
 		one := &Batch{NSeq: 1, NTok: T, Tokens: b.Tokens[s*T : (s+1)*T], Lengths: []int32{T}, Scored: b.Scored[s*T : (s+1)*T]}
-		out, err := ref.Forward(one, 0)
+		out, err := ref.Set(0).Forward(one, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

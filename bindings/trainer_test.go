@@ -2,6 +2,8 @@ package bindings
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -64,7 +66,7 @@ func TestTrainerForwardMatchesLlama(t *testing.T) {
 				m := load(t, path)
 				b := fullBatch(t, m, sampleText, "Sorry, I cannot help with that.")
 				tr := newTrainer(t, path, TrainerOptions{})
-				out, err := tr.Forward(b, 0)
+				out, err := tr.Set(0).Forward(b, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -112,7 +114,7 @@ func TestTrainerForwardMatchesLlamaVariants(t *testing.T) {
 			long := strings.Repeat(sampleText+" ", 6)
 			b := fullBatch(t, m, long)
 			tr := newTrainer(t, path, TrainerOptions{})
-			out, err := tr.Forward(b, 0)
+			out, err := tr.Set(0).Forward(b, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -167,7 +169,7 @@ func TestTrainerGradientCheck(t *testing.T) {
 			const r = 2
 			tr := newTrainer(t, path, TrainerOptions{Rank: r, Alpha: 4, Targets: allTargets, Seed: 3, ExactBackward: true})
 			info := tr.Info()
-			table, err := tr.Params(0)
+			table, err := tr.Set(0).Params()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,24 +181,24 @@ func TestTrainerGradientCheck(t *testing.T) {
 			for i := range params {
 				params[i] = float32(rng.NormFloat64() * 0.05)
 			}
-			if err := tr.SetState(params, nil, nil, 0); err != nil {
+			if err := tr.Set(0).SetState(params, nil, nil, 0); err != nil {
 				t.Fatal(err)
 			}
 			coef := []float64{0.7, -1.3} // loss = Σ coef_b · S_b
 			loss := func() float64 {
-				out, err := tr.Forward(b, 1)
+				out, err := tr.Set(0).Forward(b, 1)
 				if err != nil {
 					t.Fatal(err)
 				}
 				return coef[0]*out.Sums[0] + coef[1]*out.Sums[1]
 			}
-			if _, err := tr.ForwardGrad(b); err != nil {
+			if _, err := tr.Set(0).ForwardGrad(b); err != nil {
 				t.Fatal(err)
 			}
-			if err := tr.BackwardSums(b, coef); err != nil {
+			if err := backwardSums(tr.Set(0), b, coef); err != nil {
 				t.Fatal(err)
 			}
-			st, err := tr.GetState()
+			st, err := tr.Set(0).GetState()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -214,10 +216,10 @@ func TestTrainerGradientCheck(t *testing.T) {
 					i := int(row.Offset) + rng.IntN(n)
 					orig := params[i]
 					params[i] = orig + h
-					tr.SetState(params, nil, nil, 0)
+					tr.Set(0).SetState(params, nil, nil, 0)
 					lp := loss()
 					params[i] = orig - h
-					tr.SetState(params, nil, nil, 0)
+					tr.Set(0).SetState(params, nil, nil, 0)
 					lm := loss()
 					params[i] = orig
 					fd := (lp - lm) / (2 * h)
@@ -233,7 +235,7 @@ func TestTrainerGradientCheck(t *testing.T) {
 					}
 				}
 			}
-			tr.SetState(params, nil, nil, 0)
+			tr.Set(0).SetState(params, nil, nil, 0)
 			t.Logf("%s: gradient NMSE over %d checked elements %.2e; worst relative error per class: %v", arch, 2*len(table), num/den, worst)
 			if !(num/den < 1e-3) {
 				t.Errorf("gradient NMSE %.3g against finite differences", num/den)
@@ -263,17 +265,17 @@ func TestTrainerQuantizedMatchesDequantized(t *testing.T) {
 			for i := range params {
 				params[i] = float32(rng.NormFloat64() * 0.05)
 			}
-			tq.SetState(params, nil, nil, 0)
-			tf.SetState(params, nil, nil, 0)
+			tq.Set(0).SetState(params, nil, nil, 0)
+			tf.Set(0).SetState(params, nil, nil, 0)
 			grads := func(tr *Trainer) ([]float64, []float32) {
-				out, err := tr.ForwardGrad(b)
+				out, err := tr.Set(0).ForwardGrad(b)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if err := tr.BackwardSums(b, []float64{1, -1}); err != nil {
+				if err := backwardSums(tr.Set(0), b, []float64{1, -1}); err != nil {
 					t.Fatal(err)
 				}
-				st, _ := tr.GetState()
+				st, _ := tr.Set(0).GetState()
 				return out.Sums, st.Grads
 			}
 			sq, gq := grads(tq)
@@ -306,16 +308,16 @@ func TestTrainerExportMatchesLlama(t *testing.T) {
 			m := load(t, path)
 			b := fullBatch(t, m, sampleText)
 			tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 9})
-			bo, _ := tr.Forward(b, 1)
+			bo, _ := tr.Set(0).Forward(b, 1)
 			before := bo.Sums
 			sftSteps(t, tr, b, 5)
-			ao, _ := tr.Forward(b, 1)
+			ao, _ := tr.Set(0).Forward(b, 1)
 			after, ours := ao.Sums, ao.Logps
 			if after[0] <= before[0]+1 {
 				t.Errorf("5 SFT steps moved the log-likelihood from %.3f to %.3f only", before[0], after[0])
 			}
 			ap := filepath.Join(t.TempDir(), "adapter.gguf")
-			if err := tr.Export(ap); err != nil {
+			if err := tr.Set(0).Export(ap); err != nil {
 				t.Fatal(err)
 			}
 			l, err := LoadLoRA(m, ap)
@@ -353,7 +355,7 @@ func liveTrainer(t *testing.T) (*Trainer, *Batch, *LoRA) {
 	tr := newTrainer(t, fixture(t, "llama", "f32"), TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 9})
 	b := fullBatch(t, tr.Model(), sampleText)
 	sftSteps(t, tr, b, 3)
-	live, err := tr.LiveLoRA(0)
+	live, err := tr.Set(0).LiveLoRA()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,13 +372,13 @@ func sftSteps(t *testing.T, tr *Trainer, b *Batch, n int) {
 		minus[i] = -1
 	}
 	for i := 0; i < n; i++ {
-		if _, err := tr.ForwardGrad(b); err != nil {
+		if _, err := tr.Set(0).ForwardGrad(b); err != nil {
 			t.Fatal(err)
 		}
-		if err := tr.BackwardSums(b, minus); err != nil {
+		if err := backwardSums(tr.Set(0), b, minus); err != nil {
 			t.Fatal(err)
 		}
-		if err := tr.Step(AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1}); err != nil {
+		if err := tr.Set(0).Step(AdamW{LR: 1e-2, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -393,15 +395,77 @@ func TestTrainerRejectsBadInput(t *testing.T) {
 		"nothing scored":     {NSeq: 1, NTok: 3, Tokens: []int32{1, 2, 3}, Lengths: []int32{3}, Scored: []uint8{0, 0, 0}},
 		"scored padding":     {NSeq: 1, NTok: 3, Tokens: []int32{1, 2, 3}, Lengths: []int32{2}, Scored: []uint8{0, 1, 1}},
 	}
+	invalid := &Error{Code: StatusInvalidArgument}
 	for name, b := range cases {
-		if _, err := tr.Forward(b, 0); err == nil {
-			t.Errorf("%s: accepted", name)
+		if _, err := tr.Set(0).Forward(b, 0); !errors.Is(err, invalid) {
+			t.Errorf("%s: %v, want INVALID_ARGUMENT", name, err)
 		}
 	}
-	if err := tr.Backward([]float32{1}); err == nil {
-		t.Error("backward without forward_grad accepted")
+	if err := tr.Set(0).Backward([]float32{1}, nil); !errors.Is(err, invalid) {
+		t.Errorf("backward without forward_grad: %v, want INVALID_ARGUMENT", err)
 	}
-	if _, err := NewTrainerFromFile(filepath.Join(t.TempDir(), "none.gguf"), TrainerOptions{}); err == nil {
-		t.Error("missing model accepted")
+	if _, err := NewTrainerFromFile(filepath.Join(t.TempDir(), "none.gguf"), TrainerOptions{}); !errors.Is(err, &Error{Code: StatusIO}) {
+		t.Errorf("missing model: %v, want IO", err)
 	}
+}
+
+// A cotangent, state or output buffer of the wrong length is refused by the
+// C API with ALIGN_ERR_INVALID_ARGUMENT (the call passes the slice's
+// length; before the counts, a short slice was read past its end), and the
+// pending forward_grad survives a refused backward.
+func TestTrainerRefusesShortBuffers(t *testing.T) {
+	path := fixture(t, "llama", "q8_0")
+	tr := newTrainer(t, path, TrainerOptions{Rank: 2, Alpha: 4, Seed: 3})
+	b := &Batch{NSeq: 2, NTok: 4, Tokens: []int32{1, 5, 6, 7, 1, 8, 9, 0}, Lengths: []int32{4, 3}, Scored: []uint8{0, 1, 1, 1, 0, 1, 1, 0}}
+	out, err := tr.Set(0).ForwardGrad(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	invalid := &Error{Code: StatusInvalidArgument}
+	short := make([]float32, len(out.Logps)-1)
+	for i := range short {
+		short[i] = 1
+	}
+	if err := tr.Set(0).Backward(short, nil); !errors.Is(err, invalid) {
+		t.Errorf("backward with %d cotangents for %d tokens: %v, want INVALID_ARGUMENT", len(short), len(out.Logps), err)
+	}
+	if err := tr.Set(0).Backward(nil, []float32{1}); !errors.Is(err, invalid) {
+		t.Errorf("head cotangents for a batch without heads: %v, want INVALID_ARGUMENT", err)
+	}
+	if err := tr.Set(0).Backward(make([]float32, len(out.Logps)), nil); err != nil {
+		t.Errorf("backward with the right count after refusals: %v", err)
+	}
+	si, err := tr.Set(0).Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the C API directly: a state buffer of the wrong count, and an output
+	// buffer smaller than the batch's sums
+	if st := cGetStateCount(tr, si.NParams-1); st != StatusInvalidArgument {
+		t.Errorf("get_state with n = n_params - 1: status %d, want INVALID_ARGUMENT", st)
+	}
+	if st := cSetStateCount(tr, si.NParams+1); st != StatusInvalidArgument {
+		t.Errorf("set_state with n = n_params + 1: status %d, want INVALID_ARGUMENT", st)
+	}
+	if st := cForwardSums(tr, b, int64(b.NSeq-1)); st != StatusInvalidArgument {
+		t.Errorf("forward with room for %d of %d sums: status %d, want INVALID_ARGUMENT", b.NSeq-1, b.NSeq, st)
+	}
+	if st := cForwardSums(tr, b, int64(b.NSeq)); st != StatusOK {
+		t.Errorf("forward with room for every sum: status %d", st)
+	}
+}
+
+// backwardSums accumulates the gradient of a sequence-level loss:
+// dLoss/dSum[s] = dsums[s] for each sequence, broadcast over its scored
+// tokens (b is the batch of the set's last ForwardGrad).
+func backwardSums(set Set, b *Batch, dsums []float64) error {
+	if len(dsums) != b.NSeq {
+		return fmt.Errorf("%d loss gradients for %d sequences", len(dsums), b.NSeq)
+	}
+	seq := b.TokenSeq()
+	cot := make([]float32, len(seq))
+	for j, s := range seq {
+		cot[j] = float32(dsums[s])
+	}
+	return set.Backward(cot, nil)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"github.com/align-dev/align/align/testgate"
 	"io"
 	"math"
 	"os"
@@ -395,10 +396,7 @@ func TestSampleSaysStdinIsRead(t *testing.T) {
 // A vocabulary without byte fallback cannot spell "{" or "é": sample warns
 // once and generates, and no C++ exception text reaches the user.
 func TestSampleUnspellablePrompt(t *testing.T) {
-	model := "../../shared/models/TinyStories-656K-Q8_0.gguf"
-	if _, err := os.Stat(model); err != nil {
-		t.Skipf("no %s", model)
-	}
+	model := testgate.SharedModel(t, "TinyStories-656K-Q8_0.gguf")
 	code, out, errs := run(t, "", "sample", "--model", model, "--prompt", "Once upon a time {a café} ~ 😀", "--seed", "1", "-n", "8")
 	if code != 0 || strings.Contains(errs, "unordered_map") {
 		t.Fatalf("exit %d, stderr %q", code, errs)

@@ -51,7 +51,9 @@ finishes: an interrupted run (exit 4) continues when rerun with the same
 flags and ends with the same eval.json. A judge that fails (after one
 repair attempt for invalid output) stops the run with exit 1; rerun to
 continue once it answers. Every response can be reproduced with align
-sample and its recorded seed and the same sampler flags.
+sample and its recorded seed and the same sampler flags. One eval at a
+time writes a DIR (a lock in DIR/.align.lock, released when the process
+ends however it ends): a second one exits 1 at once, naming the first.
 
 Several judges (--judge A,B): the first makes the table and the result's
 variants; each further judge scores the same responses and comparisons

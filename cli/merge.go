@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/align-dev/align/align/engine"
+	"github.com/align-dev/align/align/mergefile"
 	"github.com/align-dev/align/align/train"
 )
 
@@ -70,6 +71,20 @@ func runMerge(c *cli.Context) error {
 		return err
 	}
 	typ := strings.ToLower(c.String("type"))
+	if typ != "" && !mergefile.ValidType(typ) {
+		return usagef("--type %s: want one of %s", c.String("type"), strings.Join(mergefile.Types, ", "))
+	}
+	if err := checkNewFile("out", out, c.Bool("force")); err != nil {
+		return err
+	}
+	// what a merge killed before it could clean up left next to --out
+	removed, err := mergefile.RemoveStaleTemps(out)
+	for _, p := range removed {
+		fmt.Fprintf(env.Stderr, "align: removed %s, left by a merge that was killed\n", p)
+	}
+	if err != nil {
+		return err
+	}
 	res, err := train.Merge(c.Context, model, adapters, out, train.MergeOptions{Type: typ, Force: c.Bool("force")})
 	if err != nil {
 		return err

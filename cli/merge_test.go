@@ -3,7 +3,9 @@ package cli
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -37,14 +39,28 @@ func TestMergeCommand(t *testing.T) {
 	if code, _, stderr := run(t, "", "model", "info", "--model", merged); code != 0 {
 		t.Errorf("the merged model does not load: %s", stderr)
 	}
-	// an existing file needs --force
+	// an existing file needs --force: a usage error, before anything is read
 	code, _, stderr = run(t, "", "merge", "--model", tinyModel, "--lora", adapter, "--out", merged)
-	if code != 1 || !strings.Contains(stderr, "--force") {
+	if code != 2 || !strings.Contains(stderr, "--force") || strings.Contains(stderr, "(align_") {
 		t.Errorf("merge over an existing file: exit %d, %q", code, stderr)
 	}
+	// what a merge killed with kill -9 left (OUT.tmp.PID of a dead process)
+	// goes; a file of a live process, or one that is not a GGUF, stays
+	dead := exec.Command("true")
+	dead.Run()
+	stale := merged + ".tmp." + strconv.Itoa(dead.Process.Pid)
+	os.WriteFile(stale, []byte("GGUF\x03\x00 half a model"), 0o644)
+	live := merged + ".tmp." + strconv.Itoa(os.Getppid())
+	os.WriteFile(live, []byte("GGUF"), 0o644)
 	if code, _, stderr := run(t, "", "merge", "--model", tinyModel, "--lora", adapter, "--out", merged, "--force", "--type", "q4_k"); code != 0 ||
-		!strings.Contains(stderr, "converted") {
+		!strings.Contains(stderr, "converted") || !strings.Contains(stderr, "removed "+stale) {
 		t.Errorf("merge --force --type q4_k: exit %d, %q", code, stderr)
+	}
+	if _, err := os.Stat(stale); err == nil {
+		t.Errorf("%s is still there", stale)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("the temporary file of a live process was removed: %v", err)
 	}
 	for _, c := range []struct {
 		args []string
@@ -54,7 +70,10 @@ func TestMergeCommand(t *testing.T) {
 		{[]string{"--lora", adapter, "--out", tinyModel}, 2, "also the input"},
 		{[]string{"--lora", adapter, "--out", adapter}, 2, "also the input"},
 		{[]string{"--lora", adapter + ":x", "--out", filepath.Join(dir, "x.gguf")}, 2, "not a number"},
-		{[]string{"--lora", adapter, "--out", filepath.Join(dir, "x.gguf"), "--type", "q9"}, 1, "q9"},
+		{[]string{"--lora", adapter, "--out", filepath.Join(dir, "x.gguf"), "--type", "q9"}, 2, "--type q9: want one of"},
+		{[]string{"--lora", adapter, "--out", filepath.Join(dir, "x.gguf"), "--type", "iq2_xxs"}, 2, "--type iq2_xxs: want one of"},
+		{[]string{"--lora", adapter, "--out", filepath.Join(dir, "nodir", "x.gguf")}, 2, "folder " + filepath.Join(dir, "nodir") + " does not exist"},
+		{[]string{"--lora", adapter, "--out", dir}, 2, "is a folder"},
 		{[]string{"--lora", tinyModel, "--out", filepath.Join(dir, "x.gguf")}, 1, "not a LoRA adapter"},
 	} {
 		code, _, stderr := run(t, "", append([]string{"merge", "--model", tinyModel}, c.args...)...)

@@ -103,8 +103,12 @@ func runReport(c *cli.Context) error {
 	}
 	p.Samples = samples
 	for _, f := range evals {
-		if _, err := os.Stat(f); err != nil {
+		st, err := os.Stat(f)
+		if err != nil {
 			return usagef("--eval %s: %v", f, errors.Unwrap(err))
+		}
+		if st.IsDir() {
+			return usagef("--eval %s is a folder; want the eval.json align eval wrote there (%s)", f, filepath.Join(f, "eval.json"))
 		}
 		e, err := areport.LoadEval(f)
 		if err != nil {

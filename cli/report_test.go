@@ -41,6 +41,7 @@ func TestReportUsage(t *testing.T) {
 		{[]string{"report", dir, "--out", filepath.Join(dir, "o")}, "no metrics.jsonl"},
 		{[]string{"report", "--out", filepath.Join(dir, "o")}, "one RUN_DIR"},
 		{[]string{"report", "../align/report/testdata", "--eval", filepath.Join(dir, "none.json"), "--out", filepath.Join(dir, "o")}, "--eval"},
+		{[]string{"report", "../align/report/testdata", "--eval", dir, "--out", filepath.Join(dir, "o")}, "is a folder; want the eval.json align eval wrote there (" + filepath.Join(dir, "eval.json") + ")"},
 	}
 	for _, tt := range tests {
 		code, _, stderr := runWith(t, context.Background(), tt.args...)

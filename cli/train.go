@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,14 +15,12 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/align-dev/align/align/rl"
 	"github.com/align-dev/align/align/train"
 )
 
 func init() { register(trainCommand) }
 
 func trainCommand() *cli.Command {
-	d := train.DefaultConfig()
 	return &cli.Command{
 		Name:      "train",
 		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge, reward model, PPO, GRPO)",
@@ -44,8 +41,11 @@ log-probs (adapter off) are computed once and cached in OUT.
 --resume or replaced with --force (which removes only the files align wrote
 there). Paths are stored absolute and the model and data are hashed, so
 --resume DIR works from any directory and refuses inputs that changed;
-with --resume only --epochs, --max-steps, --threads, --device and --recompute may change. --data -
-reads standard input and keeps a copy in the run.
+with --resume only --epochs, --max-steps, --threads, --device and --recompute may change
+(repeating a setting with the run's own value, e.g. --model or an exported
+ALIGN_* variable, is no change). --data - reads standard input and keeps a
+copy in the run. A flag the method does not use (--beta with --method sft,
+--grad-accum with ppo, --kl-coef with grpo, ...) is refused with exit 2.
 
 Two stages (SFT, then DPO against the SFT model): train SFT, then pass its
 adapter as --ref-adapter to the DPO run. The reference is then base + that
@@ -67,6 +67,15 @@ OUT/head.gguf (align's heads GGUF: general.type "align.heads", tensors
 heads.weight [n_embd, 1] and heads.bias [1], F32); align score --reward OUT
 and the rm:OUT reward of PPO and GRPO load both.
 
+--method ppo|grpo trains on prompts (--prompts) against a reward spec
+(--reward rm:DIR, rules:CATALOG.json, contains:PHRASE, a judge): PPO with a
+value head and a per-token KL penalty (--kl-coef), GRPO with group-relative
+advantages over --group completions per prompt and a k3 KL term (--beta).
+--init-adapter and --ref-adapter work as for DPO (SFT, then GRPO against the
+SFT model). The reward spec is stored with absolute paths and the files it
+reads (rm: runs, rules catalogs) are hashed like the model: a resume
+refuses one that changed.
+
 Ctrl-C saves a checkpoint and exits with code 4; --resume OUT continues and
 ends with the same adapter as an uninterrupted run. Bad flag values exit
 with code 2 before anything is read or written.
@@ -79,217 +88,24 @@ Example:
    align train --method dpo --model M --data pairs.jsonl --out runs/dpo2 \
       --ref-adapter runs/sft/adapter.gguf
    align train --method rm --model models/tiny-q8_0.gguf --data testdata/pairs/train.jsonl \
-      --eval-data testdata/pairs/eval.jsonl --out runs/rm`,
-		Flags: append([]cli.Flag{
-			&cli.StringFlag{Name: "method", Value: d.Method, Usage: "sft, dpo, ipo, cdpo, hinge, rm (reward model), ppo or grpo (ppo/grpo: --prompts and --reward instead of --data)", EnvVars: []string{"ALIGN_METHOD"}},
-			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "base GGUF model `FILE`", EnvVars: []string{"ALIGN_MODEL"}},
-			&cli.StringFlag{Name: "data", Usage: "training pairs `FILE` (.jsonl or .jsonl.zst; - reads standard input and keeps a copy in the run)", EnvVars: []string{"ALIGN_DATA"}},
-			&cli.StringFlag{Name: "eval-data", Usage: "held-out pairs `FILE`", EnvVars: []string{"ALIGN_EVAL_DATA"}},
-			&cli.Float64Flag{Name: "eval-split", Value: d.EvalSplit, Usage: "fraction of --data held out when --eval-data is absent", EnvVars: []string{"ALIGN_EVAL_SPLIT"}},
-			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "run `DIR`: new or empty (an existing run needs --resume or --force)", EnvVars: []string{"ALIGN_OUT"}},
-			&cli.StringFlag{Name: "resume", Usage: "continue the run in `DIR` from its last checkpoint (only --epochs, --max-steps, --threads, --device and --recompute may change)", EnvVars: []string{"ALIGN_RESUME"}},
-			&cli.BoolFlag{Name: "force", Usage: "replace the run already in --out (only the files align wrote there are removed)", EnvVars: []string{"ALIGN_FORCE"}},
-			&cli.IntFlag{Name: "epochs", Value: d.Epochs, Usage: "passes over the training pairs (may be raised with --resume)", EnvVars: []string{"ALIGN_EPOCHS"}},
-			&cli.Float64Flag{Name: "lr", Value: d.LR, Usage: "peak learning rate", EnvVars: []string{"ALIGN_LR"}},
-			&cli.StringFlag{Name: "schedule", Value: d.Schedule, Usage: "cosine, linear or constant (after warm-up)", EnvVars: []string{"ALIGN_SCHEDULE"}},
-			&cli.IntFlag{Name: "warmup-steps", Value: d.WarmupSteps, Usage: "optimiser steps of linear learning-rate warm-up (at most half the run; align says when it shortens it)", EnvVars: []string{"ALIGN_WARMUP_STEPS"}},
-			&cli.Float64Flag{Name: "weight-decay", Value: d.WeightDecay, Usage: "AdamW decoupled weight decay of the adapter weights", EnvVars: []string{"ALIGN_WEIGHT_DECAY"}},
-			&cli.Float64Flag{Name: "max-grad-norm", Value: d.MaxGradNorm, Usage: "clip the global gradient norm (0: off)", EnvVars: []string{"ALIGN_MAX_GRAD_NORM"}},
-			&cli.IntFlag{Name: "grad-accum", Value: d.GradAccum, Usage: "micro-batches per optimiser step", EnvVars: []string{"ALIGN_GRAD_ACCUM"}},
-			&cli.IntFlag{Name: "batch-tokens", Value: d.BatchTokens, Usage: "padded tokens per micro-batch (pairs are packed up to it)", EnvVars: []string{"ALIGN_BATCH_TOKENS"}},
-			&cli.IntFlag{Name: "max-length", Value: d.MaxLength, Usage: "tokens per sequence; prompts are cut from the left first", EnvVars: []string{"ALIGN_MAX_LENGTH"}},
-			&cli.IntFlag{Name: "lora-rank", Value: d.Rank, Usage: "rank r of each LoRA adapter", EnvVars: []string{"ALIGN_LORA_RANK"}},
-			&cli.Float64Flag{Name: "lora-alpha", Value: d.Alpha, Usage: "LoRA α: the adapter's output is scaled by α / r", EnvVars: []string{"ALIGN_LORA_ALPHA"}},
-			&cli.StringFlag{Name: "lora-targets", Value: strings.Join(d.Targets, ","), Usage: "comma-separated: q,k,v,o,gate,up,down", EnvVars: []string{"ALIGN_LORA_TARGETS"}},
-			&cli.StringFlag{Name: "init-adapter", Usage: "start the policy from this LoRA `FILE` (e.g. an SFT run's adapter.gguf) instead of B = 0; takes its rank, alpha and targets", EnvVars: []string{"ALIGN_INIT_ADAPTER"}},
-			&cli.StringFlag{Name: "ref-adapter", Usage: "the DPO reference is the base plus this LoRA `FILE`, frozen (e.g. the SFT adapter); the policy starts from it too unless --init-adapter is given", EnvVars: []string{"ALIGN_REF_ADAPTER"}},
-			&cli.Float64Flag{Name: "beta", Usage: "β for every objective (overrides the table)", EnvVars: []string{"ALIGN_BETA"}},
-			&cli.StringFlag{Name: "beta-table", Usage: "JSON `FILE` mapping objective to β", EnvVars: []string{"ALIGN_BETA_TABLE"}},
-			&cli.Float64Flag{Name: "label-smoothing", Usage: "ε of conservative DPO (cdpo defaults to 0.1)", EnvVars: []string{"ALIGN_LABEL_SMOOTHING"}},
-			&cli.Float64Flag{Name: "rpo-alpha", Usage: "add α × the chosen response's mean token NLL to the preference loss (RPO); teaches the model to produce the chosen answers, not only to rank them", EnvVars: []string{"ALIGN_RPO_ALPHA"}},
-			&cli.StringFlag{Name: "margin-from", Usage: "rm: per-pair margin of the loss: scores (the judge's score gap align rank records) or margin (a number field)", EnvVars: []string{"ALIGN_MARGIN_FROM"}},
-			&cli.Float64Flag{Name: "center-coef", Usage: "rm: add this × (r_chosen + r_rejected)² to keep rewards near zero (TRL's center_rewards_coefficient)", EnvVars: []string{"ALIGN_CENTER_COEF"}},
-			&cli.IntFlag{Name: "eval-every", Usage: "optimiser steps between held-out evaluations (0: each epoch)", EnvVars: []string{"ALIGN_EVAL_EVERY"}},
-			&cli.IntFlag{Name: "save-every", Usage: "optimiser steps between checkpoints (0: each epoch)", EnvVars: []string{"ALIGN_SAVE_EVERY"}},
-			&cli.IntFlag{Name: "patience", Usage: "stop after N evaluations without a better held-out margin (0: off)", EnvVars: []string{"ALIGN_PATIENCE"}},
-			&cli.IntFlag{Name: "max-steps", Usage: "stop after N optimiser steps (0: all epochs)", EnvVars: []string{"ALIGN_MAX_STEPS"}},
-			&cli.Uint64Flag{Name: "seed", Value: d.Seed, Usage: "seed of the adapter initialisation, the shuffles and --eval-split", EnvVars: []string{"ALIGN_SEED"}},
-			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)", EnvVars: []string{"ALIGN_THREADS"}},
-			&cli.StringFlag{Name: "device", Value: "auto", Usage: train.DeviceUsage, EnvVars: []string{"ALIGN_DEVICE"}},
-			&cli.StringFlag{Name: "backward-weights", Value: "auto", Usage: train.BackwardWeightsUsage, EnvVars: []string{"ALIGN_BACKWARD_WEIGHTS"}},
-			&cli.StringFlag{Name: "recompute", Value: "auto", Usage: train.RecomputeUsage, EnvVars: []string{"ALIGN_RECOMPUTE"}},
-			&cli.BoolFlag{Name: "skip-invalid", Usage: "skip and count bad pairs instead of failing", EnvVars: []string{"ALIGN_SKIP_INVALID"}},
-			&cli.BoolFlag{Name: "raw", Usage: "do not apply the chat template", EnvVars: []string{"ALIGN_RAW"}},
-			&cli.BoolFlag{Name: "json", Usage: "print the summary as JSON on stdout", EnvVars: []string{"ALIGN_JSON"}},
-		}, rlFlags()...),
+      --eval-data testdata/pairs/eval.jsonl --out runs/rm
+   align train --method grpo --model M --prompts testdata/prompts/rl-toy.jsonl \
+      --reward rules:testdata/catalog.json --ref-adapter runs/sft/adapter.gguf --out runs/grpo`,
+		Flags:  cliFlags(trainFlags()),
 		Action: runTrain,
 	}
 }
 
-// resumeFlags may be given with --resume: they change how far the run goes
-// (or only how it runs), not what its steps mean.
-var resumeFlags = map[string]bool{"resume": true, "threads": true, "device": true, "recompute": true, "epochs": true, "max-steps": true, "json": true}
-
-// resumeRefusal is the error for a flag given with --resume that may not
-// change (train and PPO/GRPO runs alike).
-func resumeRefusal(name, dir string) error {
-	return usagef("--%s cannot change when resuming: the run keeps the settings in %s (with --resume only --epochs, --max-steps, --threads, --device and --recompute may change)",
-		name, filepath.Join(dir, "config.json"))
-}
-
-// sameAsRun reports whether flag's value given on the command line is what
-// the run in saved already uses (so repeating a setting is no change).
-func sameAsRun(c *cli.Context, flag string, saved train.Config, dir string) bool {
-	abs := func(p string) string {
-		a, err := filepath.Abs(p)
-		if err != nil {
-			return p
-		}
-		return a
-	}
-	switch flag {
-	case "method":
-		return strings.ToLower(c.String(flag)) == saved.Method
-	case "model":
-		return abs(c.String(flag)) == abs(saved.Model)
-	case "data":
-		return abs(c.String(flag)) == abs(saved.Data)
-	case "eval-data":
-		return abs(c.String(flag)) == abs(saved.EvalData)
-	case "out":
-		return abs(c.String(flag)) == abs(dir)
-	case "eval-split":
-		return c.Float64(flag) == saved.EvalSplit
-	case "lr":
-		return c.Float64(flag) == saved.LR
-	case "schedule":
-		return c.String(flag) == saved.Schedule
-	case "warmup-steps":
-		return c.Int(flag) == saved.WarmupSteps
-	case "weight-decay":
-		return c.Float64(flag) == saved.WeightDecay
-	case "max-grad-norm":
-		return c.Float64(flag) == saved.MaxGradNorm
-	case "grad-accum":
-		return c.Int(flag) == saved.GradAccum
-	case "batch-tokens":
-		return c.Int(flag) == saved.BatchTokens
-	case "max-length":
-		return c.Int(flag) == saved.MaxLength
-	case "lora-rank":
-		return c.Int(flag) == saved.Rank
-	case "lora-alpha":
-		return c.Float64(flag) == saved.Alpha
-	case "lora-targets":
-		return c.String(flag) == strings.Join(saved.Targets, ",")
-	case "init-adapter":
-		return abs(c.String(flag)) == abs(saved.InitAdapter)
-	case "ref-adapter":
-		return abs(c.String(flag)) == abs(saved.RefAdapter)
-	case "beta":
-		return c.Float64(flag) == saved.Beta
-	case "label-smoothing":
-		return c.Float64(flag) == saved.LabelSmoothing
-	case "rpo-alpha":
-		return c.Float64(flag) == saved.RPOAlpha
-	case "margin-from":
-		return c.String(flag) == saved.MarginFrom
-	case "center-coef":
-		return c.Float64(flag) == saved.CenterCoef
-	case "eval-every":
-		return c.Int(flag) == saved.EvalEvery
-	case "save-every":
-		return c.Int(flag) == saved.SaveEvery
-	case "patience":
-		return c.Int(flag) == saved.Patience
-	case "seed":
-		return c.Uint64(flag) == saved.Seed
-	case "skip-invalid":
-		return c.Bool(flag) == saved.SkipInvalid
-	case "raw":
-		return c.Bool(flag) == saved.Raw
-	}
-	return false // --beta-table, --force: never meaningful on a resume
-}
-
 func runTrain(c *cli.Context) error {
-	if m := strings.ToLower(c.String("method")); m == "ppo" || m == "grpo" || rl.IsRun(c.String("resume")) {
-		return runRL(c)
+	j, err := trainJob(c, trainFlags())
+	if err != nil {
+		return err
+	}
+	if j.rl() {
+		return runRL(c, &j.r)
 	}
 	env := envOf(c)
-	if c.NArg() > 0 {
-		return usagef("train takes no arguments (got %q)", c.Args().First())
-	}
-	cfg := train.DefaultConfig()
-	if dir := c.String("resume"); dir != "" {
-		cfg = train.Config{Out: dir, Resume: true}
-		if saved, err := train.LoadRunConfig(dir); err == nil {
-			for _, f := range c.Command.Flags {
-				name := f.Names()[0]
-				if resumeFlags[name] || !c.IsSet(name) || sameAsRun(c, name, saved, dir) {
-					continue
-				}
-				return resumeRefusal(name, dir)
-			}
-		}
-		if c.IsSet("epochs") {
-			n := c.Int("epochs")
-			cfg.Continue.Epochs = &n
-		}
-		if c.IsSet("max-steps") {
-			n := c.Int("max-steps")
-			cfg.Continue.MaxSteps = &n
-		}
-	} else {
-		for _, f := range []string{"model", "data", "out"} {
-			if c.String(f) == "" {
-				return usagef("--%s is required (or --resume DIR)", f)
-			}
-		}
-		cfg.Method = strings.ToLower(c.String("method"))
-		cfg.Model, cfg.Data, cfg.EvalData, cfg.Out = c.String("model"), c.String("data"), c.String("eval-data"), c.String("out")
-		cfg.Force, cfg.Stdin = c.Bool("force"), env.Stdin
-		cfg.EvalSplit = c.Float64("eval-split")
-		cfg.Epochs, cfg.LR, cfg.Schedule = c.Int("epochs"), c.Float64("lr"), c.String("schedule")
-		cfg.WarmupSteps, cfg.WeightDecay, cfg.MaxGradNorm = c.Int("warmup-steps"), c.Float64("weight-decay"), c.Float64("max-grad-norm")
-		cfg.GradAccum, cfg.BatchTokens, cfg.MaxLength = c.Int("grad-accum"), c.Int("batch-tokens"), c.Int("max-length")
-		cfg.Rank, cfg.Alpha = c.Int("lora-rank"), c.Float64("lora-alpha")
-		cfg.Targets = strings.Split(c.String("lora-targets"), ",")
-		cfg.InitAdapter, cfg.RefAdapter = c.String("init-adapter"), c.String("ref-adapter")
-		if cfg.InitAdapter != "" || cfg.RefAdapter != "" {
-			// the policy takes the adapter's shape; a --lora-* flag given
-			// with it must agree with the file (train.Run checks)
-			if !c.IsSet("lora-rank") {
-				cfg.Rank = 0
-			}
-			if !c.IsSet("lora-alpha") {
-				cfg.Alpha = 0
-			}
-			if !c.IsSet("lora-targets") {
-				cfg.Targets = nil
-			}
-		}
-		cfg.Beta, cfg.LabelSmoothing, cfg.RPOAlpha = c.Float64("beta"), c.Float64("label-smoothing"), c.Float64("rpo-alpha")
-		cfg.MarginFrom, cfg.CenterCoef = strings.ToLower(c.String("margin-from")), c.Float64("center-coef")
-		cfg.EvalEvery, cfg.SaveEvery, cfg.Patience, cfg.MaxSteps = c.Int("eval-every"), c.Int("save-every"), c.Int("patience"), c.Int("max-steps")
-		cfg.Seed, cfg.SkipInvalid, cfg.Raw = c.Uint64("seed"), c.Bool("skip-invalid"), c.Bool("raw")
-		cfg.BackwardWeights = strings.ToLower(c.String("backward-weights"))
-		if p := c.String("beta-table"); p != "" {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				return usagef("--beta-table %s: %v", p, err)
-			}
-			if err := json.Unmarshal(b, &cfg.BetaTable); err != nil {
-				return usagef("--beta-table %s: want a JSON object of objective to β: %v", p, err)
-			}
-		}
-	}
-	cfg.Threads, cfg.Device, cfg.Recompute = c.Int("threads"), c.String("device"), strings.ToLower(c.String("recompute"))
-	if !cfg.Resume {
-		if err := cfg.Validate(); err != nil {
-			return &UsageError{Err: err}
-		}
-	}
+	cfg := j.t
 	pr := &trainProgress{w: env.Stderr, tty: isTerminal(env.Stderr)}
 	if pr.tty {
 		pr.width = termWidth(env.Stderr)

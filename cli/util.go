@@ -111,3 +111,31 @@ func fmtCount(n int, singular, plural string) string {
 	}
 	return fmt.Sprintf("%d %s", n, plural)
 }
+
+// maxUSDFlag is --max-usd: a spending ceiling whose absence means no limit,
+// so its help shows no "(default: 0)" (0 means spend nothing).
+func maxUSDFlag() *cli.Float64Flag {
+	return &cli.Float64Flag{Name: "max-usd", DefaultText: "no limit",
+		Usage:   "stop cleanly (exit 3) before spending more than `USD` in total, earlier runs' ledger included (0: spend nothing; leave out for no limit)",
+		EnvVars: []string{"ALIGN_MAX_USD"}}
+}
+
+// checkNewFile checks an output file a command writes whole: its folder
+// exists, it is not a folder, and an existing file is replaced only with
+// --force (force says whether it was given).
+func checkNewFile(flag, path string, force bool) error {
+	dir := filepath.Dir(path)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return usagef("--%s %s: folder %s does not exist (create it first)", flag, path, dir)
+	}
+	st, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return nil
+	case st.IsDir():
+		return usagef("--%s %s is a folder; want a file", flag, path)
+	case !force:
+		return usagef("--%s %s exists (pass --force to replace it)", flag, path)
+	}
+	return nil
+}

@@ -109,6 +109,18 @@ func TestLedgerPersistsAndContinues(t *testing.T) {
 	f.WriteString(`{"model":"m0","input_tok`)
 	f.Close()
 
+	// SumLedger reads the totals and leaves the torn line to OpenLedger
+	before, _ := os.ReadFile(path)
+	if sum, err := SumLedger(path); err != nil || sum.Calls != 50 || !near(sum.USD, 0.5) {
+		t.Errorf("SumLedger: %+v, %v; want 50 calls, $0.50", sum, err)
+	}
+	if after, _ := os.ReadFile(path); string(after) != string(before) {
+		t.Error("SumLedger changed the file")
+	}
+	if sum, err := SumLedger(filepath.Join(t.TempDir(), "none.jsonl")); err != nil || sum.Calls != 0 {
+		t.Errorf("SumLedger of a missing file: %+v, %v", sum, err)
+	}
+
 	l2, err := OpenLedger(path)
 	if err != nil {
 		t.Fatal(err)

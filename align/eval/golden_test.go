@@ -2,6 +2,7 @@ package eval
 
 import (
 	"flag"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -27,6 +28,12 @@ func TestFormatTableGolden(t *testing.T) {
 	vs := Summarize(DefaultCategories, []Variant{{Name: "base"}, {Name: "a"}}, rs, cs, 1000, 1)
 	o, per := Preference([]PairScore{{Objective: "tone", Beta: 0.1, PiW: -10, RefW: -12, PiL: -20, RefL: -19}})
 	vs[1].Preference = &PrefSet{Overall: o, PerObjective: per}
+	// the change of the mean token log-prob is the difference of the two
+	// token-weighted levels beside it (one estimator), not a mean of
+	// per-prompt means: -3 - (-20/12), not -3 - (-1.5)
+	if d, want := vs[1].FluencyChange.Delta, vs[1].MeanLogpBase-vs[0].MeanLogpBase; math.Abs(d-want) > 1e-12 {
+		t.Errorf("fluency change %g, want the difference of the levels %g", d, want)
+	}
 	got := FormatTable(DefaultCategories, vs)
 	path := filepath.Join("testdata", "table.golden")
 	if *update {

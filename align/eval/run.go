@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/align-dev/align/align/backend"
+	"github.com/align-dev/align/align/dirlock"
 	"github.com/align-dev/align/align/jsonl"
 	"github.com/align-dev/align/align/pairs"
 	"github.com/align-dev/align/align/pipeline"
@@ -330,6 +331,13 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	if err := os.MkdirAll(c.Out, 0o755); err != nil {
 		return Result{}, err
 	}
+	// one eval at a time per directory: two would both judge (and pay for)
+	// every response and append duplicate records
+	lock, err := dirlock.Acquire(c.Out, "align eval")
+	if err != nil {
+		return Result{}, err
+	}
+	defer lock.Unlock()
 	names := VariantNames(c.Adapters)
 	digests := []string{c.ModelDigest}
 	for _, a := range c.Adapters {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/align-dev/align/align/backend"
 	"github.com/align-dev/align/align/backend/rules"
+	"github.com/align-dev/align/align/dirlock"
 	"github.com/align-dev/align/align/manga"
 	"github.com/align-dev/align/align/pairs"
 	"github.com/align-dev/align/align/pipeline"
@@ -238,5 +239,34 @@ func TestRunFurtherJudges(t *testing.T) {
 	}
 	if h[1].KLToBase != res.Variants[1].KLToBase || h[1].Preference == nil {
 		t.Errorf("judge-independent numbers differ between judges")
+	}
+}
+
+// Two evals into one directory: the second stops at once with a clear
+// error, before it generates, judges or writes anything.
+func TestRunLocksOut(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "ev")
+	os.MkdirAll(out, 0o755)
+	held, err := dirlock.Acquire(out, "align eval")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &fakeEngine{}
+	cfg := testConfig(t, dir, g)
+	cfg.Out = out
+	_, err = Run(context.Background(), cfg)
+	if !dirlock.IsHeld(err) || !strings.Contains(err.Error(), "is in use by another align eval") {
+		t.Fatalf("while another eval holds %s: %v", out, err)
+	}
+	if g.calls != 0 {
+		t.Errorf("%d generations while locked out", g.calls)
+	}
+	if _, err := os.Stat(ResponsesPath(out)); err == nil {
+		t.Error("responses.jsonl written while locked out")
+	}
+	held.Unlock()
+	if _, err := Run(context.Background(), cfg); err != nil {
+		t.Errorf("after the other eval ended: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package eval
 import (
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"sort"
 	"strings"
 
@@ -278,7 +279,9 @@ func Summarize(cats []Category, variants []Variant, rs []Response, cs []Comparis
 			vr.Wins = &w
 			wr := w.WinRate
 			vr.WinRate = &wr
-			fc := pairedChange(base, resp, meanLogp, iters, seed+100)
+			// token-weighted like the levels beside it, so the change is
+			// their difference
+			fc := pairedRatioChange(base, resp, func(r Response) (float64, float64) { return r.LogpBase, float64(r.Tokens) }, iters, seed+100)
 			vr.FluencyChange = &fc
 			lc := pairedChange(base, resp, func(r Response) float64 { return float64(r.Generated) }, iters, seed+101)
 			vr.LengthChange = &lc
@@ -288,11 +291,63 @@ func Summarize(cats []Category, variants []Variant, rs []Response, cs []Comparis
 	return out
 }
 
-func meanLogp(r Response) float64 {
-	if r.Tokens == 0 {
+// pairedRatioChange is the change of a ratio of sums (a token-weighted
+// mean such as the mean token log-prob: Σ log-prob / Σ tokens) from base
+// to after over the prompts both have, with a percentile 95 % interval from
+// resampling prompts with replacement (the ratio recomputed in each
+// resample). f gives a response's numerator and denominator. Over the same
+// prompts, Delta is exactly the difference of the two levels.
+func pairedRatioChange(base, after []Response, f func(Response) (num, den float64), iters int, seed uint64) Change {
+	agg := func(rs []Response) map[int][2]float64 { // prompt → (Σ num, Σ den)
+		m := map[int][2]float64{}
+		for _, r := range rs {
+			n, d := f(r)
+			a := m[r.PromptIndex]
+			m[r.PromptIndex] = [2]float64{a[0] + n, a[1] + d}
+		}
+		return m
+	}
+	bm, am := agg(base), agg(after)
+	var idx []int
+	for p := range bm {
+		if _, ok := am[p]; ok {
+			idx = append(idx, p)
+		}
+	}
+	sort.Ints(idx)
+	c := Change{Method: "paired_bootstrap_ratio", Iters: iters}
+	if len(idx) == 0 {
+		return c
+	}
+	delta := func(pick func(i int) int) float64 {
+		var bn, bd, an, ad float64
+		for i := range idx {
+			p := idx[pick(i)]
+			bn, bd, an, ad = bn+bm[p][0], bd+bm[p][1], an+am[p][0], ad+am[p][1]
+		}
+		return ratio(an, ad) - ratio(bn, bd)
+	}
+	c.Delta = delta(func(i int) int { return i })
+	if iters <= 0 {
+		c.CILow, c.CIHigh = c.Delta, c.Delta
+		return c
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x626f6f74))
+	ds := make([]float64, iters)
+	for b := range ds {
+		ds[b] = delta(func(int) int { return rng.IntN(len(idx)) })
+	}
+	sort.Float64s(ds)
+	c.CILow, c.CIHigh = quantile(ds, 0.025), quantile(ds, 0.975)
+	return c
+}
+
+// ratio is n/d, 0 when d is 0 (no scored tokens, as the levels take it).
+func ratio(n, d float64) float64 {
+	if d == 0 {
 		return 0
 	}
-	return r.LogpBase / float64(r.Tokens)
+	return n / d
 }
 
 func b2f(b bool) float64 {

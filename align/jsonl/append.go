@@ -93,6 +93,9 @@ func scanLines(name string, data []byte, firstLine int, last bool, id func(json.
 		nl := bytes.IndexByte(data[off:], '\n')
 		if nl < 0 {
 			if last {
+				if !tornRecord(data[off:]) {
+					return 0, fmt.Errorf("%s:%d: %w", name, line, errNotOurs)
+				}
 				return off, nil // torn: no newline
 			}
 			return 0, fmt.Errorf("%s:%d: record without a trailing newline", name, line)
@@ -102,6 +105,9 @@ func scanLines(name string, data []byte, firstLine int, last bool, id func(json.
 		if len(rec) > 0 {
 			if !json.Valid(rec) {
 				if last && end == len(data) {
+					if !tornRecord(rec) {
+						return 0, fmt.Errorf("%s:%d: %w", name, line, errNotOurs)
+					}
 					return off, nil // torn: the final line is invalid
 				}
 				return 0, fmt.Errorf("%s:%d: invalid JSON in a record before the last", name, line)
@@ -117,6 +123,18 @@ func scanLines(name string, data []byte, firstLine int, last bool, id func(json.
 		off = end
 	}
 	return off, nil
+}
+
+// errNotOurs refuses to drop a last line that no crash of ours can have
+// left: align writes JSON objects, so a torn record starts with '{'.
+var errNotOurs = errors.New("not a JSON Lines record (nor a torn one): refusing to truncate a file align did not write")
+
+// tornRecord reports whether b (a last line without its newline, or an
+// invalid one) can be the start of a record cut by a crash: blank, or a
+// '{' and what followed it.
+func tornRecord(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) == 0 || b[0] == '{'
 }
 
 // scanZstd walks the frames in data and returns how many bytes hold

@@ -67,6 +67,8 @@ func TestOpenAppendPlain(t *testing.T) {
 		{name: "invalid last line", existing: "{\"id\":\"a\"}\n{\"id\":\n", wantDone: []string{"a"}, wantKeep: "{\"id\":\"a\"}\n"},
 		{name: "blank lines kept", existing: "\n{\"id\":\"a\"}\n\n", wantDone: []string{"a"}, wantKeep: "\n{\"id\":\"a\"}\n\n"},
 		{name: "damage before the last", existing: "{\"id\":\n{\"id\":\"b\"}\n", wantErr: "out.jsonl:1: invalid JSON in a record before the last"},
+		{name: "a file that is not ours, one line", existing: "GGUF\x03\x00binary", wantErr: "out.jsonl:1: " + errNotOurs.Error()},
+		{name: "not ours after records", existing: "{\"id\":\"a\"}\nplain text\n", wantErr: "out.jsonl:2: " + errNotOurs.Error()},
 		{name: "id error names line", existing: "{\"id\":\"a\"}\n{\"n\":1}\n", wantErr: "out.jsonl:2: record without id"},
 	}
 	for _, tt := range tests {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/align-dev/align/align/testgate"
 )
 
 // chromium finds a headless-capable Chromium (the Debian package installs
@@ -22,7 +24,7 @@ func chromium(t *testing.T) string {
 			return p
 		}
 	}
-	t.Skip("no chromium on PATH (apt-get install chromium): screenshot tests skipped")
+	testgate.Missing(t, "no chromium on PATH (apt-get install chromium): screenshot tests skipped")
 	return ""
 }
 

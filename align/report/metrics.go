@@ -73,6 +73,10 @@ func LoadMetrics(path string) (Metrics, error) {
 func parseRow(raw []byte) (Row, error) {
 	var obj map[string]any
 	if err := json.Unmarshal(raw, &obj); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return Row{}, fmt.Errorf("a JSON %s, not a metrics row (a JSON object)", te.Value)
+		}
 		return Row{}, err
 	}
 	split, _ := obj["split"].(string)

@@ -135,6 +135,72 @@ func Render(w io.Writer, p Page) error {
 	return err
 }
 
+// summaryKeys are the metrics a run's summary lines give, by its method:
+// reward, KL and length for PPO and GRPO; loss and the response's log-prob
+// for SFT; loss, margin and accuracy for the preference methods (DPO
+// family, KTO, ORPO/SimPO) and the reward model. The optimiser's lines
+// follow on the training split.
+func summaryKeys(p Page) []string {
+	switch p.method() {
+	case "ppo", "grpo":
+		return []string{"reward", "kl", "completions/mean_length"}
+	case "sft":
+		return []string{"loss", "logps/chosen"}
+	}
+	return []string{"loss", "rewards/margins", "rewards/accuracies"}
+}
+
+// method is the run's --method (config.json), or what its metrics show when
+// the config cannot be read: RL rows log a reward and no loss; SFT rows a
+// loss and no margin.
+func (p Page) method() string {
+	if m, ok := p.Config["Method"].(string); ok && m != "" {
+		return strings.ToLower(m)
+	}
+	has := func(k string) bool {
+		for _, r := range p.Metrics.Rows {
+			if _, ok := r.Values[k]; ok {
+				return true
+			}
+		}
+		return false
+	}
+	switch {
+	case has("reward") && !has("rewards/margins"):
+		return "ppo"
+	case has("loss") && !has("rewards/margins"):
+		return "sft"
+	}
+	return "dpo"
+}
+
+// fmtMetric formats one summary value: shares as percentages, the rest
+// as numbers.
+func fmtMetric(k string, v float64) string {
+	switch k {
+	case "rewards/accuracies":
+		return pct(v)
+	case "completions/mean_length":
+		return fmt.Sprintf("%.1f tokens", v)
+	}
+	return fmtTick(v)
+}
+
+// metricName is how the summary names a metric.
+func metricName(k string) string {
+	switch k {
+	case "rewards/margins":
+		return "margin"
+	case "rewards/accuracies":
+		return "accuracy"
+	case "logps/chosen":
+		return "logps"
+	case "completions/mean_length":
+		return "length"
+	}
+	return k
+}
+
 func runLine(p Page) string {
 	var train, ev int
 	last := map[string]Row{}
@@ -149,7 +215,15 @@ func runLine(p Page) string {
 	}
 	s := fmt.Sprintf("%d training steps logged, %d held-out evaluations", train, ev)
 	if r, ok := last["eval"]; ok {
-		s += fmt.Sprintf("; last held-out (step %s): loss %.4f, margin %.3f, accuracy %.1f%%", num(r.Step), r.Values["loss"], r.Values["rewards/margins"], 100*r.Values["rewards/accuracies"])
+		var parts []string
+		for _, k := range summaryKeys(p) {
+			if v, ok := r.Values[k]; ok {
+				parts = append(parts, metricName(k)+" "+fmtMetric(k, v))
+			}
+		}
+		if len(parts) > 0 {
+			s += fmt.Sprintf("; last held-out (step %s): %s", num(r.Step), strings.Join(parts, ", "))
+		}
 	}
 	return s
 }
@@ -346,15 +420,25 @@ func Summary(p Page) string {
 			continue
 		}
 		l := last[split]
-		fmt.Fprintf(&b, "  %-5s step %s → %s:", split, num(f.Step), num(l.Step))
-		for _, k := range []string{"loss", "rewards/margins", "rewards/accuracies", "grad_norm", "learning_rate"} {
+		keys := summaryKeys(p)
+		if split == "train" {
+			keys = append(keys, "grad_norm", "learning_rate")
+		}
+		var parts []string
+		for _, k := range keys {
 			fv, ok1 := f.Values[k]
 			lv, ok2 := l.Values[k]
 			if ok1 && ok2 {
-				fmt.Fprintf(&b, "  %s %s → %s", k, fmtTick(fv), fmtTick(lv))
+				parts = append(parts, fmt.Sprintf("%s %s → %s", metricName(k), fmtMetric(k, fv), fmtMetric(k, lv)))
 			}
 		}
-		b.WriteString("\n")
+		if len(parts) == 0 {
+			continue // nothing this method logs on this split
+		}
+		fmt.Fprintf(&b, "  %-5s step %s → %s:  %s\n", split, num(f.Step), num(l.Step), strings.Join(parts, "  "))
+	}
+	if p.Metrics.Dropped != "" {
+		fmt.Fprintf(&b, "  note: left out a torn last line: %s\n", p.Metrics.Dropped)
 	}
 	for _, e := range p.Evals {
 		fmt.Fprintf(&b, "\n%s:\n", e.Path)

@@ -227,3 +227,93 @@ func FuzzParseRow(f *testing.F) {
 		}
 	})
 }
+
+// Each method is summarised by its own metrics: reward, KL and length for
+// PPO and GRPO, loss and log-prob for SFT, margin and accuracy for DPO; no
+// line shows a metric the method does not log (as zeros) or no metric at
+// all, and a torn last line is said on the terminal too.
+func TestSummaryPerMethod(t *testing.T) {
+	row := func(split string, step float64, kv ...any) Row {
+		r := Row{Split: split, Step: step, Values: map[string]float64{}}
+		for i := 0; i < len(kv); i += 2 {
+			r.Values[kv[i].(string)] = kv[i+1].(float64)
+		}
+		return r
+	}
+	rl := Page{RunDir: "grpo", Config: map[string]any{"Method": "grpo"}, Metrics: Metrics{Rows: []Row{
+		row("eval", 0, "reward", 0.25, "kl", 0.0, "completions/mean_length", 12.0),
+		row("train", 1, "reward", 0.25, "kl", 0.001, "completions/mean_length", 12.0, "loss", 0.02, "grad_norm", 0.5, "learning_rate", 1e-5),
+		row("train", 12, "reward", 0.75, "kl", 0.02, "completions/mean_length", 9.5, "loss", 0.01, "grad_norm", 0.4, "learning_rate", 1e-5),
+		row("eval", 12, "reward", 0.5, "kl", 0.03, "completions/mean_length", 10.0),
+	}, Dropped: "metrics.jsonl:5: torn"}}
+	sft := Page{RunDir: "sft", Config: map[string]any{"Method": "sft"}, Metrics: Metrics{Rows: []Row{
+		row("eval", 0, "loss", 2.5, "logps/chosen", -60.0),
+		row("train", 1, "loss", 2.4, "logps/chosen", -58.0, "grad_norm", 3.0, "learning_rate", 1e-4),
+		row("train", 4, "loss", 2.0, "logps/chosen", -50.0, "grad_norm", 2.0, "learning_rate", 1e-4),
+		row("eval", 4, "loss", 2.1, "logps/chosen", -52.0),
+	}}}
+	dpo, err := LoadRun("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		p       Page
+		want    []string
+		notWant []string
+	}{
+		{"grpo", rl, []string{"last held-out (step 12): reward 0.5, kl 0.03, length 10.0 tokens", "eval  step 0 → 12:  reward 0.25 → 0.5",
+			"train step 1 → 12:  reward 0.25 → 0.75  kl", "length 12.0 tokens → 9.5 tokens", "grad_norm", "note: left out a torn last line: metrics.jsonl:5"},
+			[]string{"margin", "accuracy", "0.0%"}},
+		{"grpo without config", Page{RunDir: "x", Metrics: rl.Metrics}, []string{"reward 0.5, kl 0.03"}, []string{"margin", "accuracy"}},
+		{"sft", sft, []string{"last held-out (step 4): loss 2.1, logps -52", "train step 1 → 4:  loss 2.4 → 2", "logps -58 → -50"}, []string{"margin", "accuracy"}},
+		{"dpo", dpo, []string{"margin", "accuracy", "loss"}, []string{"reward ", "length"}},
+	} {
+		s := Summary(c.p)
+		for _, w := range c.want {
+			if !strings.Contains(s, w) {
+				t.Errorf("%s: summary lacks %q:\n%s", c.name, w, s)
+			}
+		}
+		for _, w := range c.notWant {
+			if strings.Contains(s, w) {
+				t.Errorf("%s: summary shows %q:\n%s", c.name, w, s)
+			}
+		}
+		for _, line := range strings.Split(s, "\n") {
+			if strings.HasSuffix(strings.TrimSpace(line), ":") && strings.Contains(line, "step") {
+				t.Errorf("%s: a line with no metric: %q", c.name, line)
+			}
+		}
+	}
+}
+
+// Ticks land on round values: 0 is 0, not the 5.6e-17 a running sum of
+// steps gives.
+func TestTicksHitZero(t *testing.T) {
+	for _, c := range [][2]float64{{-0.3, 0.4}, {-0.7, 0.2}, {-1.1e-3, 4e-3}, {-0.06, 0.03}, {-3, 7}} {
+		ticks := niceTicks(c[0], c[1], 5)
+		zero := false
+		for _, v := range ticks {
+			if v == 0 {
+				zero = true
+			}
+			if s := fmtTick(v); v != 0 && math.Abs(v) < 1e-12 {
+				t.Errorf("range %v: tick %s (%g) where 0 belongs", c, s, v)
+			}
+		}
+		if !zero {
+			t.Errorf("range %v: ticks %v miss 0", c, ticks)
+		}
+	}
+}
+
+// A metrics line that is JSON but not an object says what it is.
+func TestMetricsLineNotAnObject(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "metrics.jsonl")
+	os.WriteFile(path, []byte(`{"split":"train","step":1,"loss":1}`+"\n[1,2]\n"+`{"split":"train","step":2,"loss":1}`+"\n"), 0o644)
+	_, err := LoadMetrics(path)
+	if err == nil || !strings.Contains(err.Error(), "metrics.jsonl:2: a JSON array, not a metrics row") || strings.Contains(err.Error(), "Go value") {
+		t.Errorf("array line: %v", err)
+	}
+}

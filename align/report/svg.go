@@ -47,7 +47,17 @@ func niceTicks(lo, hi float64, n int) []float64 {
 		}
 	}
 	var out []float64
-	for v := math.Floor(lo/step) * step; v <= hi+step*1e-9; v += step {
+	first := math.Floor(lo / step)
+	for i := 0.0; ; i++ {
+		// each tick from its index (a running sum would drift: 8.7e-19
+		// where 0 belongs), and a tick within rounding of 0 is 0
+		v := (first + i) * step
+		if v > hi+step*1e-9 {
+			break
+		}
+		if math.Abs(v) < step*1e-9 {
+			v = 0
+		}
 		out = append(out, v)
 		if len(out) > 50 {
 			break

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 
 	"github.com/align-dev/align/align/backend"
+	"github.com/align-dev/align/align/cost"
 	"github.com/align-dev/align/align/pipeline"
 	"github.com/align-dev/align/align/train"
 )
@@ -56,6 +58,9 @@ func criteriaMean(v backend.VerdictScores) float64 {
 }
 
 func (j judge) one(ctx context.Context, s Sample) (float64, error) {
+	if cost.Label(ctx) == "" && s.ID != "" {
+		ctx = cost.WithLabel(ctx, "reward:"+s.ID) // the ledger names the sample
+	}
 	req := backend.JudgeRequest{Prompt: conversation(s), A: s.Response, B: s.Response}
 	resp, err := j.b.Judge.Judge(ctx, req)
 	if err != nil && backend.IsInvalidOutput(err) {
@@ -122,4 +127,155 @@ func withID(err error, samples []Sample) error {
 		return fmt.Errorf("sample %s: %w", sampleName(samples, re.Index), re.Err)
 	}
 	return err
+}
+
+// Spending caps what the paid judge terms of a spec (openai:, bedrock:)
+// spend and records every call, as --max-usd and the ledger of align
+// collect and rank do: a call whose worst case (its input plus the output
+// ceiling, at Prices) would take the total past MaxUSD is refused before
+// it is sent, and Score returns an error that wraps a *cost.BudgetError
+// (cost.IsBudget). With a ceiling, a judge model without a price is
+// refused (its cost cannot be bounded): add it with Prices.
+type Spending struct {
+	// MaxUSD is the ceiling over every call, the earlier runs recorded in
+	// Ledger included; nil: none (calls are still recorded); 0: free calls
+	// only.
+	MaxUSD *float64
+	// Ledger is the ledger file (cost.OpenLedger: JSON lines, appended;
+	// a torn last line dropped). It is opened at the first paid call, so a
+	// spec without one creates no file, and its directory must exist by
+	// then. "": kept in memory.
+	Ledger string
+	// Prices is the price table; nil: cost.DefaultPrices().
+	Prices *cost.Prices
+}
+
+// spendMeter is a Spending as the backends' Meter: the ledger and the
+// ceiling are opened at the first call. Safe for concurrent use.
+type spendMeter struct {
+	sp     Spending
+	mu     sync.Mutex
+	ledger *cost.Ledger
+	meter  *cost.Meter
+	err    error
+	// settled is closed (and replaced) whenever a call settles: Reserve
+	// waits on it when only calls in flight stand in the way.
+	settled chan struct{}
+}
+
+var _ backend.Meter = (*spendMeter)(nil)
+
+// newSpendMeter checks sp (an existing ledger file must hold ledger
+// entries) without creating anything.
+func newSpendMeter(sp Spending) (*spendMeter, error) {
+	if sp.MaxUSD != nil && !(*sp.MaxUSD >= 0) {
+		return nil, fmt.Errorf("spending ceiling %g: want 0 or more", *sp.MaxUSD)
+	}
+	if sp.Ledger != "" {
+		if _, err := os.Stat(sp.Ledger); err == nil {
+			if err := cost.CheckLedger(sp.Ledger); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if sp.Prices == nil {
+		sp.Prices = cost.DefaultPrices()
+	}
+	return &spendMeter{sp: sp}, nil
+}
+
+// open opens the ledger and the meter once; the caller holds mu.
+func (m *spendMeter) open() {
+	if m.meter != nil || m.err != nil {
+		return
+	}
+	l := cost.NewLedger()
+	if m.sp.Ledger != "" {
+		var err error
+		if l, err = cost.OpenLedger(m.sp.Ledger); err != nil {
+			m.err = fmt.Errorf("cost ledger: %w", err)
+			return
+		}
+	}
+	max := cost.NoLimit
+	if m.sp.MaxUSD != nil {
+		max = *m.sp.MaxUSD
+	}
+	m.ledger, m.meter = l, cost.NewMeter(m.sp.Prices, l, max)
+}
+
+// Reserve charges the call's worst case. A refusal that only calls in
+// flight cause (their worst cases reserved, most of which they will not
+// spend) waits for one of them to settle and tries again, so parallel
+// judge workers do not stop a run that has money left; a call that would
+// cross the ceiling on its own is refused.
+func (m *spendMeter) Reserve(ctx context.Context, model string, in, maxOut int) (func(int, int), error) {
+	for {
+		m.mu.Lock()
+		m.open()
+		meter, err := m.meter, m.err
+		if m.settled == nil {
+			m.settled = make(chan struct{})
+		}
+		settled := m.settled // taken before trying, so no settle is missed
+		m.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		settle, err := meter.Reserve(ctx, model, in, maxOut)
+		if err == nil {
+			return func(in, out int) {
+				settle(in, out)
+				m.mu.Lock()
+				if m.settled != nil {
+					close(m.settled)
+					m.settled = nil
+				}
+				m.mu.Unlock()
+			}, nil
+		}
+		var be *cost.BudgetError
+		if !errors.As(err, &be) || be.ReservedUSD <= 0 {
+			return nil, err
+		}
+		select {
+		case <-settled:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// totals is what the ledger holds (earlier runs included); zero before the
+// first paid call of this run when the ledger file does not exist yet.
+func (m *spendMeter) totals() (cost.Totals, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ledger != nil {
+		return m.ledger.Total(), m.ledger.Err()
+	}
+	return cost.SumLedger(m.sp.Ledger) // "" or missing: zero
+}
+
+func (m *spendMeter) close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.ledger == nil {
+		return nil
+	}
+	err := m.ledger.Close()
+	m.ledger = nil
+	return err
+}
+
+// Spent is what the paid judge terms of sc have spent by Options.Spending's
+// ledger (earlier runs included): calls, tokens and USD. It is zero for a
+// scorer opened without Spending, and for one with no paid call yet and no
+// ledger file.
+func Spent(sc Scorer) (cost.Totals, error) {
+	s, ok := sc.(*sum)
+	if !ok || s.spend == nil {
+		return cost.Totals{}, nil
+	}
+	return s.spend.totals()
 }

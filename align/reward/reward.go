@@ -49,6 +49,7 @@ package reward
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -103,6 +104,9 @@ type Options struct {
 	// pacing, a local judge's threads); zero values take each backend's
 	// defaults.
 	Backend pipeline.OpenOptions
+	// Spending, when set, caps and records what the paid judge terms
+	// (openai:, bedrock:) spend: see Spending. It replaces Backend.Meter.
+	Spending *Spending
 }
 
 // Kinds of reward terms.
@@ -151,7 +155,13 @@ func parseTerm(s string) (Term, error) {
 	}
 	t := Term{Weight: 1}
 	if i := strings.LastIndexByte(s, '='); i >= 0 {
-		if w, err := strconv.ParseFloat(s[i+1:], 64); err == nil {
+		w, err := strconv.ParseFloat(s[i+1:], 64)
+		if errors.Is(err, strconv.ErrRange) {
+			// a number too large (or too small) for a float: a weight, and
+			// not one that can be used, rather than part of the target
+			return Term{}, fmt.Errorf("weight %s: out of range, want a finite number other than 0", s[i+1:])
+		}
+		if err == nil {
 			if math.IsNaN(w) || math.IsInf(w, 0) || w == 0 {
 				return Term{}, fmt.Errorf("weight %s: want a finite number other than 0", s[i+1:])
 			}
@@ -188,6 +198,41 @@ func isRunDir(dir string) bool {
 	return err == nil && st.Mode().IsRegular()
 }
 
+// Files lists the files the terms of spec read, so that a command can
+// refuse an output that would replace one of them: an rm: run's
+// config.json, adapter.gguf and head.gguf and the base model its config
+// names, a rules: catalog and a local: model. A spec ParseSpec refuses
+// gives none (Parse reports it).
+func Files(spec string) []string {
+	terms, err := ParseSpec(spec)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, t := range terms {
+		switch t.Kind {
+		case KindRM:
+			out = append(out, filepath.Join(t.Target, "config.json"), filepath.Join(t.Target, "adapter.gguf"), filepath.Join(t.Target, "head.gguf"))
+			if m := runModel(t.Target); m != "" {
+				out = append(out, m)
+			}
+		case KindRules, KindLocal:
+			out = append(out, t.Target)
+		}
+	}
+	return out
+}
+
+// runModel is the base model a training run's config.json names ("" when
+// it cannot be read).
+func runModel(dir string) string {
+	var c struct{ Model string }
+	if b, err := os.ReadFile(filepath.Join(dir, "config.json")); err == nil && json.Unmarshal(b, &c) == nil {
+		return c.Model
+	}
+	return ""
+}
+
 // scorer is one opened term.
 type scorer interface {
 	score(ctx context.Context, samples []Sample) ([]float64, error)
@@ -202,6 +247,12 @@ func Parse(ctx context.Context, spec string, o Options) (Scorer, error) {
 		return nil, err
 	}
 	s := &sum{terms: terms}
+	if o.Spending != nil {
+		if s.spend, err = newSpendMeter(*o.Spending); err != nil {
+			return nil, err
+		}
+		o.Backend.Meter = s.spend
+	}
 	if o.Model == nil && o.Trainer == nil && o.ModelPath != "" {
 		for _, t := range terms {
 			if t.Kind == KindRM {
@@ -229,6 +280,19 @@ func open(ctx context.Context, t Term, o Options) (scorer, error) {
 	case KindContains:
 		return contains{phrase: strings.ToLower(t.Target)}, nil
 	case KindRM:
+		if _, err := os.Stat(filepath.Join(t.Target, "config.json")); err != nil {
+			// said here, before the run is read as a training run would be
+			// (whose errors speak of resuming)
+			return nil, fmt.Errorf("%s: not a reward-model run (no config.json: pass the directory align train --method rm wrote)", t.Target)
+		}
+		if o.Model == nil && o.Trainer == nil {
+			// the run's own model is loaded: say what to do when it moved
+			if m := runModel(t.Target); m != "" {
+				if _, err := os.Stat(m); err != nil {
+					return nil, fmt.Errorf("%s was trained on %s, which cannot be read (%v): pass that model's file with --model", t.Target, m, errors.Unwrap(err))
+				}
+			}
+		}
 		return openRM(t.Target, o)
 	default:
 		return openJudge(ctx, t.Kind+":"+t.Target, o)
@@ -240,6 +304,7 @@ type sum struct {
 	terms   []Term
 	scorers []scorer
 	model   *bindings.Model // loaded from Options.ModelPath
+	spend   *spendMeter     // Options.Spending's ledger and ceiling
 }
 
 var _ Scorer = (*sum)(nil)
@@ -288,6 +353,10 @@ func (s *sum) Close() error {
 	if s.model != nil {
 		errs = append(errs, s.model.Close())
 		s.model = nil
+	}
+	if s.spend != nil {
+		errs = append(errs, s.spend.close())
+		s.spend = nil
 	}
 	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package reward
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -90,7 +91,8 @@ func TestParseErrors(t *testing.T) {
 		{"contains:a=NaN", "weight NaN"},
 		{"no/such/dir", `term 1 "no/such/dir": want KIND:TARGET`},
 		{"contains:yes,rules:no/such/catalog.json", "reward term rules:no/such/catalog.json: rules:"},
-		{"rm:no/such/run", "reward term rm:no/such/run: no/such/run: not a training run"},
+		{"rm:no/such/run", "reward term rm:no/such/run: no/such/run: not a reward-model run (no config.json"},
+		{"contains:sorry=1e400", `term 1 "contains:sorry=1e400": weight 1e400: out of range`},
 	} {
 		s, err := Parse(ctx, c.spec, Options{})
 		if err == nil {
@@ -98,7 +100,7 @@ func TestParseErrors(t *testing.T) {
 			t.Errorf("%q: no error", c.spec)
 			continue
 		}
-		if !strings.Contains(err.Error(), c.want) || strings.Count(err.Error(), "\n") > 0 {
+		if !strings.Contains(err.Error(), c.want) || strings.Count(err.Error(), "\n") > 0 || strings.Contains(err.Error(), "resume") {
 			t.Errorf("%q: error %q, want one line containing %q", c.spec, err, c.want)
 		}
 	}
@@ -269,4 +271,36 @@ func FuzzParseSpec(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A reward-model run whose base moved: without --model the error says to
+// pass it (the run's files are copied elsewhere, its config names a model
+// that is gone).
+func TestRMMovedBase(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "rm")
+	os.Mkdir(dir, 0o755)
+	for _, f := range []string{"adapter.gguf", "head.gguf"} {
+		b, _ := os.ReadFile(filepath.Join(rmRun, f))
+		os.WriteFile(filepath.Join(dir, f), b, 0o644)
+	}
+	var cfg map[string]any
+	b, _ := os.ReadFile(filepath.Join(rmRun, "config.json"))
+	json.Unmarshal(b, &cfg)
+	gone := filepath.Join(t.TempDir(), "moved.gguf")
+	cfg["Model"] = gone
+	b, _ = json.Marshal(cfg)
+	os.WriteFile(filepath.Join(dir, "config.json"), b, 0o644)
+	_, err := Parse(context.Background(), "rm:"+dir, Options{})
+	if err == nil || !strings.Contains(err.Error(), "was trained on "+gone+", which cannot be read") || !strings.Contains(err.Error(), "--model") {
+		t.Errorf("moved base: %v", err)
+	}
+	if got := Files("rm:" + dir); len(got) != 4 || got[3] != gone {
+		t.Errorf("Files: %v", got)
+	}
+	// with the model given, the run is scored
+	if s, err := Parse(context.Background(), "rm:"+dir, Options{ModelPath: tinyModel}); err != nil {
+		t.Errorf("moved base with --model: %v", err)
+	} else {
+		s.Close()
+	}
 }

@@ -13,6 +13,9 @@ import (
 // evalSplitSalt decorrelates --eval-split of prompts from other splits.
 const evalSplitSalt = 0x726c_5f65_7661_6c73
 
+// promptRecord is one line of a prompts file.
+type promptRecord = pipeline.Prompt
+
 // Prompt is one prompt of a run: its conversation and its tokens as the
 // policy decodes them before sampling (align/prompt's formatting, the one
 // `align sample` uses).
@@ -51,19 +54,42 @@ func messages(p pipeline.Prompt) []prompt.Message {
 	return ms
 }
 
+// unspelled counts what the vocabulary could not spell in a prompts file.
+type unspelled struct {
+	prompts, chars int
+	first, id      string
+}
+
+// note is the one warning of a prompts file with unspellable characters:
+// like `align sample`, the policy reads them as the unknown token (a prompt
+// is only conditioned on, never a target: training data with such
+// characters is refused instead).
+func (u unspelled) note(name string) string {
+	return fmt.Sprintf("%s: the model's vocabulary cannot spell %d character(s) in %d prompt(s) (the first, %q, in prompt %q): the policy reads them as <unk>",
+		name, u.chars, u.prompts, u.first, u.id)
+}
+
 // encodePrompts formats and tokenizes prompts; a prompt longer than
 // maxPrompt tokens keeps its last maxPrompt (BOS kept first).
-func encodePrompts(f *prompt.Formatter, ps []pipeline.Prompt, maxPrompt int, name string) ([]Prompt, int, error) {
+func encodePrompts(f *prompt.Formatter, ps []pipeline.Prompt, maxPrompt int, name string) ([]Prompt, int, unspelled, error) {
 	out := make([]Prompt, 0, len(ps))
 	cut := 0
+	var un unspelled
 	for _, p := range ps {
 		ms := messages(p)
-		toks, _, err := f.EncodePrompt(ms)
+		toks, u, err := f.EncodePrompt(ms)
 		if err != nil {
-			return nil, 0, fmt.Errorf("%s: prompt %q: %w", name, p.ID, err)
+			return nil, 0, un, fmt.Errorf("%s: prompt %q: %w", name, p.ID, err)
+		}
+		if u.Count > 0 {
+			if un.prompts == 0 {
+				un.first, un.id = u.First, p.ID
+			}
+			un.prompts++
+			un.chars += u.Count
 		}
 		if len(toks) == 0 {
-			return nil, 0, fmt.Errorf("%s: prompt %q is empty after tokenization", name, p.ID)
+			return nil, 0, un, fmt.Errorf("%s: prompt %q is empty after tokenization", name, p.ID)
 		}
 		if len(toks) > maxPrompt {
 			toks = append([]int32{toks[0]}, toks[len(toks)-maxPrompt+1:]...)
@@ -71,7 +97,7 @@ func encodePrompts(f *prompt.Formatter, ps []pipeline.Prompt, maxPrompt int, nam
 		}
 		out = append(out, Prompt{ID: p.ID, Messages: ms, Tokens: toks})
 	}
-	return out, cut, nil
+	return out, cut, un, nil
 }
 
 func rewardMessages(ms []prompt.Message) []reward.Message {

@@ -27,7 +27,7 @@ func gradTrainer(t *testing.T) *bindings.Trainer {
 
 func setRandom(t *testing.T, tr *bindings.Trainer, set int, seed uint64, scale float64) []float32 {
 	t.Helper()
-	si, err := tr.SetInfo(set)
+	si, err := tr.Set(set).Info()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func setRandom(t *testing.T, tr *bindings.Trainer, set int, seed uint64, scale f
 	for i := range p {
 		p[i] = float32(rng.NormFloat64() * scale)
 	}
-	if err := tr.SetStateSet(set, p, nil, nil, 0); err != nil {
+	if err := tr.Set(set).SetState(p, nil, nil, 0); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -54,7 +54,7 @@ func gradSeqs() []*Seq {
 // differences of loss on two random elements of every parameter tensor.
 func fdCheck(t *testing.T, tr *bindings.Trainer, set int, params, grad []float32, loss func() float64, h float32) {
 	t.Helper()
-	table, err := tr.Params(set)
+	table, err := tr.Set(set).Params()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,10 +66,10 @@ func fdCheck(t *testing.T, tr *bindings.Trainer, set int, params, grad []float32
 			i := int(row.Offset) + rng.IntN(n)
 			orig := params[i]
 			params[i] = orig + h
-			tr.SetStateSet(set, params, nil, nil, 0)
+			tr.Set(set).SetState(params, nil, nil, 0)
 			lp := loss()
 			params[i] = orig - h
-			tr.SetStateSet(set, params, nil, nil, 0)
+			tr.Set(set).SetState(params, nil, nil, 0)
 			lm := loss()
 			params[i] = orig
 			fd := (lp - lm) / (2 * float64(h))
@@ -83,7 +83,7 @@ func fdCheck(t *testing.T, tr *bindings.Trainer, set int, params, grad []float32
 			}
 		}
 	}
-	tr.SetStateSet(set, params, nil, nil, 0)
+	tr.Set(set).SetState(params, nil, nil, 0)
 	t.Logf("gradient NMSE over %d elements of %d tensors %.2e, worst relative error %.2e", 2*len(table), len(table), num/den, worst)
 	if !(num/den < 1e-3) || den == 0 {
 		t.Errorf("gradient NMSE %.3g (Σfd² %.3g) against finite differences", num/den, den)
@@ -97,7 +97,7 @@ func fdCheck(t *testing.T, tr *bindings.Trainer, set int, params, grad []float32
 func policySetup(t *testing.T, tr *bindings.Trainer, cfg *Config) []*Seq {
 	t.Helper()
 	seqs := gradSeqs()
-	out, err := tr.Forward(batch(seqs, false), 1)
+	out, err := tr.Set(0).Forward(batch(seqs, false), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func policyGradCheck(t *testing.T, cfg *Config) {
 	b := batch(seqs, false)
 	norm := stepNorm(cfg, seqs)
 	var st lossStats
-	out, err := tr.ForwardGrad(b)
+	out, err := tr.Set(0).ForwardGrad(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,15 +148,15 @@ func policyGradCheck(t *testing.T, cfg *Config) {
 		t.Fatalf("%d zero cotangents for %g clipped tokens", zero, st.clipped)
 	}
 	t.Logf("%s: %g of %d tokens on the clipped branch", cfg.Method, st.clipped, st.tokens)
-	if err := tr.Backward(cot); err != nil {
+	if err := tr.Set(0).Backward(cot, nil); err != nil {
 		t.Fatal(err)
 	}
-	g, err := tr.GetStateSet(0)
+	g, err := tr.Set(0).GetState()
 	if err != nil {
 		t.Fatal(err)
 	}
 	loss := func() float64 {
-		out, err := tr.Forward(b, 1)
+		out, err := tr.Set(0).Forward(b, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -189,7 +189,7 @@ func TestGradK3(t *testing.T) {
 	params := setRandom(t, tr, 0, 12, 0.05)
 	seqs := gradSeqs()
 	b := batch(seqs, false)
-	out, err := tr.ForwardGrad(b)
+	out, err := tr.Set(0).ForwardGrad(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,12 +208,12 @@ func TestGradK3(t *testing.T) {
 	if st.k3 <= 0 {
 		t.Fatalf("k3 sum %g, want > 0", st.k3)
 	}
-	if err := tr.Backward(cot); err != nil {
+	if err := tr.Set(0).Backward(cot, nil); err != nil {
 		t.Fatal(err)
 	}
-	g, _ := tr.GetStateSet(0)
+	g, _ := tr.Set(0).GetState()
 	loss := func() float64 {
-		out, err := tr.Forward(b, 1)
+		out, err := tr.Set(0).Forward(b, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,15 +235,15 @@ func TestGradTokenSeeds(t *testing.T) {
 	for i := range cot {
 		cot[i] = float32(rng.NormFloat64())
 	}
-	if _, err := tr.ForwardGrad(b); err != nil {
+	if _, err := tr.Set(0).ForwardGrad(b); err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.Backward(cot); err != nil {
+	if err := tr.Set(0).Backward(cot, nil); err != nil {
 		t.Fatal(err)
 	}
-	g, _ := tr.GetStateSet(0)
+	g, _ := tr.Set(0).GetState()
 	loss := func() float64 {
-		out, err := tr.Forward(b, 1)
+		out, err := tr.Set(0).Forward(b, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -266,10 +266,10 @@ func TestGradValueLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	params := setRandom(t, tr, set, 14, 0.05)
+	params := setRandom(t, tr, set.ID(), 14, 0.05)
 	seqs := gradSeqs()
 	bv := batch(seqs, true)
-	out, err := tr.ForwardGradSet(bv, set)
+	out, err := set.ForwardGrad(bv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,12 +292,12 @@ func TestGradValueLoss(t *testing.T) {
 		t.Fatalf("%g of %d values clipped: want both branches", st.vclipped, st.vtokens)
 	}
 	t.Logf("%g of %d values on the clipped branch", st.vclipped, st.vtokens)
-	if err := tr.BackwardHeads(nil, hc); err != nil {
+	if err := set.Backward(nil, hc); err != nil {
 		t.Fatal(err)
 	}
-	g, _ := tr.GetStateSet(set)
+	g, _ := set.GetState()
 	loss := func() float64 {
-		out, err := tr.ForwardSet(bv, set, 1)
+		out, err := set.Forward(bv, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -305,5 +305,5 @@ func TestGradValueLoss(t *testing.T) {
 		valueCot(&cfg, seqs, out.Heads, norm, &st)
 		return st.valueLoss
 	}
-	fdCheck(t, tr, set, params, g.Grads, loss, 1e-2)
+	fdCheck(t, tr, set.ID(), params, g.Grads, loss, 1e-2)
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/align-dev/align/align/run"
 	"math"
 	"os"
 	"path/filepath"
@@ -215,7 +216,7 @@ func TestRolloutsReproducible(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tr.Close()
-		live, err := tr.LiveLoRA(0)
+		live, err := tr.Set(0).LiveLoRA()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -297,7 +298,7 @@ func TestResumeSameAdapter(t *testing.T) {
 				t.Fatalf("interrupted run: %v, want ErrInterrupted", err)
 			}
 			b.OnStep = nil
-			r := Config{Out: b.Out, Resume: true, Threads: 2, Scorer: b.Scorer}
+			r := Config{Common: run.Common{Out: b.Out, Resume: true, Threads: 2}, Scorer: b.Scorer}
 			if _, err := Run(context.Background(), r); err != nil {
 				t.Fatal(err)
 			}

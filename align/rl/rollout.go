@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/align-dev/align/align/reward"
+	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/bindings"
 )
 
@@ -32,6 +33,7 @@ type worker struct {
 	model    *bindings.Model
 	live     *bindings.LoRA
 	valueSet int // -1: none (GRPO)
+	refSet   int // the reference adapter (--ref-adapter); -1: the base
 	threads  int
 	eos      int32
 	chunk    int // sequences per forward pass
@@ -103,29 +105,11 @@ func score(ctx context.Context, sc reward.Scorer, ps []Prompt, seqs []*Seq) erro
 // response token (positions len(prompt)−1 … len(prompt)+len(resp)−2), so
 // head value t is V(state before token t) in token order.
 func batch(seqs []*Seq, heads bool) *bindings.Batch {
-	T := 0
-	for _, s := range seqs {
-		T = max(T, len(s.Tokens)+len(s.Resp))
-	}
-	b := &bindings.Batch{NSeq: len(seqs), NTok: T, Tokens: make([]int32, len(seqs)*T),
-		Lengths: make([]int32, len(seqs)), Scored: make([]uint8, len(seqs)*T)}
-	if heads {
-		b.HeadAt = make([]uint8, len(seqs)*T)
-	}
+	ls := make([]run.Seq, len(seqs))
 	for k, s := range seqs {
-		row := b.Tokens[k*T : (k+1)*T]
-		copy(row, s.Tokens)
-		copy(row[len(s.Tokens):], s.Resp)
-		n := len(s.Tokens) + len(s.Resp)
-		b.Lengths[k] = int32(n)
-		for t := len(s.Tokens); t < n; t++ {
-			b.Scored[k*T+t] = 1
-			if heads {
-				b.HeadAt[k*T+t-1] = 1
-			}
-		}
+		ls[k] = run.Seq{Prompt: s.Tokens, Response: s.Resp}
 	}
-	return b
+	return run.Layout(ls, heads)
 }
 
 // split cuts a flat per-token array in Outputs order back into sequences.
@@ -161,7 +145,7 @@ func (e *worker) logprobs(seqs []*Seq, old, ref bool) (passes, error) {
 		b := batch(part, false)
 		if old {
 			t0 := time.Now()
-			out, err := e.tr.Forward(b, 1)
+			out, err := e.tr.Set(0).Forward(b, 1)
 			if err != nil {
 				return p, err
 			}
@@ -172,7 +156,7 @@ func (e *worker) logprobs(seqs []*Seq, old, ref bool) (passes, error) {
 		}
 		if ref {
 			t0 := time.Now()
-			out, err := e.tr.ForwardSet(b, -1, 0)
+			out, err := e.tr.Set(e.refSet).Forward(b, refScale(e.refSet))
 			if err != nil {
 				return p, err
 			}
@@ -184,7 +168,7 @@ func (e *worker) logprobs(seqs []*Seq, old, ref bool) (passes, error) {
 		if e.valueSet >= 0 {
 			t0 := time.Now()
 			bv := batch(part, true)
-			out, err := e.tr.ForwardSet(bv, e.valueSet, 1)
+			out, err := e.tr.Set(e.valueSet).Forward(bv, 1)
 			if err != nil {
 				return p, err
 			}
@@ -195,4 +179,13 @@ func (e *worker) logprobs(seqs []*Seq, old, ref bool) (passes, error) {
 		}
 	}
 	return p, nil
+}
+
+// refScale is the adapter scale of the reference forward: 1 for a
+// reference adapter set, 0 (none) for the base.
+func refScale(set int) float32 {
+	if set >= 0 {
+		return 1
+	}
+	return 0
 }

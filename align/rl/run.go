@@ -2,31 +2,29 @@ package rl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/align-dev/align/align/engine"
 	"github.com/align-dev/align/align/prompt"
 	"github.com/align-dev/align/align/reward"
-	"github.com/align-dev/align/align/train"
+	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/bindings"
 )
 
 // ErrInterrupted is returned (wrapped) when the context ended and a
-// checkpoint was saved: resume the run to continue. It is train's, so the
-// CLI maps both to the same exit code.
-var ErrInterrupted = train.ErrInterrupted
+// checkpoint was saved: resume the run to continue.
+var ErrInterrupted = run.ErrInterrupted
 
 // Result summarises a finished run.
 type Result struct {
 	Method       string             `json:"method"`
 	Steps        int                `json:"steps"`
 	Epochs       int                `json:"epochs"`
-	StoppedEarly bool               `json:"stopped_early"` // --max-kl
+	StoppedEarly bool               `json:"stopped_early"` // --max-kl or --patience
 	Before       map[string]float64 `json:"eval_before"`
 	After        map[string]float64 `json:"eval_after"`
 	Adapter      string             `json:"adapter"`
@@ -37,110 +35,74 @@ type Result struct {
 	Device       string             `json:"device,omitempty"` // where the steps ran: CPU, CUDA0, ...
 }
 
-// runFiles are the files an RL run writes in its directory (besides
-// checkpoints/step-*); --force removes only these.
-var runFiles = []string{"config.json", "metrics.jsonl", "adapter.gguf", "value.gguf", "summary.json", "config.json.tmp", "summary.json.tmp"}
+func isMethod(m string) bool { return m == PPO || m == GRPO }
 
-// checkOut refuses an out a new run may not use.
-func checkOut(out string, force bool) error {
-	ents, err := os.ReadDir(out)
-	if errors.Is(err, os.ErrNotExist) || (err == nil && len(ents) == 0) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var saved Config
-	if err := train.ReadJSON(filepath.Join(out, "config.json"), &saved); err != nil || (saved.Method != PPO && saved.Method != GRPO) || saved.Model == "" {
-		return bad("out", "%s is not empty and holds no align PPO or GRPO run: choose a new or empty folder", out)
-	}
-	if !force {
-		return bad("out", "%s holds a run: continue it with --resume %s, or replace it with --force", out, out)
-	}
-	return nil
-}
-
-func removeRun(out string) error {
-	for _, name := range runFiles {
-		if err := os.Remove(filepath.Join(out, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-	}
-	dir := filepath.Join(out, "checkpoints")
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if e.IsDir() && (len(e.Name()) > 5 && (e.Name()[:5] == "step-" || e.Name()[:5] == ".tmp-")) {
-			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
-				return err
-			}
-		}
-	}
-	os.Remove(dir)
-	return nil
-}
+// IsRun reports whether dir holds a PPO or GRPO run (for the CLI's resume
+// dispatch).
+func IsRun(dir string) bool { return isMethod(run.Method(dir)) }
 
 // resumeConfig reads the run in cfg.Out and applies what a resume may change.
 func resumeConfig(cfg Config) (Config, error) {
 	var saved Config
-	if err := train.ReadJSON(filepath.Join(cfg.Out, "config.json"), &saved); err != nil {
+	if err := run.ReadJSON(filepath.Join(cfg.Out, "config.json"), &saved); err != nil {
 		return cfg, fmt.Errorf("%s: cannot resume: %w", cfg.Out, err)
 	}
-	if saved.Method != PPO && saved.Method != GRPO {
+	if !isMethod(saved.Method) {
 		return cfg, fmt.Errorf("%s: cannot resume: not a PPO or GRPO run", cfg.Out)
 	}
-	saved.Out, saved.Resume = cfg.Out, true
-	saved.Threads, saved.Device, saved.Recompute, saved.OnStep, saved.Log, saved.Progress = cfg.Threads, cfg.Device, cfg.Recompute, cfg.OnStep, cfg.Log, cfg.Progress
-	saved.Scorer = cfg.Scorer
-	if v := cfg.Continue.Epochs; v != nil {
-		saved.Epochs = *v
+	if cfg.Method != "" && cfg.Method != saved.Method {
+		return cfg, &run.ConfigError{Flag: "method", Msg: fmt.Sprintf("is %s, but %s is a %s run: a resume continues the run's own method",
+			cfg.Method, cfg.Out, strings.ToUpper(saved.Method))}
 	}
-	if v := cfg.Continue.MaxSteps; v != nil {
-		saved.MaxSteps = *v
-	}
+	saved.Resumed(cfg.Common)
+	saved.Progress, saved.Scorer = cfg.Progress, cfg.Scorer
 	return saved, nil
 }
 
-func hashes(cfg Config) (map[string]string, error) {
-	out := map[string]string{}
-	for _, in := range []struct{ key, path string }{{"model", cfg.Model}, {"prompts", cfg.Prompts}, {"eval_prompts", cfg.EvalPrompts}} {
-		if in.path == "" {
-			continue
+// inputFiles are the run's inputs for hashing: model, prompts, the stage
+// adapters and the files the reward terms read (an rm: run's adapter, head
+// and config; a rules catalog; a local judge).
+func inputFiles(cfg Config) []run.Input {
+	ins := []run.Input{{Key: "model", Path: cfg.Model, Flag: "model"}, {Key: "prompts", Path: cfg.Prompts, Flag: "prompts"},
+		{Key: "eval_prompts", Path: cfg.EvalPrompts, Flag: "eval-prompts"},
+		{Key: "init_adapter", Path: cfg.InitAdapter, Flag: "init-adapter"}, {Key: "ref_adapter", Path: cfg.RefAdapter, Flag: "ref-adapter"}}
+	terms, _ := reward.ParseSpec(cfg.Reward)
+	for _, t := range terms {
+		switch t.Kind {
+		case reward.KindRM:
+			for _, f := range []string{"adapter.gguf", "head.gguf", "config.json"} {
+				ins = append(ins, run.Input{Key: "reward/" + t.Kind + ":" + t.Target + "/" + f, Path: filepath.Join(t.Target, f), Flag: "reward " + t.Kind + ":" + t.Target})
+			}
+		case reward.KindRules, reward.KindLocal:
+			ins = append(ins, run.Input{Key: "reward/" + t.Kind + ":" + t.Target, Path: t.Target, Flag: "reward " + t.Kind + ":" + t.Target})
 		}
-		h, err := train.HashFile(in.path)
-		if err != nil {
-			return nil, err
-		}
-		out[in.key] = h
 	}
-	return out, nil
+	return ins
 }
 
-// runner is one run's state.
-type runner struct {
-	ctx             context.Context
-	cfg             Config
-	e               *worker
-	scorer          reward.Scorer
-	train, eval     []Prompt
-	log             *train.MetricsLog
-	st              runState
-	snap            *snapshot
-	total, perEpoch int
-	evalEvery       int
-	saveEvery       int
-	sched           train.Schedule
-}
-
-func (r *runner) note(format string, a ...any) {
-	if r.cfg.Progress != nil {
-		r.cfg.Progress(Event{Note: fmt.Sprintf(format, a...)})
+// absReward is spec with the paths of its terms made absolute, so a resume
+// from another directory reads the same files.
+func absReward(spec string) (string, error) {
+	terms, err := reward.ParseSpec(spec)
+	if err != nil {
+		return "", &run.ConfigError{Flag: "reward", Msg: err.Error()}
 	}
+	out := make([]string, len(terms))
+	for i, t := range terms {
+		if t.Kind == reward.KindRM || t.Kind == reward.KindRules || t.Kind == reward.KindLocal {
+			if t.Target, err = filepath.Abs(t.Target); err != nil {
+				return "", err
+			}
+		}
+		out[i] = t.String()
+	}
+	return strings.Join(out, ","), nil
 }
 
 // Run trains with PPO or GRPO. It writes OUT/metrics.jsonl, OUT/adapter.gguf,
 // checkpoints and OUT/summary.json. When ctx ends it saves a checkpoint
 // and returns an error wrapping ErrInterrupted. Bad settings are returned
-// as *train.ConfigError before anything is read or written.
+// as *run.ConfigError before anything is read or written.
 func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	start := time.Now()
 	if cfg.Resume {
@@ -148,216 +110,239 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			return res, err
 		}
 	}
-	if err := cfg.Validate(); err != nil {
+	if err := run.Begin(&cfg.Common, cfg.Validate, isMethod, &cfg.Prompts, &cfg.EvalPrompts); err != nil {
 		return res, err
 	}
-	if !cfg.Resume {
-		for _, p := range []*string{&cfg.Model, &cfg.Prompts, &cfg.EvalPrompts} {
-			if *p != "" {
-				if *p, err = filepath.Abs(*p); err != nil {
-					return res, err
-				}
-			}
-		}
-		if err := checkOut(cfg.Out, cfg.Force); err != nil {
+	if !cfg.Resume && cfg.Reward != "" {
+		if cfg.Reward, err = absReward(cfg.Reward); err != nil {
 			return res, err
 		}
 	}
 	res.Method = cfg.Method
 
 	// inputs, read and checked before the run directory is touched
-	trainP, err := ReadPrompts(cfg.Prompts)
+	trainP, evalP, err := readPrompts(cfg)
 	if err != nil {
 		return res, err
 	}
-	evalP := trainP[:0:0]
+	files := inputFiles(cfg)
+	hs, sts, err := run.HashInputs(files, cfg.Hashes, cfg.Stats)
+	if err != nil {
+		return res, err
+	}
+	if cfg.Resume {
+		if err := run.CheckHashes(cfg.Out, cfg.Hashes, hs, files); err != nil {
+			return res, err
+		}
+	}
+	cfg.Hashes, cfg.Stats = hs, sts
+	if err := cfg.ResolveStages(); err != nil {
+		return res, err
+	}
+
+	// the trainer loads (and owns) the model: offloaded whole for a device
+	// trainer, so rollouts sample there too
+	tr, err := run.OpenTrainer(cfg.Model, cfg.TrainerOptions())
+	if err != nil {
+		return res, err
+	}
+	defer tr.Close()
+	res.Device = tr.Info().Device
+	if n := tr.Info().NCtx; n > 0 && cfg.MaxLength > n {
+		return res, bad("max-length", "is at most the model's context, %d (got %d)", n, cfg.MaxLength)
+	}
+	if cfg.EvalPrompts == "" && cfg.EvalSplit > 0 && len(evalP) == 0 {
+		cfg.Progress.Note("--eval-split %g of %s held out none of its %d prompts: no held-out evaluation", cfg.EvalSplit, cfg.Prompts, len(trainP))
+	}
+	w, err := newWorker(cfg, tr)
+	if err != nil {
+		return res, err
+	}
+	s := &stepper{cfg: cfg, w: w, klCoef: cfg.KLCoef}
+	if s.train, s.eval, res.PromptsCut, err = encode(cfg, tr.Model(), trainP, evalP); err != nil {
+		return res, err
+	}
+	res.TrainPrompts, res.EvalPrompts = len(s.train), len(s.eval)
+	if s.scorer = cfg.Scorer; s.scorer == nil {
+		if s.scorer, err = reward.Parse(ctx, cfg.Reward, reward.Options{Model: tr.Model(), Trainer: tr, Threads: cfg.Threads, Raw: cfg.Raw, MaxLength: cfg.MaxLength}); err != nil {
+			return res, &run.ConfigError{Flag: "reward", Msg: err.Error()}
+		}
+		defer s.scorer.Close()
+	}
+	if w.live, err = tr.Set(0).LiveLoRA(); err != nil {
+		return res, err
+	}
+	defer w.live.Close()
+	defer tr.Watch(ctx)()
+
+	if !cfg.Resume {
+		created, err := run.Prepare(cfg.Out)
+		if err != nil {
+			return res, err
+		}
+		defer func() { run.Cleanup(cfg.Out, created, err) }()
+	}
+	if err := run.WriteJSON(filepath.Join(cfg.Out, "config.json"), cfg); err != nil {
+		return res, err
+	}
+
+	lr, err := run.Loop(ctx, s, run.Options{Out: cfg.Out, Resume: cfg.Resume, Epochs: cfg.Epochs, MaxSteps: cfg.MaxSteps,
+		EvalEvery: cfg.EvalEvery, SaveEvery: cfg.SaveEvery, Patience: cfg.Patience, LR: cfg.LR, Schedule: cfg.Schedule,
+		WarmupSteps: cfg.WarmupSteps, HasEval: len(s.eval) > 0, Snapshot: true, Progress: cfg.Progress, OnStep: cfg.OnStep})
+	if err != nil {
+		return res, err
+	}
+	res.Before, res.After, res.StoppedEarly, res.Steps, res.Epochs = lr.Before, lr.After, lr.StoppedEarly, lr.Steps, lr.Epochs
+	res.Adapter = filepath.Join(cfg.Out, "adapter.gguf")
+	if err := tr.Set(0).Export(res.Adapter); err != nil {
+		return res, err
+	}
+	if w.valueSet >= 0 {
+		// PPO's value head (a heads-only set), in align's heads GGUF
+		if err := tr.Set(w.valueSet).ExportHeads(filepath.Join(cfg.Out, "value.gguf")); err != nil {
+			return res, err
+		}
+	}
+	res.ElapsedS = time.Since(start).Seconds()
+	return res, run.WriteJSON(filepath.Join(cfg.Out, "summary.json"), res)
+}
+
+// newWorker sets up the policy (from --init-adapter or --ref-adapter),
+// the reference (the base, or base + --ref-adapter) and PPO's value set.
+func newWorker(cfg Config, tr *bindings.Trainer) (*worker, error) {
+	info, err := tr.Model().Info()
+	if err != nil {
+		return nil, err
+	}
+	w := &worker{tr: tr, model: tr.Model(), valueSet: -1, refSet: -1, threads: cfg.Threads, eos: info.EOS,
+		chunk: max(1, min(cfg.BatchPrompts*cfg.Group, 16))}
+	ref, err := cfg.SetupStages(tr)
+	if err != nil {
+		return nil, err
+	}
+	w.refSet = ref.ID()
+	if cfg.Method == PPO {
+		vs, err := tr.AddSet(bindings.SetOptions{Name: "value", Seed: cfg.Seed + 1, Heads: []bindings.HeadSpec{{Name: "value", Dim: 1}}})
+		if err != nil {
+			return nil, err
+		}
+		w.valueSet = vs.ID()
+		// the value head starts at 0 (a random head adds noise of its own
+		// size to every advantage until it has learned)
+		si, err := tr.Set(w.valueSet).Info()
+		if err != nil {
+			return nil, err
+		}
+		if err := tr.Set(w.valueSet).SetState(make([]float32, si.NParams), nil, nil, 0); err != nil {
+			return nil, err
+		}
+	}
+	return w, nil
+}
+
+// readPrompts reads the training and held-out prompts.
+func readPrompts(cfg Config) (trainP, evalP []promptRecord, err error) {
+	if trainP, err = ReadPrompts(cfg.Prompts); err != nil {
+		return nil, nil, err
+	}
 	if cfg.EvalPrompts != "" {
 		if evalP, err = ReadPrompts(cfg.EvalPrompts); err != nil {
-			return res, err
+			return nil, nil, err
 		}
 	} else if cfg.EvalSplit > 0 {
 		trainP, evalP = splitPrompts(trainP, cfg.EvalSplit, cfg.Seed)
 	}
 	if len(trainP) == 0 {
-		return res, fmt.Errorf("%s: no training prompts left after --eval-split", cfg.Prompts)
+		return nil, nil, fmt.Errorf("%s: no training prompts left after --eval-split", cfg.Prompts)
 	}
-	hs, err := hashes(cfg)
-	if err != nil {
-		return res, err
-	}
-	if cfg.Resume && cfg.Hashes != nil {
-		for _, k := range []string{"model", "prompts", "eval_prompts"} {
-			if cfg.Hashes[k] != hs[k] {
-				return res, fmt.Errorf("%s: cannot resume: the %s file changed since the run started; start a new run with --out", cfg.Out, k)
-			}
-		}
-	}
-	cfg.Hashes = hs
+	return trainP, evalP, nil
+}
 
-	// the trainer loads (and owns) the model: offloaded whole for a device
-	// trainer, so rollouts sample there too
-	device := train.ResolveDevice(cfg.Device)
-	targets, _ := train.TargetBits(cfg.Targets)
-	tr, err := bindings.NewTrainerFromFile(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(cfg.Alpha),
-		Targets: targets, Seed: cfg.Seed, Device: device, BackwardWeights: cfg.BackwardWeights,
-		Recompute: train.ResolveRecompute(cfg.Recompute, device)})
-	if err != nil {
-		return res, err
-	}
-	defer tr.Close()
-	model := tr.Model()
-	res.Device = tr.Info().Device
-	if n := tr.Info().NCtx; n > 0 && cfg.MaxLength > n {
-		return res, bad("max-length", "is at most the model's context, %d (got %d)", n, cfg.MaxLength)
-	}
-	info, err := model.Info()
-	if err != nil {
-		return res, err
-	}
+// encode formats and tokenizes the prompts as the policy sees them.
+func encode(cfg Config, model *bindings.Model, trainP, evalP []promptRecord) (tp, ep []Prompt, cut int, err error) {
 	pm, err := engine.PromptModel(model)
 	if err != nil {
-		return res, err
+		return nil, nil, 0, err
 	}
 	f := prompt.New(pm, cfg.Raw)
 	maxPrompt := cfg.MaxLength - cfg.MaxNewTokens
-	tp, cut1, err := encodePrompts(f, trainP, maxPrompt, cfg.Prompts)
+	tp, cut1, u1, err := encodePrompts(f, trainP, maxPrompt, cfg.Prompts)
 	if err != nil {
-		return res, err
+		return nil, nil, 0, err
 	}
 	evName := cfg.EvalPrompts
 	if evName == "" {
 		evName = cfg.Prompts
 	}
-	ep, cut2, err := encodePrompts(f, evalP, maxPrompt, evName)
+	ep, cut2, u2, err := encodePrompts(f, evalP, maxPrompt, evName)
 	if err != nil {
-		return res, err
+		return nil, nil, 0, err
 	}
-	res.TrainPrompts, res.EvalPrompts, res.PromptsCut = len(tp), len(ep), cut1+cut2
-
-	e := &worker{tr: tr, model: model, valueSet: -1, threads: cfg.Threads, eos: info.EOS,
-		chunk: max(1, min(cfg.BatchPrompts*cfg.Group, 16))}
-	if cfg.Method == PPO {
-		if e.valueSet, err = tr.AddSet(bindings.SetOptions{Name: "value", Seed: cfg.Seed + 1, Heads: []bindings.HeadSpec{{Name: "value", Dim: 1}}}); err != nil {
-			return res, err
+	// one warning for the run (a held-out split is lines of --prompts)
+	if cfg.EvalPrompts == "" {
+		u1.chars, u1.prompts = u1.chars+u2.chars, u1.prompts+u2.prompts
+		if u1.first == "" {
+			u1.first, u1.id = u2.first, u2.id
 		}
-		// the value head starts at 0 (a random head adds noise of its own
-		// size to every advantage until it has learned)
-		si, err := tr.SetInfo(e.valueSet)
-		if err != nil {
-			return res, err
-		}
-		if err := tr.SetStateSet(e.valueSet, make([]float32, si.NParams), nil, nil, 0); err != nil {
-			return res, err
+		u2 = unspelled{}
+	}
+	for _, u := range []struct {
+		un   unspelled
+		name string
+	}{{u1, cfg.Prompts}, {u2, cfg.EvalPrompts}} {
+		if u.un.prompts > 0 {
+			cfg.Progress.Note("%s", u.un.note(u.name))
 		}
 	}
-	sc := cfg.Scorer
-	if sc == nil {
-		if sc, err = reward.Parse(ctx, cfg.Reward, reward.Options{Model: model, Trainer: tr, Threads: cfg.Threads, Raw: cfg.Raw, MaxLength: cfg.MaxLength}); err != nil {
-			return res, &configError{Flag: "reward", Msg: err.Error()}
-		}
-		defer sc.Close()
-	}
-	if e.live, err = tr.LiveLoRA(0); err != nil {
-		return res, err
-	}
-	defer e.live.Close()
-	defer tr.Watch(ctx)()
-
-	if !cfg.Resume {
-		created := false
-		if _, serr := os.Stat(cfg.Out); errors.Is(serr, os.ErrNotExist) {
-			if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
-				return res, err
-			}
-			created = true
-		} else if err := removeRun(cfg.Out); err != nil {
-			return res, err
-		}
-		defer func() {
-			if err != nil && !errors.Is(err, ErrInterrupted) && len(listCheckpoints(filepath.Join(cfg.Out, "checkpoints"))) == 0 {
-				removeRun(cfg.Out)
-				if created {
-					os.Remove(cfg.Out)
-				}
-			}
-		}()
-	}
-	if err := train.WriteJSON(filepath.Join(cfg.Out, "config.json"), cfg); err != nil {
-		return res, err
-	}
-
-	r := &runner{ctx: ctx, cfg: cfg, e: e, scorer: sc, train: tp, eval: ep}
-	r.st = runState{klCoef: cfg.KLCoef}
-	keep := -1
-	if cfg.Resume && len(listCheckpoints(filepath.Join(cfg.Out, "checkpoints"))) > 0 {
-		st, note, err := e.loadCheckpoint(cfg.Out)
-		if err != nil {
-			return res, err
-		}
-		if note != "" {
-			r.note("%s", note)
-		}
-		r.st, keep = st, st.step
-	}
-	if r.log, err = train.OpenMetrics(filepath.Join(cfg.Out, "metrics.jsonl"), keep); err != nil {
-		return res, err
-	}
-	defer r.log.Close()
-	r.plan()
-	if r.snap, err = e.snapshot(r.st); err != nil {
-		return res, err
-	}
-
-	if res.Before, err = r.evaluateAt(0); err != nil {
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("before the first step: %w", ErrInterrupted)
-		}
-		return res, err
-	}
-	if err := r.loop(); err != nil {
-		return res, err
-	}
-	if res.After, err = r.evaluateAt(r.st.step); err != nil {
-		if ctx.Err() != nil {
-			return res, r.interrupted()
-		}
-		return res, err
-	}
-	res.StoppedEarly = r.st.stopped
-	res.Adapter = filepath.Join(cfg.Out, "adapter.gguf")
-	if err := tr.ExportSet(0, res.Adapter); err != nil {
-		return res, err
-	}
-	if e.valueSet >= 0 {
-		// PPO's value head (a heads-only set), in align's heads GGUF
-		if err := tr.ExportHeads(e.valueSet, filepath.Join(cfg.Out, "value.gguf")); err != nil {
-			return res, err
-		}
-	}
-	res.Steps, res.Epochs = r.st.step, r.st.epoch
-	if err := saveCheckpoint(cfg.Out, r.snap); err != nil {
-		return res, err
-	}
-	res.ElapsedS = time.Since(start).Seconds()
-	return res, train.WriteJSON(filepath.Join(cfg.Out, "summary.json"), res)
+	return tp, ep, cut1 + cut2, nil
 }
 
-// plan sets the number of steps and the schedule.
-func (r *runner) plan() {
-	cfg := r.cfg
-	r.perEpoch = (len(r.train) + cfg.BatchPrompts - 1) / cfg.BatchPrompts
-	r.total = r.perEpoch * cfg.Epochs
-	if cfg.MaxSteps > 0 && cfg.MaxSteps < r.total {
-		r.total = cfg.MaxSteps
+// stepper is a PPO or GRPO run as the harness steps it: one rollout and
+// its update per step.
+type stepper struct {
+	cfg         Config
+	w           *worker
+	scorer      reward.Scorer
+	train, eval []Prompt
+	klCoef      float64 // PPO's adaptive KL coefficient
+}
+
+func (s *stepper) EpochSteps(int) int {
+	return (len(s.train) + s.cfg.BatchPrompts - 1) / s.cfg.BatchPrompts
+}
+
+func (s *stepper) Score(em map[string]float64) float64 { return em["reward"] }
+
+func (s *stepper) Sets() []run.Set {
+	sets := []run.Set{s.w.tr.Set(0)}
+	if s.w.valueSet >= 0 {
+		sets = append(sets, s.w.tr.Set(s.w.valueSet))
 	}
-	r.evalEvery, r.saveEvery = cfg.EvalEvery, cfg.SaveEvery
-	if r.evalEvery <= 0 {
-		r.evalEvery = r.perEpoch
+	return sets
+}
+
+// MarshalExtra and UnmarshalExtra keep PPO's KL coefficient in checkpoints.
+func (s *stepper) MarshalExtra() []byte {
+	return []byte(fmt.Sprintf("%x", math.Float64bits(s.klCoef)))
+}
+
+func (s *stepper) UnmarshalExtra(b []byte) error {
+	var bits uint64
+	if _, err := fmt.Sscanf(string(b), "%x", &bits); err != nil {
+		return fmt.Errorf("checkpoint: KL coefficient %q: %w", b, err)
 	}
-	if r.saveEvery <= 0 {
-		r.saveEvery = r.perEpoch
+	s.klCoef = math.Float64frombits(bits)
+	return nil
+}
+
+func (s *stepper) Line(row map[string]float64) string {
+	out := fmt.Sprintf("reward %.4f", row["reward"])
+	for _, k := range []struct{ key, label, f string }{{"kl", "kl", "%.4f"}, {"clip_ratio", "clip", "%.3f"}, {"value_loss", "vloss", "%.4f"}} {
+		if v, ok := row[k.key]; ok {
+			out += fmt.Sprintf(" "+k.label+" "+k.f, v)
+		}
 	}
-	r.sched = train.Schedule{LR: cfg.LR, Warmup: min(cfg.WarmupSteps, r.total/2), Total: r.total, Kind: cfg.Schedule}
+	return out
 }
 
 // seedOf is the rollout sampling seed of step s: a pure function of the
@@ -373,99 +358,13 @@ func seedOf(seed uint64, s int) uint32 {
 // each time, so evaluations compare the policy, not the draws).
 func evalSeed(seed uint64) uint32 { return seedOf(seed^0x6576616c, -1) }
 
-// interrupted saves the state after the last finished step.
-func (r *runner) interrupted() error {
-	if err := saveCheckpoint(r.cfg.Out, r.snap); err != nil {
-		return fmt.Errorf("interrupted, and saving the checkpoint failed: %w", err)
-	}
-	return fmt.Errorf("step %d, checkpoint saved: %w", r.snap.st.step, ErrInterrupted)
-}
-
-func (r *runner) loop() error {
-	cfg := r.cfg
-	// a resumed run first does the evaluation an interruption skipped
-	if s := r.st.step; s > 0 && len(r.eval) > 0 && (s%r.evalEvery == 0 || s == r.total || r.st.epochStep == 0) {
-		if _, err := r.evaluateAt(s); err != nil {
-			if r.ctx.Err() != nil {
-				return r.interrupted()
-			}
-			return err
-		}
-	}
-	for r.st.step < r.total && r.st.epoch < cfg.Epochs && !r.st.stopped {
-		if r.ctx.Err() != nil {
-			return r.interrupted()
-		}
-		order := train.EpochOrder(len(r.train), cfg.Seed, r.st.epoch)
-		lo := r.st.epochStep * cfg.BatchPrompts
-		idx := order[lo:min(len(order), lo+cfg.BatchPrompts)]
-		row, err := r.step(idx)
-		if err != nil {
-			if r.ctx.Err() != nil {
-				// the state after the last finished step is saved: a
-				// partial update is dropped
-				return r.interrupted()
-			}
-			return fmt.Errorf("step %d: %w", r.st.step+1, err)
-		}
-		r.st.step++
-		r.st.epochStep++
-		if kl, ok := row["kl"].(float64); ok && cfg.MaxKL > 0 && kl > cfg.MaxKL {
-			r.st.stopped = true
-			r.note("step %d: KL %.4g exceeds --max-kl %g: stopping", r.st.step, kl, cfg.MaxKL)
-		}
-		if r.st.epochStep >= r.perEpoch {
-			r.st.epoch++
-			r.st.epochStep = 0
-		}
-		row["step"], row["epoch"] = r.st.step, float64(r.st.step)/float64(r.perEpoch)
-		if r.snap, err = r.e.snapshot(r.st); err != nil {
-			return err
-		}
-		if err := r.log.Write(row); err != nil {
-			return err
-		}
-		if cfg.Progress != nil {
-			cfg.Progress(Event{Phase: "train", Done: r.st.step, Total: r.total, Stats: stats(row)})
-		}
-		if r.st.step%r.evalEvery == 0 || r.st.step == r.total || r.st.epochStep == 0 {
-			if _, err := r.evaluateAt(r.st.step); err != nil {
-				if r.ctx.Err() != nil {
-					return r.interrupted()
-				}
-				return err
-			}
-		}
-		if r.st.step%r.saveEvery == 0 && r.st.step < r.total {
-			if err := saveCheckpoint(cfg.Out, r.snap); err != nil {
-				return err
-			}
-		}
-		if cfg.OnStep != nil {
-			cfg.OnStep(r.st.step)
-		}
-	}
-	return nil
-}
-
-func stats(row map[string]any) string {
-	s := fmt.Sprintf("reward %.4f", row["reward"])
-	if v, ok := row["kl"].(float64); ok {
-		s += fmt.Sprintf(" kl %.4f", v)
-	}
-	if v, ok := row["clip_ratio"].(float64); ok {
-		s += fmt.Sprintf(" clip %.3f", v)
-	}
-	if v, ok := row["value_loss"].(float64); ok {
-		s += fmt.Sprintf(" vloss %.4f", v)
-	}
-	return s
-}
-
-// step is one rollout and its update; it returns the step's metrics row.
-func (r *runner) step(idx []int) (map[string]any, error) {
-	cfg := &r.cfg
-	e := r.e
+// Step is one rollout and its update.
+func (s *stepper) Step(ctx context.Context, cur run.Cursor, lr float64) (run.Row, error) {
+	cfg := &s.cfg
+	w := s.w
+	order := run.EpochOrder(len(s.train), cfg.Seed, cur.Epoch)
+	lo := cur.EpochStep * cfg.BatchPrompts
+	idx := order[lo:min(len(order), lo+cfg.BatchPrompts)]
 	var all []int
 	for _, k := range idx {
 		for g := 0; g < cfg.Group; g++ {
@@ -473,45 +372,45 @@ func (r *runner) step(idx []int) (map[string]any, error) {
 		}
 	}
 	t0 := time.Now()
-	seqs, err := e.generate(r.ctx, r.train, all, sampler(cfg, seedOf(cfg.Seed, r.st.step)))
+	seqs, err := w.generate(ctx, s.train, all, sampler(cfg, seedOf(cfg.Seed, cur.Step)))
 	if err != nil {
-		return nil, fmt.Errorf("rollout: %w", err)
+		return run.Row{}, fmt.Errorf("rollout: %w", err)
 	}
 	tRoll := time.Since(t0)
 	t0 = time.Now()
-	if err := score(r.ctx, r.scorer, r.train, seqs); err != nil {
-		return nil, err
+	if err := score(ctx, s.scorer, s.train, seqs); err != nil {
+		return run.Row{}, err
 	}
 	tScore := time.Since(t0)
 	// GRPO with one pass of one minibatch takes the sampling policy's
 	// log-probs from the update's own first forward (no extra pass)
 	reuseOld := cfg.Method == GRPO && cfg.PPOEpochs == 1 && cfg.MiniBatches == 1
-	ps, err := e.logprobs(seqs, !reuseOld, cfg.needsRef())
+	ps, err := w.logprobs(seqs, !reuseOld, cfg.needsRef())
 	if err != nil {
-		return nil, err
+		return run.Row{}, err
 	}
-	row := map[string]any{"split": "train", "learning_rate": r.sched.At(r.st.step)}
+	row := map[string]float64{}
 	scores := make([]float64, len(seqs))
 	lengths := 0.0
-	for i, s := range seqs {
-		scores[i] = s.Score
-		lengths += float64(len(s.Resp))
+	for i, q := range seqs {
+		scores[i] = q.Score
+		lengths += float64(len(q.Resp))
 	}
-	mean, std := meanStd(scores, true)
+	mean, std := MeanStd(scores, true)
 	row["reward"], row["reward_std"] = mean, std
 	row["completions/mean_length"] = lengths / float64(len(seqs))
 	klSeq := 0.0
 	if cfg.needsRef() && !reuseOld {
-		for _, s := range seqs {
-			klSeq += seqKL(s)
+		for _, q := range seqs {
+			klSeq += seqKL(q)
 		}
 		klSeq /= float64(len(seqs))
 	}
-	trainSeqs, zeroStd := advantages(cfg, seqs, r.st.klCoef)
+	trainSeqs, zeroStd := advantages(cfg, seqs, s.klCoef)
 	t0 = time.Now()
-	ls, err := e.update(cfg, trainSeqs, r.st.step, r.sched.At(r.st.step), reuseOld)
+	ls, err := w.update(cfg, trainSeqs, cur.Step, lr, reuseOld)
 	if err != nil {
-		return nil, err
+		return run.Row{}, err
 	}
 	tUpd := time.Since(t0)
 	ls.metrics(row, cfg.Method)
@@ -520,8 +419,8 @@ func (r *runner) step(idx []int) (map[string]any, error) {
 	// temperature 1 without truncation)
 	var ent float64
 	nt := 0
-	for _, s := range seqs {
-		for _, lp := range s.Old {
+	for _, q := range seqs {
+		for _, lp := range q.Old {
 			ent -= lp
 			nt++
 		}
@@ -532,16 +431,18 @@ func (r *runner) step(idx []int) (map[string]any, error) {
 	switch cfg.Method {
 	case PPO:
 		row["kl"] = klSeq
-		row["kl_coef"] = r.st.klCoef
+		row["kl_coef"] = s.klCoef
 		row["score_mean"] = mean
-		r.kl(klSeq, len(seqs))
+		c := KLController{Coef: s.klCoef, Target: cfg.KLTarget, Horizon: cfg.KLHorizon}
+		c.Update(klSeq, len(seqs))
+		s.klCoef = c.Coef
 	case GRPO:
 		row["frac_reward_zero_std"] = float64(zeroStd) / float64(len(idx))
 		if cfg.needsRef() {
 			var sub []*Seq
-			for _, s := range seqs {
-				if len(s.Old) > 0 {
-					sub = append(sub, s)
+			for _, q := range seqs {
+				if len(q.Old) > 0 {
+					sub = append(sub, q)
 				}
 			}
 			row["kl"] = tokenK3(sub)
@@ -553,48 +454,20 @@ func (r *runner) step(idx []int) (map[string]any, error) {
 	row["time/ref_logps_s"] = ps.ref.Seconds()
 	row["time/value_s"] = ps.value.Seconds()
 	row["time/update_s"] = tUpd.Seconds()
-	return row, nil
+	out := run.Row{Metrics: row}
+	if kl, ok := row["kl"]; ok && cfg.MaxKL > 0 && kl > cfg.MaxKL {
+		out.Stop = fmt.Sprintf("KL %.4g exceeds --max-kl %g: stopping", kl, cfg.MaxKL)
+	}
+	return out, nil
 }
 
-// kl adapts PPO's KL coefficient (a fixed one stays).
-func (r *runner) kl(kl float64, n int) {
-	c := KLController{Coef: r.st.klCoef, Target: r.cfg.KLTarget, Horizon: r.cfg.KLHorizon}
-	c.Update(kl, n)
-	r.st.klCoef = c.Coef
-}
-
-// evaluateAt logs the held-out metrics at step once.
-func (r *runner) evaluateAt(step int) (map[string]float64, error) {
-	if len(r.eval) == 0 {
-		return nil, nil
-	}
-	if row, ok := r.log.Has("eval", step); ok {
-		m := map[string]float64{}
-		for k, v := range row {
-			if f, ok := v.(float64); ok && k != "step" && k != "epoch" {
-				m[k] = f
-			}
-		}
-		return m, nil
-	}
-	m, err := r.evaluate()
-	if err != nil {
-		return nil, err
-	}
-	row := map[string]any{"split": "eval", "step": step, "epoch": float64(step) / float64(max(1, r.perEpoch))}
-	for k, v := range m {
-		row[k] = v
-	}
-	return m, r.log.Write(row)
-}
-
-// evaluate samples cfg.EvalSamples completions of every held-out prompt
+// Evaluate samples cfg.EvalSamples completions of every held-out prompt
 // with the rollout sampler and a fixed seed, and reports their mean reward
 // and the mean per-sequence KL(π ‖ π_ref) of the samples.
-func (r *runner) evaluate() (map[string]float64, error) {
-	cfg := &r.cfg
+func (s *stepper) Evaluate(ctx context.Context, done func(n, total int)) (map[string]float64, error) {
+	cfg := &s.cfg
 	var all []int
-	for k := range r.eval {
+	for k := range s.eval {
 		for g := 0; g < cfg.EvalSamples; g++ {
 			all = append(all, k)
 		}
@@ -602,41 +475,37 @@ func (r *runner) evaluate() (map[string]float64, error) {
 	var seqs []*Seq
 	const chunk = 64
 	for i := 0; i < len(all); i += chunk {
-		part, err := r.e.generate(r.ctx, r.eval, all[i:min(len(all), i+chunk)], sampler(cfg, evalSeed(cfg.Seed)+uint32(i)))
+		part, err := s.w.generate(ctx, s.eval, all[i:min(len(all), i+chunk)], sampler(cfg, evalSeed(cfg.Seed)+uint32(i)))
 		if err != nil {
 			return nil, fmt.Errorf("held-out rollout: %w", err)
 		}
 		seqs = append(seqs, part...)
+		if done != nil {
+			done(min(len(all), i+chunk), len(all))
+		}
 	}
-	if err := score(r.ctx, r.scorer, r.eval, seqs); err != nil {
+	if err := score(ctx, s.scorer, s.eval, seqs); err != nil {
 		return nil, err
 	}
-	ev := *r.e
+	ev := *s.w
 	ev.valueSet = -1
 	if _, err := ev.logprobs(seqs, true, true); err != nil {
 		return nil, err
 	}
 	scores := make([]float64, len(seqs))
 	var kl, length float64
-	for i, s := range seqs {
-		scores[i] = s.Score
-		kl += seqKL(s)
-		length += float64(len(s.Resp))
+	for i, q := range seqs {
+		scores[i] = q.Score
+		kl += seqKL(q)
+		length += float64(len(q.Resp))
 	}
-	mean, std := meanStd(scores, true)
+	mean, std := MeanStd(scores, true)
 	n := float64(len(seqs))
 	return map[string]float64{"reward": mean, "reward_std": std, "kl": kl / n, "completions/mean_length": length / n,
-		"kl_per_token": kl / math.Max(1, tokensOfSeqs(seqs))}, nil
+		"kl_per_token": kl / math.Max(1, float64(tokensOf(seqs)))}, nil
 }
 
-func tokensOfSeqs(seqs []*Seq) float64 { return float64(tokensOf(seqs)) }
-
-// IsRun reports whether dir holds a PPO or GRPO run (for the CLI's resume
-// dispatch).
-func IsRun(dir string) bool {
-	if dir == "" {
-		return false
-	}
-	var saved Config
-	return train.ReadJSON(filepath.Join(dir, "config.json"), &saved) == nil && (saved.Method == PPO || saved.Method == GRPO)
+// readConfig reads the configuration of the run in dir.
+func readConfig(dir string, cfg *Config) error {
+	return run.ReadJSON(filepath.Join(dir, "config.json"), cfg)
 }

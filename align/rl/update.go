@@ -4,7 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 
-	"github.com/align-dev/align/bindings"
+	"github.com/align-dev/align/align/run"
 )
 
 // lossStats sums one update's per-token quantities.
@@ -142,15 +142,6 @@ func stepNorm(cfg *Config, part []*Seq) float64 {
 	return float64(max(1, tokensOf(part)))
 }
 
-// adamw is one optimiser step's settings at lr, clipping the gradient norm.
-func adamw(lr, norm, maxNorm float64) bindings.AdamW {
-	clip := 1.0
-	if maxNorm > 0 && norm > maxNorm {
-		clip = maxNorm / norm
-	}
-	return bindings.AdamW{LR: float32(lr), Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, GradScale: float32(clip)}
-}
-
 // update runs cfg.PPOEpochs passes over seqs, each cut into cfg.MiniBatches
 // optimiser steps in an order that is a pure function of (seed, step,
 // pass). reuseOld: Old is not computed yet; the first pass's forward
@@ -170,55 +161,49 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 				part = append(part, seqs[i])
 			}
 			norm := stepNorm(cfg, part)
-			for i := 0; i < len(part); i += e.chunk {
-				ch := part[i:min(len(part), i+e.chunk)]
-				out, err := e.tr.ForwardGrad(batch(ch, false))
-				if err != nil {
-					return st, err
-				}
-				if reuseOld && pass == 0 {
-					if err := split(out.Logps, ch, func(s *Seq) *[]float64 { return &s.Old }); err != nil {
-						return st, err
+			policy := e.tr.Set(0)
+			gn, err := run.Optimiser{WeightDecay: cfg.WeightDecay, MaxGradNorm: cfg.MaxGradNorm}.Step(policy, lr, func() error {
+				for i := 0; i < len(part); i += e.chunk {
+					ch := part[i:min(len(part), i+e.chunk)]
+					out, err := policy.ForwardGrad(batch(ch, false))
+					if err != nil {
+						return err
+					}
+					if reuseOld && pass == 0 {
+						if err := split(out.Logps, ch, func(s *Seq) *[]float64 { return &s.Old }); err != nil {
+							return err
+						}
+					}
+					if err := policy.Backward(policyCot(cfg, ch, out.Logps, norm, &st), nil); err != nil {
+						return err
 					}
 				}
-				if err := e.tr.Backward(policyCot(cfg, ch, out.Logps, norm, &st)); err != nil {
-					return st, err
-				}
-			}
-			gn, err := e.tr.GradNorm(1)
+				return nil
+			})
 			if err != nil {
 				return st, err
 			}
-			if !finite(gn) {
-				return st, errNonFinite
-			}
 			st.gradNorm += gn
-			if err := e.tr.Step(adamw(lr, gn, cfg.MaxGradNorm)); err != nil {
-				return st, err
-			}
 			if e.valueSet >= 0 {
+				value := e.tr.Set(e.valueSet)
 				vnorm := float64(max(1, tokensOf(part)))
-				for i := 0; i < len(part); i += e.chunk {
-					ch := part[i:min(len(part), i+e.chunk)]
-					out, err := e.tr.ForwardGradSet(batch(ch, true), e.valueSet)
-					if err != nil {
-						return st, err
+				vg, err := run.Optimiser{MaxGradNorm: cfg.MaxGradNorm}.Step(value, cfg.valueLR(), func() error {
+					for i := 0; i < len(part); i += e.chunk {
+						ch := part[i:min(len(part), i+e.chunk)]
+						out, err := value.ForwardGrad(batch(ch, true))
+						if err != nil {
+							return err
+						}
+						if err := value.Backward(nil, valueCot(cfg, ch, out.Heads, vnorm, &st)); err != nil {
+							return err
+						}
 					}
-					if err := e.tr.BackwardHeads(nil, valueCot(cfg, ch, out.Heads, vnorm, &st)); err != nil {
-						return st, err
-					}
-				}
-				vg, err := e.tr.GradNormSet(e.valueSet, 1)
+					return nil
+				})
 				if err != nil {
 					return st, err
 				}
-				if !finite(vg) {
-					return st, errNonFinite
-				}
 				st.vgradNorm += vg
-				if err := e.tr.StepSet(e.valueSet, adamw(cfg.valueLR(), vg, cfg.MaxGradNorm)); err != nil {
-					return st, err
-				}
 			}
 			st.steps++
 		}
@@ -227,7 +212,7 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 }
 
 // metrics are an update's means, keyed as TRL logs them where it has a name.
-func (st lossStats) metrics(m map[string]any, method string) {
+func (st lossStats) metrics(m map[string]float64, method string) {
 	if st.tokens == 0 {
 		return
 	}
@@ -241,14 +226,6 @@ func (st lossStats) metrics(m map[string]any, method string) {
 		m["value_clip_ratio"] = st.vclipped / float64(st.vtokens)
 		m["value_grad_norm"] = st.vgradNorm / float64(max(1, st.steps))
 	}
-}
-
-var errNonFinite = nonFinite{}
-
-type nonFinite struct{}
-
-func (nonFinite) Error() string {
-	return "the gradient is not finite (lower --lr, or check the reward's scale)"
 }
 
 // seqKL is Σ_t (old − ref) of a sequence: a sample of KL(π ‖ π_ref) over

@@ -3,33 +3,63 @@ package train
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/bindings"
 )
 
-// BenchConfig configures a training benchmark.
+// BenchConfig configures a training benchmark. Its defaults (DefaultBench)
+// are train's where they share a setting.
 type BenchConfig struct {
 	Model    string
 	Method   string // sft or dpo
 	Seq      int    // tokens per sequence; a step trains two sequences per pair
-	Pairs    int    // pairs (DPO) or pairs of SFT examples per step (0: 1)
+	Pairs    int    // pairs (DPO) or pairs of SFT examples per step
 	Steps    int    // timed steps (after one warm-up step)
 	Sample   int    // after training, tokens to generate from the live policy (0: none): one sequence, then BatchSeqs at once
 	Threads  int
 	Rank     int
+	Alpha    float64 // LoRA alpha (0: 2·Rank)
 	Targets  []string
 	Baseline bool   // also measure llama.cpp prompt processing and the machine's matmul peak
-	Device   string // "" or "cpu"; "cuda" (or a ggml device name such as CUDA0) in a CUDA build
+	Device   string // as train's --device: auto (or ""), cpu, cuda, or a ggml device name such as CUDA0
 	// BackwardWeights: the CPU trainer's transposed weight copies ("" or
 	// auto, q8_0, q4_k; bindings.TrainerOptions)
 	BackwardWeights string
-	// Recompute trains with gradient checkpointing: the backward recomputes
-	// each layer from its saved input (bindings.TrainerOptions.Recompute)
-	Recompute bool
+	// Recompute is train's --recompute: auto (or ""), on or off (gradient
+	// checkpointing: the backward recomputes each layer from its saved input)
+	Recompute string
+	// SamplePrompt is the text the live policy continues with Sample (raw,
+	// with the model's BOS; "": BenchSamplePrompt).
+	SamplePrompt string
+	// SampleSeed is the first sampling seed (0: 1). A generation that ends
+	// before Sample tokens (end of sequence) is tried again with the next
+	// seeds, so that the rate is over the tokens asked for.
+	SampleSeed uint32
+	// SaveAdapter, when set, is where the live policy's adapter is written
+	// before sampling (llama.cpp's LoRA GGUF), so that llama.cpp can run the
+	// same generation (scripts/bench-sample.sh).
+	SaveAdapter string
+}
+
+// BenchSamplePrompt is the default text --sample continues.
+const BenchSamplePrompt = "Hello! Can you recommend a manga series for my nephew? He is twelve and loves sports and adventure stories."
+
+// BenchSampleTries is how many seeds --sample tries for a generation of the
+// full length before it reports a shorter one.
+const BenchSampleTries = 8
+
+// DefaultBench is align bench train's configuration before flags: train's
+// LoRA (rank 16, alpha 32, all seven targets), device and recompute.
+func DefaultBench() BenchConfig {
+	d := DefaultConfig()
+	return BenchConfig{Method: DPO, Seq: 256, Pairs: 1, Steps: 5, Rank: d.Rank, Alpha: d.Alpha, Targets: d.Targets,
+		Baseline: true, Device: "auto", BackwardWeights: "auto", Recompute: "auto", SampleSeed: 1}
 }
 
 // onCPU reports whether a device name means the CPU backend.
@@ -60,6 +90,9 @@ type BenchResult struct {
 	TrainOverPP  float64 `json:"train_over_pp,omitempty"`
 	BaseBytes    int64   `json:"base_bytes"`
 	TransBytes   int64   `json:"transposed_bytes"`
+	Rank         int     `json:"lora_rank"`
+	Alpha        float64 `json:"lora_alpha"`
+	Targets      string  `json:"lora_targets"`
 	Seqs         int     `json:"seqs"`          // sequences per step (2 · pairs)
 	Scored       int     `json:"scored_tokens"` // scored tokens per step
 	BodyMB       float64 `json:"body_compute_mb"`
@@ -68,10 +101,24 @@ type BenchResult struct {
 	CheckpointMB float64 `json:"checkpoint_mb"`     // with Recompute: layer inputs and seams kept between forward and backward
 	TrainRSSMB   float64 `json:"train_peak_rss_mb"` // peak RSS after training, before any sampling
 	// generation from the live policy (no adapter file): one sequence, then
-	// BatchSeqs sequences decoded together (tokens/s over all of them)
+	// BatchSeqs sequences decoded together (tokens/s over all of them).
+	// Each rate is generated tokens over the time from the first sampled
+	// token to the last (the prompt's decode is PromptMS, apart); Tokens
+	// says how many were generated (SampleRequested per sequence unless a
+	// sequence ended at end-of-sequence with every seed tried) and Seed the
+	// seed of sequence 0.
+	SampleRequested  int     `json:"live_sample_requested,omitempty"`
+	SamplePrompt     int     `json:"live_prompt_tokens,omitempty"`
+	SampleSeed       uint32  `json:"live_sample_seed,omitempty"`
+	SampleTokens     int     `json:"live_sample_tokens,omitempty"`
+	SampleMS         float64 `json:"live_sample_ms,omitempty"`
 	SampleTokensPerS float64 `json:"live_sample_tokens_per_s,omitempty"`
 	BatchSeqs        int     `json:"live_batch_seqs,omitempty"`
+	BatchSeed        uint32  `json:"live_batch_seed,omitempty"`
+	BatchTokens      int     `json:"live_batch_tokens,omitempty"`
+	BatchMS          float64 `json:"live_batch_ms,omitempty"`
 	BatchTokensPerS  float64 `json:"live_batch_tokens_per_s,omitempty"`
+	SavedAdapter     string  `json:"live_adapter,omitempty"` // BenchConfig.SaveAdapter
 }
 
 // benchBatchSeqs is how many sequences --sample decodes at once (GRPO's G).
@@ -127,9 +174,11 @@ func (c *BenchConfig) Validate() error {
 		return bad("steps", "must be at least 1 (got %d)", c.Steps)
 	case c.Threads < 0 || c.Threads > MaxThreads():
 		return bad("threads", "must be in [0, %d], 0 for all cores (got %d)", MaxThreads(), c.Threads)
-	case c.Rank < 1:
-		return bad("lora-rank", "must be at least 1 (got %d)", c.Rank)
-	case c.Pairs < 0 || c.Pairs > 256:
+	case c.Rank < 1 || c.Rank > benchMaxRank:
+		return bad("lora-rank", "must be in [1, %d] (got %d)", benchMaxRank, c.Rank)
+	case c.Alpha < 0 || math.IsNaN(c.Alpha) || math.IsInf(c.Alpha, 0):
+		return bad("lora-alpha", "must be a finite number, 0 (2 x rank) or more (got %g)", c.Alpha)
+	case c.Pairs < 1 || c.Pairs > 256:
 		return bad("pairs", "must be in [1, 256] (got %d)", c.Pairs)
 	case c.Sample < 0:
 		return bad("sample", "must not be negative (got %d)", c.Sample)
@@ -137,7 +186,57 @@ func (c *BenchConfig) Validate() error {
 	if _, err := targetBits(c.Targets); err != nil {
 		return &ConfigError{Flag: "lora-targets", Msg: err.Error()}
 	}
+	if err := CheckRecompute(c.Recompute); err != nil {
+		return err
+	}
 	return CheckBackwardWeights(c.BackwardWeights)
+}
+
+// benchMaxRank is the native trainer's largest LoRA rank.
+const benchMaxRank = 4096
+
+// checkModel checks what depends on the machine and the model before any
+// weight is loaded: a GPU for a GPU --device, and the sample's prompt
+// (tokenized with the model's tokenizer, which it returns).
+func (c *BenchConfig) checkModel() ([]int32, error) {
+	if d := ResolveDevice(c.Device); !onCPU(d) && bindings.GPUDevice() == "" {
+		return nil, bad("device", "%s: this build or machine has no GPU (a CUDA build is made with make cuda); pass auto or cpu", c.Device)
+	}
+	if c.Sample == 0 {
+		return nil, nil
+	}
+	m, err := bindings.LoadModel(c.Model, bindings.ModelOptions{VocabOnly: true})
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	text := c.SamplePrompt
+	if text == "" {
+		text = BenchSamplePrompt
+	}
+	prompt, err := m.Tokenize(text, true, false)
+	if err != nil {
+		return nil, err
+	}
+	if len(prompt) == 0 {
+		return nil, bad("sample-prompt", "has no tokens")
+	}
+	return prompt, nil
+}
+
+// checkContext checks --seq, and the sample's prompt plus --sample, against
+// the model's training context nctx (0: unknown), before any step runs.
+func (c *BenchConfig) checkContext(nctx, prompt int) error {
+	if nctx <= 0 {
+		return nil
+	}
+	if c.Seq > nctx {
+		return bad("seq", "must be at most the model's training context, %d (got %d)", nctx, c.Seq)
+	}
+	if c.Sample > 0 && prompt+c.Sample > nctx {
+		return bad("sample", "plus the %d prompt tokens must be at most the model's training context, %d (got %d)", prompt, nctx, c.Sample)
+	}
+	return nil
 }
 
 // Bench times training steps on two random sequences of Seq tokens, with
@@ -147,29 +246,45 @@ func Bench(ctx context.Context, cfg BenchConfig) (BenchResult, error) {
 }
 
 func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, error) {
-	res := BenchResult{Model: cfg.Model, Method: cfg.Method, Seq: cfg.Seq, Threads: cfg.Threads, Recompute: cfg.Recompute}
+	if cfg.Alpha == 0 {
+		cfg.Alpha = float64(2 * cfg.Rank)
+	}
+	if cfg.SampleSeed == 0 {
+		cfg.SampleSeed = 1
+	}
+	device := ResolveDevice(cfg.Device)
+	recompute := run.ResolveRecompute(cfg.Recompute, device)
+	res := BenchResult{Model: cfg.Model, Method: cfg.Method, Seq: cfg.Seq, Threads: cfg.Threads, Recompute: recompute,
+		Rank: cfg.Rank, Alpha: cfg.Alpha, Targets: strings.Join(cfg.Targets, ",")}
 	if err := cfg.Validate(); err != nil {
 		return res, err
 	}
+	samplePrompt, err := cfg.checkModel()
+	if err != nil {
+		return res, err
+	}
 	targets, _ := targetBits(cfg.Targets)
-	tr, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(2 * cfg.Rank), Targets: targets, Seed: 1, Device: cfg.Device, BackwardWeights: cfg.BackwardWeights, Recompute: cfg.Recompute})
+	eng, closeTr, err := open(cfg.Model, bindings.TrainerOptions{Threads: cfg.Threads, Rank: cfg.Rank, Alpha: float32(cfg.Alpha), Targets: targets, Seed: 1, Device: device, BackwardWeights: cfg.BackwardWeights, Recompute: recompute})
 	if err != nil {
 		return res, err
 	}
 	defer closeTr()
-	info := tr.Info()
+	tr, info := eng.Policy(), eng.Info()
+	if err := cfg.checkContext(info.NCtx, len(samplePrompt)); err != nil {
+		return res, err
+	}
 	res.Arch, res.BaseParams, res.BaseBytes, res.TransBytes = info.Arch, info.NBaseParams, info.BaseBytes, info.TransposedBytes
 	res.Device = info.Device
 	// 2·Pairs sequences of Seq random tokens, the first of each unscored:
 	// for SFT 2·Pairs examples, for DPO Pairs pairs (sharing the first token)
-	pairs := max(cfg.Pairs, 1)
+	pairs := cfg.Pairs
 	r := rand.New(rand.NewPCG(1, 2))
 	toks := make([]int32, 2*pairs*cfg.Seq)
 	for i := range toks {
 		toks[i] = int32(5 + r.IntN(info.NVocab-5))
 	}
 	var exs []Example
-	var obj objective = sftObjective{}
+	var obj method = sftObjective{}
 	if cfg.Method == DPO {
 		obj = prefObjective{method: DPO}
 	}
@@ -222,18 +337,19 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 	res.TokensPerS = float64(res.Seqs*cfg.Seq) / secs
 	res.FLOPsPerStep = FLOPs(info, cfg.Rank, targets, res.Seqs, cfg.Seq)
 	res.GFLOPS = res.FLOPsPerStep / secs / 1e9
-	if nt, ok := tr.(*bindings.Trainer); ok {
+	if n, ok := eng.(native); ok {
+		nt := n.Trainer
 		body, head := nt.ComputeBytes()
 		res.BodyMB, res.HeadMB = float64(body)/(1<<20), float64(head)/(1<<20)
 		res.CheckpointMB = float64(nt.CheckpointBytes()) / (1 << 20)
 		if cfg.Sample > 0 {
-			if err := benchSample(ctx, nt, cfg, toks[:min(cfg.Seq, 32)], &res); err != nil {
+			if err := benchSample(ctx, nt, cfg, samplePrompt, &res); err != nil {
 				return res, err
 			}
 			res.PeakRSSMB = peakRSSMB()
 		}
 	}
-	if !cfg.Baseline || !onCPU(cfg.Device) {
+	if !cfg.Baseline || !onCPU(device) {
 		// the baseline is CPU-only (ggml CPU GEMM peak, CPU prompt processing);
 		// GPU MFU against the card's peak: native/gpu (scripts/gpu-check.sh)
 		return res, nil
@@ -274,35 +390,74 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 }
 
 // benchSample generates cfg.Sample tokens from the live policy of nt (no
-// adapter file, the trainer's copy of the base): one sequence through a
-// session, then benchBatchSeqs sequences decoded together.
+// adapter file, the trainer's copy of the base) after prompt: one sequence
+// through a session (as align sample), then benchBatchSeqs sequences
+// decoded together (as PPO and GRPO roll out). The sampler is align
+// sample's (temperature 0.8, top-p 0.95, top-k 40, min-p 0.05). A
+// generation that ends at end-of-sequence before cfg.Sample tokens would
+// time fewer tokens than asked (one token takes no decode at all): it is
+// run again with the next seeds, and the longest is kept.
 func benchSample(ctx context.Context, nt *bindings.Trainer, cfg BenchConfig, prompt []int32, res *BenchResult) error {
-	live, err := nt.LiveLoRA(0)
+	if cfg.SaveAdapter != "" {
+		// the weights sampling uses (sampling does not change them)
+		if err := nt.Set(0).Export(cfg.SaveAdapter); err != nil {
+			return fmt.Errorf("--save-adapter %s: %w", cfg.SaveAdapter, err)
+		}
+		res.SavedAdapter = cfg.SaveAdapter
+	}
+	live, err := nt.Set(0).LiveLoRA()
 	if err != nil {
 		return err
 	}
 	defer live.Close()
 	ad := []bindings.LoRAScale{{LoRA: live, Scale: 1}}
+	res.SampleRequested, res.SamplePrompt = cfg.Sample, len(prompt)
 	s, err := bindings.NewSession(nt.Model(), bindings.SessionOptions{NCtx: len(prompt) + cfg.Sample + 16, Threads: cfg.Threads, Adapters: ad})
 	if err != nil {
 		return err
 	}
-	sp := bindings.SamplerParams{Temperature: 0.8, TopP: 0.95, TopK: 40, Seed: 1, MaxTokens: cfg.Sample}
-	g, err := s.Generate(ctx, prompt, sp, nil)
-	s.Close()
-	if err != nil {
-		return err
+	defer s.Close()
+	sp := bindings.SamplerParams{Temperature: 0.8, TopP: 0.95, TopK: 40, MinP: 0.05, MaxTokens: cfg.Sample}
+	for try := uint32(0); try < BenchSampleTries; try++ {
+		sp.Seed = cfg.SampleSeed + try
+		g, err := s.Generate(ctx, prompt, sp, nil)
+		if err != nil {
+			return err
+		}
+		if g.GeneratedTokens > res.SampleTokens {
+			res.SampleSeed, res.SampleTokens, res.SampleMS = sp.Seed, g.GeneratedTokens, g.GenerateMS
+		}
+		if g.GeneratedTokens == cfg.Sample {
+			break
+		}
 	}
-	res.SampleTokensPerS = float64(g.GeneratedTokens) / (g.GenerateMS / 1000)
+	res.SampleTokensPerS = rate(res.SampleTokens, res.SampleMS)
 	prompts := make([][]int32, benchBatchSeqs)
 	for i := range prompts {
 		prompts[i] = prompt
 	}
-	br, err := bindings.GenerateBatch(ctx, nt.Model(), ad, prompts, sp, cfg.Threads)
-	if err != nil {
-		return err
-	}
 	res.BatchSeqs = benchBatchSeqs
-	res.BatchTokensPerS = float64(br.GeneratedTokens) / (br.GenerateMS / 1000)
+	for try := uint32(0); try < BenchSampleTries; try++ {
+		sp.Seed = cfg.SampleSeed + try*benchBatchSeqs // sequence i: seed + i
+		br, err := bindings.GenerateBatch(ctx, nt.Model(), ad, prompts, sp, cfg.Threads)
+		if err != nil {
+			return err
+		}
+		if br.GeneratedTokens > res.BatchTokens {
+			res.BatchSeed, res.BatchTokens, res.BatchMS = sp.Seed, br.GeneratedTokens, br.GenerateMS
+		}
+		if br.GeneratedTokens == benchBatchSeqs*cfg.Sample {
+			break
+		}
+	}
+	res.BatchTokensPerS = rate(res.BatchTokens, res.BatchMS)
 	return nil
+}
+
+// rate is tokens per second over ms milliseconds (0 when nothing was timed).
+func rate(tokens int, ms float64) float64 {
+	if tokens == 0 || ms <= 0 {
+		return 0
+	}
+	return float64(tokens) / (ms / 1000)
 }

@@ -3,12 +3,12 @@ package train
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 
 	"github.com/align-dev/align/align/engine"
 	"github.com/align-dev/align/align/jsonl"
 	"github.com/align-dev/align/align/pairs"
 	"github.com/align-dev/align/align/prompt"
+	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/bindings"
 )
 
@@ -224,41 +224,20 @@ func Pack(exs []Example, order []int, tokenBudget int, sft bool) []MicroBatch {
 	return out
 }
 
-// EpochOrder is the shuffled example order of an epoch: a pure function of
-// (seed, epoch), so a resumed run sees the same order.
-func EpochOrder(n int, seed uint64, epoch int) []int {
-	r := rand.New(rand.NewPCG(seed, uint64(epoch)+0x9E3779B97F4A7C15))
-	return r.Perm(n)
-}
+// EpochOrder is the shuffled example order of an epoch (run.EpochOrder).
+func EpochOrder(n int, seed uint64, epoch int) []int { return run.EpochOrder(n, seed, epoch) }
 
 // BuildBatch lays out a micro-batch for the native trainer: for the DPO
 // family sequences 2k (prompt + chosen) and 2k+1 (prompt + rejected); for
 // SFT one sequence per example. Response tokens are scored.
 func BuildBatch(exs []Example, mb MicroBatch, sft bool) *bindings.Batch {
-	type seq struct{ p, r []int32 }
-	var seqs []seq
+	var seqs []run.Seq
 	for _, i := range mb.Examples {
 		ex := &exs[i]
-		seqs = append(seqs, seq{ex.Prompt, ex.Chosen})
+		seqs = append(seqs, run.Seq{Prompt: ex.Prompt, Response: ex.Chosen})
 		if !sft {
-			seqs = append(seqs, seq{ex.Prompt, ex.Rejected})
+			seqs = append(seqs, run.Seq{Prompt: ex.Prompt, Response: ex.Rejected})
 		}
 	}
-	T := 0
-	for _, s := range seqs {
-		T = max(T, len(s.p)+len(s.r))
-	}
-	b := &bindings.Batch{NSeq: len(seqs), NTok: T, Tokens: make([]int32, len(seqs)*T),
-		Lengths: make([]int32, len(seqs)), Scored: make([]uint8, len(seqs)*T)}
-	for k, s := range seqs {
-		row := b.Tokens[k*T : (k+1)*T]
-		copy(row, s.p)
-		copy(row[len(s.p):], s.r)
-		n := len(s.p) + len(s.r)
-		b.Lengths[k] = int32(n)
-		for t := len(s.p); t < n; t++ {
-			b.Scored[k*T+t] = 1
-		}
-	}
-	return b
+	return run.Layout(seqs, false)
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/align-dev/align/align/run"
 	"math"
 	"os"
 	"path/filepath"
@@ -27,7 +28,15 @@ type fakeTrainer struct {
 	calls             map[string]int
 }
 
-var _ Trainer = (*fakeTrainer)(nil)
+var (
+	_ Trainer = (*fakeTrainer)(nil)
+	_ host    = (*fakeTrainer)(nil)
+)
+
+// Policy is the fake's one set: itself.
+func (f *fakeTrainer) Policy() Trainer { return f }
+
+func (f *fakeTrainer) NParams() (int64, error) { return int64(len(f.theta)), nil }
 
 func newFake(n int) *fakeTrainer {
 	f := &fakeTrainer{theta: make([]float64, n), m: make([]float64, n), v: make([]float64, n), grad: make([]float64, n), calls: map[string]int{}}
@@ -38,7 +47,7 @@ func newFake(n int) *fakeTrainer {
 }
 
 func fakeOpener(f *fakeTrainer) opener {
-	return func(string, bindings.TrainerOptions) (Trainer, func() error, error) {
+	return func(string, bindings.TrainerOptions) (host, func() error, error) {
 		return f, func() error { return nil }, nil
 	}
 }
@@ -71,11 +80,9 @@ func (f *fakeTrainer) forward(b *bindings.Batch, scale float64) Outputs {
 	return out
 }
 
-var _ headTrainer = (*fakeTrainer)(nil)
-
-// BackwardHeads is Backward plus the head values' gradient (see forward).
-func (f *fakeTrainer) BackwardHeads(cot, headCot []float32) error {
-	if err := f.Backward(cot); err != nil {
+// Backward is the tokens' gradient plus the head values' (see forward).
+func (f *fakeTrainer) Backward(cot, headCot []float32) error {
+	if err := f.backwardTokens(cot); err != nil {
 		return err
 	}
 	b, i := f.last, 0
@@ -116,7 +123,7 @@ func (f *fakeTrainer) ForwardGrad(b *bindings.Batch) (Outputs, error) {
 	return f.forward(b, 1), nil
 }
 
-func (f *fakeTrainer) Backward(cot []float32) error {
+func (f *fakeTrainer) backwardTokens(cot []float32) error {
 	f.calls["backward"]++
 	b, i := f.last, 0
 	for k := 0; k < b.NSeq; k++ {
@@ -253,7 +260,7 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 					t.Errorf("event %+v: an ETA with nothing left", ev)
 				}
 			}
-			res, err := run(context.Background(), cfg, progress, fakeOpener(f))
+			res, err := runWith(context.Background(), cfg, progress, fakeOpener(f))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -307,7 +314,7 @@ func TestFakeResumeIsBitIdentical(t *testing.T) {
 		}
 		ref := fakeRun(t, method)
 		tweak(&ref)
-		if _, err := run(context.Background(), ref, nil, fakeOpener(newFake(fakeParams))); err != nil {
+		if _, err := runWith(context.Background(), ref, nil, fakeOpener(newFake(fakeParams))); err != nil {
 			t.Fatal(err)
 		}
 		want, _ := os.ReadFile(filepath.Join(ref.Out, "adapter.gguf"))
@@ -322,12 +329,12 @@ func TestFakeResumeIsBitIdentical(t *testing.T) {
 					cancel()
 				}
 			}
-			_, err := run(ctx, cfg, nil, fakeOpener(newFake(fakeParams)))
+			_, err := runWith(ctx, cfg, nil, fakeOpener(newFake(fakeParams)))
 			cancel()
 			if !errors.Is(err, ErrInterrupted) {
 				t.Fatalf("%s stop %d: err = %v", variant, stop, err)
 			}
-			res, err := run(context.Background(), Config{Out: cfg.Out, Resume: true}, nil, fakeOpener(newFake(fakeParams)))
+			res, err := runWith(context.Background(), Config{Common: run.Common{Out: cfg.Out, Resume: true}}, nil, fakeOpener(newFake(fakeParams)))
 			if err != nil {
 				t.Fatalf("%s stop %d: resume: %v", variant, stop, err)
 			}
@@ -342,49 +349,20 @@ func TestFakeResumeIsBitIdentical(t *testing.T) {
 	}
 }
 
-// Issue 7 item 23: a checkpoint that cannot be written (a full disk)
-// leaves no .tmp-step-* behind, and the older checkpoints stay loadable.
-func TestFailedCheckpointLeavesNoTemp(t *testing.T) {
-	out := t.TempDir()
-	f := newFake(16)
-	if err := saveCheckpoint(out, f, runState{step: 1}); err != nil {
-		t.Fatal(err)
-	}
-	syncWrite = func(path string, b []byte) error {
-		os.WriteFile(path, b[:len(b)/2], 0o644)
-		return errors.New("no space left on device")
-	}
-	defer func() { syncWrite = writeSynced }()
-	if err := saveCheckpoint(out, f, runState{step: 2}); err == nil {
-		t.Fatal("a failed write reported success")
-	}
-	ents, _ := os.ReadDir(filepath.Join(out, "checkpoints"))
-	if len(ents) != 1 || ents[0].Name() != "step-00000001" {
-		var names []string
-		for _, e := range ents {
-			names = append(names, e.Name())
-		}
-		t.Errorf("checkpoints after a failed write: %v, want only step-00000001", names)
-	}
-	if st, _, err := loadCheckpoint(out, f); err != nil || st.step != 1 {
-		t.Errorf("older checkpoint: step %d, %v", st.step, err)
-	}
-}
-
 // Issue 7 item 1: --force replaces only what align wrote: not the new
 // run's own inputs kept in the folder, not a folder whose config.json is
 // someone else's.
 func TestForceKeepsWhatAlignDidNotWrite(t *testing.T) {
 	cfg := fakeRun(t, SFT)
 	cfg.Epochs = 1
-	if _, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams))); err != nil {
+	if _, err := runWith(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams))); err != nil {
 		t.Fatal(err)
 	}
 	mine := filepath.Join(cfg.Out, "data.jsonl")
 	b, _ := os.ReadFile(cfg.Data)
 	os.WriteFile(mine, b, 0o644)
 	cfg.Data, cfg.Force = mine, true
-	if _, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams))); err != nil {
+	if _, err := runWith(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams))); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(mine); !bytes.Equal(got, b) {
@@ -395,7 +373,7 @@ func TestForceKeepsWhatAlignDidNotWrite(t *testing.T) {
 	os.WriteFile(filepath.Join(other, "config.json"), []byte(`{"editor": "vim"}`), 0o644)
 	cfg.Out = other
 	var ce *ConfigError
-	if _, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams))); !errors.As(err, &ce) || ce.Flag != "out" {
+	if _, err := runWith(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams))); !errors.As(err, &ce) || ce.Flag != "out" {
 		t.Errorf("a folder with someone else's config.json: err = %v", err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(other, "config.json")); string(got) != `{"editor": "vim"}` {
@@ -420,12 +398,12 @@ func TestResumeAfterEarlyStop(t *testing.T) {
 	}
 	os.WriteFile(ps, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 	cfg.EvalData, cfg.EvalEvery, cfg.Patience, cfg.RPOAlpha = ps, 1, 2, 0
-	res, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams)))
+	res, err := runWith(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams)))
 	if err != nil || !res.StoppedEarly {
 		t.Fatalf("stopped early %v, %v", res.StoppedEarly, err)
 	}
 	want, _ := os.ReadFile(res.Adapter)
-	again, err := run(context.Background(), Config{Out: cfg.Out, Resume: true}, nil, fakeOpener(newFake(fakeParams)))
+	again, err := runWith(context.Background(), Config{Common: run.Common{Out: cfg.Out, Resume: true}}, nil, fakeOpener(newFake(fakeParams)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,19 +2,20 @@ package train
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
 
+	"github.com/align-dev/align/align/objective"
+	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/bindings"
 )
 
-// Trainer is what the driver needs of a LoRA trainer over a frozen base:
-// forwards that return per-token log-probs, a backward that takes one
-// cotangent per scored token, and AdamW over the accumulated gradient.
-// *bindings.Trainer (engine.go) implements it; the loop
-// tests use a fake. Implementations need not be safe for concurrent use.
+// Trainer is what the driver needs of one adapter set over a frozen base:
+// forwards that return per-token log-probs and head values, a backward that
+// takes one cotangent per scored token and per head value, and AdamW over
+// the accumulated gradient. bindings.Set implements it; the loop tests use
+// a fake. Implementations need not be safe for concurrent use.
 type Trainer interface {
 	// Forward scores b without keeping a gradient; loraScale 0 is the
 	// frozen reference.
@@ -22,9 +23,10 @@ type Trainer interface {
 	// ForwardGrad scores b with the adapters on and keeps what Backward
 	// needs.
 	ForwardGrad(b *bindings.Batch) (Outputs, error)
-	// Backward accumulates (+=) the gradient of a loss whose derivative
-	// with respect to the last ForwardGrad's Logps is cot (same length).
-	Backward(cot []float32) error
+	// Backward accumulates (+=) the gradient of a loss whose derivatives
+	// with respect to the last ForwardGrad's Logps and Heads are cot and
+	// headCot (same lengths; nil: zeros).
+	Backward(cot, headCot []float32) error
 	// GradNorm is the L2 norm of the accumulated gradient times scale.
 	GradNorm(scale float64) (float64, error)
 	// Step applies AdamW from the accumulated gradient and clears it.
@@ -33,12 +35,24 @@ type Trainer interface {
 	// SetState restores parameters and moments (nil slices are kept).
 	SetState(params, m, v []float32, step int64) error
 	Export(path string) error
-	Info() bindings.TrainerInfo
+	// NParams is the length of the flat state (checkpoints check it).
+	NParams() (int64, error)
 }
 
+var _ Trainer = bindings.Set{}
+
 // objective is a training method: the layout of a micro-batch and the loss
-// of its policy outputs, as per-token cotangents and metrics.
-type objective interface {
+// of its policy outputs, as per-token cotangents and metrics, whether it
+// needs the reference's log-probs, its early-stopping score and its
+// progress line. registry maps each method to its objective: a new method
+// is one file with its objective and one row there.
+type method interface {
+	// needsReference: the loss reads RefW/RefL (a reference pass first).
+	needsReference() bool
+	// score is the early-stopping score of held-out metrics (higher better).
+	score(eval map[string]float64) float64
+	// line is the progress line of a train row's metrics.
+	line(m map[string]float64) string
 	// pairwise reports the layout: true, sequences 2k and 2k+1 are example
 	// k's prompt + chosen and prompt + rejected; false, sequence k is
 	// example k's prompt + chosen.
@@ -60,22 +74,15 @@ type objective interface {
 // and its loss seeds the head values instead of the token log-probs. Its
 // trainer must be a headTrainer.
 type headObjective interface {
-	objective
+	method
 	batch(exs []Example, mb MicroBatch) *bindings.Batch
 	// headLoss is loss for the head values: dLoss/dHeads in out.Heads'
 	// layout.
 	headLoss(exs []Example, mb MicroBatch, out Outputs, norm float64, m *Metrics) ([]float32, error)
 }
 
-// headTrainer is a Trainer whose forwards return head values and whose
-// backward takes their cotangents too (nil: zeros).
-type headTrainer interface {
-	Trainer
-	BackwardHeads(cot, headCot []float32) error
-}
-
 // batchOf lays out micro-batch mb for obj.
-func batchOf(obj objective, exs []Example, mb MicroBatch) *bindings.Batch {
+func batchOf(obj method, exs []Example, mb MicroBatch) *bindings.Batch {
 	if ho, ok := obj.(headObjective); ok {
 		return ho.batch(exs, mb)
 	}
@@ -84,7 +91,7 @@ func batchOf(obj objective, exs []Example, mb MicroBatch) *bindings.Batch {
 
 // lossOf is obj's loss of one micro-batch: token cotangents, or for a head
 // objective head cotangents.
-func lossOf(obj objective, exs []Example, mb MicroBatch, out Outputs, norm float64, m *Metrics) (cot, headCot []float32, err error) {
+func lossOf(obj method, exs []Example, mb MicroBatch, out Outputs, norm float64, m *Metrics) (cot, headCot []float32, err error) {
 	if ho, ok := obj.(headObjective); ok {
 		headCot, err = ho.headLoss(exs, mb, out, norm, m)
 		return nil, headCot, err
@@ -93,31 +100,43 @@ func lossOf(obj objective, exs []Example, mb MicroBatch, out Outputs, norm float
 	return cot, nil, err
 }
 
-// backward accumulates the gradient of cot and headCot (nil: none).
-func backward(tr Trainer, cot, headCot []float32) error {
-	if headCot == nil {
-		return tr.Backward(cot)
-	}
-	ht, ok := tr.(headTrainer)
-	if !ok {
-		return errors.New("train: the trainer has no heads to seed")
-	}
-	return ht.BackwardHeads(cot, headCot)
+// Methods.
+const (
+	SFT   = "sft"
+	DPO   = objective.DPO
+	IPO   = objective.IPO
+	CDPO  = objective.CDPO
+	Hinge = objective.Hinge
+	RM    = "rm"
+)
+
+// registry is every method of this package and its objective.
+var registry = map[string]func(Config) method{
+	SFT:   func(Config) method { return sftObjective{} },
+	DPO:   newPref,
+	IPO:   newPref,
+	CDPO:  newPref,
+	Hinge: newPref,
+	RM:    func(c Config) method { return rmObjective{center: c.CenterCoef} },
 }
 
+// Methods lists the supported methods.
+var Methods = []string{SFT, DPO, IPO, CDPO, Hinge, RM}
+
 // newObjective returns the objective of a validated configuration.
-func newObjective(cfg Config) objective {
-	if cfg.Method == SFT {
-		return sftObjective{}
-	}
-	if cfg.Method == RM {
-		return rmObjective{center: cfg.CenterCoef}
-	}
+func newObjective(cfg Config) method { return registry[cfg.Method](cfg) }
+
+func newPref(cfg Config) method {
 	eps := cfg.LabelSmoothing
 	if cfg.Method == CDPO && eps == 0 {
 		eps = 0.1
 	}
 	return prefObjective{method: cfg.Method, eps: eps, rpoAlpha: cfg.RPOAlpha}
+}
+
+// prefLine is the progress line of a pairwise objective.
+func prefLine(m map[string]float64) string {
+	return fmt.Sprintf("loss %.4f margin %.3f acc %.2f", m["loss"], m["rewards/margins"], m["rewards/accuracies"])
 }
 
 // scoredTokens is the number of scored tokens in sequences of micro-batch mb.
@@ -161,7 +180,10 @@ func checkOutputs(exs []Example, mb MicroBatch, out Outputs, pairwise bool) (int
 // sftObjective is the mean token NLL of the chosen responses.
 type sftObjective struct{}
 
-func (sftObjective) pairwise() bool { return false }
+func (sftObjective) pairwise() bool                      { return false }
+func (sftObjective) needsReference() bool                { return false }
+func (sftObjective) score(em map[string]float64) float64 { return -em["loss"] }
+func (sftObjective) line(m map[string]float64) string    { return fmt.Sprintf("loss %.4f", m["loss"]) }
 
 func (sftObjective) norm(exs []Example, group []MicroBatch) float64 {
 	n := 0
@@ -203,7 +225,10 @@ type prefObjective struct {
 	rpoAlpha float64
 }
 
-func (prefObjective) pairwise() bool { return true }
+func (prefObjective) pairwise() bool                      { return true }
+func (prefObjective) needsReference() bool                { return true }
+func (prefObjective) score(em map[string]float64) float64 { return em["rewards/margins"] }
+func (prefObjective) line(m map[string]float64) string    { return prefLine(m) }
 
 func (prefObjective) norm(_ []Example, group []MicroBatch) float64 {
 	n := 0
@@ -235,7 +260,7 @@ func (o prefObjective) loss(exs []Example, mb MicroBatch, out Outputs, norm floa
 			m.NLL += nll
 		}
 		m.Add(l, p)
-		m.addObjective(ex.Objective, l, p, nll)
+		m.AddObjective(ex.Objective, l, p, nll)
 		off = broadcast(cot, off, p.NW, l.DPiW/norm)
 		off = broadcast(cot, off, p.NL, l.DPiL/norm)
 	}
@@ -244,14 +269,7 @@ func (o prefObjective) loss(exs []Example, mb MicroBatch, out Outputs, norm floa
 
 func (prefObjective) metrics(m Metrics) map[string]float64 { return m.Map() }
 
-// AdamW's moment decay rates and ε, for every optimiser step align takes.
-const (
-	adamBeta1 = 0.9
-	adamBeta2 = 0.999
-	adamEps   = 1e-8
-)
-
-// optimiser is AdamW with global-norm gradient clipping.
+// optimiser is the harness's optimiser step (run.Optimiser).
 type optimiser struct {
 	weightDecay float64
 	maxGradNorm float64 // 0: no clipping
@@ -266,40 +284,35 @@ type stepStats struct {
 
 // step is one optimiser step over group: forward_grad → loss → backward per
 // micro-batch (the gradient accumulates), clip to maxGradNorm, AdamW at lr.
-func (o optimiser) step(tr Trainer, obj objective, exs []Example, group []MicroBatch, lr float64) (stepStats, error) {
+func (o optimiser) step(tr Trainer, obj method, exs []Example, group []MicroBatch, lr float64) (stepStats, error) {
 	var st stepStats
 	norm := obj.norm(exs, group)
-	for _, mb := range group {
-		b := batchOf(obj, exs, mb)
-		out, err := tr.ForwardGrad(b)
-		if err != nil {
-			return st, err
-		}
-		cot, headCot, err := lossOf(obj, exs, mb, out, norm, &st.metrics)
-		if err != nil {
-			return st, err
-		}
-		if err := backward(tr, cot, headCot); err != nil {
-			return st, err
-		}
-		st.tokens += int64(b.NSeq * b.NTok)
-	}
 	var err error
-	if st.gradNorm, err = tr.GradNorm(1); err != nil {
-		return st, err
-	}
-	clip := 1.0
-	if o.maxGradNorm > 0 && st.gradNorm > o.maxGradNorm {
-		clip = o.maxGradNorm / st.gradNorm
-	}
-	return st, tr.Step(bindings.AdamW{LR: float32(lr), Beta1: adamBeta1, Beta2: adamBeta2, Eps: adamEps,
-		WeightDecay: float32(o.weightDecay), GradScale: float32(clip)})
+	st.gradNorm, err = run.Optimiser{WeightDecay: o.weightDecay, MaxGradNorm: o.maxGradNorm}.Step(tr, lr, func() error {
+		for _, mb := range group {
+			b := batchOf(obj, exs, mb)
+			out, err := tr.ForwardGrad(b)
+			if err != nil {
+				return err
+			}
+			cot, headCot, err := lossOf(obj, exs, mb, out, norm, &st.metrics)
+			if err != nil {
+				return err
+			}
+			if err := tr.Backward(cot, headCot); err != nil {
+				return err
+			}
+			st.tokens += int64(b.NSeq * b.NTok)
+		}
+		return nil
+	})
+	return st, err
 }
 
 // evaluate is the objective's metrics over exs at the current adapter
 // (forward only). done, if set, is called after each micro-batch with the
 // count done and the total.
-func evaluate(ctx context.Context, tr Trainer, obj objective, exs []Example, budget int, done func(n, total int)) (map[string]float64, error) {
+func evaluate(ctx context.Context, tr Trainer, obj method, exs []Example, budget int, done func(n, total int)) (map[string]float64, error) {
 	order := make([]int, len(exs))
 	for i := range order {
 		order[i] = i

@@ -30,12 +30,11 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/align-dev/align/align/objective"
 	"github.com/align-dev/align/align/pairs"
+	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/bindings"
 )
-
-// RM is the reward-model method.
-const RM = "rm"
 
 // Files of a reward-model run besides adapter.gguf, and the head's name.
 const (
@@ -58,21 +57,9 @@ const (
 // MarginSources lists the values --margin-from accepts.
 var MarginSources = []string{MarginScores, MarginField}
 
-func init() {
-	Methods = append(Methods, RM)
-	runFiles = append(runFiles, HeadFile)
-}
-
-// RewardLoss is one pair's reward-model loss for rewards rw (chosen) and
-// rl (rejected), margin m and centering coefficient c, with its
-// derivatives:
-//
-//	loss = −log σ(rw − rl − m) + c·(rw + rl)²
+// RewardLoss is objective.RewardLoss.
 func RewardLoss(rw, rl, m, c float64) (loss, drw, drl float64) {
-	z := rw - rl - m
-	dz := -sigmoid(-z) // d/dz −log σ(z)
-	center := 2 * c * (rw + rl)
-	return -logSigmoid(z) + c*(rw+rl)*(rw+rl), dz + center, -dz + center
+	return objective.RewardLoss(rw, rl, m, c)
 }
 
 // rmObjective is the Bradley–Terry loss of the reward head.
@@ -82,7 +69,10 @@ type rmObjective struct {
 
 var _ headObjective = rmObjective{}
 
-func (rmObjective) pairwise() bool { return true }
+func (rmObjective) pairwise() bool                      { return true }
+func (rmObjective) needsReference() bool                { return false }
+func (rmObjective) score(em map[string]float64) float64 { return em["rewards/margins"] }
+func (rmObjective) line(m map[string]float64) string    { return prefLine(m) }
 
 func (rmObjective) norm(_ []Example, group []MicroBatch) float64 {
 	n := 0
@@ -127,7 +117,7 @@ func (o rmObjective) headLoss(exs []Example, mb MicroBatch, out Outputs, norm fl
 		}
 		l := PairLoss{Loss: loss, RewardW: rw, RewardL: rl, Margin: rw - rl, Correct: rw > rl}
 		m.Add(l, PairLogps{})
-		m.addObjective(ex.Objective, l, PairLogps{}, 0)
+		m.AddObjective(ex.Objective, l, PairLogps{}, 0)
 		cot[2*k], cot[2*k+1] = float32(drw/norm), float32(drl/norm)
 	}
 	return cot, nil
@@ -228,18 +218,6 @@ func setMargins(exs []Example, ps []pairs.Pair, source, name, path string) error
 	return nil
 }
 
-// rewardSet is the trainer of a reward-model run: adapter set `set` of a
-// native trainer (LoRA plus the reward head), seen as the Trainer the
-// driver runs (which otherwise trains set 0, whose options cannot add a
-// head).
-type rewardSet struct {
-	t    *bindings.Trainer
-	set  int
-	info bindings.TrainerInfo
-}
-
-var _ headTrainer = (*rewardSet)(nil)
-
 // rewardSetOptions are the adapter set of a reward-model run's config.
 func rewardSetOptions(cfg Config) bindings.SetOptions {
 	targets, _ := targetBits(cfg.Targets)
@@ -247,55 +225,14 @@ func rewardSetOptions(cfg Config) bindings.SetOptions {
 		Heads: []bindings.HeadSpec{{Name: RewardHead, Dim: 1}}}
 }
 
-// newRewardSet adds the reward set to t.
-func newRewardSet(t *bindings.Trainer, cfg Config) (*rewardSet, error) {
-	set, err := t.AddSet(rewardSetOptions(cfg))
-	if err != nil {
-		return nil, err
+// rewardTrainer is the set a reward-model run trains: a set of its own on
+// the native trainer (LoRA plus the reward head), or a test's fake, whose
+// one set has a head.
+func rewardTrainer(eng host, cfg Config) (Trainer, error) {
+	if nt, ok := eng.(native); ok {
+		return nt.AddSet(rewardSetOptions(cfg))
 	}
-	si, err := t.SetInfo(set)
-	if err != nil {
-		return nil, err
-	}
-	info := t.Info()
-	info.NLoRAParams, info.NLoRATensors = si.NParams, si.NLoRA
-	return &rewardSet{t: t, set: set, info: info}, nil
-}
-
-// rewardTrainer is the trainer of a reward-model run over tr: the reward
-// set of a native trainer, or tr itself when it already has a head (a
-// test's fake).
-func rewardTrainer(tr Trainer, cfg Config) (Trainer, error) {
-	if t, ok := tr.(*bindings.Trainer); ok {
-		return newRewardSet(t, cfg)
-	}
-	if _, ok := tr.(headTrainer); ok {
-		return tr, nil
-	}
-	return nil, errors.New("train: --method rm needs a trainer with scalar heads")
-}
-
-func (r *rewardSet) Forward(b *bindings.Batch, scale float32) (Outputs, error) {
-	return r.t.ForwardSet(b, r.set, scale)
-}
-func (r *rewardSet) ForwardGrad(b *bindings.Batch) (Outputs, error) {
-	return r.t.ForwardGradSet(b, r.set)
-}
-func (r *rewardSet) Backward(cot []float32) error { return r.t.BackwardHeads(cot, nil) }
-func (r *rewardSet) BackwardHeads(cot, headCot []float32) error {
-	return r.t.BackwardHeads(cot, headCot)
-}
-func (r *rewardSet) GradNorm(scale float64) (float64, error) { return r.t.GradNormSet(r.set, scale) }
-func (r *rewardSet) Step(p bindings.AdamW) error             { return r.t.StepSet(r.set, p) }
-func (r *rewardSet) GetState() (bindings.State, error)       { return r.t.GetStateSet(r.set) }
-func (r *rewardSet) SetState(params, m, v []float32, step int64) error {
-	return r.t.SetStateSet(r.set, params, m, v, step)
-}
-func (r *rewardSet) Export(path string) error      { return r.t.ExportSet(r.set, path) }
-func (r *rewardSet) ExportHeads(path string) error { return r.t.ExportHeads(r.set, path) }
-func (r *rewardSet) Info() bindings.TrainerInfo    { return r.info }
-func (r *rewardSet) Watch(ctx context.Context) func() {
-	return r.t.Watch(ctx)
+	return eng.Policy(), nil
 }
 
 // exportHeads writes the heads of a trainer that has them to out/head.gguf
@@ -329,7 +266,7 @@ type RewardModel struct {
 	cfg    Config
 	tr     *bindings.Trainer
 	own    *bindings.Trainer // opened here: closed by Close
-	set    int
+	set    bindings.Set
 	enc    *Encoder
 	budget int
 }
@@ -390,7 +327,7 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 		return nil, err
 	}
 	for _, p := range []string{adapter, head} {
-		if err := m.tr.LoadSet(m.set, p); err != nil {
+		if err := m.set.Load(p); err != nil {
 			return nil, fmt.Errorf("%s: %w", p, err)
 		}
 	}
@@ -412,7 +349,7 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 func freeSetName(t *bindings.Trainer, name string) (string, error) {
 	taken := map[string]bool{}
 	for i := 0; i < t.Info().NSets; i++ {
-		si, err := t.SetInfo(i)
+		si, err := t.Set(i).Info()
 		if err != nil {
 			return "", err
 		}
@@ -432,7 +369,7 @@ func checkBase(dir string, cfg Config, path string) error {
 	if want == "" {
 		return nil // a run without recorded hashes: nothing to check against
 	}
-	got, err := hashFile(path)
+	got, _, err := run.HashKnown(path, want, cfg.Stats["model"])
 	if err != nil {
 		return err
 	}
@@ -446,11 +383,12 @@ func checkBase(dir string, cfg Config, path string) error {
 func (m *RewardModel) Config() Config { return m.cfg }
 
 // Set is the reward model's adapter set on its trainer.
-func (m *RewardModel) Set() int { return m.set }
+func (m *RewardModel) Set() int { return m.set.ID() }
 
 // Score returns the reward of each response to its prompt (same lengths),
 // formatted as in training (the run's chat template or --raw format and
-// --max-length).
+// --max-length). Each response is scored alone, so its reward does not
+// depend on the other responses given.
 func (m *RewardModel) Score(ctx context.Context, prompts [][]pairs.Message, responses []string) ([]float64, error) {
 	if len(prompts) != len(responses) {
 		return nil, fmt.Errorf("train: %d prompts for %d responses", len(prompts), len(responses))
@@ -470,27 +408,27 @@ func (m *RewardModel) Score(ctx context.Context, prompts [][]pairs.Message, resp
 		}
 		exs[i] = Example{Prompt: p, Chosen: r}
 	}
-	order := make([]int, len(exs))
-	for i := range order {
-		order[i] = i
-	}
+	// each response is scored in a forward of its own (one sequence, no
+	// padding): its reward is the same whatever else is scored with it. A
+	// packed batch pads a sequence to its neighbours' length and changes
+	// the kernels' shapes: on the ~100M Q8_0 fixture a reward moved by
+	// 2.6e-3 when scored beside a longer response (issue 21 item 7).
 	out := make([]float64, len(exs))
-	for _, mb := range Pack(exs, order, m.budget, true) {
+	for i := range exs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		o, err := m.tr.ForwardSet(headBatch(BuildBatch(exs, mb, true)), m.set, 1)
+		mb := MicroBatch{Examples: []int{i}}
+		o, err := m.set.Forward(headBatch(BuildBatch(exs, mb, true)), 1)
 		if err != nil {
 			return nil, err
 		}
-		if len(o.Heads) != len(mb.Examples) {
-			return nil, fmt.Errorf("train: %d head values for %d responses", len(o.Heads), len(mb.Examples))
+		if len(o.Heads) != 1 {
+			return nil, fmt.Errorf("train: %d head values for one response", len(o.Heads))
 		}
-		for k, i := range mb.Examples {
-			out[i] = float64(o.Heads[k])
-			if math.IsNaN(out[i]) {
-				return nil, &ResponseError{Index: i, Err: errors.New("the reward is NaN")}
-			}
+		out[i] = float64(o.Heads[0])
+		if math.IsNaN(out[i]) {
+			return nil, &ResponseError{Index: i, Err: errors.New("the reward is NaN")}
 		}
 	}
 	return out, nil

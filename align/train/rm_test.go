@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/align-dev/align/align/run"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -99,7 +101,7 @@ func TestRewardModelSettings(t *testing.T) {
 		t.Errorf("--center-coef -1: %v", err)
 	}
 	cfg.CenterCoef, cfg.MarginFrom = 0.01, MarginScores
-	_, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams)))
+	_, err := runWith(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams)))
 	if err == nil || !strings.Contains(err.Error(), `train.jsonl:1: pair "3774641f9f99fe747b3ee63bec606c49": --margin-from scores: the pair has no "scores" field`) {
 		t.Errorf("pairs without scores: %v", err)
 	}
@@ -127,7 +129,7 @@ func TestRewardModelMarginFromScores(t *testing.T) {
 		cfg := fakeRun(t, RM)
 		cfg.Data, cfg.EvalData, cfg.MarginFrom, cfg.CenterCoef = data, "", from, 0.01
 		cfg.EvalSplit = 0.25
-		res, err := run(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams)))
+		res, err := runWith(context.Background(), cfg, nil, fakeOpener(newFake(fakeParams)))
 		if err != nil {
 			t.Fatalf("--margin-from %q: %v", from, err)
 		}
@@ -163,7 +165,7 @@ func TestRewardModelGradCheck(t *testing.T) {
 	defer tr.Close()
 	cfg := DefaultConfig()
 	cfg.Method, cfg.Rank, cfg.Alpha, cfg.Targets, cfg.Seed, cfg.CenterCoef = RM, 2, 4, []string{"q", "v", "down"}, 5, 0.05
-	rs, err := newRewardSet(tr, cfg)
+	rs, err := tr.AddSet(rewardSetOptions(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,12 +188,12 @@ func TestRewardModelGradCheck(t *testing.T) {
 	norm := 3.0
 
 	rng := rand.New(rand.NewPCG(13, 14))
-	si, _ := tr.SetInfo(rs.set)
+	si, _ := rs.Info()
 	params := make([]float32, si.NParams)
 	for i := range params {
 		params[i] = float32(rng.NormFloat64() * 0.05)
 	}
-	table, err := tr.Params(rs.set)
+	table, err := rs.Params()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +230,7 @@ func TestRewardModelGradCheck(t *testing.T) {
 	if cot != nil || len(hc) != 6 {
 		t.Fatalf("cotangents: %d token, %d head; want 0 and 6", len(cot), len(hc))
 	}
-	if err := backward(rs, cot, hc); err != nil {
+	if err := rs.Backward(cot, hc); err != nil {
 		t.Fatal(err)
 	}
 	st, err := rs.GetState()
@@ -279,10 +281,10 @@ func TestRewardModelGradCheck(t *testing.T) {
 // keepOpen opens the native trainer and keeps it open after the run, so a
 // test can look at the trained state.
 func keepOpen(keep **bindings.Trainer) opener {
-	return func(model string, opt bindings.TrainerOptions) (Trainer, func() error, error) {
+	return func(model string, opt bindings.TrainerOptions) (host, func() error, error) {
 		t, err := bindings.NewTrainerFromFile(model, opt)
 		*keep = t
-		return t, func() error { return nil }, err
+		return native{t}, func() error { return nil }, err
 	}
 }
 
@@ -294,7 +296,7 @@ func TestRewardModelRoundTrip(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Method, cfg.Model, cfg.Data, cfg.EvalData, cfg.Out = RM, tinyModel, subset(t, trainData, 16), subset(t, evalData, 8), t.TempDir()
 	cfg.Epochs, cfg.BatchTokens, cfg.Threads, cfg.LR, cfg.CenterCoef, cfg.MaxSteps = 1, 1024, 2, 1e-2, 0.01, 2
-	res, err := run(context.Background(), cfg, nil, keepOpen(&kept))
+	res, err := runWith(context.Background(), cfg, nil, keepOpen(&kept))
 	if kept != nil {
 		defer kept.Close()
 	}
@@ -349,7 +351,7 @@ func TestRewardModelRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	trained := &RewardModel{cfg: cfg, tr: kept, set: 1, enc: enc, budget: cfg.BatchTokens}
+	trained := &RewardModel{cfg: cfg, tr: kept, set: kept.Set(1), enc: enc, budget: cfg.BatchTokens}
 	before, err := trained.Score(context.Background(), prompts, responses)
 	if err != nil {
 		t.Fatal(err)
@@ -394,6 +396,24 @@ func TestRewardModelRoundTrip(t *testing.T) {
 	}
 	if before[0] == before[1] && before[2] == before[3] {
 		t.Error("the trained rewards do not tell responses apart")
+	}
+	// issue 21 item 7: a record's reward is the same scored alone or among
+	// the others, bit for bit, in either order
+	rev := func(x []string) []string { y := slices.Clone(x); slices.Reverse(y); return y }
+	rp := slices.Clone(prompts)
+	slices.Reverse(rp)
+	reversed, err := m.Score(context.Background(), rp, rev(responses))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range responses {
+		alone, err := m.Score(context.Background(), prompts[i:i+1], responses[i:i+1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if alone[0] != after[i] || reversed[len(responses)-1-i] != after[i] {
+			t.Errorf("response %d: reward %v alone, %v among %d, %v in reverse order", i, alone[0], after[i], len(responses), reversed[len(responses)-1-i])
+		}
 	}
 }
 
@@ -478,7 +498,7 @@ func TestRewardModelResume(t *testing.T) {
 	if !errors.Is(err, ErrInterrupted) {
 		t.Fatalf("interrupted run: err = %v", err)
 	}
-	if _, err := Run(context.Background(), Config{Out: cfg.Out, Resume: true, Threads: 2}, nil); err != nil {
+	if _, err := Run(context.Background(), Config{Common: run.Common{Out: cfg.Out, Resume: true, Threads: 2}}, nil); err != nil {
 		t.Fatalf("resume: %v", err)
 	}
 	for _, f := range []string{"adapter.gguf", HeadFile} {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/align-dev/align/align/run"
 	"math"
 	"os"
 	"path/filepath"
@@ -65,14 +66,14 @@ func splitRows(t *testing.T, out, split string) []map[string]float64 {
 // probe's texts with the final policy (set 0 at scale 1): the trainer's
 // own forward, for comparison with llama.cpp and the exported adapter.
 func probeOpener(t *testing.T, texts []string, got *bindings.Outputs, batch **bindings.Batch) opener {
-	return func(model string, opt bindings.TrainerOptions) (Trainer, func() error, error) {
+	return func(model string, opt bindings.TrainerOptions) (host, func() error, error) {
 		tr, err := bindings.NewTrainerFromFile(model, opt)
 		if err != nil {
 			return nil, nil, err
 		}
-		return tr, func() error {
+		return native{tr}, func() error {
 			b := probeBatch(t, tr.Model(), texts)
-			out, err := tr.Forward(b, 1)
+			out, err := tr.Set(0).Forward(b, 1)
 			if err != nil {
 				t.Errorf("probe forward: %v", err)
 			}
@@ -174,7 +175,7 @@ func TestStagesSFTThenDPO(t *testing.T) {
 	dpo.RefAdapter, dpo.MaxSteps, dpo.RPOAlpha = sres.Adapter, 6, 0
 	var probe bindings.Outputs
 	var pb *bindings.Batch
-	res, err := run(context.Background(), dpo, nil, probeOpener(t, probeTexts, &probe, &pb))
+	res, err := runWith(context.Background(), dpo, nil, probeOpener(t, probeTexts, &probe, &pb))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +277,7 @@ func TestStagesResume(t *testing.T) {
 		t.Fatalf("interrupted run: %v", err)
 	}
 	cancel()
-	res, err := Run(context.Background(), Config{Out: cut.Out, Resume: true, Threads: 2}, nil)
+	res, err := Run(context.Background(), Config{Common: run.Common{Out: cut.Out, Resume: true, Threads: 2}}, nil)
 	if err != nil {
 		t.Fatalf("resume: %v", err)
 	}
@@ -298,7 +299,7 @@ func TestStagesResume(t *testing.T) {
 	}
 	cancel2()
 	os.WriteFile(ref, want, 0o644) // another adapter of the same shape
-	_, err = Run(context.Background(), Config{Out: cut2.Out, Resume: true, Threads: 2}, nil)
+	_, err = Run(context.Background(), Config{Common: run.Common{Out: cut2.Out, Resume: true, Threads: 2}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "--ref-adapter") || !strings.Contains(err.Error(), "changed") {
 		t.Errorf("resume after the reference adapter changed: %v; want a refusal naming --ref-adapter", err)
 	}
@@ -314,7 +315,7 @@ func TestStagesRejectBadSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tr.Export(adapter); err != nil {
+	if err := tr.Set(0).Export(adapter); err != nil {
 		t.Fatal(err)
 	}
 	tr.Close()

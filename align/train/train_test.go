@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/align-dev/align/align/run"
 	"math"
 	"os"
 	"path/filepath"
@@ -164,7 +165,7 @@ func TestResumeIsBitIdentical(t *testing.T) {
 					// as after kill -9: the interruption checkpoint never existed
 					os.RemoveAll(filepath.Join(cfg.Out, "checkpoints", "step-00000007"))
 				}
-				res, err := Run(context.Background(), Config{Out: cfg.Out, Resume: true, Threads: 2}, nil)
+				res, err := Run(context.Background(), Config{Common: run.Common{Out: cfg.Out, Resume: true, Threads: 2}}, nil)
 				if err != nil {
 					t.Fatalf("resume: %v", err)
 				}

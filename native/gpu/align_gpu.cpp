@@ -240,7 +240,7 @@ void perturb_b(align_trainer * tr) {
     align_set_info si;
     align_trainer_get_set_info(tr, 0, &si);
     std::vector<float> p((size_t) si.n_params);
-    align_trainer_get_state(tr, 0, p.data(), nullptr, nullptr, nullptr, nullptr);
+    align_trainer_get_state(tr, 0, (int64_t) p.size(), p.data(), nullptr, nullptr, nullptr, nullptr);
     std::vector<align_param_info> rows((size_t) si.n_tensors);
     int32_t n = 0;
     align_trainer_get_params(tr, 0, rows.data(), (int32_t) rows.size(), &n);
@@ -250,7 +250,7 @@ void perturb_b(align_trainer * tr) {
         if (rows[(size_t) i].kind != ALIGN_PARAM_LORA_B) continue;
         for (int64_t k = 0; k < rows[(size_t) i].ne0 * rows[(size_t) i].ne1; k++) p[(size_t) (rows[(size_t) i].offset + k)] = nd(rng);
     }
-    align_trainer_set_state(tr, 0, p.data(), nullptr, nullptr, nullptr);
+    align_trainer_set_state(tr, 0, (int64_t) p.size(), p.data(), nullptr, nullptr, nullptr);
 }
 
 double rel_l2(const std::vector<float> & a, const std::vector<float> & b) {
@@ -308,7 +308,8 @@ bool train_steps(align_trainer * tr, const align_batch & b, step_result & out) {
         align_outputs o = {};
         std::vector<double> sums((size_t) b.n_seq);
         o.sums = sums.data();
-        if (align_trainer_forward_grad(tr, &b, 0, &o) != ALIGN_OK || align_trainer_backward(tr, cot.data(), nullptr) != ALIGN_OK) {
+        o.n_sums = (int64_t) sums.size();
+        if (align_trainer_forward_grad(tr, &b, 0, &o) != ALIGN_OK || align_trainer_backward(tr, cot.data(), (int64_t) cot.size(), nullptr, 0) != ALIGN_OK) {
             std::printf("FAIL step: %s\n", align_last_error());
             g_failures++;
             return false;
@@ -316,7 +317,7 @@ bool train_steps(align_trainer * tr, const align_batch & b, step_result & out) {
         if (step == 0) {
             out.sums = sums;
             out.grads.assign((size_t) si.n_params, 0);
-            align_trainer_get_state(tr, 0, nullptr, nullptr, nullptr, out.grads.data(), nullptr);
+            align_trainer_get_state(tr, 0, si.n_params, nullptr, nullptr, nullptr, out.grads.data(), nullptr);
         }
         align_adamw_params ap = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
         if (align_trainer_adamw_step(tr, 0, &ap) != ALIGN_OK) {
@@ -326,7 +327,7 @@ bool train_steps(align_trainer * tr, const align_batch & b, step_result & out) {
         }
     }
     out.params.assign((size_t) si.n_params, 0);
-    align_trainer_get_state(tr, 0, out.params.data(), nullptr, nullptr, nullptr, nullptr);
+    align_trainer_get_state(tr, 0, si.n_params, out.params.data(), nullptr, nullptr, nullptr, nullptr);
     return true;
 }
 
@@ -467,6 +468,7 @@ int cmd_bench(const std::map<std::string, std::string> & a) {
     std::vector<double> ref(2);
     align_outputs ro = {};
     ro.sums = ref.data();
+    ro.n_sums = (int64_t) ref.size();
     if (align_trainer_forward(r.tr, &b, -1, 0.0f, &ro) != ALIGN_OK) {
         std::fprintf(stderr, "align_gpu bench: reference: %s\n", align_last_error());
         return 1;
@@ -481,6 +483,7 @@ int cmd_bench(const std::map<std::string, std::string> & a) {
         std::vector<double> pol(2);
         align_outputs o = {};
         o.sums = pol.data();
+        o.n_sums = (int64_t) pol.size();
         if (align_trainer_forward_grad(r.tr, &b, 0, &o) != ALIGN_OK) {
             std::fprintf(stderr, "align_gpu bench: forward: %s\n", align_last_error());
             return 1;
@@ -490,7 +493,7 @@ int cmd_bench(const std::map<std::string, std::string> & a) {
         loss = std::log1p(std::exp(-beta * h));
         for (int j = 0; j < n_scored; j++) cot[(size_t) j] = (float) (j < n_scored / 2 ? -beta * sg : beta * sg);
         align_adamw_params ap = {1e-4f, 0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
-        if (align_trainer_backward(r.tr, cot.data(), nullptr) != ALIGN_OK || align_trainer_adamw_step(r.tr, 0, &ap) != ALIGN_OK) {
+        if (align_trainer_backward(r.tr, cot.data(), (int64_t) cot.size(), nullptr, 0) != ALIGN_OK || align_trainer_adamw_step(r.tr, 0, &ap) != ALIGN_OK) {
             std::fprintf(stderr, "align_gpu bench: step: %s\n", align_last_error());
             return 1;
         }

@@ -313,10 +313,11 @@ align_status align_generate_batch(align_model * model, const align_batch_generat
 
 typedef struct align_trainer align_trainer;
 
-enum {
+// The projections a LoRA adapter set may adapt (bits of a uint32_t mask).
+typedef enum align_lora_target {
     ALIGN_LORA_Q = 1, ALIGN_LORA_K = 2, ALIGN_LORA_V = 4, ALIGN_LORA_O = 8,
     ALIGN_LORA_GATE = 16, ALIGN_LORA_UP = 32, ALIGN_LORA_DOWN = 64,
-};
+} align_lora_target;
 
 typedef struct align_trainer_params {
     int32_t  n_threads;       // <= 0: all cores
@@ -349,7 +350,7 @@ typedef struct align_trainer_params {
 //        18x less input-gradient error than Q4_K on a Q4_K base
 //        (native/README.md), slower where the repacked GEMM is faster;
 //  Q4_K: as AUTO.
-enum { ALIGN_BACKWARD_AUTO = 0, ALIGN_BACKWARD_Q8_0 = 1, ALIGN_BACKWARD_Q4_K = 2 };
+typedef enum align_backward_weights { ALIGN_BACKWARD_AUTO = 0, ALIGN_BACKWARD_Q8_0 = 1, ALIGN_BACKWARD_Q4_K = 2 } align_backward_weights;
 
 align_trainer_params align_trainer_default_params(void);
 
@@ -412,12 +413,12 @@ typedef struct align_set_info {
 
 align_status align_trainer_get_set_info(const align_trainer * trainer, int32_t set, align_set_info * out);
 
-enum {
+typedef enum align_param_kind {
     ALIGN_PARAM_LORA_A = 1,       // (n_in, r) of "<base>.lora_a"
     ALIGN_PARAM_LORA_B = 2,       // (r, n_out) of "<base>.lora_b"
     ALIGN_PARAM_HEAD_WEIGHT = 3,  // (n_embd, n_head_out) "heads.weight"
     ALIGN_PARAM_HEAD_BIAS = 4,    // (n_head_out) "heads.bias"
-};
+} align_param_kind;
 
 // One row of a set's parameter table: the flat state (params, m, v, grads)
 // is the rows concatenated in order, each row ne0-fastest.
@@ -455,11 +456,16 @@ typedef struct align_batch {
 
 // Where forward writes; any pointer may be NULL. Token order: sequence 0's
 // scored positions ascending, then sequence 1's, ...; head values: for each
-// head position in the same order, the set's n_head_out values.
+// head position in the same order, the set's n_head_out values. Each
+// non-NULL buffer carries its capacity in elements: one smaller than what
+// the batch produces is ALIGN_ERR_INVALID_ARGUMENT (nothing is written).
 typedef struct align_outputs {
-    double * sums;         // n_seq: sum of each sequence's scored log-probs
-    float *  token_logps;  // n_scored
-    float *  head_values;  // n_head_at · n_head_out
+    double * sums;           // n_seq: sum of each sequence's scored log-probs
+    int64_t  n_sums;
+    float *  token_logps;    // n_scored
+    int64_t  n_token_logps;
+    float *  head_values;    // n_head_at · n_head_out
+    int64_t  n_head_values;
 } align_outputs;
 
 // Forward only with set's adapters at lora_scale (set -1, or scale 0: the
@@ -474,10 +480,13 @@ align_status align_trainer_forward_grad(align_trainer * trainer, const align_bat
                                         align_outputs * out);
 
 // Part 2: backward for the batch of the last forward_grad with dloss/dlogp
-// per scored token (token_cot, n_scored values; NULL: zeros) and dloss/dvalue
-// per head value (head_cot, same layout as head_values; NULL: zeros); adds
-// (+=) the gradients to the set's accumulators.
-align_status align_trainer_backward(align_trainer * trainer, const float * token_cot, const float * head_cot);
+// per scored token (token_cot, n_token = n_scored values; NULL with 0:
+// zeros) and dloss/dvalue per head value (head_cot, n_head values in the
+// layout of head_values; NULL with 0: zeros); adds (+=) the gradients to the
+// set's accumulators. A count other than the batch's is
+// ALIGN_ERR_INVALID_ARGUMENT (the pending forward stays pending).
+align_status align_trainer_backward(align_trainer * trainer, const float * token_cot, int64_t n_token,
+                                    const float * head_cot, int64_t n_head);
 
 // Zeroes a set's gradient accumulators.
 align_status align_trainer_zero_grad(align_trainer * trainer, int32_t set);
@@ -490,16 +499,21 @@ typedef struct align_adamw_params {
     float grad_scale;  // applied to the accumulated gradient first (1/accum · clip factor)
 } align_adamw_params;
 
+// lr 1e-4, beta1 0.9, beta2 0.999, eps 1e-8, weight_decay 0, grad_scale 1:
+// the moment rates and ε every align method uses.
+align_adamw_params align_adamw_default_params(void);
+
 // One AdamW step of a set from its accumulated gradient (on the device);
 // zeroes the accumulators.
 align_status align_trainer_adamw_step(align_trainer * trainer, int32_t set, const align_adamw_params * params);
 
 // A set's state for checkpoints and checks: params, Adam moments (m, v) and
-// gradient accumulator, each n_params floats in parameter-table order; step
-// counter. Any pointer may be NULL.
-align_status align_trainer_get_state(align_trainer * trainer, int32_t set, float * params, float * m, float * v,
+// gradient accumulator, each n floats in parameter-table order; step
+// counter. Any pointer may be NULL; n must be the set's n_params when a
+// buffer is given (else ALIGN_ERR_INVALID_ARGUMENT, nothing copied).
+align_status align_trainer_get_state(align_trainer * trainer, int32_t set, int64_t n, float * params, float * m, float * v,
                                      float * grads, int64_t * step);
-align_status align_trainer_set_state(align_trainer * trainer, int32_t set, const float * params, const float * m,
+align_status align_trainer_set_state(align_trainer * trainer, int32_t set, int64_t n, const float * params, const float * m,
                                      const float * v, const int64_t * step);
 
 // Writes a set's adapters as a llama.cpp LoRA GGUF (alpha as configured).

@@ -162,6 +162,13 @@ align_status run_forward(align_trainer * tr, align_outputs * out) {
         if (!std::isfinite(v)) return fail(ALIGN_ERR_INTERNAL, "non-finite log-probability in the forward pass");
     }
     if (out == nullptr) return ALIGN_OK;
+    const int64_t n_hv = gt.hv ? ggml_nelements(gt.hv) : 0;
+    if ((out->sums && out->n_sums < gt.n_seq) || (out->token_logps && out->n_token_logps < gt.n_sel) ||
+        (out->head_values && out->n_head_values < n_hv)) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_outputs: a buffer is smaller than the batch's " + std::to_string(gt.n_seq) +
+                                                    " sums, " + std::to_string(gt.n_sel) + " token log-probs, " + std::to_string(n_hv) +
+                                                    " head values");
+    }
     if (out->sums) {
         std::fill(out->sums, out->sums + gt.n_seq, 0.0);
         for (int32_t j = 0; j < gt.n_sel; j++) out->sums[gt.h_seq[(size_t) j]] += lp[(size_t) j];
@@ -187,6 +194,17 @@ align_trainer_params align_trainer_default_params(void) {
     p.head_chunk_bytes = 0;
     p.backward_weights = ALIGN_BACKWARD_AUTO;
     p.recompute = false;
+    return p;
+}
+
+align_adamw_params align_adamw_default_params(void) {
+    align_adamw_params p;
+    p.lr = 1e-4f;
+    p.beta1 = 0.9f;
+    p.beta2 = 0.999f;
+    p.eps = 1e-8f;
+    p.weight_decay = 0.0f;
+    p.grad_scale = 1.0f;
     return p;
 }
 
@@ -356,11 +374,21 @@ align_status align_trainer_forward_grad(align_trainer * tr, const align_batch * 
     ALIGN_CATCH
 }
 
-align_status align_trainer_backward(align_trainer * tr, const float * token_cot, const float * head_cot) {
+align_status align_trainer_backward(align_trainer * tr, const float * token_cot, int64_t n_token, const float * head_cot,
+                                    int64_t n_head) {
     if (tr == nullptr) return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_trainer_backward: NULL trainer");
     if (!tr->has_pending) return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_trainer_backward: no pending forward_grad");
     ALIGN_TRY
     graph_t & gt = tr->body;
+    const int64_t want_head = gt.dhv ? ggml_nelements(gt.dhv) : 0;
+    if ((token_cot == nullptr && n_token != 0) || (token_cot && n_token != gt.n_sel)) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_trainer_backward: " + std::to_string(n_token) + " token cotangents for " +
+                                                    std::to_string(gt.n_sel) + " scored tokens");
+    }
+    if ((head_cot == nullptr && n_head != 0) || (head_cot && n_head != want_head)) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_trainer_backward: " + std::to_string(n_head) + " head cotangents for " +
+                                                    std::to_string(want_head) + " head values");
+    }
     tr->has_pending = false;
     if (gt.n_sel > 0) {
         std::vector<float> cot((size_t) gt.n_sel, 0.0f);
@@ -396,8 +424,8 @@ align_status align_trainer_zero_grad(align_trainer * tr, int32_t set) {
     align_status st = get_set(tr, set, &s);
     if (st != ALIGN_OK) return st;
     ALIGN_TRY
-    zero_grad(tr, *s);
-    return ok();
+    st = zero_grad(tr, *s);
+    return st == ALIGN_OK ? ok() : st;
     ALIGN_CATCH
 }
 
@@ -429,35 +457,48 @@ align_status align_trainer_adamw_step(align_trainer * tr, int32_t set, const ali
     ALIGN_CATCH
 }
 
-align_status align_trainer_get_state(align_trainer * tr, int32_t set, float * params, float * m, float * v, float * grads,
-                                     int64_t * step) {
+align_status align_trainer_get_state(align_trainer * tr, int32_t set, int64_t n, float * params, float * m, float * v,
+                                     float * grads, int64_t * step) {
     adapter_set * s = nullptr;
     align_status st = get_set(tr, set, &s);
     if (st != ALIGN_OK) return st;
+    if ((params || m || v || grads) && n != s->n_params) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_trainer_get_state: buffers of " + std::to_string(n) + " floats for a set of " +
+                                                    std::to_string(s->n_params) + " parameters");
+    }
     ALIGN_TRY
-    if (params) get_flat(tr, *s, 0, params);
-    if (m) get_flat(tr, *s, 1, m);
-    if (v) get_flat(tr, *s, 2, v);
-    if (grads) get_flat(tr, *s, 3, grads);
+    float * dst[4] = {params, m, v, grads};
+    for (int which = 0; which < 4; which++) {
+        if (dst[which] == nullptr) continue;
+        st = get_flat(tr, *s, which, dst[which]);
+        if (st != ALIGN_OK) return st;
+    }
     if (step) *step = s->step;
     return ok();
     ALIGN_CATCH
 }
 
-align_status align_trainer_set_state(align_trainer * tr, int32_t set, const float * params, const float * m, const float * v,
-                                     const int64_t * step) {
+align_status align_trainer_set_state(align_trainer * tr, int32_t set, int64_t n, const float * params, const float * m,
+                                     const float * v, const int64_t * step) {
     adapter_set * s = nullptr;
     align_status st = get_set(tr, set, &s);
     if (st != ALIGN_OK) return st;
+    if ((params || m || v) && n != s->n_params) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_trainer_set_state: buffers of " + std::to_string(n) + " floats for a set of " +
+                                                    std::to_string(s->n_params) + " parameters");
+    }
     ALIGN_TRY
     if (params) {
         for (int64_t i = 0; i < s->n_params; i++) {
             if (!std::isfinite(params[i])) return fail(ALIGN_ERR_INVALID_ARGUMENT, "non-finite parameter in state");
         }
-        set_flat(tr, *s, 0, params);
     }
-    if (m) set_flat(tr, *s, 1, m);
-    if (v) set_flat(tr, *s, 2, v);
+    const float * src[3] = {params, m, v};
+    for (int which = 0; which < 3; which++) {
+        if (src[which] == nullptr) continue;
+        st = set_flat(tr, *s, which, src[which]);
+        if (st != ALIGN_OK) return st;
+    }
     if (step) s->step = *step;
     tr->has_pending = false;
     return ok();
@@ -472,7 +513,8 @@ align_status align_trainer_export(align_trainer * tr, int32_t set, const char * 
     if (s->loras.empty()) return fail(ALIGN_ERR_INVALID_ARGUMENT, "adapter set \"" + s->name + "\" has no LoRA adapters to export");
     ALIGN_TRY
     std::vector<float> w((size_t) s->n_params);
-    get_flat(tr, *s, 0, w.data());
+    st = get_flat(tr, *s, 0, w.data());
+    if (st != ALIGN_OK) return st;
     std::unordered_map<const ggml_tensor *, int64_t> off;
     for (const param_t & p : s->params) off[p.t] = p.offset;
     std::vector<align_adapter_tensor> ts;

@@ -321,22 +321,7 @@ align_status build_backward(align_trainer * tr, ggml_context * ctx, ggml_cgraph 
     }
     ggml_build_backward_expand(ctx, g, grad_accs.data());
     const int n = ggml_graph_n_nodes(g);
-    for (int i = *n_fwd; i < n; i++) {
-        ggml_tensor * node = ggml_graph_node(g, i);
-        switch (node->op) {
-            case GGML_OP_RMS_NORM_BACK:
-                // the CPU kernel writes dx before it has read dz = src[0]
-                if (node->src[0]) ggml_set_output(node->src[0]);
-                if (node->src[1]) ggml_set_output(node->src[1]);
-                break;
-            case GGML_OP_SOFT_MAX_BACK:
-            case GGML_OP_SILU_BACK:
-                if (node->src[1]) ggml_set_output(node->src[1]);
-                break;
-            default:
-                break;
-        }
-    }
+    protect_inplace_parents(g, *n_fwd);  // train_ops.h, checked by tests/grad_ops.cpp
     // OUT_PROD(W, dYᵀ) over a frozen W  ->  MUL_MAT(Wᵀ, dY) on the CPU. On a
     // device backend there are no transposed copies: the OUT_PROD nodes stay
     // and the patched ggml-cuda dequantises W tile by tile

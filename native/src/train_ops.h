@@ -21,4 +21,31 @@ inline ggml_tensor * gelu_tanh(ggml_context * ctx, ggml_tensor * x) {
     return ggml_div(ctx, ggml_silu(ctx, ggml_mul(ctx, x, k)), k);
 }
 
+// The protection rule of the trainer's backward: ggml's CPU kernels of
+// RMS_NORM_BACK, SOFT_MAX_BACK and SILU_BACK read src[1] (and RMS_NORM_BACK
+// src[0], dz) after they have begun writing their output, which the graph
+// allocator may place in the memory of a parent it considers dead. Marking
+// those parents outputs keeps them alive. Applied to the nodes from `from`
+// on (the backward part of g); rms_src0 false is the older rule without
+// RMS_NORM_BACK's src[0] (grad_ops shows it is not enough).
+inline void protect_inplace_parents(ggml_cgraph * g, int from, bool rms_src0 = true) {
+    const int n = ggml_graph_n_nodes(g);
+    for (int i = from; i < n; i++) {
+        ggml_tensor * node = ggml_graph_node(g, i);
+        switch (node->op) {
+            case GGML_OP_RMS_NORM_BACK:
+                // the CPU kernel writes dx before it has read dz = src[0]
+                if (rms_src0 && node->src[0]) ggml_set_output(node->src[0]);
+                if (node->src[1]) ggml_set_output(node->src[1]);
+                break;
+            case GGML_OP_SOFT_MAX_BACK:
+            case GGML_OP_SILU_BACK:
+                if (node->src[1]) ggml_set_output(node->src[1]);
+                break;
+            default:
+                break;
+        }
+    }
+}
+
 }  // namespace align::train

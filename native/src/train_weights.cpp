@@ -288,9 +288,10 @@ align_status make_transposed(align_trainer * tr, gguf_context * g, const std::st
         if (!tr->tbuf_repack) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate repacked transposed weights");
     }
 
-    FILE * f = std::fopen(path.c_str(), "rb");
-    if (f == nullptr) return fail(ALIGN_ERR_IO, path + ": " + std::strerror(errno));
-    std::unique_ptr<FILE, int (*)(FILE *)> fg(f, std::fclose);
+    // The copies come from the loaded weights where they are plain host
+    // memory (llama.cpp's mmap of the file: no second read of the base);
+    // weights on a device or in a repacked layout are read from the file.
+    std::unique_ptr<FILE, int (*)(FILE *)> fg(nullptr, std::fclose);
     const size_t data_off = gguf_get_data_offset(g);
     std::vector<uint8_t> staging;
     for (auto & [w, wt] : tr->transposed) {
@@ -301,12 +302,23 @@ align_status make_transposed(align_trainer * tr, gguf_context * g, const std::st
         if (gguf_get_tensor_type(g, idx) != w->type || gguf_get_tensor_size(g, idx) != nb) {
             return fail(ALIGN_ERR_FORMAT, path + ": tensor " + ggml_get_name(w) + " differs from the loaded model");
         }
-        staging.resize(nb);
-        if (fseeko(f, (off_t) (data_off + gguf_get_tensor_offset(g, idx)), SEEK_SET) != 0 ||
-            std::fread(staging.data(), 1, nb, f) != nb) {
-            return fail(ALIGN_ERR_FORMAT, path + ": cannot read tensor " + std::string(ggml_get_name(w)));
+        const void * raw = nullptr;
+        if (w->data != nullptr && w->buffer != nullptr && ggml_backend_buffer_is_host(w->buffer) &&
+            std::strcmp(ggml_backend_buft_name(ggml_backend_buffer_get_type(w->buffer)), "CPU_REPACK") != 0) {
+            raw = w->data;
+        } else {
+            if (!fg) {
+                fg.reset(std::fopen(path.c_str(), "rb"));
+                if (!fg) return fail(ALIGN_ERR_IO, path + ": " + std::strerror(errno));
+            }
+            staging.resize(nb);
+            if (fseeko(fg.get(), (off_t) (data_off + gguf_get_tensor_offset(g, idx)), SEEK_SET) != 0 ||
+                std::fread(staging.data(), 1, nb, fg.get()) != nb) {
+                return fail(ALIGN_ERR_FORMAT, path + ": cannot read tensor " + std::string(ggml_get_name(w)));
+            }
+            raw = staging.data();
         }
-        align_status st = fill_transposed(tr, w, staging.data(), wt);
+        align_status st = fill_transposed(tr, w, raw, wt);
         if (st != ALIGN_OK) return st;
     }
     return ALIGN_OK;

@@ -18,7 +18,7 @@
 #include "ggml-cpu.h"
 #include "ggml-impl.h"
 #include "ggml.h"
-#include "train_ops.h"  // the trainer's GELU, composed from ops with a backward
+#include "train_ops.h"  // the trainer's GELU and protection rule
 
 #include <algorithm>
 #include <cmath>
@@ -63,15 +63,8 @@ static double grad_error(int64_t n0, int64_t n1, int64_t n2, int64_t n3, const b
     ggml_build_forward_expand(g, loss);
     const int nf = ggml_graph_n_nodes(g);
     ggml_build_backward_expand(ctx, g, nullptr);
-    if (protect != PROTECT_NONE) {
-        for (int i = nf; i < ggml_graph_n_nodes(g); i++) {
-            ggml_tensor * n = ggml_graph_node(g, i);
-            if ((n->op == GGML_OP_SOFT_MAX_BACK || n->op == GGML_OP_RMS_NORM_BACK || n->op == GGML_OP_SILU_BACK) && n->src[1]) {
-                ggml_set_output(n->src[1]);
-            }
-            if (protect == PROTECT_TRAIN && n->op == GGML_OP_RMS_NORM_BACK && n->src[0]) ggml_set_output(n->src[0]);
-        }
-    }
+    // the trainer's own rule (train_ops.h), not a copy of it
+    if (protect != PROTECT_NONE) align::train::protect_inplace_parents(g, nf, protect == PROTECT_TRAIN);
     ggml_gallocr_t ga = ggml_gallocr_new(ggml_backend_get_default_buffer_type(be));
     ggml_gallocr_alloc_graph(ga, g);
     uint32_t seed = 12345;

@@ -5,6 +5,7 @@ package local
 import (
 	"context"
 	"encoding/json"
+	"github.com/align-dev/align/align/testgate"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,10 +102,7 @@ func TestJudgeWithGrammar(t *testing.T) {
 // backend warns once; a judge call, whose JSON needs "{", fails with one
 // clear line. llama.cpp's C++ exception texts never come back.
 func TestUnspellablePrompts(t *testing.T) {
-	model := "../../../../shared/models/TinyStories-656K-Q8_0.gguf"
-	if _, err := os.Stat(model); err != nil {
-		t.Skipf("no %s", model)
-	}
+	model := testgate.SharedModel(t, "TinyStories-656K-Q8_0.gguf")
 	var warnings []string
 	b, err := Open(model, Options{Threads: 2, StringLimit: 16, MaxTokens: 32, Warn: func(m string) { warnings = append(warnings, m) }})
 	if err != nil {

@@ -1,10 +1,13 @@
-// Package train is align's training driver: data to token batches,
-// per-objective β, objectives (SFT and the preference family) that turn a
-// micro-batch's log-probs into a loss, per-token cotangents and metrics
-// (pure Go, no cgo), one optimiser step shared by training and the
-// benchmark, the loop over a Trainer (engine.go adapts the native one),
-// metrics, run directories, checkpoints and adapter export.
-package train
+// Package objective is the math of every training method, free of the
+// engine and of cgo (make test runs it with CGO_ENABLED=0): the preference
+// losses (DPO, cDPO, IPO, hinge, RPO's NLL term), the reward model's
+// Bradley–Terry loss, PPO's and GRPO's surrogate, value loss, GAE,
+// advantages and KL estimators, the learning-rate schedule, AdamW's
+// constants and the metrics TRL logs. Each loss returns its value and its
+// derivative with respect to what the engine produced (log-prob sums,
+// token log-probs, head values); align/train and align/rl turn those into
+// the engine's cotangents.
+package objective
 
 import (
 	"fmt"
@@ -13,17 +16,13 @@ import (
 	"strings"
 )
 
-// Methods.
+// The preference methods of PreferenceLoss.
 const (
-	SFT   = "sft"
 	DPO   = "dpo"
 	IPO   = "ipo"
 	CDPO  = "cdpo"
 	Hinge = "hinge"
 )
-
-// Methods lists the supported methods.
-var Methods = []string{SFT, DPO, IPO, CDPO, Hinge}
 
 // DefaultBetas are the per-objective β of weighted DPO.
 var DefaultBetas = map[string]float64{"safety": 0.05, "tone": 0.1, "escalation": 0.1, "accuracy": 0.3}
@@ -48,15 +47,15 @@ type PairLoss struct {
 	Correct          bool
 }
 
-// logSigmoid is log σ(x), stable for large |x|.
-func logSigmoid(x float64) float64 {
+// LogSigmoid is log σ(x), stable for large |x|.
+func LogSigmoid(x float64) float64 {
 	if x >= 0 {
 		return -math.Log1p(math.Exp(-x))
 	}
 	return x - math.Log1p(math.Exp(x))
 }
 
-func sigmoid(x float64) float64 {
+func Sigmoid(x float64) float64 {
 	if x >= 0 {
 		return 1 / (1 + math.Exp(-x))
 	}
@@ -84,8 +83,8 @@ func PreferenceLoss(method string, beta, eps float64, p PairLogps) (PairLoss, er
 	switch method {
 	case DPO, CDPO:
 		z := beta * h
-		out.Loss = -(1-eps)*logSigmoid(z) - eps*logSigmoid(-z)
-		dh := beta * (-(1-eps)*sigmoid(-z) + eps*sigmoid(z))
+		out.Loss = -(1-eps)*LogSigmoid(z) - eps*LogSigmoid(-z)
+		dh := beta * (-(1-eps)*Sigmoid(-z) + eps*Sigmoid(z))
 		out.DPiW, out.DPiL = dh, -dh
 	case IPO:
 		if p.NW <= 0 || p.NL <= 0 {
@@ -202,8 +201,8 @@ type Metrics struct {
 	ByObjective map[string]*Metrics
 }
 
-// addObjective accumulates one pair (and its NLL) under its objective.
-func (m *Metrics) addObjective(objective string, l PairLoss, p PairLogps, nll float64) {
+// AddObjective accumulates one pair (and its NLL) under its objective.
+func (m *Metrics) AddObjective(objective string, l PairLoss, p PairLogps, nll float64) {
 	if m.ByObjective == nil {
 		return
 	}
@@ -264,4 +263,32 @@ func (m Metrics) Map() map[string]float64 {
 		out["nll_loss"] = m.NLL / n
 	}
 	return out
+}
+
+// RewardLoss is one pair's reward-model loss for rewards rw (chosen) and
+// rl (rejected), margin m and centering coefficient c, with its
+// derivatives:
+//
+//	loss = −log σ(rw − rl − m) + c·(rw + rl)²
+func RewardLoss(rw, rl, m, c float64) (loss, drw, drl float64) {
+	z := rw - rl - m
+	dz := -Sigmoid(-z) // d/dz −log σ(z)
+	center := 2 * c * (rw + rl)
+	return -LogSigmoid(z) + c*(rw+rl)*(rw+rl), dz + center, -dz + center
+}
+
+// AdamW's moment decay rates and ε, for every optimiser step align takes.
+const (
+	AdamBeta1 = 0.9
+	AdamBeta2 = 0.999
+	AdamEps   = 1e-8
+)
+
+// ClipScale is the factor that clips a gradient of norm to maxNorm (1 when
+// maxNorm is 0 or the norm is within it).
+func ClipScale(norm, maxNorm float64) float64 {
+	if maxNorm > 0 && norm > maxNorm {
+		return maxNorm / norm
+	}
+	return 1
 }

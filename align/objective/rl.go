@@ -1,4 +1,4 @@
-package rl
+package objective
 
 import "math"
 
@@ -44,16 +44,16 @@ func Whiten(x []float64) []float64 {
 	if len(x) == 0 {
 		return out
 	}
-	mean, std := meanStd(x, false)
+	mean, std := MeanStd(x, false)
 	for i, v := range x {
 		out[i] = (v - mean) / (std + 1e-8)
 	}
 	return out
 }
 
-// meanStd is the mean and standard deviation of x (unbiased: divided by
+// MeanStd is the mean and standard deviation of x (unbiased: divided by
 // n − 1, as torch.std, which TRL's GRPO uses).
-func meanStd(x []float64, unbiased bool) (mean, std float64) {
+func MeanStd(x []float64, unbiased bool) (mean, std float64) {
 	if len(x) == 0 {
 		return 0, 0
 	}
@@ -86,7 +86,7 @@ func GroupAdvantages(rewards []float64, g int, noStd bool) (adv []float64, degen
 	adv = make([]float64, len(rewards))
 	for k := 0; k*g < len(rewards); k++ {
 		grp := rewards[k*g : min(len(rewards), (k+1)*g)]
-		mean, std := meanStd(grp, true)
+		mean, std := MeanStd(grp, true)
 		same := true
 		for _, r := range grp {
 			if r != grp[0] {

@@ -1,0 +1,101 @@
+// Package dirlock keeps two align processes from writing one directory at
+// once: an eval's --out, a training run. The lock is an flock(2) on
+// DIR/.align.lock, so the kernel releases it when the process ends, however
+// it ends (kill -9 included): a stale lock cannot block the next run. The
+// file stays (removing it would race with a process about to lock it) and
+// holds the holder's pid, command and start time for the message the next
+// process prints.
+package dirlock
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Name is the lock file's name inside the directory.
+const Name = ".align.lock"
+
+// Lock is a held directory lock. Unlock releases it; so does the end of
+// the process. Not safe for concurrent use.
+type Lock struct {
+	f   *os.File
+	dir string
+}
+
+// Holder is what the lock file says about the process holding it.
+type Holder struct {
+	PID     int       `json:"pid"`
+	What    string    `json:"what"` // e.g. "align eval"
+	Started time.Time `json:"started"`
+}
+
+// HeldError says another process holds the lock of Dir.
+type HeldError struct {
+	Dir    string
+	Holder Holder // zero when the file could not be read
+}
+
+func (e *HeldError) Error() string {
+	who := "another align process"
+	if e.Holder.What != "" {
+		who = "another " + e.Holder.What
+	}
+	if e.Holder.PID > 0 {
+		who += fmt.Sprintf(" (pid %d, since %s)", e.Holder.PID, e.Holder.Started.Local().Format("2006-01-02 15:04:05"))
+	}
+	return fmt.Sprintf("%s is in use by %s: wait for it to finish, or name another directory", e.Dir, who)
+}
+
+// IsHeld reports whether err is (or wraps) a *HeldError.
+func IsHeld(err error) bool {
+	var e *HeldError
+	return errors.As(err, &e)
+}
+
+// Acquire takes the lock of dir, which must exist, for this process; what
+// names the command for another process's message ("align eval"). It does
+// not wait: a lock another process holds is a *HeldError.
+func Acquire(dir, what string) (*Lock, error) {
+	path := filepath.Join(dir, Name)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	held, err := tryLock(f)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if held {
+		var h Holder
+		if b, rerr := os.ReadFile(path); rerr == nil {
+			json.Unmarshal(b, &h)
+		}
+		f.Close()
+		return nil, &HeldError{Dir: dir, Holder: h}
+	}
+	b, _ := json.Marshal(Holder{PID: os.Getpid(), What: what, Started: time.Now().UTC()})
+	if err := f.Truncate(0); err == nil {
+		f.WriteAt(append(b, '\n'), 0) // informational: a failed write leaves the lock held
+	}
+	return &Lock{f: f, dir: dir}, nil
+}
+
+// Unlock releases the lock. It is idempotent and nil-safe.
+func (l *Lock) Unlock() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	f := l.f
+	l.f = nil
+	f.Truncate(0)
+	err := unlock(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
