@@ -23,7 +23,7 @@ import (
 const heldoutPath = "../../testdata/prompts/heldout.jsonl"
 
 // The demo's SFT flags (scripts/demo.sh): --n and --seed.
-const demoSFTN, demoSFTSeed = 2800, 1
+const demoSFTN, demoSFTSeed = 1400, 1
 
 type promptRecord struct {
 	ID       string `json:"id"`
