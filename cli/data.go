@@ -64,7 +64,7 @@ DPO family reads them as well.
 Example:
    align data synth --out-train train.jsonl --out-eval eval.jsonl
    align data synth --catalog shop.json --n 4000 --seed 7 --out-train t.jsonl.zst --out-eval e.jsonl.zst
-   align data synth --kind sft --n 2800 --out-train sft.jsonl --out-eval sft-eval.jsonl`,
+   align data synth --kind sft --n 1400 --out-train sft.jsonl --out-eval sft-eval.jsonl`,
 		Flags: append(outFlags(),
 			&cli.IntFlag{Name: "n", Value: 1000, Usage: "number of pairs (or SFT examples)", EnvVars: []string{"ALIGN_N"}},
 			&cli.StringFlag{Name: "kind", Value: "pairs", Usage: "pairs (preference pairs for DPO) or sft (catalog facts for the SFT stage)", EnvVars: []string{"ALIGN_KIND"}},

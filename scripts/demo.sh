@@ -38,7 +38,7 @@ echo "== eval: $(wc -l < testdata/prompts/heldout.jsonl) held-out prompts, base 
 ./bin/align eval --model "$M" --lora "$SFT/adapter.gguf" --lora "$DPO/adapter.gguf" \
   --prompts testdata/prompts/heldout.jsonl --judge rules:testdata/catalog.json \
   --samples 4 --seed 1 -n 48 --out "$EVAL"
-./bin/align report "$DPO" --eval "$EVAL/eval.json" --out "$DPO/report"
+./bin/align report "$DPO" --eval "$EVAL/eval.json" --out "$DPO/report" >/dev/null  # the table is above
 echo "report: $DPO/report/index.html (opens offline)"
 echo
 echo "Ran in $((SECONDS - start)) s. Responses and the judge's reasons: $EVAL/responses.jsonl."
