@@ -479,7 +479,10 @@ func TestSessionValidation(t *testing.T) {
 			_, err := s.Generate(ctx, []int32{1, -5}, SamplerParams{MaxTokens: 1}, nil)
 			return err
 		}},
-		{"top_p 2", func() error { _, err := s.Generate(ctx, []int32{1}, SamplerParams{MaxTokens: 1, TopP: 2}, nil); return err }},
+		{"top_p 2", func() error {
+			_, err := s.Generate(ctx, []int32{1}, SamplerParams{MaxTokens: 1, TopP: 2}, nil)
+			return err
+		}},
 		{"broken grammar", func() error {
 			_, err := s.Generate(ctx, []int32{1}, SamplerParams{MaxTokens: 1, Grammar: "root ::= ("}, nil)
 			return err

@@ -2,6 +2,7 @@ package bindings
 
 import (
 	"context"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -127,5 +128,38 @@ func TestGenerateBatchMatchesSingle(t *testing.T) {
 				t.Errorf("only %d of %d tokens precede a fragile step: the comparison checks too little", compared, total)
 			}
 		})
+	}
+}
+
+// A batched step over an adapter on all seven targets of a 12-layer model
+// holds more graph nodes than this llama.cpp budgets for a model of so few
+// tensors (max(1024, 8 x tensors)) once every sequence has a KV stream of
+// its own: ggml-backend asserted on the ~100M fixture, so GRPO with train's
+// default targets failed at its first rollout. One unified stream keeps
+// the graph the size of one sequence's.
+func TestGenerateBatchDeepAdapter(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "deep.gguf")
+	if err := WriteFixture(p, FixtureParams{Arch: "llama", Type: "q8_0", Size: "tiny", Seed: 3, NLayer: 12}); err != nil {
+		t.Fatal(err)
+	}
+	tr := newTrainer(t, p, TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 1})
+	live, err := tr.Set(0).LiveLoRA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { live.Close() })
+	m := tr.Model()
+	var prompts [][]int32
+	for _, s := range []string{"Hello!", "Is Berserk finished?", "Which volume", "Naruto has"} {
+		toks, _ := m.Tokenize(s, true, false)
+		prompts = append(prompts, toks)
+	}
+	res, err := GenerateBatch(context.Background(), m, []LoRAScale{{LoRA: live, Scale: 1}}, prompts,
+		SamplerParams{Temperature: 0.8, TopP: 0.95, Seed: 1, MaxTokens: 4}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Tokens) != len(prompts) || res.GeneratedTokens == 0 {
+		t.Fatalf("%d sequences, %d generated tokens", len(res.Tokens), res.GeneratedTokens)
 	}
 }

@@ -20,6 +20,9 @@ type ModelOptions struct {
 	NoMmap    bool // read the file instead of mapping it
 	GPULayers int  // layers to offload where a GPU backend is built in
 	VocabOnly bool // tokenizer and metadata only; sessions cannot be created
+	// NoExtraBuffers keeps the weights in plain host memory (no repacked or
+	// AMX layouts, which the trainer cannot read; see align_model_params).
+	NoExtraBuffers bool
 }
 
 // Model is a loaded GGUF model.
@@ -40,6 +43,7 @@ type ModelInfo struct {
 	NParams         uint64
 	SizeBytes       uint64
 	BOS, EOS        int32
+	EOT             int32 // end of turn; -1 when absent
 	AddBOS          bool
 	HasChatTemplate bool
 }
@@ -59,6 +63,7 @@ func LoadModel(path string, opt ModelOptions) (*Model, error) {
 	p.use_mmap = C.bool(!opt.NoMmap)
 	p.n_gpu_layers = C.int32_t(opt.GPULayers)
 	p.vocab_only = C.bool(opt.VocabOnly)
+	p.no_extra_bufts = C.bool(opt.NoExtraBuffers)
 	var m *C.align_model
 	if err := check("align_model_load", C.align_model_load(cpath, &p, &m)); err != nil {
 		return nil, err
@@ -111,6 +116,7 @@ func (m *Model) Info() (ModelInfo, error) {
 		SizeBytes:       uint64(ci.size_bytes),
 		BOS:             int32(ci.token_bos),
 		EOS:             int32(ci.token_eos),
+		EOT:             int32(ci.token_eot),
 		AddBOS:          bool(ci.add_bos),
 		HasChatTemplate: bool(ci.has_chat_template),
 	}, nil

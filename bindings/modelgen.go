@@ -12,7 +12,7 @@ import "unsafe"
 type FixtureParams struct {
 	Arch       string // "llama", "qwen2", "qwen3" or "gemma3"
 	Type       string // "f32", "f16", "q8_0", "q4_0", "q4_k"
-	Size       string // "tiny" or "small"
+	Size       string // "tiny", "small", "1b", "8b" or a real shape: "llama3-1b", "llama3-8b", "qwen3-0.6b", "gemma3-1b"
 	Seed       uint64
 	TiedOutput bool // gemma3 is always tied
 	Llama3Rope bool // llama only: rope_freqs.weight with Llama 3.1's factors
@@ -25,6 +25,46 @@ type FixtureParams struct {
 	SlidingWindow                               int
 	LogitSoftcap                                float32
 	Name                                        string
+
+	// Vocab, when set, replaces the built-in test vocabulary with a real
+	// tokenizer's.
+	Vocab *FixtureVocab
+}
+
+// FixtureVocab is a real tokenizer as GGUF stores it (see
+// align_modelgen_params): Model "gpt2" with Pre and Merges, or "llama" with
+// Scores. Ids of -1 are not written.
+type FixtureVocab struct {
+	Model, Pre              string
+	Tokens                  []string
+	Scores                  []float32
+	Types                   []int32
+	Merges                  []string
+	BOS, EOS, EOT, UNK, PAD int32
+	AddBOS, AddEOS          bool
+	AddSpacePrefix          bool
+	ChatTemplate            string
+}
+
+// cStrings copies strs into one C block of NUL-terminated strings and a C
+// pointer table; free releases both.
+func cStrings(strs []string) (table **C.char, free func()) {
+	size := 0
+	for _, s := range strs {
+		size += len(s) + 1
+	}
+	block := C.malloc(C.size_t(size + 1))
+	ptrs := C.malloc(C.size_t(len(strs)+1) * C.size_t(unsafe.Sizeof((*C.char)(nil))))
+	b := unsafe.Slice((*byte)(block), size+1)
+	pt := unsafe.Slice((**C.char)(ptrs), len(strs)+1)
+	off := 0
+	for i, s := range strs {
+		copy(b[off:], s)
+		b[off+len(s)] = 0
+		pt[i] = (*C.char)(unsafe.Pointer(&b[off]))
+		off += len(s) + 1
+	}
+	return (**C.char)(ptrs), func() { C.free(ptrs); C.free(block) }
 }
 
 // WriteFixture writes a deterministic random-weight model to path
@@ -52,6 +92,42 @@ func WriteFixture(path string, p FixtureParams) error {
 		cname := C.CString(p.Name)
 		defer C.free(unsafe.Pointer(cname))
 		cp.name = cname
+	}
+	if v := p.Vocab; v != nil {
+		n := len(v.Tokens)
+		if n == 0 || len(v.Types) != n || (v.Scores != nil && len(v.Scores) != n) {
+			return &Error{Op: "align_modelgen_write", Code: StatusInvalidArgument, Msg: "vocabulary: tokens, types and scores differ in length"}
+		}
+		cmodel := C.CString(v.Model)
+		defer C.free(unsafe.Pointer(cmodel))
+		cpre := C.CString(v.Pre)
+		defer C.free(unsafe.Pointer(cpre))
+		toks, freeToks := cStrings(v.Tokens)
+		defer freeToks()
+		types := C.malloc(C.size_t(4 * n))
+		defer C.free(types)
+		copy(unsafe.Slice((*int32)(types), n), v.Types)
+		cp.tok_model, cp.tok_pre, cp.n_tokens, cp.tokens = cmodel, cpre, C.int32_t(n), toks
+		cp.token_types = (*C.int32_t)(types)
+		if v.Scores != nil {
+			scores := C.malloc(C.size_t(4 * n))
+			defer C.free(scores)
+			copy(unsafe.Slice((*float32)(scores), n), v.Scores)
+			cp.scores = (*C.float)(scores)
+		}
+		if len(v.Merges) > 0 {
+			merges, freeMerges := cStrings(v.Merges)
+			defer freeMerges()
+			cp.n_merges, cp.merges = C.int32_t(len(v.Merges)), merges
+		}
+		cp.bos_id, cp.eos_id, cp.eot_id = C.int32_t(v.BOS), C.int32_t(v.EOS), C.int32_t(v.EOT)
+		cp.unk_id, cp.pad_id = C.int32_t(v.UNK), C.int32_t(v.PAD)
+		cp.add_bos, cp.add_eos, cp.add_space_prefix = C.bool(v.AddBOS), C.bool(v.AddEOS), C.bool(v.AddSpacePrefix)
+		if v.ChatTemplate != "" {
+			ct := C.CString(v.ChatTemplate)
+			defer C.free(unsafe.Pointer(ct))
+			cp.chat_template = ct
+		}
 	}
 	return check("align_modelgen_write", C.align_modelgen_write(cpath, &cp))
 }

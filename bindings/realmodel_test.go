@@ -3,9 +3,10 @@ package bindings
 import (
 	"context"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/align-dev/align/align/testgate"
 )
 
 // sharedModel finds a real pretrained model of ../shared/models (its README):
@@ -13,24 +14,7 @@ import (
 // package directory. Without one the test is skipped, saying so.
 func sharedModel(t testing.TB, name string) string {
 	t.Helper()
-	dir := os.Getenv("ALIGN_SHARED_MODELS")
-	if dir == "" {
-		wd, _ := os.Getwd()
-		for d := wd; ; d = filepath.Dir(d) {
-			if st, err := os.Stat(filepath.Join(d, "shared", "models")); err == nil && st.IsDir() {
-				dir = filepath.Join(d, "shared", "models")
-				break
-			}
-			if filepath.Dir(d) == d {
-				break
-			}
-		}
-	}
-	p := filepath.Join(dir, name)
-	if _, err := os.Stat(p); dir == "" || err != nil {
-		t.Skipf("real model %s not found (set ALIGN_SHARED_MODELS or put it in a shared/models folder above the repository)", name)
-	}
-	return p
+	return testgate.SharedModel(t, name)
 }
 
 // realModels: stories260K (F32, byte fallback) and TinyStories-656K (Q8_0,

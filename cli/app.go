@@ -76,8 +76,11 @@ func NewApp(env Env) *cli.App {
 	app := &cli.App{
 		Name:  "align",
 		Usage: "align GGUF language models with preference optimisation",
-		Description: `Builds preference data (collect, rank, screen, data), trains LoRA adapters
-(train) and runs GGUF models (sample, model) on the CPU. Each command's
+		Description: `Builds preference data (collect, rank, screen, annotate, import, data),
+trains LoRA adapters on a frozen GGUF base (train: SFT, the DPO family, a
+reward model, PPO and GRPO; on the CPU, or a GPU in a CUDA build), scores
+and evaluates them (score, eval, report), folds them into the base (merge)
+and runs GGUF models (sample, model, bench). Each command's
 --help ends with examples. SIGINT, SIGTERM and SIGHUP interrupt a command
 cleanly (train saves a checkpoint).
 

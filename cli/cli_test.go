@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"github.com/align-dev/align/align/testgate"
 	"io"
 	"math"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/align-dev/align/align/pairs"
+	"github.com/align-dev/align/align/testgate"
 )
 
 // run executes the align app in-process and returns exit code, stdout, stderr.

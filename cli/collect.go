@@ -30,7 +30,7 @@ func stageFlags() []cli.Flag {
 		&cli.IntFlag{Name: "workers", Value: 8, Usage: "records in flight", EnvVars: []string{"ALIGN_WORKERS"}},
 		&cli.DurationFlag{Name: "item-timeout", Value: 15 * time.Minute, Usage: "time budget per record, retries and repair included (0: none)", EnvVars: []string{"ALIGN_ITEM_TIMEOUT"}},
 		&cli.BoolFlag{Name: "retry-failed", Usage: "process the dead letters of earlier runs again", EnvVars: []string{"ALIGN_RETRY_FAILED"}},
-		&cli.Float64Flag{Name: "max-usd", Usage: "stop cleanly (exit 3) before spending more than `USD` in total, earlier runs' ledger included (0: spend nothing; leave out for no limit)", EnvVars: []string{"ALIGN_MAX_USD"}},
+		maxUSDFlag(),
 		&cli.StringFlag{Name: "prices", Usage: "price table `FILE` (JSON) overriding the built-in prices", EnvVars: []string{"ALIGN_PRICES"}},
 		&cli.BoolFlag{Name: "dry-run", Usage: "estimate the cost of the remaining work and exit; calls nothing", EnvVars: []string{"ALIGN_DRY_RUN"}},
 		&cli.BoolFlag{Name: "json", Usage: "print the report as JSON on standard output (not with --out -)", EnvVars: []string{"ALIGN_JSON"}},

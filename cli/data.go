@@ -150,7 +150,7 @@ func savePairs(env Env, path string, ps []pairs.Pair) error {
 
 func loadFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringFlag{Name: "in", Usage: "pairs `FILE` (.jsonl or .jsonl.zst; '-': standard input)", Required: true, EnvVars: []string{"ALIGN_IN"}},
+		&cli.StringFlag{Name: "in", Usage: "pairs `FILE` (.jsonl, .jsonl.zst or .parquet: TRL columns or HH text; '-': standard input)", Required: true, EnvVars: []string{"ALIGN_IN"}},
 		&cli.BoolFlag{Name: "skip-invalid", Usage: "skip and count bad lines instead of failing", EnvVars: []string{"ALIGN_SKIP_INVALID"}},
 		&cli.StringSliceFlag{Name: "objectives", Usage: "allowed objectives, comma-separated (default: any)", EnvVars: []string{"ALIGN_OBJECTIVES"}},
 	}

@@ -21,16 +21,20 @@ func sampleCommand() *cli.Command {
 		Usage:     "generate text from a GGUF model, optionally with LoRA adapters",
 		ArgsUsage: " ",
 		Description: `Generates a response to --prompt (or standard input) and streams it to
-standard output. The model's chat template is applied when it has one;
---raw (or a model without one) uses the plain format training uses with
---raw: the system message and the prompt, each followed by a newline. The
+standard output. The model's chat template (its Jinja text, rendered as
+Hugging Face renders it; --chat-template FILE replaces it and
+--chat-template-kwargs sets its variables, e.g. enable_thinking=false) is
+applied when it has one; --raw (or a model without one) uses the plain
+format training uses with --raw: the system message and the prompt, each
+followed by a newline. Generation ends at the model's end-of-turn token
+(stop: eog). The
 same --seed gives the same output. Characters the model's vocabulary cannot
 spell become <unk>, with one warning on standard error.
 
 Example:
    align sample --model models/tiny-q8_0.gguf --prompt "Is Berserk finished?" --seed 1 -n 32
    echo "hi" | align sample -m base.gguf --lora run/adapter.gguf:1.0 --json`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "GGUF model `FILE`", Required: true, EnvVars: []string{"ALIGN_MODEL"}},
 			&cli.StringSliceFlag{Name: "lora", Usage: "LoRA adapter `FILE[:SCALE]` (repeatable)", EnvVars: []string{"ALIGN_LORA"}},
 			&cli.StringFlag{Name: "prompt", Aliases: []string{"p"}, Usage: "prompt `TEXT` ('-' or absent: read standard input)", EnvVars: []string{"ALIGN_PROMPT"}},
@@ -46,7 +50,7 @@ Example:
 			&cli.IntFlag{Name: "threads", Aliases: []string{"t"}, Usage: "CPU threads (0: all cores)", EnvVars: []string{"ALIGN_THREADS"}},
 			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Usage: "context length (0: prompt + max tokens)", EnvVars: []string{"ALIGN_CTX_SIZE"}},
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON object (text and speed) instead of streaming", EnvVars: []string{"ALIGN_JSON"}},
-		},
+		}, templateFlags()...),
 		Action: runSample,
 	}
 }
@@ -95,18 +99,24 @@ func runSample(c *cli.Context) error {
 		}
 		adapters = append(adapters, a)
 	}
+	topts, err := templateOptions(c)
+	if err != nil {
+		return err
+	}
 	asJSON := c.Bool("json")
 	out := bufio.NewWriter(env.Stdout)
 	defer out.Flush()
 	req := engine.SampleRequest{
-		Model:     c.String("model"),
-		Adapters:  adapters,
-		Prompt:    prompt,
-		System:    c.String("system"),
-		Raw:       c.Bool("raw"),
-		Threads:   c.Int("threads"),
-		NCtx:      c.Int("ctx-size"),
-		OnWarning: func(w string) { fmt.Fprintf(env.Stderr, "align: warning: %s\n", w) },
+		Model:          c.String("model"),
+		Adapters:       adapters,
+		Prompt:         prompt,
+		System:         c.String("system"),
+		Raw:            c.Bool("raw"),
+		ChatTemplate:   topts.Template,
+		TemplateKwargs: topts.Kwargs,
+		Threads:        c.Int("threads"),
+		NCtx:           c.Int("ctx-size"),
+		OnWarning:      func(w string) { fmt.Fprintf(env.Stderr, "align: warning: %s\n", w) },
 		Sampler: engine.Sampler{
 			Temperature: float32(c.Float64("temperature")),
 			TopP:        float32(c.Float64("top-p")),

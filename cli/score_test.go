@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -93,7 +94,9 @@ func TestScorePairsAndCandidates(t *testing.T) {
 			if prs[i].ID != p.ID || c0.ID != "c-"+p.ID || c0.Index != 0 || c1.Index != 1 {
 				t.Errorf("%s: record %d: ids %q %q, indexes %d %d", spec, i, prs[i].ID, c0.ID, c0.Index, c1.Index)
 			}
-			if *prs[i].Chosen != *c0.Reward || *prs[i].Rejected != *c1.Reward {
+			// the same tokens packed into other batches: equal up to the
+			// kernels' rounding, not bit for bit
+			if !closeReward(*prs[i].Chosen, *c0.Reward) || !closeReward(*prs[i].Rejected, *c1.Reward) {
 				t.Errorf("%s: pair %s: %g/%g as a pair, %g/%g as candidates", spec, p.ID, *prs[i].Chosen, *prs[i].Rejected, *c0.Reward, *c1.Reward)
 			}
 		}
@@ -336,4 +339,10 @@ func TestScoreResumesAndCaps(t *testing.T) {
 	if code != 0 || j.count() != 4 || len(scoreIDs(t, out2)) != 10 {
 		t.Errorf("rerun with --max-usd 2: exit %d, %d calls, %d pairs: %s", code, j.count(), len(scoreIDs(t, out2)), errs)
 	}
+}
+
+// closeReward reports whether two rewards of the same tokens agree up to
+// float rounding (batches of other shapes take other kernels).
+func closeReward(a, b float64) bool {
+	return math.Abs(a-b) <= 1e-5*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
 }

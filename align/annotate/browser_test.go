@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/align-dev/align/align/testgate"
 	"image/png"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+
+	"github.com/align-dev/align/align/testgate"
 )
 
 // chromium finds a headless-capable Chromium (scripts/deps.sh --test

@@ -231,3 +231,19 @@ func TestScreenWith(t *testing.T) {
 		t.Error("default constitution not numbered in the prompt")
 	}
 }
+
+// A judge or generator without a model name (a local server that takes
+// none) must not leave a doubled space in its error line.
+func TestCallErrorWithoutModel(t *testing.T) {
+	for _, c := range []struct {
+		e    CallError
+		want string
+	}{
+		{CallError{Op: "judge", Err: errors.New("boom")}, "judge: boom"},
+		{CallError{Op: "judge", Model: "m", Code: "Throttling", Status: 429, Err: errors.New("slow down")}, "judge m: Throttling (http 429): slow down"},
+	} {
+		if got := c.e.Error(); got != c.want {
+			t.Errorf("got %q, want %q", got, c.want)
+		}
+	}
+}

@@ -54,7 +54,10 @@ type CallError struct {
 }
 
 func (e *CallError) Error() string {
-	msg := e.Op + " " + e.Model
+	msg := e.Op
+	if e.Model != "" {
+		msg += " " + e.Model
+	}
 	if e.Code != "" {
 		msg += ": " + e.Code
 	}

@@ -53,6 +53,7 @@ type ModelInfo struct {
 	SizeBytes       uint64 `json:"size_bytes"`
 	BOS             int32  `json:"bos"`
 	EOS             int32  `json:"eos"`
+	EOT             int32  `json:"eot"` // end of turn (-1: none)
 	AddBOS          bool   `json:"add_bos"`
 	HasChatTemplate bool   `json:"chat_template"`
 }
@@ -71,7 +72,7 @@ func DescribeModel(path string) (ModelInfo, error) {
 	}
 	return ModelInfo{
 		Path: path, Desc: describe(bi.Desc, bi.NParams), Arch: bi.Arch, NVocab: bi.NVocab, NCtxTrain: bi.NCtxTrain,
-		NEmbd: bi.NEmbd, NLayer: bi.NLayer, NParams: bi.NParams, SizeBytes: bi.SizeBytes, BOS: bi.BOS, EOS: bi.EOS,
+		NEmbd: bi.NEmbd, NLayer: bi.NLayer, NParams: bi.NParams, SizeBytes: bi.SizeBytes, BOS: bi.BOS, EOS: bi.EOS, EOT: bi.EOT,
 		AddBOS: bi.AddBOS, HasChatTemplate: bi.HasChatTemplate,
 	}, nil
 }
@@ -106,10 +107,26 @@ func trimZero(s string) string { return strings.TrimSuffix(s, ".0") }
 type FixtureParams struct {
 	Arch       string // "llama", "qwen2", "qwen3" or "gemma3"
 	Type       string // "f32", "f16", "q8_0", "q4_0", "q4_k"
-	Size       string // "tiny" or "small"
+	Size       string // "tiny", "small" or a name of Shapes
 	Seed       uint64
 	TiedOutput bool
 	Llama3Rope bool
+	Layers     int         // > 0: this many layers instead of the preset's
+	Vocab      *Vocabulary // a real tokenizer's (ReadHFTokenizer); nil: the built-in test vocabulary
+}
+
+// Shapes are the published models' shapes `model init --shape` writes, by
+// name, with the architecture each needs.
+var Shapes = map[string]string{
+	"llama3-1b":  "llama",
+	"llama3-8b":  "llama",
+	"qwen3-0.6b": "qwen3",
+	"gemma3-1b":  "gemma3",
+}
+
+// ShapeNames lists Shapes' names in order.
+func ShapeNames() []string {
+	return []string{"llama3-1b", "llama3-8b", "qwen3-0.6b", "gemma3-1b"}
 }
 
 // InitModel writes a fixture model to path, whose folder must exist.
@@ -126,7 +143,16 @@ func InitModel(path string, p FixtureParams) error {
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return fmt.Errorf("%s is a folder; give a file name", path)
 	}
-	return bindings.WriteFixture(path, bindings.FixtureParams{
+	bp := bindings.FixtureParams{
 		Arch: p.Arch, Type: p.Type, Size: p.Size, Seed: p.Seed, TiedOutput: p.TiedOutput, Llama3Rope: p.Llama3Rope,
-	})
+		NLayer: p.Layers,
+	}
+	if v := p.Vocab; v != nil {
+		bp.Vocab = &bindings.FixtureVocab{
+			Model: v.Model, Pre: v.Pre, Tokens: v.Tokens, Scores: v.Scores, Types: v.Types, Merges: v.Merges,
+			BOS: v.BOS, EOS: v.EOS, EOT: v.EOT, UNK: v.UNK, PAD: v.PAD, AddBOS: v.AddBOS, AddEOS: v.AddEOS,
+			AddSpacePrefix: v.AddSpacePrefix, ChatTemplate: v.ChatTemplate,
+		}
+	}
+	return bindings.WriteFixture(path, bp)
 }

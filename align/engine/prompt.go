@@ -7,14 +7,19 @@ import (
 
 // promptModel lets align/prompt format for a loaded model.
 type promptModel struct {
-	m    *bindings.Model
-	info bindings.ModelInfo
+	m        *bindings.Model
+	info     bindings.ModelInfo
+	template string
 }
 
-var _ prompt.Model = promptModel{}
+var (
+	_ prompt.Model = promptModel{}
+	_ prompt.Vocab = promptModel{}
+)
 
-// PromptModel adapts a loaded model to prompt.Model, so training, sample and
-// the local backend format prompts the same way:
+// PromptModel adapts a loaded model to prompt.Model (and prompt.Vocab, so
+// its own Jinja template renders), so training, sample and the local
+// backend format prompts the same way:
 //
 //	f := prompt.New(engine.PromptModel(m), raw)
 //
@@ -24,12 +29,24 @@ func PromptModel(m *bindings.Model) (prompt.Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return promptModel{m: m, info: info}, nil
+	tmpl, _ := m.Meta("tokenizer.chat_template")
+	return promptModel{m: m, info: info, template: tmpl}, nil
 }
 
 func (p promptModel) HasChatTemplate() bool { return p.info.HasChatTemplate }
+func (p promptModel) EOS() int32            { return p.info.EOS }
+func (p promptModel) BOS() int32            { return p.info.BOS }
+func (p promptModel) EOT() int32            { return p.info.EOT }
+func (p promptModel) AddBOS() bool          { return p.info.AddBOS }
+func (p promptModel) ChatTemplate() string  { return p.template }
 
-func (p promptModel) EOS() int32 { return p.info.EOS }
+func (p promptModel) TokenText(id int32) string {
+	s, err := p.m.Detokenize([]int32{id}, true)
+	if err != nil {
+		return ""
+	}
+	return s
+}
 
 func (p promptModel) ChatApply(msgs []prompt.Message, addAssistant bool) (string, error) {
 	bm := make([]bindings.Message, len(msgs))

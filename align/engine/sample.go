@@ -68,11 +68,16 @@ type SampleRequest struct {
 	Prompt   string
 	System   string
 	Raw      bool // do not apply the chat template (align/prompt's plain format)
-	Sampler  Sampler
-	Threads  int
-	NCtx     int
-	NoMmap   bool
-	OnText   func(string) bool // streaming; may be nil
+	// ChatTemplate replaces the model's chat template (--chat-template
+	// FILE's text); TemplateKwargs are extra template variables
+	// (--chat-template-kwargs).
+	ChatTemplate   string
+	TemplateKwargs map[string]any
+	Sampler        Sampler
+	Threads        int
+	NCtx           int
+	NoMmap         bool
+	OnText         func(string) bool // streaming; may be nil
 	// OnWarning receives one line per problem worth telling the user (such
 	// as characters the vocabulary cannot spell); may be nil.
 	OnWarning func(string)
@@ -121,7 +126,9 @@ func Sample(ctx context.Context, req SampleRequest) (SampleResult, error) {
 	if err != nil {
 		return SampleResult{}, err
 	}
-	tokens, unspelled, templated, err := SamplePrompt(m, req.System, req.Prompt, req.Raw)
+	tokens, unspelled, templated, err := SamplePromptWith(m, req.System, req.Prompt, prompt.Options{
+		Raw: req.Raw, Template: req.ChatTemplate, Kwargs: req.TemplateKwargs, OnWarning: req.OnWarning,
+	})
 	if err != nil {
 		return SampleResult{}, err
 	}
@@ -179,14 +186,30 @@ func Sample(ctx context.Context, req SampleRequest) (SampleResult, error) {
 // align/prompt (the chat template unless raw or the model has none) and
 // tokenized; templated reports whether the template was applied.
 func SamplePrompt(m *bindings.Model, system, user string, raw bool) ([]int32, prompt.Unspelled, bool, error) {
-	pm, err := PromptModel(m)
+	return SamplePromptWith(m, system, user, prompt.Options{Raw: raw})
+}
+
+// SamplePromptWith is SamplePrompt under template options (--chat-template,
+// --chat-template-kwargs).
+func SamplePromptWith(m *bindings.Model, system, user string, o prompt.Options) ([]int32, prompt.Unspelled, bool, error) {
+	f, err := NewFormatter(m, o)
 	if err != nil {
 		return nil, prompt.Unspelled{}, false, err
 	}
-	f := prompt.New(pm, raw)
 	tokens, u, err := f.EncodePrompt(prompt.Conversation(system, user))
 	if err != nil && f.Templated() {
 		err = fmt.Errorf("%w (or use --raw)", err)
 	}
 	return tokens, u, f.Templated(), err
+}
+
+// NewFormatter is align/prompt's formatter for a loaded model under o: the
+// one place train, sample, tokenize, eval, rollouts and local judges get
+// theirs.
+func NewFormatter(m *bindings.Model, o prompt.Options) (*prompt.Formatter, error) {
+	pm, err := PromptModel(m)
+	if err != nil {
+		return nil, err
+	}
+	return prompt.NewWith(pm, o)
 }

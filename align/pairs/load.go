@@ -47,10 +47,14 @@ type Stats struct {
 const MaxReportedErrors = 10
 
 // Load reads pairs from a JSON Lines file ("-" is standard input; ".zst" is
-// decompressed). Errors name the file and line: `train.jsonl:17: missing
+// decompressed) or a Parquet file (".parquet": the hub's preference sets,
+// each row read as a JSON line would be; errors then name the row). Errors name the file and line: `train.jsonl:17: missing
 // field "chosen"`. A pair without an id gets its ContentID; two pairs with
 // the same id are an error, since ids key resumes and splits.
 func Load(path string, opt LoadOptions) ([]Pair, Stats, error) {
+	if IsParquet(path) && path != "-" {
+		return loadParquet(path, opt)
+	}
 	rc, err := jsonl.Open(path)
 	if err != nil {
 		return nil, Stats{}, err
@@ -65,25 +69,59 @@ func Load(path string, opt LoadOptions) ([]Pair, Stats, error) {
 
 // Read is Load over a reader; name prefixes error messages.
 func Read(r io.Reader, name string, opt LoadOptions) ([]Pair, Stats, error) {
-	st := Stats{ByObjective: map[string]int{}, BySource: map[string]int{}}
 	jr := jsonl.NewReader(r, name)
-	var out []Pair
-	seen := map[string]int{}    // id -> line
-	content := map[string]int{} // dedupe key -> line
+	c := newCollector(name, "line", opt)
 	for {
 		raw, line, err := jr.NextRaw()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, st, err
+			return nil, c.st, err
 		}
+		if err := c.add(raw, line); err != nil {
+			return nil, c.st, err
+		}
+	}
+	return c.out, c.st, nil
+}
+
+// loadParquet is Load for a Parquet file: each row read as a JSON line
+// would be; errors name the file and row.
+func loadParquet(path string, opt LoadOptions) ([]Pair, Stats, error) {
+	c := newCollector(path, "row", opt)
+	err := ParquetRows(path, func(raw []byte, n int) error { return c.add(raw, n) })
+	if err != nil {
+		return nil, c.st, err
+	}
+	return c.out, c.st, nil
+}
+
+// collector validates records one by one and keeps the good ones.
+type collector struct {
+	name, unit string // file, and "line" or "row"
+	opt        LoadOptions
+	st         Stats
+	out        []Pair
+	seen       map[string]int // id -> line
+	content    map[string]int // dedupe key -> line
+}
+
+func newCollector(name, unit string, opt LoadOptions) *collector {
+	return &collector{name: name, unit: unit, opt: opt, st: Stats{ByObjective: map[string]int{}, BySource: map[string]int{}},
+		seen: map[string]int{}, content: map[string]int{}}
+}
+
+// add takes record line (or row); it fails on a bad one unless SkipInvalid.
+func (c *collector) add(raw []byte, line int) error {
+	name, opt, st, seen, content := c.name, c.opt, &c.st, c.seen, c.content
+	{
 		p, err := parse(raw, opt.Objectives)
 		if err == nil && opt.Dedupe {
 			k := dedupeKey(&p)
 			if _, dup := content[k]; dup {
 				st.Duplicates++
-				continue
+				return nil
 			}
 			content[k] = line
 		}
@@ -91,27 +129,31 @@ func Read(r io.Reader, name string, opt LoadOptions) ([]Pair, Stats, error) {
 			if first, dup := seen[p.ID]; dup {
 				switch {
 				case p.has&hasID == 0:
-					err = fmt.Errorf("repeats line %d (no \"id\": the same content gets the same id)", first)
+					err = fmt.Errorf("repeats %s %d (no \"id\": the same content gets the same id)", c.unit, first)
 				case opt.Dedupe:
-					err = fmt.Errorf("id %q also on line %d, with other content", p.ID, first)
+					err = fmt.Errorf("id %q also on %s %d, with other content", p.ID, c.unit, first)
 				default:
-					err = fmt.Errorf("duplicate id %q (first on line %d)", p.ID, first)
+					err = fmt.Errorf("duplicate id %q (first on %s %d)", p.ID, c.unit, first)
 				}
 			}
 		}
 		if err != nil {
-			err = fmt.Errorf("%s:%d: %w", name, line, err)
+			if c.unit == "row" {
+				err = fmt.Errorf("%s: row %d: %w", name, line, err)
+			} else {
+				err = fmt.Errorf("%s:%d: %w", name, line, err)
+			}
 			if !opt.SkipInvalid {
-				return nil, st, err
+				return err
 			}
 			st.Skipped++
 			if len(st.Errors) < MaxReportedErrors {
 				st.Errors = append(st.Errors, err.Error())
 			}
-			continue
+			return nil
 		}
 		seen[p.ID] = line
-		out = append(out, p)
+		c.out = append(c.out, p)
 		st.Read++
 		st.ByObjective[p.Objective]++
 		st.BySource[p.Source]++
@@ -119,7 +161,7 @@ func Read(r io.Reader, name string, opt LoadOptions) ([]Pair, Stats, error) {
 			st.Conversational++
 		}
 	}
-	return out, st, nil
+	return nil
 }
 
 // Write writes pairs to w as JSON Lines.

@@ -197,6 +197,7 @@ func (p *Pair) UnmarshalJSON(b []byte) error {
 				return err
 			}
 		}
+		p.fromHH()
 	}
 	for k, v := range m {
 		if slices.Contains(known, k) {
@@ -444,4 +445,65 @@ func parse(line []byte, objectives []string) (Pair, error) {
 		p.has |= hasID
 	}
 	return p, nil
+}
+
+// fromHH turns Anthropic's HH-RLHF text format into messages: chosen and
+// rejected each a whole "\n\nHuman: ...\n\nAssistant: ..." conversation
+// (the common leading turns become the prompt), or a prompt in that form
+// ending with "Assistant:" and plain responses.
+func (p *Pair) fromHH() {
+	switch {
+	case p.Prompt == "" && p.Chosen != "" && p.Rejected != "":
+		c, okc := hhTurns(p.Chosen)
+		r, okr := hhTurns(p.Rejected)
+		if !okc || !okr {
+			return
+		}
+		p.Chosen, p.Rejected = "", ""
+		p.ChosenMessages, p.RejectedMessages = c, r
+		p.splitImplicitPrompt()
+	case p.Prompt != "":
+		pm, ok := hhTurns(p.Prompt)
+		if !ok || len(pm) == 0 || pm[len(pm)-1].Role != "assistant" || pm[len(pm)-1].Content != "" {
+			return
+		}
+		p.Prompt = ""
+		p.PromptMessages = pm[:len(pm)-1]
+		p.ChosenMessages = []Message{{Role: "assistant", Content: strings.TrimSpace(p.Chosen)}}
+		p.RejectedMessages = []Message{{Role: "assistant", Content: strings.TrimSpace(p.Rejected)}}
+		p.Chosen, p.Rejected = "", ""
+	}
+}
+
+// hhTurns parses HH text: turns introduced by "Human:" and "Assistant:"
+// after a blank line (the first one may open the text). ok is false when
+// the text does not start with a turn.
+func hhTurns(s string) ([]Message, bool) {
+	const human, assistant = "\n\nHuman:", "\n\nAssistant:"
+	if strings.HasPrefix(s, "Human:") {
+		s = "\n\n" + s
+	}
+	if !strings.HasPrefix(s, human) {
+		return nil, false
+	}
+	var ms []Message
+	for s != "" {
+		role, marker := "user", human
+		if strings.HasPrefix(s, assistant) {
+			role, marker = "assistant", assistant
+		} else if !strings.HasPrefix(s, human) {
+			return nil, false
+		}
+		s = s[len(marker):]
+		next := len(s)
+		if i := strings.Index(s, human); i >= 0 {
+			next = i
+		}
+		if i := strings.Index(s, assistant); i >= 0 && i < next {
+			next = i
+		}
+		ms = append(ms, Message{Role: role, Content: strings.TrimSpace(s[:next])})
+		s = s[next:]
+	}
+	return ms, true
 }

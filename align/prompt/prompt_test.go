@@ -159,3 +159,125 @@ func TestUnspelledWarning(t *testing.T) {
 		t.Errorf("pair: unspelled = %+v, want the response's 3", u)
 	}
 }
+
+// vocabFake is fake with a Jinja template of its own (ChatML after a BOS
+// text), BOS 1 ("<s>", added by the tokenizer) and the end-of-turn token
+// 1000 ("<|im_end|>").
+type vocabFake struct {
+	fake
+	tmpl string
+}
+
+func (v vocabFake) ChatTemplate() string { return v.tmpl }
+func (v vocabFake) BOS() int32           { return 1 }
+func (v vocabFake) EOT() int32           { return 1000 }
+func (v vocabFake) AddBOS() bool         { return true }
+func (v vocabFake) TokenText(id int32) string {
+	if id == 1 {
+		return "<s>"
+	}
+	return "</s>"
+}
+
+func (v vocabFake) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, Unspelled, error) {
+	var pre []int32
+	if parseSpecial && strings.HasPrefix(text, "<s>") { // the rendered BOS text
+		pre, text = []int32{1}, text[3:]
+	}
+	toks, u, err := v.fake.Tokenize(text, addSpecial, parseSpecial)
+	return append(pre, toks...), u, err
+}
+
+const chatml = "{{ bos_token }}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+	"{% if add_generation_prompt %}<|im_start|>assistant\n{% if think is defined and not think %}<think></think>{% endif %}{% endif %}"
+
+// The model's own template renders through the Jinja engine (not
+// ChatApply); its BOS text is not doubled by the tokenizer's BOS; a
+// response ends at the end-of-turn token (the template's trailing newline
+// is not trained); kwargs reach the template.
+func TestJinjaTemplate(t *testing.T) {
+	m := vocabFake{fake: fake{template: true, failChat: true}, tmpl: chatml}
+	f := New(m, false)
+	if f.Template() != "jinja" {
+		t.Fatalf("renderer %q", f.Template())
+	}
+	msgs := Conversation("", "hi")
+	text, err := f.Prompt(msgs)
+	if want := "<s><|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"; err != nil || text != want {
+		t.Fatalf("Prompt = %q, %v; want %q", text, err, want)
+	}
+	p, _, err := f.EncodePrompt(msgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p[0] != 1 || p[1] == 1 {
+		t.Errorf("prompt starts %v: want one BOS", p[:2])
+	}
+	pp, r, _, err := f.EncodePair(msgs, []Message{{Role: "assistant", Content: "yo"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(pp, p) {
+		t.Errorf("pair prompt %v, generation prompt %v", pp, p)
+	}
+	if want := append(bytesOf("yo"), 1000); !reflect.DeepEqual(r, want) {
+		t.Errorf("response %v, want %v (ended by the end of turn, no newline)", r, want)
+	}
+
+	g, err := NewWith(m, Options{Kwargs: map[string]any{"think": false}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text, _ := g.Prompt(msgs); !strings.HasSuffix(text, "assistant\n<think></think>") {
+		t.Errorf("kwargs: prompt %q", text)
+	}
+	if _, err := NewWith(m, Options{Template: "{% if %}"}); err == nil {
+		t.Error("a broken --chat-template compiled")
+	}
+}
+
+// A template that writes no end of turn gets one; one that writes a next
+// turn's header after it (the original Llama 3 template) has it dropped.
+func TestEndOfTurn(t *testing.T) {
+	for _, c := range []struct{ name, tmpl string }{
+		{"none written", "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}"},
+		{"header after", "{% for m in messages %}[{{ m.role }}]{{ m.content }}<|im_end|>{% endfor %}[assistant]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := New(vocabFake{fake: fake{template: true}, tmpl: c.tmpl}, false)
+			_, r, _, err := f.EncodePair(Conversation("", "hi"), []Message{{Role: "assistant", Content: "yo"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := append(bytesOf("yo"), 1000); !reflect.DeepEqual(r, want) {
+				t.Errorf("response %v, want %v", r, want)
+			}
+		})
+	}
+}
+
+// The model's template that the engine cannot render falls back to
+// llama.cpp's built-in (ChatApply) with one warning; a template that
+// refuses a conversation (raise_exception) is an error, not a fallback.
+func TestTemplateFallback(t *testing.T) {
+	var warnings []string
+	m := vocabFake{fake: fake{template: true}, tmpl: "{{ messages | no_such_filter }}"}
+	f, err := NewWith(m, Options{OnWarning: func(s string) { warnings = append(warnings, s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		text, err := f.Prompt(Conversation("", "hi"))
+		if err != nil || text != "<user>hi<|im_end|><assistant>" {
+			t.Fatalf("fallback: %q, %v", text, err)
+		}
+	}
+	if len(warnings) != 1 || !strings.Contains(warnings[0], "built-in") {
+		t.Errorf("warnings %q, want one", warnings)
+	}
+	m.tmpl = "{{ raise_exception('roles must alternate') }}"
+	f = New(m, false)
+	if _, err := f.Prompt(Conversation("", "hi")); err == nil || !strings.Contains(err.Error(), "roles must alternate") {
+		t.Errorf("refusal: %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/align-dev/align/align/run"
+	"github.com/align-dev/align/align/testgate"
 	"math"
 	"os"
 	"path/filepath"
@@ -277,9 +278,7 @@ func TestRolloutsReproducible(t *testing.T) {
 // An interrupted and resumed run ends with the same adapter (bytes) and
 // the same metrics as an uninterrupted one, for both methods.
 func TestResumeSameAdapter(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow: two runs per method")
-	}
+	testgate.Slow(t, "slow: two runs per method")
 	for _, method := range []string{PPO, GRPO} {
 		t.Run(method, func(t *testing.T) {
 			a := smallConfig(t, method)
@@ -335,9 +334,7 @@ const klBudget = 15.0
 // PPO and GRPO on the phrase reward raise the mean held-out reward
 // markedly over the base while the held-out KL stays under its budget.
 func TestPPOLearnsPhrase(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow: 24 rollout steps")
-	}
+	testgate.Slow(t, "slow: 24 rollout steps")
 	cfg := toyConfig(t, PPO)
 	cfg.LR, cfg.ValueLR = 5e-3, 5e-3
 	cfg.Epochs, cfg.BatchPrompts, cfg.Group = 4, 4, 8
@@ -351,9 +348,7 @@ func TestPPOLearnsPhrase(t *testing.T) {
 }
 
 func TestGRPOLearnsPhrase(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow: 24 rollout steps")
-	}
+	testgate.Slow(t, "slow: 24 rollout steps")
 	cfg := toyConfig(t, GRPO)
 	cfg.LR = 5e-3
 	cfg.Epochs, cfg.BatchPrompts, cfg.Group = 4, 4, 8

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/align-dev/align/align/testgate"
 	"github.com/align-dev/align/bindings"
 )
 
@@ -21,24 +22,7 @@ import (
 
 func sharedModel(t testing.TB, name string) string {
 	t.Helper()
-	dir := os.Getenv("ALIGN_SHARED_MODELS")
-	if dir == "" {
-		wd, _ := os.Getwd()
-		for d := wd; ; d = filepath.Dir(d) {
-			if st, err := os.Stat(filepath.Join(d, "shared", "models")); err == nil && st.IsDir() {
-				dir = filepath.Join(d, "shared", "models")
-				break
-			}
-			if filepath.Dir(d) == d {
-				break
-			}
-		}
-	}
-	p := filepath.Join(dir, name)
-	if _, err := os.Stat(p); dir == "" || err != nil {
-		t.Skipf("real model %s not found (set ALIGN_SHARED_MODELS or put it in a shared/models folder above the repository)", name)
-	}
-	return p
+	return testgate.SharedModel(t, name)
 }
 
 const (
@@ -271,9 +255,7 @@ var storiesStart = storySettings{LR: 5e-4, Rank: 16, Targets: "q,k,v,o,gate,up,d
 // of sampled continuations, and the base model still finds them about as
 // likely as its own samples (fluency does not collapse).
 func TestStoriesDPO(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a real-model DPO run (about 3 minutes on 2 shared cores)")
-	}
+	testgate.Slow(t, "a real-model DPO run (about 3 minutes on 2 shared cores)")
 	model := sharedModel(t, "stories260K.gguf")
 	cfg := storiesConfig(t, model, storiesStart)
 	res, err := Run(context.Background(), cfg, nil)

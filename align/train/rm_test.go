@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/align-dev/align/align/run"
+	"github.com/align-dev/align/align/testgate"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -451,9 +452,7 @@ func TestOpenRewardModelErrors(t *testing.T) {
 
 // The reward model learns the shipped pairs: held-out accuracy >= 0.9.
 func TestRewardModelLearns(t *testing.T) {
-	if testing.Short() {
-		t.Skip("acceptance test (minutes on 2 cores); TestLoopWithFakeTrainer/rm covers the loop")
-	}
+	testgate.Slow(t, "acceptance test (minutes on 2 cores); TestLoopWithFakeTrainer/rm covers the loop")
 	cfg := DefaultConfig()
 	cfg.Method, cfg.Model, cfg.Data, cfg.EvalData, cfg.Out = RM, tinyModel, trainData, evalData, t.TempDir()
 	cfg.Epochs, cfg.LR, cfg.Threads = 1, 3e-3, 2

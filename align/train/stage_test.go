@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/align-dev/align/align/run"
+	"github.com/align-dev/align/align/testgate"
 	"math"
 	"os"
 	"path/filepath"
@@ -157,9 +158,7 @@ var probeTexts = []string{"Is Berserk finished? Berserk is ongoing, with 42 volu
 // evaluation and in the first training step), the run moves the policy,
 // and its adapter.gguf alone reproduces the policy in llama.cpp.
 func TestStagesSFTThenDPO(t *testing.T) {
-	if testing.Short() {
-		t.Skip("three short engine runs (about 20 s on 2 cores); in make test's list of slow tests")
-	}
+	testgate.Slow(t, "three short engine runs (about 20 s on 2 cores); in make test's list of slow tests")
 	model := stageFixture(t)
 	data, eval := subset(t, trainData, 32), subset(t, evalData, 12)
 
@@ -239,9 +238,7 @@ func TestStagesSFTThenDPO(t *testing.T) {
 // A two-stage run resumes to the uninterrupted run's adapter, byte for
 // byte, and refuses to resume when the reference adapter changed.
 func TestStagesResume(t *testing.T) {
-	if testing.Short() {
-		t.Skip("three short engine runs; TestStagesSFTThenDPO covers the stages")
-	}
+	testgate.Slow(t, "three short engine runs; TestStagesSFTThenDPO covers the stages")
 	model := stageFixture(t)
 	data, eval := subset(t, trainData, 24), subset(t, evalData, 8)
 	sft := stageRun(t, SFT, model, data, eval)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"github.com/align-dev/align/align/run"
+	"github.com/align-dev/align/align/testgate"
 	"math"
 	"os"
 	"path/filepath"
@@ -56,9 +57,7 @@ func subset(t *testing.T, path string, n int) string {
 // step-0 policy equals the reference, so every margin is 0) to >= 0.9, and
 // the adapter makes the preferred phrasing appear in samples.
 func TestDPOLearnsPreferences(t *testing.T) {
-	if testing.Short() {
-		t.Skip("acceptance test (about 150 s on 2 cores); TestLoopWithFakeTrainer covers the loop")
-	}
+	testgate.Slow(t, "acceptance test (about 150 s on 2 cores); TestLoopWithFakeTrainer covers the loop")
 	cfg := DefaultConfig()
 	cfg.Method, cfg.Model, cfg.Data, cfg.EvalData = DPO, tinyModel, trainData, evalData
 	cfg.Out = t.TempDir()
@@ -137,9 +136,7 @@ func smallRun(t *testing.T, method, out string) Config {
 // (the last periodic checkpoint only) and then resumed ends with the same
 // adapter, byte for byte, as an uninterrupted run.
 func TestResumeIsBitIdentical(t *testing.T) {
-	if testing.Short() {
-		t.Skip("acceptance test of the engine's resume; TestFakeResumeIsBitIdentical covers the loop")
-	}
+	testgate.Slow(t, "acceptance test of the engine's resume; TestFakeResumeIsBitIdentical covers the loop")
 	for _, method := range []string{DPO, SFT} {
 		t.Run(method, func(t *testing.T) {
 			ref := smallRun(t, method, t.TempDir())

@@ -71,6 +71,10 @@ typedef struct align_model_params {
     bool    use_mmap;   // map the file instead of reading it
     int32_t n_gpu_layers; // layers to offload where a GPU backend exists (0: none)
     bool    vocab_only;   // load the tokenizer and metadata only (no sessions)
+    bool    no_extra_bufts; // keep weights in plain host memory: no repacked (CPU_REPACK) or
+                            // AMX buffers, whose layouts the trainer cannot read (on AMX CPUs
+                            // llama.cpp puts Q4_K/Q8_0 matrices of width >= 2048 there). Also
+                            // set by the environment variable ALIGN_NO_EXTRA_BUFTS=1.
 } align_model_params;
 
 align_model_params align_model_default_params(void);
@@ -94,6 +98,7 @@ typedef struct align_model_info {
     int32_t  token_eos;       // -1 when absent
     bool     add_bos;         // tokenizer adds BOS by default
     bool     has_chat_template;
+    int32_t  token_eot;       // end of turn (<|eot_id|>, <|im_end|>, <end_of_turn>); -1 when absent
 } align_model_info;
 
 align_status align_model_get_info(const align_model * model, align_model_info * out);
@@ -587,8 +592,12 @@ align_status align_bench_matmul(int32_t n_threads, const char * type, int64_t m,
 typedef struct align_modelgen_params {
     const char * arch;    // "llama", "qwen2" (adds Q/K/V bias), "qwen3" (Q/K norms), "gemma3"
     const char * type;    // "f32", "f16", "q8_0", "q4_0", "q4_k"
-    const char * size;    // "tiny" (~2.8M params), "small" (~100M params), or the
-                          // benchmark shapes "1b" / "8b" (Llama 3.2 1B / 3.1 8B, vocab 128,256)
+    const char * size;    // "tiny" (~2.8M params), "small" (~100M params), the
+                          // benchmark shapes "1b" / "8b" (Llama 3.2 1B / 3.1 8B, vocab 128,256),
+                          // or a published model's shape (layers, width, heads, KV heads,
+                          // head size, FFN, rope base, tied head) with the arch it needs:
+                          // "llama3-1b", "llama3-8b" (llama), "qwen3-0.6b" (qwen3),
+                          // "gemma3-1b" (gemma3); n_layer overrides the depth
     uint64_t     seed;
     bool         tied_output;  // no output.weight; the head reuses token_embd (gemma3: always)
     bool         llama3_rope;  // llama only: write rope_freqs.weight with Llama 3.1's
@@ -599,6 +608,22 @@ typedef struct align_modelgen_params {
     int32_t      sliding_window;  // gemma3: attention.sliding_window (negative: none, all layers global)
     float        logit_softcap;   // gemma3: final_logit_softcapping (0: not written)
     const char * name;            // general.name (e.g. to look like a hub's Mistral or SmolLM file)
+
+    // A real tokenizer instead of the built-in test vocabulary (n_tokens 0:
+    // the built-in one). tok_model is tokenizer.ggml.model: "gpt2" (byte-level
+    // BPE: merges and tok_pre, e.g. "llama-bpe" or "qwen2") or "llama"
+    // (SentencePiece-style: scores). Arrays are copied; ids of -1 are not written.
+    const char *         tok_model;
+    const char *         tok_pre;
+    int32_t              n_tokens;
+    const char * const * tokens;
+    const float *        scores;       // n_tokens (llama) or NULL
+    const int32_t *      token_types;  // n_tokens, llama.cpp's token types
+    int32_t              n_merges;
+    const char * const * merges;       // "left right", by rank (gpt2)
+    int32_t              bos_id, eos_id, eot_id, unk_id, pad_id;
+    bool                 add_bos, add_eos, add_space_prefix;
+    const char *         chat_template;  // tokenizer.chat_template (NULL: none written)
 } align_modelgen_params;
 
 align_modelgen_params align_modelgen_default_params(void);

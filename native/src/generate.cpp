@@ -103,7 +103,13 @@ align_status align_generate_batch(align_model * model, const align_batch_generat
     cp.n_batch = (uint32_t) n_batch;
     cp.n_ubatch = (uint32_t) std::min(n_batch, 512);
     cp.n_seq_max = (uint32_t) n_seq;
-    cp.kv_unified = false;
+    // one KV stream for every sequence (masks keep them apart): with a
+    // stream per sequence the graph of a step over an adapter on all seven
+    // targets outgrows this llama.cpp's node budget, max(1024, 8 x the
+    // model's tensors), and ggml-backend asserts (hash_set.size >= nodes +
+    // leafs) on the ~100M fixture with 4 sequences; the unified stream's
+    // graph does not grow with the number of sequences
+    cp.kv_unified = true;
     cp.n_threads = params->n_threads > 0 ? params->n_threads : model->n_threads;
     cp.n_threads_batch = cp.n_threads;
     cp.no_perf = true;

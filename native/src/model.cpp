@@ -151,6 +151,7 @@ align_model_params align_model_default_params(void) {
     p.use_mmap = true;
     p.n_gpu_layers = 0;
     p.vocab_only = false;
+    p.no_extra_bufts = false;
     return p;
 }
 
@@ -172,6 +173,8 @@ align_status align_model_load(const char * path, const align_model_params * para
     mp.use_mmap = p.use_mmap;
     mp.n_gpu_layers = p.n_gpu_layers;
     mp.vocab_only = p.vocab_only;
+    const char * no_extra = std::getenv("ALIGN_NO_EXTRA_BUFTS");
+    if (p.no_extra_bufts || (no_extra != nullptr && std::strcmp(no_extra, "1") == 0)) mp.use_extra_bufts = false;
     align::log_capture_begin();
     llama_model * m = llama_model_load_from_file(path, mp);
     std::string cause = align::log_capture_text();
@@ -233,6 +236,7 @@ align_status align_model_get_info(const align_model * model, align_model_info * 
     out->token_eos = llama_vocab_eos(v);
     out->add_bos = llama_vocab_get_add_bos(v);
     out->has_chat_template = llama_model_chat_template(m, nullptr) != nullptr;
+    out->token_eot = llama_vocab_eot(v);
     return ok();
     ALIGN_CATCH
 }

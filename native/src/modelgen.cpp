@@ -190,6 +190,17 @@ align_modelgen_params align_modelgen_default_params(void) {
     p.sliding_window = 0;
     p.logit_softcap = 0.0f;
     p.name = nullptr;
+    p.tok_model = nullptr;
+    p.tok_pre = nullptr;
+    p.n_tokens = 0;
+    p.tokens = nullptr;
+    p.scores = nullptr;
+    p.token_types = nullptr;
+    p.n_merges = 0;
+    p.merges = nullptr;
+    p.bos_id = p.eos_id = p.eot_id = p.unk_id = p.pad_id = -1;
+    p.add_bos = p.add_eos = p.add_space_prefix = false;
+    p.chat_template = nullptr;
     return p;
 }
 
@@ -215,7 +226,31 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
     shape sh;
     int head_dim = 0, n_swa = 0;
     float rope_base = 10000.0f, rope_linear = 0.0f, eps = 1e-5f;
-    if (size == "tiny") {
+    bool real_shape = false, preset_tied = false;
+    // published shapes (config.json of each model); n_layer overrides the depth
+    const std::string want_arch = size == "llama3-1b" || size == "llama3-8b" ? "llama"
+                                  : size == "qwen3-0.6b"                    ? "qwen3"
+                                  : size == "gemma3-1b"                     ? "gemma3"
+                                                                            : "";
+    if (!want_arch.empty() && arch != want_arch) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "shape \"" + size + "\" is a " + want_arch + " model (got arch " + arch + ")");
+    }
+    if (size == "llama3-1b") {  // Llama 3.2 1B
+        sh = {0, 2048, 16, 32, 8, 8192, 8192};
+        real_shape = preset_tied = true;
+    } else if (size == "llama3-8b") {  // Llama 3.1 8B
+        sh = {0, 4096, 32, 32, 8, 14336, 8192};
+        real_shape = true;
+    } else if (size == "qwen3-0.6b") {  // Qwen3 0.6B
+        sh = {0, 1024, 28, 16, 8, 3072, 8192};
+        head_dim = 128;
+        real_shape = preset_tied = true;
+    } else if (size == "gemma3-1b") {  // Gemma 3 1B: window 512, no rope scaling
+        sh = {0, 1152, 26, 4, 1, 6912, 8192};
+        head_dim = 256;
+        n_swa = 512;
+        real_shape = preset_tied = true;
+    } else if (size == "tiny") {
         sh = {0, 256, 2, 4, 2, 512, 2048};
         if (qwen3) head_dim = 128;
         if (gemma3) { sh.n_layer = 6; sh.n_head_kv = 1; head_dim = 128; n_swa = 16; }
@@ -229,11 +264,13 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
     } else if (size == "8b" && !qwen3 && !gemma3) {
         sh = {128256, 4096, 32, 32, 8, 14336, 8192};
     } else {
-        return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown size \"" + size + "\" (want tiny or small; 1b and 8b for llama/qwen2)");
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "unknown size \"" + size + "\" (want tiny or small; 1b and 8b for llama/qwen2; "
+                                                "llama3-1b, llama3-8b, qwen3-0.6b, gemma3-1b)");
     }
-    const bool big = sh.n_vocab_hint > 0;
+    const bool big = sh.n_vocab_hint > 0 || real_shape;
     if (qwen3 || gemma3) { rope_base = 1e6f; eps = 1e-6f; }
-    if (gemma3) rope_linear = 8.0f;
+    if (gemma3 && size != "gemma3-1b") rope_linear = 8.0f;
+    if (size == "llama3-1b" || size == "llama3-8b") rope_base = 500000.0f;
     if (params->n_layer > 0) sh.n_layer = params->n_layer;
     if (params->n_embd > 0) sh.n_embd = params->n_embd;
     if (params->n_head > 0) sh.n_head = params->n_head;
@@ -254,13 +291,34 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
     if (!(params->logit_softcap >= 0) || !std::isfinite(params->logit_softcap)) {
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "logit_softcap must be non-negative");
     }
-    const bool tied = params->tied_output || gemma3;  // Gemma 3 ties its head
+    const bool tied = params->tied_output || gemma3 || preset_tied;  // Gemma 3 ties its head
 
-    vocab voc = build_vocab(gemma3);
-    for (int i = (int) voc.tokens.size(); i < sh.n_vocab_hint; i++) {  // filler tokens up to the shape's vocabulary
-        voc.tokens.push_back("<unused" + std::to_string(i) + ">");
-        voc.scores.push_back(0);
-        voc.types.push_back(5);  // LLAMA_TOKEN_TYPE_UNUSED
+    const bool real_vocab = params->n_tokens > 0;
+    vocab voc;
+    if (real_vocab) {
+        const std::string tm = params->tok_model ? params->tok_model : "";
+        if (tm != "gpt2" && tm != "llama") return fail(ALIGN_ERR_INVALID_ARGUMENT, "tokenizer model must be gpt2 or llama");
+        if (params->tokens == nullptr || params->token_types == nullptr || (tm == "llama" && params->scores == nullptr) ||
+            (tm == "gpt2" && (params->n_merges <= 0 || params->merges == nullptr))) {
+            return fail(ALIGN_ERR_INVALID_ARGUMENT, "tokenizer: tokens, types and " + std::string(tm == "gpt2" ? "merges" : "scores") + " are required");
+        }
+        for (int32_t i = 0; i < params->n_tokens; i++) {
+            if (params->tokens[i] == nullptr) return fail(ALIGN_ERR_INVALID_ARGUMENT, "tokenizer: token " + std::to_string(i) + " is NULL");
+            voc.tokens.emplace_back(params->tokens[i]);
+            voc.types.push_back(params->token_types[i]);
+            voc.scores.push_back(params->scores ? params->scores[i] : 0.0f);
+        }
+        const int32_t ids[] = {params->bos_id, params->eos_id, params->eot_id, params->unk_id, params->pad_id};
+        for (int32_t id : ids) {
+            if (id < -1 || id >= params->n_tokens) return fail(ALIGN_ERR_INVALID_ARGUMENT, "tokenizer: special token id out of range");
+        }
+    } else {
+        voc = build_vocab(gemma3);
+        for (int i = (int) voc.tokens.size(); i < sh.n_vocab_hint; i++) {  // filler tokens up to the shape's vocabulary
+            voc.tokens.push_back("<unused" + std::to_string(i) + ">");
+            voc.scores.push_back(0);
+            voc.types.push_back(5);  // LLAMA_TOKEN_TYPE_UNUSED
+        }
     }
     const int n_vocab = (int) voc.tokens.size();
     const int n_q = head_dim * sh.n_head, n_kv = head_dim * sh.n_head_kv;
@@ -305,19 +363,43 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
         if (params->logit_softcap > 0) gguf_set_val_f32(g, (a + "final_logit_softcapping").c_str(), params->logit_softcap);
     }
     gguf_set_val_u32(g, (a + "vocab_size").c_str(), (uint32_t) n_vocab);
-    gguf_set_val_str(g, "tokenizer.ggml.model", "llama");
     std::vector<const char *> tok_ptrs;
     for (const auto & t : voc.tokens) tok_ptrs.push_back(t.c_str());
-    gguf_set_arr_str(g, "tokenizer.ggml.tokens", tok_ptrs.data(), tok_ptrs.size());
-    gguf_set_arr_data(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, voc.scores.data(), voc.scores.size());
-    gguf_set_arr_data(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, voc.types.data(), voc.types.size());
-    gguf_set_val_u32(g, "tokenizer.ggml.unknown_token_id", 0);
-    gguf_set_val_u32(g, "tokenizer.ggml.bos_token_id", 1);
-    gguf_set_val_u32(g, "tokenizer.ggml.eos_token_id", 2);
-    gguf_set_val_u32(g, "tokenizer.ggml.eot_token_id", gemma3 ? 6 : 4);  // <end_of_turn> or <|im_end|>
-    gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", true);
-    gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", false);
-    gguf_set_val_str(g, "tokenizer.chat_template", gemma3 ? k_gemma_template : k_chat_template);
+    if (real_vocab) {
+        const std::string tm = params->tok_model;
+        gguf_set_val_str(g, "tokenizer.ggml.model", tm.c_str());
+        if (tm == "gpt2") gguf_set_val_str(g, "tokenizer.ggml.pre", params->tok_pre ? params->tok_pre : "default");
+        gguf_set_arr_str(g, "tokenizer.ggml.tokens", tok_ptrs.data(), tok_ptrs.size());
+        if (tm == "llama") {
+            gguf_set_arr_data(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, voc.scores.data(), voc.scores.size());
+        }
+        gguf_set_arr_data(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, voc.types.data(), voc.types.size());
+        if (tm == "gpt2") gguf_set_arr_str(g, "tokenizer.ggml.merges", const_cast<const char **>(params->merges), (size_t) params->n_merges);
+        const struct { const char * key; int32_t id; } ids[] = {
+            {"tokenizer.ggml.bos_token_id", params->bos_id}, {"tokenizer.ggml.eos_token_id", params->eos_id},
+            {"tokenizer.ggml.eot_token_id", params->eot_id}, {"tokenizer.ggml.unknown_token_id", params->unk_id},
+            {"tokenizer.ggml.padding_token_id", params->pad_id},
+        };
+        for (const auto & k : ids) {
+            if (k.id >= 0) gguf_set_val_u32(g, k.key, (uint32_t) k.id);
+        }
+        gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", params->add_bos);
+        gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", params->add_eos);
+        if (tm == "llama") gguf_set_val_bool(g, "tokenizer.ggml.add_space_prefix", params->add_space_prefix);
+        if (params->chat_template && params->chat_template[0]) gguf_set_val_str(g, "tokenizer.chat_template", params->chat_template);
+    } else {
+        gguf_set_val_str(g, "tokenizer.ggml.model", "llama");
+        gguf_set_arr_str(g, "tokenizer.ggml.tokens", tok_ptrs.data(), tok_ptrs.size());
+        gguf_set_arr_data(g, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, voc.scores.data(), voc.scores.size());
+        gguf_set_arr_data(g, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, voc.types.data(), voc.types.size());
+        gguf_set_val_u32(g, "tokenizer.ggml.unknown_token_id", 0);
+        gguf_set_val_u32(g, "tokenizer.ggml.bos_token_id", 1);
+        gguf_set_val_u32(g, "tokenizer.ggml.eos_token_id", 2);
+        gguf_set_val_u32(g, "tokenizer.ggml.eot_token_id", gemma3 ? 6 : 4);  // <end_of_turn> or <|im_end|>
+        gguf_set_val_bool(g, "tokenizer.ggml.add_bos_token", true);
+        gguf_set_val_bool(g, "tokenizer.ggml.add_eos_token", false);
+        gguf_set_val_str(g, "tokenizer.chat_template", gemma3 ? k_gemma_template : k_chat_template);
+    }
 
     // tensor list: name, ne0 (input), ne1 (output), kind
     enum kind { MATRIX, EMBED, NORM, BIAS, ROPE_FREQS };

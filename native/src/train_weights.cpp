@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 
 using align::fail;
@@ -199,26 +200,60 @@ align_status check_tensor(const std::string & path, const char * what, const ggm
     return ALIGN_OK;
 }
 
-// Fills Wᵀ from W's bytes as stored in the file.
+// Fills Wᵀ from W's bytes as stored in the file, in tiles of whole
+// quantisation blocks of W's rows: each tile is R rows of Wᵀ (R of W's
+// columns), dequantised from W's blocks that hold them, transposed and
+// converted into Wᵀ's type, then copied into place. The peak is one tile of
+// F32 (about k_tile_floats, at least one block's width times W's rows)
+// and its converted bytes, not two F32 copies of the whole matrix (2.1 GB
+// for a 128,256 × 2048 head).
 align_status fill_transposed(align_trainer * tr, const ggml_tensor * w, const void * raw, ggml_tensor * wt) {
+    int64_t k_tile_floats = 4 << 20;  // 16 MiB of F32 per tile where the block width allows
+    if (const char * e = std::getenv("ALIGN_TRANSPOSE_TILE_FLOATS")) {  // tests: many small tiles
+        const long long v = std::atoll(e);
+        if (v > 0) k_tile_floats = v;
+    }
     const int64_t n_in = w->ne[0], n_out = w->ne[1];
-    std::vector<float> f((size_t) (n_in * n_out)), ft((size_t) (n_in * n_out));
-    if (!to_f32(w->type, raw, f.data(), n_in * n_out)) {
+    const int64_t blck = ggml_blck_size(w->type);
+    if (n_in % blck != 0) return fail(ALIGN_ERR_UNSUPPORTED, std::string("row length of ") + ggml_get_name(w) + " is not whole blocks");
+    const ggml_type_traits * tt = ggml_get_type_traits(w->type);
+    if (w->type != GGML_TYPE_F32 && (tt == nullptr || tt->to_float == nullptr)) {
         return fail(ALIGN_ERR_UNSUPPORTED, std::string("cannot dequantise ") + ggml_get_name(w));
     }
-    for (int64_t j = 0; j < n_out; j++) {
-        for (int64_t i = 0; i < n_in; i++) ft[(size_t) (i * n_out + j)] = f[(size_t) (j * n_in + i)];
+    int64_t rows = std::max<int64_t>(1, k_tile_floats / std::max<int64_t>(1, n_out * blck)) * blck;  // Wᵀ rows per tile
+    rows = std::min(rows, n_in);
+    const size_t w_row = ggml_row_size(w->type, n_in), wt_row = ggml_row_size(wt->type, n_out);
+    // a repacked buffer takes a tensor's bytes whole (it converts them on
+    // the way in): there the converted tiles are gathered first, which costs
+    // the copy's own size (Q4_K), never an F32 matrix
+    const bool whole = wt->buffer != nullptr && !ggml_backend_buffer_is_host(wt->buffer);
+    std::vector<float> seg((size_t) rows), tile((size_t) (rows * n_out));
+    std::vector<uint8_t> out(wt->type == GGML_TYPE_F32 && !whole ? 0 : wt_row * (size_t) rows);
+    std::vector<uint8_t> all(whole ? ggml_nbytes(wt) : 0);
+    const uint8_t * src = static_cast<const uint8_t *>(raw);
+    for (int64_t i0 = 0; i0 < n_in; i0 += rows) {
+        const int64_t r = std::min(rows, n_in - i0);
+        const size_t off = ggml_row_size(w->type, i0);  // i0 is whole blocks
+        for (int64_t j = 0; j < n_out; j++) {
+            to_f32(w->type, src + (size_t) j * w_row + off, seg.data(), r);
+            for (int64_t i = 0; i < r; i++) tile[(size_t) (i * n_out + j)] = seg[(size_t) i];
+        }
+        const void * bytes = tile.data();
+        if (wt->type == GGML_TYPE_F16) {
+            ggml_fp32_to_fp16_row(tile.data(), reinterpret_cast<ggml_fp16_t *>(out.data()), r * n_out);
+            bytes = out.data();
+        } else if (wt->type != GGML_TYPE_F32) {
+            ggml_quantize_chunk(wt->type, tile.data(), out.data(), 0, r, n_out, nullptr);
+            bytes = out.data();
+        }
+        if (whole) {
+            std::memcpy(all.data() + (size_t) i0 * wt_row, bytes, (size_t) r * wt_row);
+        } else {
+            ggml_backend_tensor_set(wt, bytes, (size_t) i0 * wt_row, (size_t) r * wt_row);
+        }
     }
-    std::vector<uint8_t> out(ggml_nbytes(wt));
-    if (wt->type == GGML_TYPE_F32) {
-        std::memcpy(out.data(), ft.data(), out.size());
-    } else if (wt->type == GGML_TYPE_F16) {
-        ggml_fp32_to_fp16_row(ft.data(), reinterpret_cast<ggml_fp16_t *>(out.data()), (int64_t) ft.size());
-    } else {
-        ggml_quantize_chunk(wt->type, ft.data(), out.data(), 0, n_in, n_out, nullptr);
-    }
-    ggml_backend_tensor_set(wt, out.data(), 0, out.size());
-    tr->transposed_bytes += (int64_t) out.size();
+    if (whole) ggml_backend_tensor_set(wt, all.data(), 0, all.size());
+    tr->transposed_bytes += (int64_t) ggml_nbytes(wt);
     return ALIGN_OK;
 }
 

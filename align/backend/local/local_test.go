@@ -5,13 +5,13 @@ package local
 import (
 	"context"
 	"encoding/json"
-	"github.com/align-dev/align/align/testgate"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/align-dev/align/align/backend"
+	"github.com/align-dev/align/align/testgate"
 	"github.com/align-dev/align/bindings"
 )
 
