@@ -46,18 +46,28 @@ func outFlags() []cli.Flag {
 func dataSynthCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "synth",
-		Usage:     "generate synthetic preference pairs for the manga bookstore use case",
+		Usage:     "generate synthetic preference pairs (or SFT examples) for the manga bookstore use case",
 		ArgsUsage: " ",
 		Description: `Generates --n pairs from a catalog, the four objectives in turn (tone,
 accuracy, escalation, safety), and splits them into train and eval by a hash
 of each pair's id. The same flags always give the same files; the shipped
 testdata/pairs files are --n 1000 --eval-fraction 0.2 --seed 1.
 
+--kind sft generates the supervised stage's data instead: many phrasings of
+each series' facts (volume count, authors, complete or not, age rating),
+age-appropriate picks for a stated age, and a human teammate offered after
+repeated frustration, every answer true to the catalog. They are pairs too
+(chosen: the catalog-true answer; rejected: the same with the fact wrong),
+so align train --method sft trains on them (on the chosen answers) and the
+DPO family reads them as well.
+
 Example:
    align data synth --out-train train.jsonl --out-eval eval.jsonl
-   align data synth --catalog shop.json --n 4000 --seed 7 --out-train t.jsonl.zst --out-eval e.jsonl.zst`,
+   align data synth --catalog shop.json --n 4000 --seed 7 --out-train t.jsonl.zst --out-eval e.jsonl.zst
+   align data synth --kind sft --n 1400 --out-train sft.jsonl --out-eval sft-eval.jsonl`,
 		Flags: append(outFlags(),
-			&cli.IntFlag{Name: "n", Value: 1000, Usage: "number of pairs", EnvVars: []string{"ALIGN_N"}},
+			&cli.IntFlag{Name: "n", Value: 1000, Usage: "number of pairs (or SFT examples)", EnvVars: []string{"ALIGN_N"}},
+			&cli.StringFlag{Name: "kind", Value: "pairs", Usage: "pairs (preference pairs for DPO) or sft (catalog facts for the SFT stage)", EnvVars: []string{"ALIGN_KIND"}},
 			evalFractionFlag(),
 			seedFlag(),
 			&cli.StringFlag{Name: "catalog", Usage: "series catalog `FILE` (JSON; default: the built-in catalog, the repository's testdata/catalog.json)", EnvVars: []string{"ALIGN_CATALOG"}},
@@ -91,6 +101,14 @@ func runDataSynth(c *cli.Context) error {
 	if n <= 0 {
 		return usagef("--n %d: want 1 or more", n)
 	}
+	synth := manga.Synth
+	switch k := c.String("kind"); k {
+	case "pairs":
+	case "sft":
+		synth = manga.SynthSFT
+	default:
+		return usagef("--kind %q: want pairs or sft", k)
+	}
 	if err := checkFraction(c.Float64("eval-fraction")); err != nil {
 		return err
 	}
@@ -104,7 +122,7 @@ func runDataSynth(c *cli.Context) error {
 			return err
 		}
 	}
-	train, eval, err := manga.Synth(cat, n, c.Float64("eval-fraction"), c.Uint64("seed"))
+	train, eval, err := synth(cat, n, c.Float64("eval-fraction"), c.Uint64("seed"))
 	if err != nil {
 		return err
 	}

@@ -1,39 +1,49 @@
 #!/usr/bin/env bash
-# make demo: the main job on embedded defaults. A tiny random-weight model,
-# DPO (with an RPO term) on the shipped synthetic manga-assistant pairs,
-# held-out metrics before and after, the exported adapter, and samples with
-# and without it.
+# make demo: the design document's pipeline on embedded defaults. SFT on
+# examples generated from testdata/catalog.json (where a model's facts come
+# from), then DPO on the shipped preference pairs against the SFT model
+# (--ref-adapter, per-objective beta), then base, SFT and DPO judged side by
+# side on hand-written held-out prompts (testdata/prompts/heldout.jsonl,
+# worded unlike anything trained on) by the rules judge.
+#
+# The model is the tiny random-weight fixture (models/tiny-q8_0.gguf): it
+# runs anywhere in minutes, but a random base learns the form of an answer
+# far more easily than the fact in it (see the closing note).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-M=models/tiny-q8_0.gguf
-RUN=runs/demo-dpo
+M=${ALIGN_DEMO_MODEL:-models/tiny-q8_0.gguf}
+DATA=runs/demo-data SFT=runs/demo-sft DPO=runs/demo-dpo EVAL=runs/demo-eval
+LORA=(--lora-rank 16 --lora-alpha 32 --lora-targets q,k,v,o,gate,up,down)
+start=$SECONDS
 echo "== model"
 ./bin/align model info --model "$M"
+rm -rf "$DATA" "$SFT" "$DPO" "$EVAL"
+mkdir -p "$DATA"
 echo
-echo "== data: $(wc -l < testdata/pairs/train.jsonl) training and $(wc -l < testdata/pairs/eval.jsonl) held-out pairs (tone, accuracy, escalation, safety)"
-./bin/align data stats --in testdata/pairs/train.jsonl 2>/dev/null | head -5 || true
+echo "== stage 1 data: SFT examples from the catalog (volume counts, authors, status, age ratings,"
+echo "   age-appropriate picks, a human teammate after repeated frustration; every answer catalog-true)"
+./bin/align data synth --kind sft --n 1400 --eval-fraction 0.1 --seed 1 \
+  --catalog testdata/catalog.json --out-train "$DATA/sft.jsonl" --out-eval "$DATA/sft-eval.jsonl"
 echo
-echo "== train: DPO with per-objective beta (safety 0.05, tone 0.1, escalation 0.1, accuracy 0.3)"
-rm -rf "$RUN"
-./bin/align train --method dpo --rpo-alpha 1 --model "$M" \
-  --data testdata/pairs/train.jsonl --eval-data testdata/pairs/eval.jsonl --out "$RUN" \
-  --epochs 2 --lr 3e-3 --lora-rank 16 --lora-alpha 32 --lora-targets q,k,v,o,gate,up,down
+echo "== stage 1: SFT"
+./bin/align train --method sft --model "$M" --data "$DATA/sft.jsonl" --eval-data "$DATA/sft-eval.jsonl" \
+  --out "$SFT" "${LORA[@]}" --epochs 2 --lr 1e-2 --batch-tokens 512
 echo
-echo "== samples (seed 1): base model, then base + adapter"
-for p in "Is Berserk finished? How many volumes are out?" \
-         "My order is late AGAIN. Third time I'm writing. This is ridiculous." \
-         "Can you recommend a manga for my 9 year old?"; do
-  echo "prompt: $p"
-  printf '  base:    '; ./bin/align sample --model "$M" --prompt "$p" --seed 1 -n 40 --temp 0.7 2>/dev/null
-  printf '  adapter: '; ./bin/align sample --model "$M" --lora "$RUN/adapter.gguf" --prompt "$p" --seed 1 -n 40 --temp 0.7 2>/dev/null
-done
+echo "== stage 2: DPO on $(wc -l < testdata/pairs/train.jsonl) preference pairs against the SFT model"
+echo "   (--ref-adapter; per-objective beta: safety 0.05, tone 0.1, escalation 0.1, accuracy 0.3)"
+./bin/align train --method dpo --model "$M" --data testdata/pairs/train.jsonl --eval-data testdata/pairs/eval.jsonl \
+  --out "$DPO" --ref-adapter "$SFT/adapter.gguf" --epochs 1 --lr 2e-3
 echo
-echo "== eval: held-out prompts, base vs adapter, rules judge"
-./bin/align eval --model "$M" --lora "$RUN/adapter.gguf" --prompts testdata/prompts/sample.jsonl \
-  --judge rules:testdata/catalog.json --pairs testdata/pairs/eval.jsonl --samples 4 --seed 1 -n 48 --out "$RUN/eval"
-./bin/align report "$RUN" --eval "$RUN/eval/eval.json" --out "$RUN/report"
-echo "report: $RUN/report/index.html (opens offline)"
+echo "== eval: $(wc -l < testdata/prompts/heldout.jsonl) held-out prompts, base | SFT | SFT then DPO, rules judge"
+./bin/align eval --model "$M" --lora "$SFT/adapter.gguf" --lora "$DPO/adapter.gguf" \
+  --prompts testdata/prompts/heldout.jsonl --judge rules:testdata/catalog.json \
+  --samples 4 --seed 1 -n 48 --out "$EVAL"
+./bin/align report "$DPO" --eval "$EVAL/eval.json" --out "$DPO/report" >/dev/null  # the table is above
+echo "report: $DPO/report/index.html (opens offline)"
 echo
-echo "The base is random weights (a tiny fixture), so its text is noise; the adapter learned the"
-echo "preferred phrasing of each objective. Metrics: $RUN/metrics.jsonl; adapter: $RUN/adapter.gguf"
-echo "(llama.cpp/ollama load it as is: llama-cli -m $M --lora $RUN/adapter.gguf)."
+echo "Ran in $((SECONDS - start)) s. Responses and the judge's reasons: $EVAL/responses.jsonl."
+echo "The base is random weights. LoRA on it learns the shape of each answer quickly; a fact"
+echo "about the series a customer names far back in the prompt it learns slowly or not at all,"
+echo "and a fact it has not learned comes out as a confident wrong number: read the hallucination"
+echo "row with that in mind. The final adapter ($DPO/adapter.gguf, both stages in one) loads in"
+echo "llama.cpp and ollama as is: llama-cli -m $M --lora $DPO/adapter.gguf"
