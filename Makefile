@@ -33,7 +33,7 @@ cuda_stamp = $(shell cat $(CUDA_LIBS) 2>/dev/null | sha1sum | cut -c1-16)
 CUDA_LDPATH = -L$(CURDIR)/$(CUDA_BUILD)/native -L$(CURDIR)/$(CUDA_BUILD) -L$(CURDIR)/$(CUDA_BUILD)/ggml \
               -L$(CURDIR)/$(CUDA_BUILD)/ggml/ggml-cuda $(if $(wildcard /usr/local/cuda/lib64),-L/usr/local/cuda/lib64)
 
-.PHONY: all deps native build demo demo-stages test test-go test-native bench clean models cuda cuda-native gpu-sources
+.PHONY: all deps native build demo demo-stages test test-go test-native bench bench-realvocab goldens clean models cuda cuda-native gpu-sources
 
 all: build
 
@@ -105,6 +105,15 @@ gpu-sources:
 
 bench: build
 	@scripts/bench-sample.sh
+
+# the chat-template and tokenization goldens, from the npm reference
+# implementations (@huggingface/jinja, @huggingface/tokenizers)
+goldens:
+	@scripts/fetch-tokenizers.sh --goldens
+
+# the LM head at real vocabularies and training at a 1B model's widths
+bench-realvocab: build
+	@scripts/bench-realvocab.sh
 
 clean:
 	rm -rf $(BUILD) $(CUDA_BUILD) bin
