@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,18 +19,7 @@ import (
 	"github.com/align-dev/align/align/testgate"
 )
 
-// chromium finds a headless-capable Chromium (scripts/deps.sh --test
-// installs the Debian package) or skips the test.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, n := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-	}
-	testgate.Missing(t, "no chromium on PATH (apt-get install chromium, or scripts/deps.sh --test): browser tests skipped")
-	return ""
-}
+func chromium(t *testing.T) string { return testgate.Chromium(t) }
 
 // browser starts headless Chromium with a quiet profile of its own.
 func browser(t *testing.T) context.Context {

@@ -15,18 +15,7 @@ import (
 	"github.com/align-dev/align/align/testgate"
 )
 
-// chromium finds a headless-capable Chromium (the Debian package installs
-// /usr/bin/chromium) or skips the test.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, n := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-	}
-	testgate.Missing(t, "no chromium on PATH (apt-get install chromium): screenshot tests skipped")
-	return ""
-}
+func chromium(t *testing.T) string { return testgate.Chromium(t) }
 
 // screenshot renders page at w×h CSS pixels and decodes the PNG.
 func screenshot(t *testing.T, bin, page string, w, h int) image.Image {

@@ -16,6 +16,7 @@ package testgate
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -83,4 +84,18 @@ func SharedModel(t testing.TB, name string) string {
 		Missing(t, "shared model %s not found (set %s or put it in a shared/models folder above the repository)", name, SharedEnv)
 	}
 	return p
+}
+
+// Chromium is the path of a headless-capable Chromium (scripts/deps.sh
+// --test installs Debian's package); when there is none t ends through
+// Missing.
+func Chromium(t testing.TB) string {
+	t.Helper()
+	for _, n := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	Missing(t, "no chromium on PATH (apt-get install chromium, or scripts/deps.sh --test): browser tests skipped")
+	return ""
 }
