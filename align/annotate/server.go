@@ -782,14 +782,10 @@ func (s *Server) handleLabel(w http.ResponseWriter, r *http.Request, a *annotato
 			return
 		}
 	}
-	now := s.cfg.Now()
-	s.mu.Lock()
-	if s.broken != nil {
-		s.mu.Unlock()
-		httpError(w, http.StatusServiceUnavailable, "the labels file cannot be written: "+s.broken.Error())
+	now, ok := s.lockWritable(w, a)
+	if !ok {
 		return
 	}
-	s.touch(a, now)
 	i, ok := s.byID[req.ItemID]
 	if !ok {
 		s.mu.Unlock()
@@ -905,14 +901,10 @@ func (s *Server) handleUndo(w http.ResponseWriter, r *http.Request, a *annotator
 	if r.ContentLength != 0 && !decodeBody(w, r, &req) {
 		return
 	}
-	now := s.cfg.Now()
-	s.mu.Lock()
-	if s.broken != nil {
-		s.mu.Unlock()
-		httpError(w, http.StatusServiceUnavailable, "the labels file cannot be written: "+s.broken.Error())
+	now, ok := s.lockWritable(w, a)
+	if !ok {
 		return
 	}
-	s.touch(a, now)
 	i := -1
 	if req.ItemID != "" {
 		k, ok := s.byID[req.ItemID]
@@ -996,4 +988,19 @@ func (s *Server) Snapshot() Snapshot {
 		sn.Counts[s.items[i].ID] = c
 	}
 	return sn
+}
+
+// lockWritable takes s.mu for a request that writes a label, marks a as
+// active and returns the request's time; when an earlier write failed it
+// answers 503, leaves the lock free and returns false.
+func (s *Server) lockWritable(w http.ResponseWriter, a *annotator) (time.Time, bool) {
+	now := s.cfg.Now()
+	s.mu.Lock()
+	if s.broken != nil {
+		s.mu.Unlock()
+		httpError(w, http.StatusServiceUnavailable, "the labels file cannot be written: "+s.broken.Error())
+		return now, false
+	}
+	s.touch(a, now)
+	return now, true
 }
