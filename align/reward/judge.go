@@ -279,3 +279,33 @@ func Spent(sc Scorer) (cost.Totals, error) {
 	}
 	return s.spend.totals()
 }
+
+// SpendMeter is a Spending as a backend.Meter for judges a command opens
+// itself (align train --method online-dpo opens a pairwise judge and a
+// held-out reward on one ledger and one ceiling): pass it as
+// pipeline.OpenOptions.Meter, or as Options.Backend.Meter without
+// Options.Spending. Safe for concurrent use.
+type SpendMeter struct{ m *spendMeter }
+
+var _ backend.Meter = (*SpendMeter)(nil)
+
+// NewSpendMeter checks sp as Parse does (an existing ledger must hold
+// ledger entries) without creating anything.
+func NewSpendMeter(sp Spending) (*SpendMeter, error) {
+	m, err := newSpendMeter(sp)
+	if err != nil {
+		return nil, err
+	}
+	return &SpendMeter{m}, nil
+}
+
+// Reserve charges a call's worst case (see Spending).
+func (s *SpendMeter) Reserve(ctx context.Context, model string, in, maxOut int) (func(int, int), error) {
+	return s.m.Reserve(ctx, model, in, maxOut)
+}
+
+// Spent is what the ledger holds, earlier runs included.
+func (s *SpendMeter) Spent() (cost.Totals, error) { return s.m.totals() }
+
+// Close closes the ledger. Idempotent.
+func (s *SpendMeter) Close() error { return s.m.close() }

@@ -24,6 +24,9 @@ import (
 const (
 	PPO  = "ppo"
 	GRPO = "grpo"
+	// OnlineDPO samples pairs from the live policy, judges them and takes
+	// a DPO step on them (online.go); with Rounds > 1, iterative DPO.
+	OnlineDPO = "online-dpo"
 )
 
 // Config is one PPO or GRPO run: the harness's shared settings (run.Common:
@@ -60,10 +63,29 @@ type Config struct {
 
 	EvalSamples int // completions per held-out prompt
 
+	// Online DPO (online.go). Judge is a pairwise judge spec (rules:,
+	// local:, openai:, bedrock:; stored with absolute paths); without it
+	// the pairs are ranked by Reward. Samples is K, the completions per
+	// prompt (best vs worst); Rounds the reference refreshes; RoundSteps
+	// the steps of a round, fixed when the run starts. Beta is DPO's β.
+	Judge      string `json:",omitempty"`
+	Samples    int    `json:",omitempty"`
+	Rounds     int    `json:",omitempty"`
+	RoundSteps int    `json:",omitempty"`
+
+	// MaxUSD caps what paid judges (openai:, bedrock:) spend over the
+	// run, the run directory's ledger.jsonl included (nil: no cap; a
+	// resume may change it). Prices is a price table file ("": built in).
+	MaxUSD *float64 `json:",omitempty"`
+	Prices string   `json:",omitempty"`
+
 	// Scorer, when set, is used instead of parsing Reward (tests).
 	Scorer reward.Scorer `json:"-"`
 	// Progress receives one line per step and notes (nil: none).
 	Progress run.Progress `json:"-"`
+	// OnJudged, if set, is called after each judgment online DPO records
+	// (tests interrupt a run mid-step with it).
+	OnJudged func(n int) `json:"-"`
 }
 
 // Event is one progress update of a run (the harness's).
@@ -86,6 +108,9 @@ func Defaults(method string) Config {
 	if method == GRPO {
 		c.Group, c.PPOEpochs, c.BatchPrompts = 8, 1, 4
 	}
+	if method == OnlineDPO {
+		c.Samples, c.Rounds, c.Beta, c.PPOEpochs = 2, 1, 0.1, 1
+	}
 	return c
 }
 
@@ -102,11 +127,18 @@ func (c *Config) Validate() error {
 		}
 		return nil
 	}
+	if c.Method == OnlineDPO {
+		return c.validateOnline()
+	}
 	switch {
 	case c.Method != PPO && c.Method != GRPO:
-		return bad("method", "must be ppo or grpo here (got %q)", c.Method)
+		return bad("method", "must be ppo, grpo or online-dpo here (got %q)", c.Method)
 	case c.Prompts == "" && !c.Resume:
 		return bad("prompts", "is required (a JSON Lines file of {\"prompt\": ...})")
+	case c.Judge != "":
+		return bad("judge", "is an online-dpo setting (PPO and GRPO take a scalar --reward)")
+	case c.MaxUSD != nil && !(*c.MaxUSD >= 0 && finite(*c.MaxUSD)):
+		return bad("max-usd", "must be a finite amount, 0 or more (got %g)", *c.MaxUSD)
 	case c.Reward == "" && c.Scorer == nil:
 		return bad("reward", "is required (e.g. rules:catalog.json, rm:DIR, contains:PHRASE)")
 	case c.Prompts == "-" || c.EvalPrompts == "-":

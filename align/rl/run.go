@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/align-dev/align/align/cost"
 	"github.com/align-dev/align/align/engine"
+	"github.com/align-dev/align/align/pipeline"
 	"github.com/align-dev/align/align/prompt"
 	"github.com/align-dev/align/align/reward"
 	"github.com/align-dev/align/align/run"
@@ -33,11 +35,19 @@ type Result struct {
 	PromptsCut   int                `json:"prompts_cut"`
 	ElapsedS     float64            `json:"elapsed_s"`
 	Device       string             `json:"device,omitempty"` // where the steps ran: CPU, CUDA0, ...
+	// online DPO: pairs trained on, comparisons skipped (ties, the orders
+	// disagreeing, invalid verdicts), judge calls made by this process and
+	// what the run's ledger holds
+	Pairs      int     `json:"pairs,omitempty"`
+	Skipped    int     `json:"skipped,omitempty"`
+	JudgeCalls int     `json:"judge_calls,omitempty"`
+	SpentUSD   float64 `json:"spent_usd,omitempty"`
+	PairsFile  string  `json:"pairs_file,omitempty"`
 }
 
-func isMethod(m string) bool { return m == PPO || m == GRPO }
+func isMethod(m string) bool { return m == PPO || m == GRPO || m == OnlineDPO }
 
-// IsRun reports whether dir holds a PPO or GRPO run (for the CLI's resume
+// IsRun reports whether dir holds a PPO, GRPO or online DPO run (for the CLI's resume
 // dispatch).
 func IsRun(dir string) bool { return isMethod(run.Method(dir)) }
 
@@ -48,14 +58,17 @@ func resumeConfig(cfg Config) (Config, error) {
 		return cfg, fmt.Errorf("%s: cannot resume: %w", cfg.Out, err)
 	}
 	if !isMethod(saved.Method) {
-		return cfg, fmt.Errorf("%s: cannot resume: not a PPO or GRPO run", cfg.Out)
+		return cfg, fmt.Errorf("%s: cannot resume: not a PPO, GRPO or online DPO run", cfg.Out)
 	}
 	if cfg.Method != "" && cfg.Method != saved.Method {
 		return cfg, &run.ConfigError{Flag: "method", Msg: fmt.Sprintf("is %s, but %s is a %s run: a resume continues the run's own method",
 			cfg.Method, cfg.Out, strings.ToUpper(saved.Method))}
 	}
 	saved.Resumed(cfg.Common)
-	saved.Progress, saved.Scorer = cfg.Progress, cfg.Scorer
+	saved.Progress, saved.Scorer, saved.OnJudged = cfg.Progress, cfg.Scorer, cfg.OnJudged
+	if cfg.MaxUSD != nil {
+		saved.MaxUSD = cfg.MaxUSD // the cap may change on resume
+	}
 	return saved, nil
 }
 
@@ -67,6 +80,10 @@ func inputFiles(cfg Config) []run.Input {
 		{Key: "eval_prompts", Path: cfg.EvalPrompts, Flag: "eval-prompts"},
 		{Key: "init_adapter", Path: cfg.InitAdapter, Flag: "init-adapter"}, {Key: "ref_adapter", Path: cfg.RefAdapter, Flag: "ref-adapter"}}
 	terms, _ := reward.ParseSpec(cfg.Reward)
+	if cfg.Judge != "" {
+		jt, _ := reward.ParseSpec(cfg.Judge)
+		terms = append(terms, jt...)
+	}
 	for _, t := range terms {
 		switch t.Kind {
 		case reward.KindRM:
@@ -118,6 +135,16 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			return res, err
 		}
 	}
+	if !cfg.Resume && cfg.Judge != "" {
+		if cfg.Judge, err = absJudge(cfg.Judge); err != nil {
+			return res, err
+		}
+	}
+	if !cfg.Resume && cfg.Prices != "" {
+		if err := run.AbsPaths(&cfg.Prices); err != nil {
+			return res, err
+		}
+	}
 	res.Method = cfg.Method
 
 	// inputs, read and checked before the run directory is touched
@@ -163,11 +190,38 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, err
 	}
 	res.TrainPrompts, res.EvalPrompts = len(s.train), len(s.eval)
-	if s.scorer = cfg.Scorer; s.scorer == nil {
-		if s.scorer, err = reward.Parse(ctx, cfg.Reward, reward.Options{Model: tr.Model(), Trainer: tr, Threads: cfg.Threads, Raw: cfg.Raw, MaxLength: cfg.MaxLength}); err != nil {
+	// paid judges (openai:, bedrock:) charge one meter: the run's ledger
+	// and --max-usd
+	var prices *cost.Prices
+	if cfg.Prices != "" {
+		if prices, err = cost.LoadPrices(cfg.Prices); err != nil {
+			return res, &run.ConfigError{Flag: "prices", Msg: err.Error()}
+		}
+	}
+	meter, err := reward.NewSpendMeter(reward.Spending{MaxUSD: cfg.MaxUSD, Ledger: filepath.Join(cfg.Out, LedgerFile), Prices: prices})
+	if err != nil {
+		return res, &run.ConfigError{Flag: "max-usd", Msg: err.Error()}
+	}
+	defer meter.Close()
+	if s.scorer = cfg.Scorer; s.scorer == nil && cfg.Reward != "" {
+		if s.scorer, err = reward.Parse(ctx, cfg.Reward, reward.Options{Model: tr.Model(), Trainer: tr, Threads: cfg.Threads, Raw: cfg.Raw, MaxLength: cfg.MaxLength,
+			Backend: pipeline.OpenOptions{Meter: meter}}); err != nil {
 			return res, &run.ConfigError{Flag: "reward", Msg: err.Error()}
 		}
 		defer s.scorer.Close()
+	}
+	var st run.Stepper = s
+	if cfg.Method == OnlineDPO {
+		on, err := newOnline(ctx, s, meter)
+		if err != nil {
+			return res, err
+		}
+		defer on.close()
+		st = on
+		if !cfg.Resume {
+			on.planRounds()
+			cfg = on.cfg
+		}
 	}
 	if w.live, err = tr.Set(0).LiveLoRA(); err != nil {
 		return res, err
@@ -176,23 +230,45 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	defer tr.Watch(ctx)()
 
 	if !cfg.Resume {
+		// a replaced online DPO run's judgments go with it; the ledger
+		// stays (--max-usd counts what earlier runs here spent)
+		online := run.Method(cfg.Out) == OnlineDPO
 		created, err := run.Prepare(cfg.Out)
+		if err == nil && online {
+			err = removeOnline(cfg.Out)
+		}
 		if err != nil {
 			return res, err
 		}
-		defer func() { run.Cleanup(cfg.Out, created, err) }()
+		defer func() {
+			if !cost.IsBudget(err) { // kept for --resume with a higher cap
+				run.Cleanup(cfg.Out, created, err)
+			}
+		}()
 	}
 	if err := run.WriteJSON(filepath.Join(cfg.Out, "config.json"), cfg); err != nil {
 		return res, err
 	}
+	o, _ := st.(*onlineStepper)
+	if o != nil {
+		if err := o.open(); err != nil {
+			return res, err
+		}
+	}
 
-	lr, err := run.Loop(ctx, s, run.Options{Out: cfg.Out, Resume: cfg.Resume, Epochs: cfg.Epochs, MaxSteps: cfg.MaxSteps,
+	lr, err := run.Loop(ctx, st, run.Options{Out: cfg.Out, Resume: cfg.Resume, Epochs: cfg.Epochs, MaxSteps: cfg.MaxSteps,
 		EvalEvery: cfg.EvalEvery, SaveEvery: cfg.SaveEvery, Patience: cfg.Patience, LR: cfg.LR, Schedule: cfg.Schedule,
 		WarmupSteps: cfg.WarmupSteps, HasEval: len(s.eval) > 0, Snapshot: true, Progress: cfg.Progress, OnStep: cfg.OnStep})
 	if err != nil {
 		return res, err
 	}
 	res.Before, res.After, res.StoppedEarly, res.Steps, res.Epochs = lr.Before, lr.After, lr.StoppedEarly, lr.Steps, lr.Epochs
+	if o != nil {
+		o.result(&res)
+	}
+	if sp, serr := meter.Spent(); serr == nil {
+		res.SpentUSD = sp.USD
+	}
 	res.Adapter = filepath.Join(cfg.Out, "adapter.gguf")
 	if err := tr.Set(0).Export(res.Adapter); err != nil {
 		return res, err

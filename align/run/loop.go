@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/align-dev/align/align/cost"
 	"github.com/align-dev/align/align/objective"
 )
 
@@ -242,6 +243,16 @@ func (l *loop) interrupted() error {
 	return fmt.Errorf("step %d, checkpoint saved: %w", l.st.Step, ErrInterrupted)
 }
 
+// budget saves a checkpoint at the current step when a spending cap
+// (--max-usd, cost.IsBudget) stopped a step or an evaluation, and returns
+// err: a resume with a higher cap continues from there.
+func (l *loop) budget(err error) error {
+	if serr := l.save(); serr != nil {
+		return fmt.Errorf("%w; saving the checkpoint failed: %v", err, serr)
+	}
+	return fmt.Errorf("step %d, checkpoint saved (raise --max-usd and --resume to continue): %w", l.st.Step, err)
+}
+
 // evaluateAt logs the held-out metrics of step once: a step already
 // evaluated (in the metrics log) is not evaluated again.
 func (l *loop) evaluateAt(step int) (map[string]float64, error) {
@@ -282,6 +293,9 @@ func (l *loop) run() error {
 			if err != nil && l.ctx.Err() != nil {
 				return l.interrupted() // cancelled inside the step: its update was not kept
 			}
+			if err != nil && cost.IsBudget(err) {
+				return l.budget(err) // a step stops at the cap before its update
+			}
 			if err != nil {
 				return fmt.Errorf("step %d: %w", l.st.Step+1, err)
 			}
@@ -304,6 +318,9 @@ func (l *loop) run() error {
 				em, err := l.evaluateAt(l.st.Step)
 				if err != nil && l.ctx.Err() != nil {
 					return l.interrupted() // during the evaluation: the step is done
+				}
+				if err != nil && cost.IsBudget(err) {
+					return l.budget(err)
 				}
 				if err != nil {
 					return err

@@ -1,0 +1,267 @@
+package rl
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/align-dev/align/align/cost"
+	"github.com/align-dev/align/align/run"
+)
+
+// lengthJudge is an OpenAI-compatible judge server for the online DPO
+// tests: it prefers the longer response (a tie when both are as long) in
+// either order, so its verdicts are consistent, and counts its calls by
+// the pair of responses it was shown.
+type lengthJudge struct {
+	url   string
+	mu    sync.Mutex
+	calls int
+	seen  map[string]int // "A\x00B" → calls
+}
+
+func newLengthJudge(t *testing.T) *lengthJudge {
+	j := &lengthJudge{seen: map[string]int{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var req struct {
+			Messages []struct{ Content string } `json:"messages"`
+		}
+		json.Unmarshal(body, &req)
+		text := ""
+		for _, m := range req.Messages {
+			text += m.Content
+		}
+		cut := func(tag string) string {
+			_, rest, _ := strings.Cut(text, "<"+tag+">\n")
+			v, _, _ := strings.Cut(rest, "\n</"+tag+">")
+			return v
+		}
+		a, b := cut("response_A"), cut("response_B")
+		j.mu.Lock()
+		j.calls++
+		j.seen[a+"\x00"+b]++
+		j.mu.Unlock()
+		winner, sa, sb := "tie", 3, 3
+		switch {
+		case len(a) > len(b):
+			winner, sa, sb = "A", 5, 1
+		case len(b) > len(a):
+			winner, sa, sb = "B", 1, 5
+		}
+		content := fmt.Sprintf(`{"winner":%q,"scores":{"A":{"tone":%d,"accuracy":%d,"helpfulness":%d,"safety":%d},"B":{"tone":%d,"accuracy":%d,"helpfulness":%d,"safety":%d}},"reasoning":"length","objective":"tone"}`,
+			winner, sa, sa, sa, sa, sb, sb, sb, sb)
+		out, _ := json.Marshal(map[string]any{"model": "fake", "choices": []any{map[string]any{
+			"message": map[string]any{"role": "assistant", "content": content}, "finish_reason": "stop"}},
+			"usage": map[string]any{"prompt_tokens": 10, "completion_tokens": 5}})
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(out)
+	}))
+	t.Cleanup(srv.Close)
+	j.url = srv.URL
+	return j
+}
+
+func (j *lengthJudge) count() int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.calls
+}
+
+// twice lists the comparisons (pair of responses in one order) the judge
+// was asked more than once.
+func (j *lengthJudge) twice() []string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []string
+	for k, n := range j.seen {
+		if n > 1 {
+			out = append(out, fmt.Sprintf("%q ×%d", k, n))
+		}
+	}
+	return out
+}
+
+// onlineConfig is a small online DPO run on the tiny fixture judged by j.
+func onlineConfig(t testing.TB, j *lengthJudge) Config {
+	cfg := Defaults(OnlineDPO)
+	cfg.Model = fixture(t, "q8_0")
+	cfg.Prompts = toyPrompts
+	cfg.EvalSplit = 0 // no held-out evaluation: every judge call is a comparison
+	cfg.Out = filepath.Join(t.TempDir(), "run")
+	cfg.Judge = "openai:" + j.url + "/v1#fake"
+	cfg.MaxNewTokens, cfg.Threads = 8, 2
+	cfg.BatchPrompts, cfg.Samples = 4, 2
+	cfg.Rank, cfg.Alpha = 4, 8
+	cfg.LR = 5e-3
+	cfg.Epochs, cfg.MaxSteps, cfg.SaveEvery = 1, 4, 1
+	cfg.Rounds = 2
+	return cfg
+}
+
+// judgedComparisons reads judged.jsonl: each comparison key with its count.
+func judgedComparisons(t *testing.T, dir string) map[string]int {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, JudgedFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]int{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<24)
+	for sc.Scan() {
+		var r judgedRecord
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Kind == "verdict" {
+			out[fmt.Sprintf("%d:%d-%d:%s", r.Step, r.A, r.B, r.Order)]++
+		}
+	}
+	return out
+}
+
+// pairLines is pairs.jsonl's lines, sorted.
+func pairLines(t *testing.T, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, PairsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	sort.Strings(lines)
+	return lines
+}
+
+// Online DPO interrupted in the middle of a step's judging and resumed:
+// every comparison is judged once over the two processes (the judge's own
+// count equals an uninterrupted run's, and no pair of responses is shown
+// to it twice), pairs.jsonl holds the same pairs, and the adapter is the
+// uninterrupted run's byte for byte.
+func TestOnlineDPOResumeJudgesOnce(t *testing.T) {
+	ja := newLengthJudge(t)
+	a := onlineConfig(t, ja)
+	resA, err := Run(context.Background(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resA.Steps != 4 || resA.JudgeCalls != ja.count() || resA.Pairs == 0 {
+		t.Fatalf("uninterrupted: %+v, judge served %d calls", resA, ja.count())
+	}
+	if tw := ja.twice(); len(tw) > 0 {
+		t.Fatalf("uninterrupted run asked twice: %v", tw)
+	}
+
+	jb := newLengthJudge(t)
+	b := onlineConfig(t, jb)
+	ctx, cancel := context.WithCancel(context.Background())
+	// the 11th verdict is the 3rd of step 2 (8 per step: 4 comparisons in
+	// two orders): an interruption in the middle of a step's judging
+	b.OnJudged = func(n int) {
+		if n == 11 {
+			cancel()
+		}
+	}
+	// one verdict at a time: the step is left with 3 of its 8
+	defer func(n int) { onlineJudgeWorkers = n }(onlineJudgeWorkers)
+	onlineJudgeWorkers = 1
+	_, err = Run(ctx, b)
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("interrupted run: %v, want ErrInterrupted", err)
+	}
+	first := jb.count()
+	if first != 11 {
+		t.Fatalf("the interrupted run made %d judge calls (the whole run makes %d)", first, ja.count())
+	}
+	r := Config{Common: run.Common{Out: b.Out, Resume: true, Threads: 2}}
+	resB, err := Run(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("uninterrupted: %d judge calls, %d pairs, %d skipped; interrupted after %d calls, resumed with %d more",
+		ja.count(), resA.Pairs, resA.Skipped, first, resB.JudgeCalls)
+	if jb.count() != ja.count() || resB.JudgeCalls != ja.count()-first {
+		t.Errorf("judge calls: %d over both processes, %d uninterrupted", jb.count(), ja.count())
+	}
+	if tw := jb.twice(); len(tw) > 0 {
+		t.Errorf("judged twice across the resume: %v", tw)
+	}
+	for k, n := range judgedComparisons(t, b.Out) {
+		if n != 1 {
+			t.Errorf("judged.jsonl records comparison %s %d times", k, n)
+		}
+	}
+	// the same pairs, judged by another server of the same judge
+	pa := strings.ReplaceAll(strings.Join(pairLines(t, a.Out), "\n"), ja.url, "URL")
+	pb := strings.ReplaceAll(strings.Join(pairLines(t, b.Out), "\n"), jb.url, "URL")
+	if pa != pb {
+		t.Errorf("pairs.jsonl differs after resume:\n%s\nvs\n%s", pa, pb)
+	}
+	x, _ := os.ReadFile(filepath.Join(a.Out, "adapter.gguf"))
+	y, _ := os.ReadFile(filepath.Join(b.Out, "adapter.gguf"))
+	if len(x) == 0 || !bytes.Equal(x, y) {
+		t.Errorf("adapters differ after resume (%d and %d bytes)", len(x), len(y))
+	}
+}
+
+// A spending cap stops online DPO with a budget error (cost.IsBudget)
+// and a checkpoint; a resume with a higher cap continues without asking
+// the judge again for what it already paid.
+func TestOnlineDPOBudget(t *testing.T) {
+	ja := newLengthJudge(t)
+	a := onlineConfig(t, ja)
+	if _, err := Run(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	prices := filepath.Join(t.TempDir(), "prices.json")
+	// $1 per 1,000 output tokens: a call's worst case is $1.024 (the
+	// verdict's 1,024-token ceiling) and each spends $0.005
+	os.WriteFile(prices, []byte(`{"models":{"fake":{"input_per_1k":0,"output_per_1k":1}}}`), 0o644)
+	jb := newLengthJudge(t)
+	b := onlineConfig(t, jb)
+	b.Prices = prices
+	capUSD := 1.07 // about 10 calls
+	b.MaxUSD = &capUSD
+	_, err := Run(context.Background(), b)
+	if !cost.IsBudget(err) {
+		t.Fatalf("capped run: %v, want a budget error", err)
+	}
+	first := jb.count()
+	if first == 0 || first >= ja.count() {
+		t.Fatalf("capped run made %d calls of %d", first, ja.count())
+	}
+	ledger, err := os.ReadFile(filepath.Join(b.Out, LedgerFile))
+	if err != nil || strings.Count(string(ledger), "\n") != first {
+		t.Fatalf("ledger: %v, %d lines for %d calls", err, strings.Count(string(ledger), "\n"), first)
+	}
+	more := 100.0
+	r := Config{Common: run.Common{Out: b.Out, Resume: true, Threads: 2}, MaxUSD: &more}
+	if _, err := Run(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("capped at $%.2f after %d calls; resumed, %d in all (uninterrupted %d)", capUSD, first, jb.count(), ja.count())
+	if jb.count() != ja.count() {
+		t.Errorf("judge calls %d over both processes, %d uninterrupted", jb.count(), ja.count())
+	}
+	if tw := jb.twice(); len(tw) > 0 {
+		t.Errorf("judged twice across the resume: %v", tw)
+	}
+	x, _ := os.ReadFile(filepath.Join(a.Out, "adapter.gguf"))
+	y, _ := os.ReadFile(filepath.Join(b.Out, "adapter.gguf"))
+	if len(x) == 0 || !bytes.Equal(x, y) {
+		t.Errorf("adapters differ after the capped run's resume")
+	}
+}
