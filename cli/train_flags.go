@@ -41,7 +41,7 @@ type job struct {
 	r      rl.Config
 }
 
-func (j *job) rl() bool { return j.method == rl.PPO || j.method == rl.GRPO }
+func (j *job) rl() bool { return j.method == rl.PPO || j.method == rl.GRPO || j.method == rl.OnlineDPO }
 
 func (j *job) common() *harness.Common {
 	if j.rl() {
@@ -81,7 +81,7 @@ var (
 	trainMethods = []string{train.SFT, train.DPO, train.IPO, train.CDPO, train.Hinge, train.RM}
 	prefMethods  = []string{train.DPO, train.IPO, train.CDPO, train.Hinge}
 	rlMethods    = []string{rl.PPO, rl.GRPO}
-	allMethods   = append(slices.Clone(trainMethods), rlMethods...)
+	allMethods   = append(append(slices.Clone(trainMethods), rlMethods...), rl.OnlineDPO)
 )
 
 func env(name string) []string {
@@ -106,7 +106,7 @@ func trainFlags() []trainFlag {
 	t := func(f func(t *train.Config) any) func(j *job) any { return func(j *job) any { return f(&j.t) } }
 	r := func(f func(r *rl.Config) any) func(j *job) any { return func(j *job) any { return f(&j.r) } }
 	rlOnly := "it applies to --method ppo and grpo"
-	return []trainFlag{
+	return withOnline([]trainFlag{
 		// run
 		{flag: &cli.StringFlag{Name: "method", Usage: "sft, dpo, ipo, cdpo, hinge, rm (reward model), ppo or grpo (ppo/grpo: --prompts and --reward instead of --data)", DefaultText: "dpo", Category: catRun, EnvVars: env("method")},
 			field: c(func(c *harness.Common) any { return &c.Method })},
@@ -221,7 +221,7 @@ func trainFlags() []trainFlag {
 			field: c(func(c *harness.Common) any { return &c.BackwardWeights })},
 		{flag: &cli.StringFlag{Name: "recompute", Value: "auto", Usage: harness.RecomputeUsage, Category: catDevice, EnvVars: env("recompute")}, resumable: true,
 			field: c(func(c *harness.Common) any { return &c.Recompute })},
-	}
+	})
 }
 
 // cliFlags is the table's []cli.Flag.
@@ -293,6 +293,12 @@ func (f trainFlag) fill(c *cli.Context, j *job) error {
 		*p = c.Uint64(name)
 	case *float64:
 		*p = c.Float64(name)
+	case **float64: // --max-usd: absent is no cap
+		if !c.IsSet(name) {
+			return nil
+		}
+		v := c.Float64(name)
+		*p = &v
 	case *bool:
 		*p = c.Bool(name)
 	case *[]string:
@@ -359,6 +365,12 @@ func trainJob(c *cli.Context, rows []trainFlag) (*job, error) {
 	required := []string{"model", "data", "out"}
 	if j.rl() {
 		required = []string{"model", "prompts", "reward", "out"}
+	}
+	if method == rl.OnlineDPO {
+		if err := onlineRanker(c); err != nil {
+			return nil, err
+		}
+		required = []string{"model", "prompts", "out"}
 	}
 	for _, f := range rows {
 		if c.IsSet(f.name()) && !f.applies(method) {

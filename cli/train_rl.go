@@ -7,10 +7,12 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/align-dev/align/align/cost"
 	"github.com/align-dev/align/align/rl"
 )
 
-// runRL is `align train --method ppo|grpo` (or the resume of such a run).
+// runRL is `align train --method ppo|grpo|online-dpo` (or the resume of
+// such a run).
 func runRL(c *cli.Context, cfg *rl.Config) error {
 	env := envOf(c)
 	pr := &trainProgress{w: env.Stderr, tty: isTerminal(env.Stderr)}
@@ -20,6 +22,10 @@ func runRL(c *cli.Context, cfg *rl.Config) error {
 	cfg.Progress = pr.event
 	res, err := rl.Run(c.Context, *cfg)
 	pr.end()
+	if cost.IsBudget(err) {
+		// --max-usd: the steps before the cap are checkpointed
+		return &ExitCodeError{Code: ExitBudget, Err: err}
+	}
 	if err != nil {
 		return runError(err)
 	}
@@ -37,6 +43,12 @@ func runRL(c *cli.Context, cfg *rl.Config) error {
 	if res.PromptsCut > 0 {
 		fmt.Fprintf(env.Stderr, ", --max-length cut %s", plural(res.PromptsCut, "prompt"))
 	}
+	if res.Method == rl.OnlineDPO {
+		fmt.Fprintf(env.Stderr, ", %s trained on, %d prompts skipped (ties, orders disagreeing), %s", plural(res.Pairs, "pair"), res.Skipped, plural(res.JudgeCalls, "judge call"))
+	}
+	if res.SpentUSD > 0 {
+		fmt.Fprintf(env.Stderr, ", $%.4f spent on judges in all", res.SpentUSD)
+	}
 	fmt.Fprintln(env.Stderr)
 	for _, e := range []struct {
 		label string
@@ -47,5 +59,8 @@ func runRL(c *cli.Context, cfg *rl.Config) error {
 		}
 	}
 	fmt.Fprintf(env.Stdout, "adapter: %s\n", res.Adapter)
+	if res.PairsFile != "" {
+		fmt.Fprintf(env.Stdout, "pairs: %s\n", res.PairsFile)
+	}
 	return nil
 }
