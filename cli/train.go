@@ -23,7 +23,7 @@ func init() { register(trainCommand) }
 func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "train",
-		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge, reward model, PPO, GRPO)",
+		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge, reward model, PPO, GRPO, online DPO)",
 		ArgsUsage: " ",
 		Description: `Trains LoRA adapters on preference pairs (JSON Lines, plain or TRL
 conversational form, .zst allowed) with the model's chat template, and
@@ -76,6 +76,18 @@ SFT model). The reward spec is stored with absolute paths and the files it
 reads (rm: runs, rules catalogs) are hashed like the model: a resume
 refuses one that changed.
 
+--method online-dpo makes its pairs from the policy as it trains: each step
+samples --samples completions (default 2) of --rollout-batch prompts, ranks
+them with a pairwise --judge (both orders, as align rank; ties and
+disagreeing orders are skipped and counted) or a scalar --reward, and takes
+a DPO step (--beta, default 0.1) on the best against the worst, against the
+initial policy. --rounds N (iterative DPO) moves the reference to the policy
+at the start of each of N rounds. Samples and verdicts are appended to
+OUT/judged.jsonl before each step trains, so a resume never pays for a
+verdict twice; the pairs go to OUT/pairs.jsonl (usable as --data). PPO, GRPO
+and online DPO record paid judge calls in OUT/ledger.jsonl; --max-usd stops
+with a checkpoint and exit 3 (resume with a higher --max-usd).
+
 Ctrl-C saves a checkpoint and exits with code 4; --resume OUT continues and
 ends with the same adapter as an uninterrupted run. Bad flag values exit
 with code 2 before anything is read or written.
@@ -90,7 +102,9 @@ Example:
    align train --method rm --model models/tiny-q8_0.gguf --data testdata/pairs/train.jsonl \
       --eval-data testdata/pairs/eval.jsonl --out runs/rm
    align train --method grpo --model M --prompts testdata/prompts/rl-toy.jsonl \
-      --reward rules:testdata/catalog.json --ref-adapter runs/sft/adapter.gguf --out runs/grpo`,
+      --reward rules:testdata/catalog.json --ref-adapter runs/sft/adapter.gguf --out runs/grpo
+   align train --method online-dpo --model M --prompts testdata/prompts/rl-toy.jsonl \
+      --judge rules:testdata/catalog.json --samples 4 --rounds 3 --out runs/odpo`,
 		Flags:  cliFlags(trainFlags()),
 		Action: runTrain,
 	}

@@ -265,3 +265,77 @@ func TestOnlineDPOBudget(t *testing.T) {
 		t.Errorf("adapters differ after the capped run's resume")
 	}
 }
+
+// copyDir copies the files under src to dst (a kill -9 leaves what was
+// written and synced, nothing more).
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if fi.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A kill -9 in the middle of a round's judging: the run directory as the
+// kill leaves it (copied at the 19th verdict, in step 3, the first of round 2, while
+// the loop waits on the judge: no checkpoint is written then) resumes
+// without asking the judge again for a verdict it recorded, and ends
+// with the uninterrupted run's pairs and adapter.
+func TestOnlineDPOKillResume(t *testing.T) {
+	defer func(n int) { onlineJudgeWorkers = n }(onlineJudgeWorkers)
+	onlineJudgeWorkers = 1
+	ja := newLengthJudge(t)
+	a := onlineConfig(t, ja)
+	killed := filepath.Join(t.TempDir(), "killed")
+	var atKill int
+	a.OnJudged = func(n int) {
+		if n == 19 {
+			copyDir(t, a.Out, killed)
+			atKill = ja.count()
+		}
+	}
+	if _, err := Run(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	jb := newLengthJudge(t)
+	// the resumed run asks jb: point the saved judge spec at it
+	cfgPath := filepath.Join(killed, "config.json")
+	b, _ := os.ReadFile(cfgPath)
+	os.WriteFile(cfgPath, bytes.ReplaceAll(b, []byte(ja.url), []byte(jb.url)), 0o644)
+	res, err := Run(context.Background(), Config{Common: run.Common{Out: killed, Resume: true, Threads: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed after %d of %d judge calls; the resume made %d (%d pairs in all)", atKill, ja.count(), jb.count(), len(pairLines(t, killed)))
+	if atKill != 19 || jb.count() != ja.count()-atKill || res.JudgeCalls != jb.count() {
+		t.Errorf("judge calls: %d before the kill, %d after, %d uninterrupted", atKill, jb.count(), ja.count())
+	}
+	for k, n := range judgedComparisons(t, killed) {
+		if n != 1 {
+			t.Errorf("judged.jsonl records verdict %s %d times", k, n)
+		}
+	}
+	pa := strings.ReplaceAll(strings.Join(pairLines(t, a.Out), "\n"), ja.url, "URL")
+	pb := strings.ReplaceAll(strings.ReplaceAll(strings.Join(pairLines(t, killed), "\n"), jb.url, "URL"), ja.url, "URL")
+	if pa != pb {
+		t.Errorf("pairs.jsonl differs after the kill and resume")
+	}
+	x, _ := os.ReadFile(filepath.Join(a.Out, "adapter.gguf"))
+	y, _ := os.ReadFile(filepath.Join(killed, "adapter.gguf"))
+	if len(x) == 0 || !bytes.Equal(x, y) {
+		t.Errorf("adapters differ after the kill and resume")
+	}
+}
