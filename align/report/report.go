@@ -136,13 +136,13 @@ func Render(w io.Writer, p Page) error {
 }
 
 // summaryKeys are the metrics a run's summary lines give, by its method:
-// reward, KL and length for PPO and GRPO; loss and the response's log-prob
+// reward, KL and length for PPO, GRPO and online DPO; loss and the response's log-prob
 // for SFT; loss, margin and accuracy for the preference methods (DPO
 // family, KTO, ORPO/SimPO) and the reward model. The optimiser's lines
 // follow on the training split.
 func summaryKeys(p Page) []string {
 	switch p.method() {
-	case "ppo", "grpo":
+	case "ppo", "grpo", "online-dpo":
 		return []string{"reward", "kl", "completions/mean_length"}
 	case "sft":
 		return []string{"loss", "logps/chosen"}

@@ -415,7 +415,7 @@ func (o *onlineStepper) Line(row map[string]float64) string {
 	if _, ok := row["loss"]; ok {
 		out += fmt.Sprintf(" loss %.4f margin %.3f acc %.2f", row["loss"], row["rewards/margins"], row["rewards/accuracies"])
 	}
-	if v, ok := row["score"]; ok {
+	if v, ok := row["reward"]; ok {
 		out += fmt.Sprintf(" reward %.4f", v)
 	}
 	return out + fmt.Sprintf(" round %.0f", row["round"])
@@ -865,7 +865,7 @@ func (o *onlineStepper) Step(ctx context.Context, cur run.Cursor, lr float64) (r
 		for i := range seqs {
 			scores[i] = st.rewards[i]
 		}
-		row["score"], row["score_std"] = MeanStd(scores, true)
+		row["reward"], row["reward_std"] = MeanStd(scores, true)
 	}
 	t0 = time.Now()
 	var tokens int64
