@@ -431,6 +431,11 @@ func resumeJob(c *cli.Context, rows []trainFlag, dir string) (*job, error) {
 			method = train.DPO
 		}
 	}
+	for _, f := range rows {
+		if f.resumable && f.field != nil && c.IsSet(f.name()) && !f.applies(method) {
+			return nil, f.refusal(c, method) // e.g. --max-usd resuming a DPO run
+		}
+	}
 	saved := newJob(method)
 	if err := harness.ReadJSON(filepath.Join(dir, "config.json"), saved.configPtr()); err == nil {
 		for _, f := range rows {

@@ -39,6 +39,13 @@ func TestTrainOnlineDPOUsage(t *testing.T) {
 			t.Fatalf("%v: a usage error created %s", c.args, out)
 		}
 	}
+	// a flag a resume may change, given to a run whose method it does not fit
+	dpoRun := filepath.Join(t.TempDir(), "dpo")
+	os.MkdirAll(dpoRun, 0o755)
+	os.WriteFile(filepath.Join(dpoRun, "config.json"), []byte(`{"Method":"dpo","Model":"m.gguf"}`), 0o644)
+	if code, _, errs := run(t, "", "train", "--resume", dpoRun, "--max-usd", "1"); code != ExitUsage || !strings.Contains(errs, "--max-usd does not apply to --method dpo") {
+		t.Errorf("--resume of a DPO run with --max-usd: exit %d, %q", code, errs)
+	}
 	code, stdout, _ := run(t, "", "train", "--help")
 	for _, want := range []string{"online-dpo", "--judge", "--samples", "--rounds", "--max-usd", "pairs.jsonl"} {
 		if code != 0 || !strings.Contains(stdout, want) {
