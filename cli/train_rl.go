@@ -44,7 +44,10 @@ func runRL(c *cli.Context, cfg *rl.Config) error {
 		fmt.Fprintf(env.Stderr, ", --max-length cut %s", plural(res.PromptsCut, "prompt"))
 	}
 	if res.Method == rl.OnlineDPO {
-		fmt.Fprintf(env.Stderr, ", %s trained on, %d prompts skipped (ties, orders disagreeing), %s", plural(res.Pairs, "pair"), res.Skipped, plural(res.JudgeCalls, "judge call"))
+		fmt.Fprintf(env.Stderr, ", %s trained on, %s skipped (samples the ranking did not separate)", plural(res.Pairs, "pair"), plural(res.Skipped, "prompt"))
+		if res.JudgeCalls > 0 {
+			fmt.Fprintf(env.Stderr, ", %s", plural(res.JudgeCalls, "judge call"))
+		}
 	}
 	if res.SpentUSD > 0 {
 		fmt.Fprintf(env.Stderr, ", $%.4f spent on judges in all", res.SpentUSD)

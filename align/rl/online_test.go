@@ -19,6 +19,7 @@ import (
 
 	"github.com/align-dev/align/align/cost"
 	"github.com/align-dev/align/align/run"
+	"github.com/align-dev/align/align/testgate"
 )
 
 // lengthJudge is an OpenAI-compatible judge server for the online DPO
@@ -56,6 +57,9 @@ func newLengthJudge(t *testing.T) *lengthJudge {
 		j.mu.Unlock()
 		winner, sa, sb := "tie", 3, 3
 		switch {
+		case a == b: // a response scored alone (a scalar reward): by its length
+			sa = 1 + len(a)%5
+			sb = sa
 		case len(a) > len(b):
 			winner, sa, sb = "A", 5, 1
 		case len(b) > len(a):
@@ -337,5 +341,97 @@ func TestOnlineDPOKillResume(t *testing.T) {
 	y, _ := os.ReadFile(filepath.Join(killed, "adapter.gguf"))
 	if len(x) == 0 || !bytes.Equal(x, y) {
 		t.Errorf("adapters differ after the kill and resume")
+	}
+}
+
+// Iterative online DPO on stories260K with the reward contains:happy: the
+// held-out reward (the share of 80 sampled continuations of 40 unseen
+// openings with "happy") rises across three rounds, and the KL to the
+// base that buys it is reported at each round's end.
+func TestOnlineDPOStoriesRounds(t *testing.T) {
+	testgate.Slow(t, "online DPO on a real model, 30 steps of 32 samples (about 3 minutes on 2 shared cores)")
+	model := testgate.SharedModel(t, "stories260K.gguf")
+	lines, err := os.ReadFile("../../testdata/stories/prompts.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ev strings.Builder
+	for i, l := range strings.Split(strings.TrimSpace(string(lines)), "\n") {
+		b, _ := json.Marshal(map[string]string{"id": fmt.Sprint("held-", i), "prompt": l})
+		ev.Write(append(b, '\n'))
+	}
+	evalPath := filepath.Join(t.TempDir(), "eval.jsonl")
+	os.WriteFile(evalPath, []byte(ev.String()), 0o644)
+	cfg := Defaults(OnlineDPO)
+	cfg.Model, cfg.Prompts, cfg.EvalPrompts = model, "../../testdata/stories/train.jsonl", evalPath
+	cfg.Out = filepath.Join(t.TempDir(), "run")
+	cfg.Reward = "contains:happy"
+	cfg.Samples, cfg.BatchPrompts, cfg.MaxNewTokens, cfg.EvalSamples = 4, 8, 32, 2
+	cfg.LR, cfg.Rounds, cfg.MaxSteps, cfg.EvalEvery = 1e-3, 3, 30, 10
+	cfg.Threads = 2
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rewards, kls []float64
+	for _, row := range readMetrics(t, cfg.Out) {
+		if row["split"] == "eval" && int(row["step"].(float64))%10 == 0 {
+			rewards = append(rewards, row["reward"].(float64))
+			kls = append(kls, row["kl"].(float64))
+		}
+	}
+	t.Logf("held-out reward at the end of rounds 0..3: %.3f; KL to the base %.2f nats per completion; %d pairs, %d prompts skipped",
+		rewards, kls, res.Pairs, res.Skipped)
+	if len(rewards) != 4 {
+		t.Fatalf("%d held-out evaluations at round ends, want 4", len(rewards))
+	}
+	for r := 1; r < 4; r++ {
+		if !(rewards[r] > rewards[r-1]-0.05) || !(kls[r] > 0) || !finite(kls[r]) {
+			t.Errorf("round %d: held-out reward %.3f after %.3f, KL %.2f", r, rewards[r], rewards[r-1], kls[r])
+		}
+	}
+	if !(rewards[1] >= rewards[0]+0.1 && rewards[3] >= rewards[0]+0.4) {
+		t.Errorf("held-out reward %.3f: want +0.1 after round 1 and +0.4 after round 3", rewards)
+	}
+}
+
+// Online DPO ranked by a paid scalar reward (an LLM judge scoring each
+// sample alone), interrupted after a chunk of rewards: the resumed run
+// scores only the samples not yet scored.
+func TestOnlineDPORewardResume(t *testing.T) {
+	ja := newLengthJudge(t)
+	a := onlineConfig(t, ja)
+	a.Judge, a.Reward = "", "openai:"+ja.url+"/v1#fake"
+	resA, err := Run(context.Background(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jb := newLengthJudge(t)
+	b := onlineConfig(t, jb)
+	b.Judge, b.Reward = "", "openai:"+jb.url+"/v1#fake"
+	ctx, cancel := context.WithCancel(context.Background())
+	b.OnJudged = func(n int) {
+		if n == 3 { // step 2's first chunk of 4 rewards
+			cancel()
+		}
+	}
+	if _, err := Run(ctx, b); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	first := jb.count()
+	if _, err := Run(context.Background(), Config{Common: run.Common{Out: b.Out, Resume: true, Threads: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("uninterrupted: %d reward calls, %d pairs; interrupted after %d, resumed with %d", ja.count(), resA.Pairs, first, jb.count()-first)
+	if first != 12 || jb.count() != ja.count() || resA.Pairs == 0 {
+		t.Errorf("reward calls: %d before the interruption (want 12), %d in all, %d uninterrupted", first, jb.count(), ja.count())
+	}
+	if tw := jb.twice(); len(tw) > 0 {
+		t.Errorf("scored twice: %v", tw)
+	}
+	x, _ := os.ReadFile(filepath.Join(a.Out, "adapter.gguf"))
+	y, _ := os.ReadFile(filepath.Join(b.Out, "adapter.gguf"))
+	if len(x) == 0 || !bytes.Equal(x, y) {
+		t.Errorf("adapters differ after resume")
 	}
 }
