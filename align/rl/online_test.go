@@ -30,7 +30,9 @@ type lengthJudge struct {
 	url   string
 	mu    sync.Mutex
 	calls int
-	seen  map[string]int // "A\x00B" → calls
+	seen  map[string]int // "A\x00B" → calls answered
+	// down: calls are refused (HTTP 400, not retried) and not counted
+	down bool
 }
 
 func newLengthJudge(t *testing.T) *lengthJudge {
@@ -52,6 +54,12 @@ func newLengthJudge(t *testing.T) *lengthJudge {
 		}
 		a, b := cut("response_A"), cut("response_B")
 		j.mu.Lock()
+		if j.down {
+			j.mu.Unlock()
+			w.WriteHeader(http.StatusBadRequest)
+			w.Write([]byte(`{"error":{"message":"judge is down"}}`))
+			return
+		}
 		j.calls++
 		j.seen[a+"\x00"+b]++
 		j.mu.Unlock()
@@ -433,5 +441,41 @@ func TestOnlineDPORewardResume(t *testing.T) {
 	y, _ := os.ReadFile(filepath.Join(b.Out, "adapter.gguf"))
 	if len(x) == 0 || !bytes.Equal(x, y) {
 		t.Errorf("adapters differ after resume")
+	}
+}
+
+// A judge that fails in the first step: the run stops with the error but
+// keeps what it recorded (no checkpoint yet), and --resume continues
+// without asking again for the verdicts it had.
+func TestOnlineDPOJudgeFailsFirstStep(t *testing.T) {
+	defer func(n int) { onlineJudgeWorkers = n }(onlineJudgeWorkers)
+	onlineJudgeWorkers = 1
+	j := newLengthJudge(t)
+	cfg := onlineConfig(t, j)
+	cfg.OnJudged = func(n int) {
+		if n == 5 {
+			j.mu.Lock()
+			j.down = true
+			j.mu.Unlock()
+		}
+	}
+	_, err := Run(context.Background(), cfg)
+	if err == nil || errors.Is(err, ErrInterrupted) || !strings.Contains(err.Error(), "judge") {
+		t.Fatalf("run with a failing judge: %v", err)
+	}
+	if len(judgedComparisons(t, cfg.Out)) != 5 {
+		t.Fatalf("judged.jsonl holds %d verdicts, want the 5 answered", len(judgedComparisons(t, cfg.Out)))
+	}
+	j.mu.Lock()
+	j.down = false
+	j.mu.Unlock()
+	if _, err := Run(context.Background(), Config{Common: run.Common{Out: cfg.Out, Resume: true, Threads: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if j.count() != 32 {
+		t.Errorf("%d verdicts answered over both runs, want 32 (4 steps × 8)", j.count())
+	}
+	if tw := j.twice(); len(tw) > 0 {
+		t.Errorf("asked twice: %v", tw)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -233,15 +234,18 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		// a replaced online DPO run's judgments go with it; the ledger
 		// stays (--max-usd counts what earlier runs here spent)
 		online := run.Method(cfg.Out) == OnlineDPO
-		created, err := run.Prepare(cfg.Out)
-		if err == nil && online {
-			err = removeOnline(cfg.Out)
+		created, perr := run.Prepare(cfg.Out)
+		if perr == nil && online {
+			perr = removeOnline(cfg.Out)
 		}
-		if err != nil {
-			return res, err
+		if perr != nil {
+			return res, perr
 		}
 		defer func() {
-			if !cost.IsBudget(err) { // kept for --resume with a higher cap
+			// err is Run's result. Kept for --resume: a run the cap
+			// stopped, and one that recorded judgments or paid calls
+			// before it failed
+			if !cost.IsBudget(err) && !paidFor(cfg.Out) {
 				run.Cleanup(cfg.Out, created, err)
 			}
 		}()
@@ -281,6 +285,17 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	res.ElapsedS = time.Since(start).Seconds()
 	return res, run.WriteJSON(filepath.Join(cfg.Out, "summary.json"), res)
+}
+
+// paidFor reports whether the run in out recorded judgments or judge
+// spending (which a failed run keeps, to be resumed).
+func paidFor(out string) bool {
+	for _, f := range []string{JudgedFile, LedgerFile} {
+		if st, err := os.Stat(filepath.Join(out, f)); err == nil && st.Size() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // newWorker sets up the policy (from --init-adapter or --ref-adapter),
