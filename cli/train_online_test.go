@@ -1,10 +1,18 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // online-dpo's flags: inapplicable ones are refused with exit 2 naming
@@ -135,5 +143,168 @@ func TestTrainRLMaxUSD(t *testing.T) {
 	}
 	if b, err := os.ReadFile(ledger); err != nil || strings.Count(string(b), "\n") != j.count() {
 		t.Errorf("--force: ledger %v, %d lines", err, strings.Count(string(b), "\n"))
+	}
+}
+
+// onlineJudge is an OpenAI-compatible judge for the kill test: it prefers
+// the longer response (consistent in both orders), takes a few
+// milliseconds per call so a kill lands between calls, and counts the
+// calls per pair of responses shown.
+type onlineJudge struct {
+	url  string
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func newOnlineJudge(t *testing.T, delay time.Duration) *onlineJudge {
+	j := &onlineJudge{seen: map[string]int{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		time.Sleep(delay)
+		var req struct {
+			Messages []struct{ Content string } `json:"messages"`
+		}
+		json.Unmarshal(body, &req)
+		text := ""
+		for _, m := range req.Messages {
+			text += m.Content
+		}
+		a, b := "", ""
+		if m := reA.FindStringSubmatch(text); m != nil {
+			a = m[1]
+		}
+		if m := reB.FindStringSubmatch(text); m != nil {
+			b = m[1]
+		}
+		j.mu.Lock()
+		j.seen[a+"\x00"+b]++
+		j.mu.Unlock()
+		winner, sa, sb := "tie", 3, 3
+		switch {
+		case len(a) > len(b):
+			winner, sa, sb = "A", 5, 1
+		case len(b) > len(a):
+			winner, sa, sb = "B", 1, 5
+		}
+		content := fmt.Sprintf(`{"winner":%q,"scores":{"A":{"tone":%d,"accuracy":%d,"helpfulness":%d,"safety":%d},"B":{"tone":%d,"accuracy":%d,"helpfulness":%d,"safety":%d}},"reasoning":"length","objective":"tone"}`,
+			winner, sa, sa, sa, sa, sb, sb, sb, sb)
+		out, _ := json.Marshal(map[string]any{"model": "fake", "choices": []any{map[string]any{
+			"message": map[string]any{"role": "assistant", "content": content}, "finish_reason": "stop"}},
+			"usage": map[string]any{"prompt_tokens": 10, "completion_tokens": 5}})
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(out)
+	}))
+	t.Cleanup(srv.Close)
+	j.url = srv.URL
+	return j
+}
+
+// calls is the number of calls, and the pairs of responses asked more
+// than once.
+func (j *onlineJudge) calls() (n int, twice []string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	for k, c := range j.seen {
+		n += c
+		if c > 1 {
+			twice = append(twice, k)
+		}
+	}
+	return n, twice
+}
+
+// verdictsIn is the recorded verdicts of judged.jsonl, as "A\x00B" keys of
+// the responses shown (what the judge counts).
+func verdictsIn(t *testing.T, dir string) map[string]bool {
+	t.Helper()
+	b, _ := os.ReadFile(filepath.Join(dir, "judged.jsonl"))
+	texts := map[int][]string{}
+	out := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var r struct {
+			Kind, Order string
+			Step, A, B  int
+			Texts       []string
+		}
+		if json.Unmarshal([]byte(line), &r) != nil {
+			continue // a torn last line
+		}
+		switch r.Kind {
+		case "samples":
+			texts[r.Step] = r.Texts
+		case "verdict":
+			x, y := texts[r.Step][r.A], texts[r.Step][r.B]
+			if r.Order == "ba" {
+				x, y = y, x
+			}
+			out[x+"\x00"+y] = true
+		}
+	}
+	return out
+}
+
+// kill -9 in the middle of an online DPO step's judging, then --resume:
+// no verdict the run recorded is asked for again (only the calls in flight
+// at the kill are), every comparison is recorded once, and the run ends
+// with an uninterrupted run's pairs and adapter.
+func TestTrainOnlineDPOKill9(t *testing.T) {
+	args := func(out, url string) []string {
+		return []string{"train", "--method", "online-dpo", "--model", tinyModel, "--prompts", rlPrompts, "--eval-split", "0",
+			"--judge", "openai:" + url + "/v1#fake", "--out", out, "--max-steps", "4", "--save-every", "1", "--rounds", "2",
+			"--rollout-batch", "4", "--samples", "2", "--max-new-tokens", "8", "--lora-rank", "4", "--lora-alpha", "8", "--lr", "5e-3", "--threads", "2"}
+	}
+	ja := newOnlineJudge(t, 0)
+	ref := filepath.Join(t.TempDir(), "ref")
+	if code, _, errs := run(t, "", args(ref, ja.url)...); code != 0 {
+		t.Fatalf("uninterrupted: exit %d: %s", code, errs)
+	}
+	total, _ := ja.calls()
+
+	jb := newOnlineJudge(t, 15*time.Millisecond)
+	out := filepath.Join(t.TempDir(), "killed")
+	cmd, stderr, exited := startHelper(t, args(out, jb.url))
+	var atKill map[string]bool
+	for atKill == nil {
+		select {
+		case err := <-exited:
+			t.Fatalf("the run ended before the kill: %v\n%s", err, stderr.String())
+		case <-time.After(2 * time.Millisecond):
+		}
+		// step 2's third verdict (8 a step): in the middle of a step
+		b, _ := os.ReadFile(filepath.Join(out, "judged.jsonl"))
+		if bytes.Count(b, []byte(`"kind":"verdict"`)) >= 11 {
+			cmd.Process.Kill()
+			<-exited
+			atKill = verdictsIn(t, out)
+		}
+	}
+	before, _ := jb.calls()
+	code, _, errs := run(t, "", "train", "--resume", out, "--threads", "2")
+	if code != 0 {
+		t.Fatalf("resume after kill -9: exit %d: %s", code, errs)
+	}
+	after, twice := jb.calls()
+	t.Logf("uninterrupted %d judge calls; killed with %d recorded of %d made; %d in all after the resume, %d asked again (in flight at the kill)",
+		total, len(atKill), before, after, len(twice))
+	for _, k := range twice {
+		if atKill[k] {
+			t.Errorf("a verdict recorded before the kill was asked again: %q", k)
+		}
+	}
+	if len(twice) > 4 || after-len(twice) != total {
+		t.Errorf("judge calls: %d in all, %d asked twice; the run needs %d", after, len(twice), total)
+	}
+	if got := verdictsIn(t, out); len(got) != total {
+		t.Errorf("judged.jsonl records %d distinct verdicts, want %d", len(got), total)
+	}
+	pa := strings.ReplaceAll(slurp(t, filepath.Join(ref, "pairs.jsonl")), ja.url, "URL")
+	pb := strings.ReplaceAll(slurp(t, filepath.Join(out, "pairs.jsonl")), jb.url, "URL")
+	if pa != pb {
+		t.Errorf("pairs.jsonl differs after kill -9 and resume")
+	}
+	x, _ := os.ReadFile(filepath.Join(ref, "adapter.gguf"))
+	y, _ := os.ReadFile(filepath.Join(out, "adapter.gguf"))
+	if len(x) == 0 || !bytes.Equal(x, y) {
+		t.Errorf("adapters differ after kill -9 and resume")
 	}
 }
