@@ -479,3 +479,61 @@ func TestOnlineDPOJudgeFailsFirstStep(t *testing.T) {
 		t.Errorf("asked twice: %v", tw)
 	}
 }
+
+// With --samples 4 each pair is the prompt's best sample against its
+// worst: by a pairwise judge (wins minus losses over the six comparisons
+// in both orders; the length judge prefers the longer) and by a scalar
+// reward (the length judge scoring each sample alone: 1 + length mod 5).
+func TestOnlineDPOBestVsWorst(t *testing.T) {
+	for _, mode := range []string{"judge", "reward"} {
+		t.Run(mode, func(t *testing.T) {
+			j := newLengthJudge(t)
+			cfg := onlineConfig(t, j)
+			cfg.Samples, cfg.MaxSteps = 4, 1
+			if mode == "reward" {
+				cfg.Judge, cfg.Reward = "", "openai:"+j.url+"/v1#fake"
+			}
+			res, err := Run(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls := 4 * 6 * 2 // prompts × comparisons × orders
+			if mode == "reward" {
+				calls = 4 * 4
+			}
+			if j.count() != calls || res.Pairs+res.Skipped != 4 || res.Pairs == 0 {
+				t.Fatalf("%d judge calls (want %d), %d pairs, %d skipped", j.count(), calls, res.Pairs, res.Skipped)
+			}
+			var texts []string
+			b, _ := os.ReadFile(filepath.Join(cfg.Out, JudgedFile))
+			for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+				var r judgedRecord
+				json.Unmarshal([]byte(line), &r)
+				if r.Kind == "samples" {
+					texts = r.Texts
+				}
+			}
+			value := func(s string) int {
+				if mode == "reward" {
+					return 1 + len(s)%5
+				}
+				return len(s)
+			}
+			for _, line := range pairLines(t, cfg.Out) {
+				var p struct {
+					Chosen, Rejected string
+					Indexes          [2]int
+				}
+				json.Unmarshal([]byte(line), &p)
+				lo := p.Indexes[0] / 4 * 4
+				hi, low := 0, 1<<30
+				for _, s := range texts[lo : lo+4] {
+					hi, low = max(hi, value(s)), min(low, value(s))
+				}
+				if value(p.Chosen) != hi || value(p.Rejected) != low || p.Chosen != texts[p.Indexes[0]] || p.Rejected != texts[p.Indexes[1]] {
+					t.Errorf("pair %v: chosen %d, rejected %d; the prompt's samples range %d..%d", p.Indexes, value(p.Chosen), value(p.Rejected), low, hi)
+				}
+			}
+		})
+	}
+}
