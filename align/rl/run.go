@@ -175,13 +175,11 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	defer w.live.Close()
 	defer tr.Watch(ctx)()
 
-	if !cfg.Resume {
-		created, err := run.Prepare(cfg.Out)
-		if err != nil {
-			return res, err
-		}
-		defer func() { run.Cleanup(cfg.Out, created, err) }()
+	claim, err := run.ClaimDir(cfg.Out, cfg.Resume, cfg.Force, isMethod, "align train")
+	if err != nil {
+		return res, err
 	}
+	defer func() { claim.Release(err) }()
 	if err := run.WriteJSON(filepath.Join(cfg.Out, "config.json"), cfg); err != nil {
 		return res, err
 	}
