@@ -181,7 +181,8 @@ func (c *Common) Validate() error {
 // 100000 would otherwise fail late, inside the engine).
 const MaxRank = 4096
 
-// Targets is the one table of LoRA target names and their ALIGN_LORA_* bits.
+// Targets is the one table of LoRA target names and their ALIGN_LORA_* bits
+// (native: k_lora_targets in native/src/train_internal.h; bindings.TargetQ ...).
 var Targets = []struct {
 	Name string
 	Bit  uint32
