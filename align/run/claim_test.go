@@ -33,10 +33,14 @@ func TestClaimDir(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "config.json")); err != nil {
 		t.Fatalf("a finished run lost its files: %v", err)
 	}
+	// a resumed run that fails keeps every file, checkpoints or not
 	if c, err = ClaimDir(out, true, false, anyMethod, "align train"); err != nil {
 		t.Fatalf("resume after release: %v", err)
 	}
-	c.Release(nil)
+	c.Release(errors.New("failed"))
+	if _, err := os.Stat(filepath.Join(out, "config.json")); err != nil {
+		t.Fatalf("a failed resume removed the run's files: %v", err)
+	}
 
 	// a run that stopped before writing anything left only its lock file
 	// (kill -9): the folder is as good as empty

@@ -79,10 +79,10 @@ func checkOut(out string, force bool, isMethod func(string) bool) error {
 // this one's files. The kernel releases the lock however the process
 // ends, kill -9 included.
 type Claim struct {
-	out     string
-	created bool
-	keep    []string
-	lock    *dirlock.Lock
+	out             string
+	resume, created bool
+	keep            []string
+	lock            *dirlock.Lock
 }
 
 // ClaimDir locks out for a run; what names the command in another
@@ -92,7 +92,7 @@ type Claim struct {
 // of a run replaced with force, never one of keep (the new run's inputs).
 // A resumed run's directory is only locked. Release undoes it.
 func ClaimDir(out string, resume, force bool, isMethod func(string) bool, what string, keep ...string) (*Claim, error) {
-	c := &Claim{out: out, keep: keep}
+	c := &Claim{out: out, resume: resume, keep: keep}
 	if !resume {
 		if _, err := os.Stat(out); errors.Is(err, os.ErrNotExist) {
 			if err := os.MkdirAll(out, 0o755); err != nil {
@@ -123,12 +123,12 @@ func ClaimDir(out string, resume, force bool, isMethod func(string) bool, what s
 // Release is deferred by a run with its final error: a new run that failed
 // before its first checkpoint leaves nothing behind, its lock file and a
 // directory it created included (an interrupted one keeps what it did, for
-// --resume); then the lock is released.
+// --resume, and a resumed one everything); then the lock is released.
 func (c *Claim) Release(err error) {
 	if c == nil {
 		return
 	}
-	if err == nil || errors.Is(err, ErrInterrupted) || len(ListCheckpoints(filepath.Join(c.out, "checkpoints"))) > 0 {
+	if c.resume || err == nil || errors.Is(err, ErrInterrupted) || len(ListCheckpoints(filepath.Join(c.out, "checkpoints"))) > 0 {
 		c.lock.Unlock()
 		return
 	}
