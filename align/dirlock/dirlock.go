@@ -57,11 +57,13 @@ func IsHeld(err error) bool {
 }
 
 // Acquire takes the lock of dir, which must exist, for this process; what
-// names the command for another process's message ("align eval"). It does
-// not wait: a lock another process holds is a *HeldError.
+// names the command for another process's message ("align eval"). It
+// waits at most 0.1 s (for another process's Check to let go): a lock
+// another process holds is a *HeldError.
 func Acquire(dir, what string) (*Lock, error) {
 	path := filepath.Join(dir, Name)
 	var f *os.File
+	probes := 0
 	for try := 0; ; try++ {
 		var err error
 		if f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644); err != nil {
@@ -74,6 +76,13 @@ func Acquire(dir, what string) (*Lock, error) {
 		}
 		if held {
 			f.Close()
+			// another process's Check holds it for a moment: ask again
+			// briefly before calling the directory in use
+			if probes < 5 {
+				probes++
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
 			return nil, heldError(dir)
 		}
 		// the holder this file was locked from may have removed it

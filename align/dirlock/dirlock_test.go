@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAcquire(t *testing.T) {
@@ -43,7 +44,7 @@ func TestLockDiesWithProcess(t *testing.T) {
 			os.Exit(3)
 		}
 		os.Stdout.WriteString("locked\n")
-		select {} // until killed
+		time.Sleep(time.Hour) // until killed
 	}
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLockDiesWithProcess$")
@@ -131,4 +132,35 @@ func TestRemove(t *testing.T) {
 	if err := os.Remove(dir); err != nil {
 		t.Fatalf("the directory is not empty after Remove: %v", err)
 	}
+}
+
+// Another process's Check holds the lock for a moment: an Acquire at that
+// moment waits for it instead of calling the directory in use.
+func TestAcquireDuringCheck(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Acquire(dir, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Unlock()
+	probe, err := os.OpenFile(filepath.Join(dir, Name), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	if held, err := tryLock(probe); held || err != nil {
+		t.Fatalf("probe lock: held %v, %v", held, err)
+	}
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(30 * time.Millisecond)
+		unlock(probe)
+		close(released)
+	}()
+	l, err = Acquire(dir, "b")
+	<-released
+	if err != nil {
+		t.Fatalf("Acquire while a Check held the lock for 30 ms: %v", err)
+	}
+	l.Unlock()
 }
