@@ -182,6 +182,9 @@ func (l *loop) plan() {
 	if o.MaxSteps > 0 && o.MaxSteps < l.total {
 		l.total = o.MaxSteps
 	}
+	if o.MaxSteps > 0 && l.st.Step > o.MaxSteps { // a run does not go back: nothing to train
+		l.o.Progress.Note("the run is at step %d, past --max-steps %d: nothing to train", l.st.Step, o.MaxSteps)
+	}
 	warmup := o.WarmupSteps
 	if warmup > l.total/2 {
 		warmup = l.total / 2
