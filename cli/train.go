@@ -132,7 +132,11 @@ func runTrain(c *cli.Context) error {
 	if c.Bool("json") {
 		return json.NewEncoder(env.Stdout).Encode(res)
 	}
-	fmt.Fprintf(env.Stderr, "align: %s, %d train / %d eval pairs, %.0f tokens/s, %.1fs", plural(res.Steps, "step"), res.TrainPairs, res.EvalPairs, res.TokensPerS, res.ElapsedS)
+	rate := fmt.Sprintf("%.0f tokens/s", res.TokensPerS)
+	if res.TokensPerS == 0 { // a resume of a finished run trains no step: no rate to give
+		rate = "nothing left to train"
+	}
+	fmt.Fprintf(env.Stderr, "align: %s, %d train / %d eval pairs, %s, %.1fs", plural(res.Steps, "step"), res.TrainPairs, res.EvalPairs, rate, res.ElapsedS)
 	if res.Device != "" && !strings.EqualFold(res.Device, "cpu") {
 		fmt.Fprintf(env.Stderr, " on %s", res.Device)
 	}

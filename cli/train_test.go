@@ -273,9 +273,16 @@ func TestTrainResumeMetricsAndFlags(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "run")
 	mustTrain(t, "", quickArgs(out, data, 2)...)
 	rows := uniqueRows(t, out)
-	mustTrain(t, "", "train", "--resume", out, "--threads", "2") // a finished run: nothing to add
+	errs := mustTrain(t, "", "train", "--resume", out, "--threads", "2") // a finished run: nothing to add
 	if n := uniqueRows(t, out); n != rows {
 		t.Errorf("resuming a finished run: %d rows, was %d", n, rows)
+	}
+	if strings.Contains(errs, "tokens/s") || !strings.Contains(errs, "nothing left to train") { // issue 21: was "0 tokens/s"
+		t.Errorf("resuming a finished run says: %s", errs)
+	}
+	errs = mustTrain(t, "", "train", "--resume", out, "--max-steps", "1", "--threads", "2") // issue 21: said nothing
+	if !strings.Contains(errs, "at step 2, past --max-steps 1") {
+		t.Errorf("--max-steps below the run's step: %s", errs)
 	}
 
 	code, _, errs := run(t, "", "train", "--resume", out, "--lr", "0.1")

@@ -41,6 +41,9 @@ func ParseAdapter(spec string) (Adapter, error) {
 		}
 		return Adapter{Path: path, Scale: float32(f)}, nil
 	}
+	if errors.Is(err, strconv.ErrRange) { // e.g. 1e40: a number, too large for a float32 scale
+		return Adapter{}, fmt.Errorf("scale %q is out of range (a LoRA scale is at most %.1e in size)", scale, math.MaxFloat32)
+	}
 	if _, serr := os.Stat(spec); serr == nil {
 		return Adapter{Path: spec, Scale: 1}, nil // a file name with a colon
 	}

@@ -230,25 +230,26 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	defer w.live.Close()
 	defer tr.Watch(ctx)()
 
-	if !cfg.Resume {
-		// a replaced online DPO run's judgments go with it; the ledger
-		// stays (--max-usd counts what earlier runs here spent)
-		online := run.Method(cfg.Out) == OnlineDPO
-		created, perr := run.Prepare(cfg.Out)
-		if perr == nil && online {
-			perr = removeOnline(cfg.Out)
+	// a replaced online DPO run's judgments go with it; the ledger stays
+	// (--max-usd counts what earlier runs here spent)
+	online := !cfg.Resume && run.Method(cfg.Out) == OnlineDPO
+	claim, err := run.ClaimDir(cfg.Out, cfg.Resume, cfg.Force, isMethod, "align train")
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		// err is Run's result. Kept for --resume: a run the cap stopped,
+		// and one that recorded judgments or paid calls before it failed
+		kept := err
+		if cost.IsBudget(err) || paidFor(cfg.Out) {
+			kept = nil
 		}
-		if perr != nil {
-			return res, perr
+		claim.Release(kept)
+	}()
+	if online {
+		if err := removeOnline(cfg.Out); err != nil {
+			return res, err
 		}
-		defer func() {
-			// err is Run's result. Kept for --resume: a run the cap
-			// stopped, and one that recorded judgments or paid calls
-			// before it failed
-			if !cost.IsBudget(err) && !paidFor(cfg.Out) {
-				run.Cleanup(cfg.Out, created, err)
-			}
-		}()
 	}
 	if err := run.WriteJSON(filepath.Join(cfg.Out, "config.json"), cfg); err != nil {
 		return res, err

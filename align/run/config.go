@@ -181,7 +181,8 @@ func (c *Common) Validate() error {
 // 100000 would otherwise fail late, inside the engine).
 const MaxRank = 4096
 
-// Targets is the one table of LoRA target names and their ALIGN_LORA_* bits.
+// Targets is the one table of LoRA target names and their ALIGN_LORA_* bits
+// (native: k_lora_targets in native/src/train_internal.h; bindings.TargetQ ...).
 var Targets = []struct {
 	Name string
 	Bit  uint32
@@ -236,7 +237,7 @@ func (c *Common) Resumed(given Common) {
 // Defaults are the shared settings' defaults, one set for every method.
 //
 // Rank 16, alpha 32 (scale 2), all seven projections, lr 5e-4: measured by
-// align/train's TestStoriesSweep (see train.DefaultConfig).
+// align/train's BenchmarkStoriesSweep (scripts/bench-stories.sh; see train.DefaultConfig).
 func Defaults(method string) Common {
 	return Common{
 		Method: method, EvalSplit: 0.1, Epochs: 3, LR: 5e-4, Schedule: "cosine", WarmupSteps: 10, WeightDecay: 0,

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+
+	"github.com/align-dev/align/align/dirlock"
 )
 
 // A run directory holds only what align writes (Files and
@@ -41,12 +44,25 @@ func Method(dir string) string {
 // anything but an align run of one of methods, or a run without force. It
 // changes nothing.
 func CheckOut(out string, force bool, isMethod func(string) bool) error {
+	if err := dirlock.Check(out); err != nil { // a run (or eval) is writing there now
+		return err
+	}
+	return checkOut(out, force, isMethod)
+}
+
+// checkOut is CheckOut without the lock: ClaimDir holds it.
+func checkOut(out string, force bool, isMethod func(string) bool) error {
 	ents, err := os.ReadDir(out)
-	if errors.Is(err, os.ErrNotExist) || (err == nil && len(ents) == 0) {
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	// the lock file of a run that stopped before writing anything is align's
+	ents = slices.DeleteFunc(ents, func(e os.DirEntry) bool { return e.Name() == dirlock.Name })
+	if len(ents) == 0 {
+		return nil
 	}
 	if m := Method(out); m == "" || !isMethod(m) {
 		return Bad("out", "%s is not empty and holds no align run: choose a new or empty folder", out)
@@ -57,14 +73,76 @@ func CheckOut(out string, force bool, isMethod func(string) bool) error {
 	return nil
 }
 
-// Prepare makes out ready for a new run (after CheckOut) and reports
-// whether it created the directory; a run replaced with force loses only
-// the files align wrote, and never one of keep (the new run's inputs).
-func Prepare(out string, keep ...string) (created bool, err error) {
-	if _, err := os.Stat(out); errors.Is(err, os.ErrNotExist) {
-		return true, os.MkdirAll(out, 0o755)
+// Claim is a run directory held by this process (a dirlock on
+// OUT/.align.lock), so that a second align train into the same --out or
+// run dir, new or resumed, refuses with one line instead of writing over
+// this one's files. The kernel releases the lock however the process
+// ends, kill -9 included.
+type Claim struct {
+	out             string
+	resume, created bool
+	keep            []string
+	lock            *dirlock.Lock
+}
+
+// ClaimDir locks out for a run; what names the command in another
+// process's refusal ("align train"). For a new run (resume false) it
+// creates out when missing, checks it again under the lock (CheckOut:
+// another run may have started there since Begin) and removes the files
+// of a run replaced with force, never one of keep (the new run's inputs).
+// A resumed run's directory is only locked. Release undoes it.
+func ClaimDir(out string, resume, force bool, isMethod func(string) bool, what string, keep ...string) (*Claim, error) {
+	c := &Claim{out: out, resume: resume, keep: keep}
+	if !resume {
+		if _, err := os.Stat(out); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return nil, err
+			}
+			c.created = true
+		}
 	}
-	return false, Remove(out, keep...)
+	var err error
+	if c.lock, err = dirlock.Acquire(out, what); err != nil {
+		if c.created {
+			os.Remove(out)
+		}
+		return nil, err
+	}
+	if !resume {
+		if err = checkOut(out, force, isMethod); err == nil {
+			err = Remove(out, keep...)
+		}
+		if err != nil {
+			c.undo()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Release is deferred by a run with its final error: a new run that failed
+// before its first checkpoint leaves nothing behind, its lock file and a
+// directory it created included (an interrupted one keeps what it did, for
+// --resume, and a resumed one everything); then the lock is released.
+func (c *Claim) Release(err error) {
+	if c == nil {
+		return
+	}
+	if c.resume || err == nil || errors.Is(err, ErrInterrupted) || len(ListCheckpoints(filepath.Join(c.out, "checkpoints"))) > 0 {
+		c.lock.Unlock()
+		return
+	}
+	Remove(c.out, c.keep...)
+	c.undo()
+}
+
+// undo removes the lock file and a directory ClaimDir created (only if
+// empty: align never deletes what it did not write).
+func (c *Claim) undo() {
+	c.lock.Remove()
+	if c.created {
+		os.Remove(c.out)
+	}
 }
 
 // Remove deletes the files align writes in out and nothing else: not one
@@ -106,19 +184,6 @@ func Remove(out string, keep ...string) error {
 	}
 	os.Remove(dir) // only if empty: a user's files under it stay
 	return nil
-}
-
-// Cleanup is deferred by a new run: one that failed before its first
-// checkpoint leaves nothing behind (an interrupted one keeps what it did,
-// for --resume).
-func Cleanup(out string, created bool, err error, keep ...string) {
-	if err == nil || errors.Is(err, ErrInterrupted) || len(ListCheckpoints(filepath.Join(out, "checkpoints"))) > 0 {
-		return
-	}
-	Remove(out, keep...)
-	if created {
-		os.Remove(out)
-	}
 }
 
 // MustAbs is p made absolute (p itself when that fails).
@@ -195,7 +260,7 @@ func Begin(c *Common, validate func() error, isMethod func(string) bool, paths .
 		return err
 	}
 	if c.Resume {
-		return nil
+		return dirlock.Check(c.Out) // refused before the slow start-up; ClaimDir holds it
 	}
 	if err := AbsPaths(append(paths, &c.Model, &c.InitAdapter, &c.RefAdapter)...); err != nil {
 		return err

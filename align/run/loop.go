@@ -86,6 +86,7 @@ type loop struct {
 	evalEvery, saveEvery int
 	sched                objective.Schedule
 	tokens               int64
+	stepTime             time.Duration // in Stepper.Step, for rate
 	start                time.Time
 	startStep            int
 }
@@ -182,6 +183,9 @@ func (l *loop) plan() {
 	if o.MaxSteps > 0 && o.MaxSteps < l.total {
 		l.total = o.MaxSteps
 	}
+	if o.MaxSteps > 0 && l.st.Step > o.MaxSteps { // a run does not go back: nothing to train
+		l.o.Progress.Note("the run is at step %d, past --max-steps %d: nothing to train", l.st.Step, o.MaxSteps)
+	}
 	warmup := o.WarmupSteps
 	if warmup > l.total/2 {
 		warmup = l.total / 2
@@ -202,8 +206,15 @@ func (l *loop) plan() {
 
 func (l *loop) epochOf(step int) float64 { return float64(step) / float64(max(l.perEpoch, 1)) }
 
+// rate is the tokens per second of this process's steps: not of the
+// held-out evaluations and checkpoints between them (a run with small
+// steps and a large held-out set read a fraction of its speed), and 0
+// when it trained no step (a resume of a finished run).
 func (l *loop) rate() float64 {
-	return float64(l.tokens) / math.Max(time.Since(l.start).Seconds(), 1e-9)
+	if l.tokens == 0 {
+		return 0
+	}
+	return float64(l.tokens) / math.Max(l.stepTime.Seconds(), 1e-9)
 }
 
 // state is the loop state with the method's own.
@@ -289,7 +300,9 @@ func (l *loop) run() error {
 				return l.interrupted()
 			}
 			lr := l.sched.At(l.st.Step)
+			t0 := time.Now()
 			row, err := l.s.Step(l.ctx, l.st.Cursor, lr)
+			l.stepTime += time.Since(t0)
 			if err != nil && l.ctx.Err() != nil {
 				return l.interrupted() // cancelled inside the step: its update was not kept
 			}

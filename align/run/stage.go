@@ -26,7 +26,7 @@ import (
 func ReadLoRAFile(flag, path string) (bindings.AdapterFile, error) {
 	f, err := bindings.ReadAdapterFile(path)
 	if err != nil {
-		return f, fmt.Errorf("--%s %s: %w", flag, path, err)
+		return f, flagErr(flag, path, err)
 	}
 	if f.Kind != "lora" {
 		return f, fmt.Errorf("--%s %s: a %s file, not a LoRA adapter", flag, path, f.Kind)
@@ -87,7 +87,11 @@ func (c *Common) SetupStages(tr *bindings.Trainer) (bindings.Set, error) {
 		return tr.Base(), nil
 	}
 	if err := tr.Set(0).Load(p); err != nil {
-		return tr.Base(), fmt.Errorf("%s: %w", p, err)
+		flag := "init-adapter"
+		if c.InitAdapter == "" {
+			flag = "ref-adapter"
+		}
+		return tr.Base(), flagErr(flag, p, err)
 	}
 	if c.RefAdapter == "" {
 		return tr.Base(), nil
@@ -98,10 +102,25 @@ func (c *Common) SetupStages(tr *bindings.Trainer) (bindings.Set, error) {
 	}
 	ref, err := tr.AddSet(bindings.SetOptions{Name: "ref", Rank: f.Rank, Alpha: f.Alpha, Targets: f.Targets, Seed: c.Seed})
 	if err != nil {
-		return tr.Base(), fmt.Errorf("--ref-adapter %s: %w", c.RefAdapter, err)
+		return tr.Base(), flagErr("ref-adapter", c.RefAdapter, err)
 	}
 	if err := ref.Load(c.RefAdapter); err != nil {
-		return tr.Base(), fmt.Errorf("--ref-adapter %s: %w", c.RefAdapter, err)
+		return tr.Base(), flagErr("ref-adapter", c.RefAdapter, err)
 	}
 	return ref, nil
+}
+
+// flagErr is err about the file path given by flag, naming both once.
+func flagErr(flag, path string, err error) error {
+	return fmt.Errorf("--%s %w", flag, FileErr(path, err))
+}
+
+// FileErr is err about the file path, prefixed with path unless its
+// message starts with it already (a native message does): "X: X: not a
+// GGUF file" named it twice.
+func FileErr(path string, err error) error {
+	if strings.HasPrefix(err.Error(), path+": ") {
+		return err
+	}
+	return fmt.Errorf("%s: %w", path, err)
 }

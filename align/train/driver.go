@@ -129,13 +129,13 @@ func runWith(ctx context.Context, cfg Config, progress Progress, open opener) (r
 		defer nt.Watch(ctx)()
 	}
 
+	keep := []string{cfg.Model, cfg.Data, cfg.EvalData} // before --data - becomes the stored copy
+	claim, err := run.ClaimDir(cfg.Out, cfg.Resume, cfg.Force, isMethod, "align train", keep...)
+	if err != nil {
+		return res, err
+	}
+	defer func() { claim.Release(err) }()
 	if !cfg.Resume {
-		keep := []string{cfg.Model, cfg.Data, cfg.EvalData} // before --data - becomes the stored copy
-		created, perr := run.Prepare(cfg.Out, keep...)
-		if perr != nil {
-			return res, perr
-		}
-		defer func() { run.Cleanup(cfg.Out, created, err, keep...) }()
 		if in.stdin != nil {
 			p := filepath.Join(cfg.Out, run.StoredData)
 			if err := run.WriteSynced(p, in.stdin); err != nil {

@@ -248,7 +248,7 @@ func storiesConfig(t testing.TB, model string, s storySettings) Config {
 }
 
 // storiesStart is the documented starting point for DPO on a small real
-// model (testdata/stories/README.md; measured by TestStoriesSweep).
+// model (testdata/stories/README.md; measured by BenchmarkStoriesSweep).
 var storiesStart = storySettings{LR: 5e-4, Rank: 16, Targets: "q,k,v,o,gate,up,down", Beta: 0.1, Epochs: 2, RPO: 1}
 
 // DPO on stories260K with cheerful-over-sad pairs raises the cheerful share
@@ -292,17 +292,16 @@ func TestStoriesDPO(t *testing.T) {
 	}
 }
 
-// TestStoriesSweep prints the table behind storiesStart and the defaults
-// (ALIGN_STORIES_SWEEP=1; minutes per row).
-func TestStoriesSweep(t *testing.T) {
-	if os.Getenv("ALIGN_STORIES_SWEEP") == "" {
-		t.Skip("set ALIGN_STORIES_SWEEP=1 (and optionally ALIGN_STORIES_MODEL=TinyStories-656K-Q8_0.gguf) to measure the settings table")
-	}
+// BenchmarkStoriesSweep prints the table behind storiesStart and the
+// defaults (scripts/bench-stories.sh; minutes per row): a measurement, run
+// with -bench, never by go test alone. ALIGN_STORIES_MODEL picks the model
+// (default stories260K.gguf), ALIGN_STORIES_ROWS the rows (default all).
+func BenchmarkStoriesSweep(b *testing.B) {
 	name := os.Getenv("ALIGN_STORIES_MODEL")
 	if name == "" {
 		name = "stories260K.gguf"
 	}
-	model := sharedModel(t, name)
+	model := sharedModel(b, name)
 	all := "q,k,v,o,gate,up,down"
 	rows := []storySettings{
 		{5e-4, 8, "q,k,v,o", 0.1, 3, 0}, // 0: the defaults before this measurement
@@ -327,21 +326,22 @@ func TestStoriesSweep(t *testing.T) {
 		}
 		rows = pick
 	}
-	known := knownWords(t, model)
-	base := scoreStories(t, model, "", 4, known)
-	data := dataFluency(t, model)
+	known := knownWords(b, model)
+	base := scoreStories(b, model, "", 4, known)
+	data := dataFluency(b, model)
 	fmt.Printf("%s: base samples: cheerful %.2f, sad %.2f, fluency %.3f nats/token, non-words %.3f (%d samples); the held-out chosen continuations score %.3f under the base\n",
 		name, base.Cheerful, base.Sad, base.Fluency, base.NonWords, base.N, data)
 	fmt.Printf("| settings | held-out acc | margin | cheerful | sad | fluency | non-words |\n|---|---|---|---|---|---|---|\n")
+	b.ResetTimer() // the table once per call: run it with -benchtime 1x
 	for _, s := range rows {
-		res, err := Run(context.Background(), storiesConfig(t, model, s), nil)
+		res, err := Run(context.Background(), storiesConfig(b, model, s), nil)
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
-		sc := scoreStories(t, model, res.Adapter, 4, known)
+		sc := scoreStories(b, model, res.Adapter, 4, known)
 		fmt.Printf("| %s | %.3f | %.2f | %.2f | %.2f | %.3f | %.3f |\n", s, res.After["rewards/accuracies"], res.After["rewards/margins"],
 			sc.Cheerful, sc.Sad, sc.Fluency, sc.NonWords)
-		t.Logf("%s sample: %q", s, sc.Example)
+		b.Logf("%s sample: %q", s, sc.Example)
 	}
 }
 

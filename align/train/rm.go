@@ -328,7 +328,7 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 	}
 	for _, p := range []string{adapter, head} {
 		if err := m.set.Load(p); err != nil {
-			return nil, fmt.Errorf("%s: %w", p, err)
+			return nil, run.FileErr(p, err)
 		}
 	}
 	maxLen := cfg.MaxLength

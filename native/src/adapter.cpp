@@ -51,9 +51,9 @@ extern "C" align_status align_adapter_write(const char * path, const char * arch
         gguf_add_tensor(g, a);
         gguf_add_tensor(g, b);
     }
-    const std::string tmp = std::string(path) + ".tmp." + std::to_string((long) getpid());
-    FILE * f = std::fopen(tmp.c_str(), "wb");
-    if (f == nullptr) return fail(ALIGN_ERR_IO, tmp + ": " + std::strerror(errno));
+    align::atomic_file out;
+    if (align_status st = out.open(path); st != ALIGN_OK) return st;
+    FILE * f = out.file();
     std::vector<uint8_t> hdr(gguf_get_meta_size(g));
     gguf_get_meta_data(g, hdr.data());
     bool good = std::fwrite(hdr.data(), 1, hdr.size(), f) == hdr.size();
@@ -69,13 +69,8 @@ extern "C" align_status align_adapter_write(const char * path, const char * arch
         put(ts[i].a, (size_t) (ts[i].n_in * ts[i].rank));
         put(ts[i].b, (size_t) (ts[i].rank * ts[i].n_out));
     }
-    if (good) good = std::fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (std::fclose(f) != 0) good = false;
-    if (!good || std::rename(tmp.c_str(), path) != 0) {
-        std::string err = std::strerror(errno);
-        std::remove(tmp.c_str());
-        return fail(ALIGN_ERR_IO, std::string(path) + ": " + err);
-    }
+    if (!good) return fail(ALIGN_ERR_IO, std::string(path) + ": " + std::strerror(errno));
+    if (align_status st = out.commit(); st != ALIGN_OK) return st;
     return ok();
     ALIGN_CATCH
 }

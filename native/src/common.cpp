@@ -7,11 +7,14 @@
 #include "llama.h"
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <new>
 #include <sys/stat.h>
+#include <thread>
+#include <unistd.h>
 
 namespace {
 
@@ -233,6 +236,57 @@ align_status check_gguf_file(const std::string & path) {
                                           " bytes, tensor data needs " + std::to_string((unsigned long long) need) + ")");
     }
     return ok();
+}
+
+int32_t threads_or_default(int32_t n) {
+    if (n > 0) return n;
+    const unsigned hc = std::thread::hardware_concurrency();
+    return hc == 0 ? 4 : (int32_t) hc;
+}
+
+std::string gguf_str(const gguf_context * g, const char * key) {
+    const int64_t k = gguf_find_key(g, key);
+    if (k < 0 || gguf_get_kv_type(g, k) != GGUF_TYPE_STRING) return "";
+    return gguf_get_val_str(g, k);
+}
+
+atomic_file::~atomic_file() {
+    if (f_ != nullptr) std::fclose(f_);
+    if (!done_ && !tmp_.empty()) std::remove(tmp_.c_str());
+}
+
+void atomic_file::reserve(const std::string & path) {
+    path_ = path;
+    tmp_ = path + ".tmp." + std::to_string((long) getpid());
+}
+
+align_status atomic_file::open(const std::string & path) {
+    reserve(path);
+    f_ = std::fopen(tmp_.c_str(), "wb");
+    if (f_ == nullptr) return fail(ALIGN_ERR_IO, tmp_ + ": " + std::strerror(errno));
+    return ALIGN_OK;
+}
+
+align_status atomic_file::commit() {
+    if (f_ == nullptr) f_ = std::fopen(tmp_.c_str(), "rb+");
+    bool good = f_ != nullptr && std::fflush(f_) == 0 && fsync(fileno(f_)) == 0;
+    int err = good ? 0 : errno;
+    if (f_ != nullptr && std::fclose(f_) != 0 && good) {
+        good = false;
+        err = errno;
+    }
+    f_ = nullptr;
+    if (good && std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+        good = false;
+        err = errno;
+    }
+    if (!good) {
+        std::remove(tmp_.c_str());
+        tmp_.clear();
+        return fail(ALIGN_ERR_IO, path_ + ": " + std::strerror(err));
+    }
+    done_ = true;
+    return ALIGN_OK;
 }
 
 }  // namespace align

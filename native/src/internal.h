@@ -3,6 +3,9 @@
 
 #include "align.h"
 
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -11,6 +14,7 @@ struct llama_model;
 struct llama_adapter_lora;
 struct llama_sampler;
 struct align_model;
+struct gguf_context;
 
 namespace align {
 
@@ -52,6 +56,75 @@ llama_sampler * sampler_chain(const align_model * model, const align_sampler_par
 // Message of the last GGML_ASSERT converted on this thread ("" if none);
 // cleared by log_capture_begin.
 std::string last_assert();
+
+// The thread count of a CPU computation: n when positive, else every core
+// the machine reports (4 when it reports none).
+int32_t threads_or_default(int32_t n);
+
+// A string value of GGUF metadata: "" when key is absent or not a string.
+std::string gguf_str(const gguf_context * g, const char * key);
+inline std::string gguf_str(const gguf_context * g, const std::string & key) { return gguf_str(g, key.c_str()); }
+
+// FNV-1a of s: seeds a stream per tensor name, so values do not depend on
+// the order tensors are made in.
+inline uint64_t fnv1a(const std::string & s) {
+    uint64_t h = 1469598103934665603ULL;
+    for (unsigned char c : s) {
+        h ^= c;
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+// splitmix64: the deterministic stream of fixture weights and LoRA A
+// initialisation (the same values on every platform).
+struct rng {
+    uint64_t s;
+    explicit rng(uint64_t seed) : s(seed) {}
+    uint64_t next() {
+        uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+        return z ^ (z >> 31);
+    }
+    double uniform() { return (double) (next() >> 11) * (1.0 / 9007199254740992.0); }  // [0, 1)
+    double normal() {  // Box-Muller
+        double u1 = uniform(), u2 = uniform();
+        if (u1 < 1e-300) u1 = 1e-300;
+        return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+    }
+};
+
+// A file written whole or not at all: the bytes go to PATH.tmp.PID, then
+// fflush, fsync and a rename onto PATH, so a reader (or a crash) sees the
+// old file or the complete new one. Until commit() succeeds, destroying it
+// removes the temporary file (an error return, an exception). The name is
+// the one align/mergefile.TempName expects (align merge removes those a
+// killed merge left).
+class atomic_file {
+  public:
+    atomic_file() = default;
+    ~atomic_file();
+    atomic_file(const atomic_file &) = delete;
+    atomic_file & operator=(const atomic_file &) = delete;
+
+    // Opens the temporary file for writing through file(); a failure
+    // names the temporary file.
+    align_status open(const std::string & path);
+    // Only names the temporary file (tmp()), for a writer that opens it
+    // itself (gguf_write_to_file); commit() reopens it to sync it.
+    void                reserve(const std::string & path);
+    FILE *              file() const { return f_; }
+    const std::string & tmp() const { return tmp_; }
+    // Flushes, syncs, closes and renames onto the path; on failure the
+    // temporary file is removed and the error names the path.
+    align_status commit();
+
+  private:
+    std::string path_, tmp_;
+    FILE *      f_ = nullptr;
+    bool        done_ = false;
+};
 
 }  // namespace align
 

@@ -125,12 +125,6 @@ bool same_file(const std::string & a, const std::string & b) {
     return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-std::string str_key(const gguf_context * g, const char * key) {
-    const int64_t k = gguf_find_key(g, key);
-    if (k < 0 || gguf_get_kv_type(g, k) != GGUF_TYPE_STRING) return "";
-    return gguf_get_val_str(g, k);
-}
-
 // Converts n values of tensor t (F32 or F16 or any type with a
 // dequantiser) to F32.
 bool to_f32(const ggml_tensor * t, std::vector<float> & out) {
@@ -162,12 +156,12 @@ align_status read_lora(const align_merge_lora & l, const std::string & arch,
     gguf_ptr g(gguf_init_from_file(path.c_str(), gp), gguf_free);
     ggml_ptr data(raw, ggml_free);
     if (!g || !data) return fail(ALIGN_ERR_FORMAT, path + ": not a readable GGUF file");
-    if (str_key(g.get(), "general.type") != "adapter" || str_key(g.get(), "adapter.type") != "lora") {
+    if (align::gguf_str(g.get(), "general.type") != "adapter" || align::gguf_str(g.get(), "adapter.type") != "lora") {
         return fail(ALIGN_ERR_UNSUPPORTED, path + ": not a LoRA adapter (general.type \"" +
-                                               str_key(g.get(), "general.type") + "\", adapter.type \"" +
-                                               str_key(g.get(), "adapter.type") + "\"; want \"adapter\", \"lora\")");
+                                               align::gguf_str(g.get(), "general.type") + "\", adapter.type \"" +
+                                               align::gguf_str(g.get(), "adapter.type") + "\"; want \"adapter\", \"lora\")");
     }
-    const std::string a_arch = str_key(g.get(), "general.architecture");
+    const std::string a_arch = align::gguf_str(g.get(), "general.architecture");
     if (a_arch != arch) {
         return fail(ALIGN_ERR_UNSUPPORTED, path + ": adapter for architecture \"" + a_arch + "\", base is \"" + arch + "\"");
     }
@@ -289,9 +283,9 @@ extern "C" align_status align_merge(const char * base_path, const align_merge_lo
     gguf_ptr in(gguf_init_from_file(base.c_str(), gp), gguf_free);
     ggml_ptr meta(meta_raw, ggml_free);
     if (!in || !meta) return fail(ALIGN_ERR_FORMAT, base + ": not a readable GGUF file");
-    const std::string arch = str_key(in.get(), "general.architecture");
+    const std::string arch = align::gguf_str(in.get(), "general.architecture");
     if (arch.empty()) return fail(ALIGN_ERR_FORMAT, base + ": no general.architecture");
-    if (str_key(in.get(), "general.type") == "adapter") return fail(ALIGN_ERR_UNSUPPORTED, base + ": is an adapter, not a model");
+    if (align::gguf_str(in.get(), "general.type") == "adapter") return fail(ALIGN_ERR_UNSUPPORTED, base + ": is an adapter, not a model");
 
     std::map<std::string, std::vector<lora_pair>> by_base;
     std::map<std::string, std::string> origin;
@@ -346,18 +340,10 @@ extern "C" align_status align_merge(const char * base_path, const align_merge_lo
 
     file_ptr src(std::fopen(base.c_str(), "rb"));
     if (!src) return fail(ALIGN_ERR_IO, base + ": " + std::strerror(errno));
-    const std::string tmp = out + ".tmp." + std::to_string((long) getpid());
-    FILE * f = std::fopen(tmp.c_str(), "wb");
-    if (f == nullptr) return fail(ALIGN_ERR_IO, tmp + ": " + std::strerror(errno));
-    file_ptr dst(f);
-    bool done = false;
-    struct cleanup {
-        const std::string & path;
-        bool &              done;
-        ~cleanup() {
-            if (!done) std::remove(path.c_str());
-        }
-    } cleaner{tmp, done};
+    align::atomic_file dst;
+    if (align_status st = dst.open(out); st != ALIGN_OK) return st;
+    FILE * const f = dst.file();
+    const std::string & tmp = dst.tmp();
 
     std::vector<uint8_t> hdr(gguf_get_meta_size(g));
     gguf_get_meta_data(g, hdr.data());
@@ -453,10 +439,7 @@ extern "C" align_status align_merge(const char * base_path, const align_merge_lo
             return fail(ALIGN_ERR_CANCELLED, "merge cancelled");
         }
     }
-    if (std::fflush(f) != 0 || fsync(fileno(f)) != 0) return fail(ALIGN_ERR_IO, tmp + ": " + std::strerror(errno));
-    if (std::fclose(dst.release()) != 0) return fail(ALIGN_ERR_IO, tmp + ": " + std::strerror(errno));
-    if (std::rename(tmp.c_str(), out.c_str()) != 0) return fail(ALIGN_ERR_IO, out + ": " + std::strerror(errno));
-    done = true;
+    if (align_status st = dst.commit(); st != ALIGN_OK) return st;
     res.bytes_written = (int64_t) (hdr.size() + written);
     if (result) *result = res;
     return ok();

@@ -17,11 +17,6 @@ using align::ok;
 
 namespace {
 
-int32_t default_threads() {
-    unsigned n = std::thread::hardware_concurrency();
-    return n == 0 ? 4 : (int32_t) n;
-}
-
 void copy_str(char * dst, size_t cap, const std::string & s) {
     size_t n = std::min(cap - 1, s.size());
     std::memcpy(dst, s.data(), n);
@@ -34,9 +29,7 @@ std::string gguf_general_type(const char * path) {
     gguf_init_params gp = {/*no_alloc =*/true, /*ctx =*/nullptr};
     gguf_context * g = gguf_init_from_file(path, gp);
     if (g == nullptr) return "";
-    std::string type;
-    const int64_t k = gguf_find_key(g, "general.type");
-    if (k >= 0 && gguf_get_kv_type(g, k) == GGUF_TYPE_STRING) type = gguf_get_val_str(g, k);
+    const std::string type = align::gguf_str(g, "general.type");
     gguf_free(g);
     return type;
 }
@@ -197,7 +190,7 @@ align_status align_model_load(const char * path, const align_model_params * para
     }
     auto * am = new align_model;
     am->model = m;
-    am->n_threads = p.n_threads > 0 ? p.n_threads : default_threads();
+    am->n_threads = align::threads_or_default(p.n_threads);
     am->path = path;
     am->vocab_only = p.vocab_only;
     *out = am;

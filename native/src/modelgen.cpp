@@ -23,32 +23,6 @@ using align::ok;
 
 namespace {
 
-struct rng {
-    uint64_t s;
-    explicit rng(uint64_t seed) : s(seed) {}
-    uint64_t next() {  // splitmix64
-        uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-        return z ^ (z >> 31);
-    }
-    double uniform() { return (double) (next() >> 11) * (1.0 / 9007199254740992.0); }
-    double normal() {  // Box-Muller
-        double u1 = uniform(), u2 = uniform();
-        if (u1 < 1e-300) u1 = 1e-300;
-        return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
-    }
-};
-
-uint64_t hash_name(const std::string & s) {  // FNV-1a
-    uint64_t h = 1469598103934665603ULL;
-    for (unsigned char c : s) {
-        h ^= c;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 struct shape {
     int n_vocab_hint, n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx;
 };
@@ -168,10 +142,6 @@ const char * k_gemma_template =
     "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'assistant' %}{% set role = 'model' %}"
     "{% else %}{% set role = message['role'] %}{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim "
     "+ '<end_of_turn>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}";
-
-struct file_closer {
-    void operator()(FILE * f) const { if (f) std::fclose(f); }
-};
 
 }  // namespace
 
@@ -451,12 +421,12 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
         types.push_back(tt);
     }
 
-    const std::string tmp = std::string(path) + ".tmp." + std::to_string((long) getpid());
-    std::unique_ptr<FILE, file_closer> f(std::fopen(tmp.c_str(), "wb"));
-    if (!f) return fail(ALIGN_ERR_IO, tmp + ": " + std::strerror(errno));
+    align::atomic_file out;
+    if (align_status st = out.open(path); st != ALIGN_OK) return st;
+    FILE * const fp = out.file();
     std::vector<uint8_t> metabuf(gguf_get_meta_size(g));
     gguf_get_meta_data(g, metabuf.data());
-    bool wr_ok = std::fwrite(metabuf.data(), 1, metabuf.size(), f.get()) == metabuf.size();
+    bool wr_ok = std::fwrite(metabuf.data(), 1, metabuf.size(), fp) == metabuf.size();
     const size_t align_to = gguf_get_alignment(g);
     std::vector<float> data;
     std::vector<uint8_t> qbuf;
@@ -464,7 +434,7 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
         const auto & t = ts[i];
         const int64_t n = t.ne0 * t.ne1;
         data.resize((size_t) n);
-        rng r(params->seed ^ hash_name(t.name));
+        align::rng r(params->seed ^ align::fnv1a(t.name));
         const ggml_type tt = types[i];
         if (big && (t.k == EMBED || t.k == MATRIX)) {
             // billions of weights: rows in parallel, each 64-row chunk with
@@ -477,22 +447,22 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
             auto work = [&]() {
                 for (int64_t c; (c = next.fetch_add(1)) < n_chunk;) {
                     const int64_t r0 = c * 64, nr = std::min<int64_t>(64, t.ne1 - r0);
-                    rng rc(params->seed ^ hash_name(t.name) ^ (0x9E3779B97F4A7C15ULL * (uint64_t) (c + 1)));
+                    align::rng rc(params->seed ^ align::fnv1a(t.name) ^ (0x9E3779B97F4A7C15ULL * (uint64_t) (c + 1)));
                     float * x = data.data() + r0 * t.ne0;
                     for (int64_t j = 0; j < nr * t.ne0; j++) x[j] = (float) (sd * rc.normal());
                     if (tt != GGML_TYPE_F32) ggml_quantize_chunk(tt, data.data(), qbuf.data(), r0 * t.ne0, nr, t.ne0, nullptr);
                 }
             };
             std::vector<std::thread> th;
-            const unsigned nt = std::max(1u, std::thread::hardware_concurrency());
+            const unsigned nt = (unsigned) align::threads_or_default(0);
             for (unsigned k = 0; k < nt; k++) th.emplace_back(work);
             for (auto & x : th) x.join();
             const uint8_t * bytes = tt == GGML_TYPE_F32 ? reinterpret_cast<const uint8_t *>(data.data()) : qbuf.data();
             const size_t nbytes = tt == GGML_TYPE_F32 ? sizeof(float) * (size_t) n : qbuf.size();
-            wr_ok = std::fwrite(bytes, 1, nbytes, f.get()) == nbytes;
+            wr_ok = std::fwrite(bytes, 1, nbytes, fp) == nbytes;
             const size_t pad = GGML_PAD(nbytes, align_to) - nbytes;
             static const uint8_t zeros[64] = {0};
-            if (wr_ok && pad) wr_ok = std::fwrite(zeros, 1, pad, f.get()) == pad;
+            if (wr_ok && pad) wr_ok = std::fwrite(zeros, 1, pad, fp) == pad;
             continue;
         }
         if (t.k == ROPE_FREQS) {
@@ -535,23 +505,13 @@ align_status align_modelgen_write(const char * path, const align_modelgen_params
             ggml_quantize_chunk(tt, data.data(), qbuf.data(), 0, t.ne1, t.ne0, nullptr);
             bytes = qbuf.data();
         }
-        wr_ok = std::fwrite(bytes, 1, nbytes, f.get()) == nbytes;
+        wr_ok = std::fwrite(bytes, 1, nbytes, fp) == nbytes;
         const size_t pad = GGML_PAD(nbytes, align_to) - nbytes;
         static const uint8_t zeros[64] = {0};
-        if (wr_ok && pad) wr_ok = std::fwrite(zeros, 1, pad, f.get()) == pad;
+        if (wr_ok && pad) wr_ok = std::fwrite(zeros, 1, pad, fp) == pad;
     }
-    if (wr_ok) wr_ok = std::fflush(f.get()) == 0 && fsync(fileno(f.get())) == 0;
-    FILE * raw = f.release();
-    if (std::fclose(raw) != 0) wr_ok = false;
-    if (!wr_ok) {
-        std::remove(tmp.c_str());
-        return fail(ALIGN_ERR_IO, std::string(path) + ": write failed: " + std::strerror(errno));
-    }
-    if (std::rename(tmp.c_str(), path) != 0) {
-        std::string err = std::strerror(errno);
-        std::remove(tmp.c_str());
-        return fail(ALIGN_ERR_IO, std::string(path) + ": " + err);
-    }
+    if (!wr_ok) return fail(ALIGN_ERR_IO, std::string(path) + ": write failed: " + std::strerror(errno));
+    if (align_status st = out.commit(); st != ALIGN_OK) return st;
     return ok();
     ALIGN_CATCH
 }
@@ -598,15 +558,10 @@ extern "C" align_status align_model_dequantize(const char * in_path, const char 
         }
         gguf_add_tensor(out, f);
     }
-    const std::string tmp = std::string(out_path) + ".tmp." + std::to_string((long) getpid());
-    if (!gguf_write_to_file(out, tmp.c_str(), false)) {
-        std::remove(tmp.c_str());
-        return fail(ALIGN_ERR_IO, std::string(out_path) + ": write failed");
-    }
-    if (std::rename(tmp.c_str(), out_path) != 0) {
-        std::remove(tmp.c_str());
-        return fail(ALIGN_ERR_IO, std::string(out_path) + ": " + std::strerror(errno));
-    }
+    align::atomic_file file;
+    file.reserve(out_path);
+    if (!gguf_write_to_file(out, file.tmp().c_str(), false)) return fail(ALIGN_ERR_IO, std::string(out_path) + ": write failed");
+    if (align_status st = file.commit(); st != ALIGN_OK) return st;
     return ok();
     ALIGN_CATCH
 }

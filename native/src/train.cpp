@@ -29,12 +29,6 @@ align_trainer::~align_trainer() {
 
 namespace {
 
-int32_t cpu_threads(int32_t n) {
-    if (n > 0) return n;
-    unsigned hc = std::thread::hardware_concurrency();
-    return hc == 0 ? 4 : (int32_t) hc;
-}
-
 bool abort_cb(void * data) { return static_cast<align_trainer *>(data)->cancel.load(std::memory_order_relaxed); }
 
 align_status get_set(const align_trainer * tr, int32_t set, adapter_set ** out) {
@@ -77,7 +71,7 @@ align_status init_backend(align_trainer * tr, const char * device) {
     tr->backend = ggml_backend_dev_init(dev, nullptr);
     if (tr->backend == nullptr) return fail(ALIGN_ERR_INTERNAL, "cannot initialise device " + tr->device);
     if (tr->is_cpu) {
-        ggml_backend_cpu_set_n_threads(tr->backend, cpu_threads(tr->params.n_threads));
+        ggml_backend_cpu_set_n_threads(tr->backend, align::threads_or_default(tr->params.n_threads));
         ggml_backend_cpu_set_abort_callback(tr->backend, abort_cb, tr);
     }
     ggml_backend_buffer_type_t buft = ggml_backend_get_default_buffer_type(tr->backend);
@@ -227,7 +221,7 @@ align_status align_trainer_new(align_model * model, const align_trainer_params *
     align_trainer_params p = params ? *params : align_trainer_default_params();
     if (p.targets == 0) p.targets = align_trainer_default_params().targets;
     if (p.lora_rank <= 0 || p.lora_rank > 4096 || !(p.lora_alpha > 0) || !std::isfinite(p.lora_alpha) ||
-        (p.targets & ~127u) != 0) {
+        (p.targets & ~k_lora_all) != 0) {
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "trainer: rank must be in [1, 4096], alpha positive, targets a known set");
     }
     if (p.backward_weights < ALIGN_BACKWARD_AUTO || p.backward_weights > ALIGN_BACKWARD_Q4_K) {

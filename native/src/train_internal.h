@@ -105,6 +105,27 @@ struct layer_t {
     float rope_base = 10000.0f, rope_freq_scale = 1.0f;  // this layer's RoPE
 };
 
+// The projections a LoRA set may adapt: the ALIGN_LORA_* bit, the weight's
+// GGUF name after "blk.N.", and its tensor in layer_t. The one table of the
+// adapter file reader (train_io.cpp) and the set builder (train_optim.cpp).
+struct lora_target_t {
+    uint32_t               bit;
+    const char *           tensor;
+    ggml_tensor * layer_t::*weight;
+};
+inline constexpr lora_target_t k_lora_targets[] = {
+    {ALIGN_LORA_Q, "attn_q.weight", &layer_t::wq},          {ALIGN_LORA_K, "attn_k.weight", &layer_t::wk},
+    {ALIGN_LORA_V, "attn_v.weight", &layer_t::wv},          {ALIGN_LORA_O, "attn_output.weight", &layer_t::wo},
+    {ALIGN_LORA_GATE, "ffn_gate.weight", &layer_t::gate},   {ALIGN_LORA_UP, "ffn_up.weight", &layer_t::up},
+    {ALIGN_LORA_DOWN, "ffn_down.weight", &layer_t::down},
+};
+// Every bit of k_lora_targets: a mask with another bit names no projection.
+inline constexpr uint32_t k_lora_all = [] {
+    uint32_t m = 0;
+    for (const auto & t : k_lora_targets) m |= t.bit;
+    return m;
+}();
+
 // The MLP's activation: SwiGLU (llama, qwen2, qwen3) or GeGLU with the
 // tanh-approximated GELU (gemma3).
 enum ffn_act_t { FFN_SILU = 0, FFN_GELU_TANH = 1 };

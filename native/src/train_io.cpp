@@ -23,14 +23,11 @@ using gguf_ptr = std::unique_ptr<gguf_context, void (*)(gguf_context *)>;
 
 // The ALIGN_LORA_* bit of a base tensor name ("blk.3.attn_q.weight"), 0 if none.
 uint32_t target_bit(const std::string & base) {
-    static const std::pair<const char *, uint32_t> kinds[] = {
-        {".attn_q.weight", ALIGN_LORA_Q},     {".attn_k.weight", ALIGN_LORA_K},   {".attn_v.weight", ALIGN_LORA_V},
-        {".attn_output.weight", ALIGN_LORA_O}, {".ffn_gate.weight", ALIGN_LORA_GATE},
-        {".ffn_up.weight", ALIGN_LORA_UP},    {".ffn_down.weight", ALIGN_LORA_DOWN},
-    };
-    for (const auto & [suffix, bit] : kinds) {
-        const size_t n = std::strlen(suffix);
-        if (base.size() > n && base.compare(base.size() - n, n, suffix) == 0) return bit;
+    for (const lora_target_t & t : k_lora_targets) {
+        const size_t n = std::strlen(t.tensor);
+        if (base.size() > n + 1 && base.compare(base.size() - n, n, t.tensor) == 0 && base[base.size() - n - 1] == '.') {
+            return t.bit;
+        }
     }
     return 0;
 }
@@ -38,12 +35,6 @@ uint32_t target_bit(const std::string & base) {
 bool ends_with(const std::string & s, const char * suffix) {
     const size_t n = std::strlen(suffix);
     return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
-}
-
-std::string str_kv(const gguf_context * g, const char * key) {
-    const int64_t k = gguf_find_key(g, key);
-    if (k < 0 || gguf_get_kv_type(g, k) != GGUF_TYPE_STRING) return "";
-    return gguf_get_val_str(g, k);
 }
 
 // Opens path's GGUF metadata (no tensor data) or fails with the file's name.
@@ -62,12 +53,12 @@ align_status open_meta(const char * path, gguf_ptr & out) {
 // The description of an open adapter GGUF.
 align_status describe(const char * path, const gguf_context * g, align_adapter_file_info * info) {
     *info = align_adapter_file_info{};
-    const std::string type = str_kv(g, "general.type");
-    const std::string arch = str_kv(g, "general.architecture");
+    const std::string type = align::gguf_str(g, "general.type");
+    const std::string arch = align::gguf_str(g, "general.architecture");
     std::snprintf(info->arch, sizeof info->arch, "%s", arch.c_str());
     const int64_t n = gguf_get_n_tensors(g);
     info->n_tensors = (int32_t) n;
-    if (type == "adapter" && str_kv(g, "adapter.type") == "lora") {
+    if (type == "adapter" && align::gguf_str(g, "adapter.type") == "lora") {
         std::snprintf(info->kind, sizeof info->kind, "lora");
         const int64_t ka = gguf_find_key(g, "adapter.lora.alpha");
         if (ka < 0 || gguf_get_kv_type(g, ka) != GGUF_TYPE_FLOAT32) {
@@ -275,19 +266,10 @@ extern "C" align_status align_trainer_export_heads(align_trainer * tr, int32_t s
     tb->data = b.data();
     gguf_add_tensor(g.get(), tw);
     gguf_add_tensor(g.get(), tb);
-    const std::string tmp = std::string(path) + ".tmp." + std::to_string((long) getpid());
-    if (!gguf_write_to_file(g.get(), tmp.c_str(), false)) {
-        std::remove(tmp.c_str());
-        return fail(ALIGN_ERR_IO, std::string(path) + ": cannot write");
-    }
-    FILE * f = std::fopen(tmp.c_str(), "rb+");
-    bool good = f != nullptr && fsync(fileno(f)) == 0;
-    if (f) std::fclose(f);
-    if (!good || std::rename(tmp.c_str(), path) != 0) {
-        const std::string err = std::strerror(errno);
-        std::remove(tmp.c_str());
-        return fail(ALIGN_ERR_IO, std::string(path) + ": " + err);
-    }
+    align::atomic_file out;
+    out.reserve(path);
+    if (!gguf_write_to_file(g.get(), out.tmp().c_str(), false)) return fail(ALIGN_ERR_IO, std::string(path) + ": cannot write");
+    if (align_status st = out.commit(); st != ALIGN_OK) return st;
     return ok();
     ALIGN_CATCH
 }

@@ -18,29 +18,9 @@ namespace align::train {
 
 namespace {
 
-struct rng_t {
-    uint64_t s;
-    uint64_t next() {
-        uint64_t z = (s += 0x9E3779B97F4A7C15ULL);
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-        return z ^ (z >> 31);
-    }
-    double uniform() { return (double) (next() >> 11) * (1.0 / 9007199254740992.0); }
-};
-
-uint64_t fnv1a(const std::string & s) {
-    uint64_t h = 1469598103934665603ULL;
-    for (unsigned char c : s) {
-        h ^= c;
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
 // U(-bound, bound) from a seed and a name (PEFT's kaiming-uniform for A).
 void fill_uniform(ggml_tensor * t, uint64_t seed, const std::string & name, double bound) {
-    rng_t rg{seed ^ fnv1a(name)};
+    align::rng rg(seed ^ align::fnv1a(name));
     std::vector<float> a((size_t) ggml_nelements(t));
     for (auto & x : a) x = (float) ((2.0 * rg.uniform() - 1.0) * bound);
     ggml_backend_tensor_set(t, a.data(), 0, ggml_nbytes(t));
@@ -66,7 +46,7 @@ align_status add_set(align_trainer * tr, const align_adapter_set_params & p, int
     for (auto & s : tr->sets) {
         if (s->name == name) return fail(ALIGN_ERR_INVALID_ARGUMENT, "adapter set \"" + name + "\" exists");
     }
-    if ((p.targets & ~127u) != 0) return fail(ALIGN_ERR_INVALID_ARGUMENT, "adapter set \"" + name + "\": unknown targets");
+    if ((p.targets & ~k_lora_all) != 0) return fail(ALIGN_ERR_INVALID_ARGUMENT, "adapter set \"" + name + "\": unknown targets");
     if (p.targets != 0 && (p.lora_rank <= 0 || p.lora_rank > 4096 || !(p.lora_alpha > 0) || !std::isfinite(p.lora_alpha))) {
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "adapter set \"" + name + "\": rank must be in [1, 4096], alpha positive");
     }
@@ -116,12 +96,9 @@ align_status add_set(align_trainer * tr, const align_adapter_set_params & p, int
     };
     for (int32_t il = 0; il < tr->n_layer; il++) {
         layer_t & L = tr->layers[(size_t) il];
-        const std::pair<uint32_t, ggml_tensor *> slots[] = {
-            {ALIGN_LORA_Q, L.wq}, {ALIGN_LORA_K, L.wk}, {ALIGN_LORA_V, L.wv}, {ALIGN_LORA_O, L.wo},
-            {ALIGN_LORA_GATE, L.gate}, {ALIGN_LORA_UP, L.up}, {ALIGN_LORA_DOWN, L.down},
-        };
-        for (const auto & [bit, w] : slots) {
-            if (!(s->targets & bit)) continue;
+        for (const lora_target_t & target : k_lora_targets) {
+            if (!(s->targets & target.bit)) continue;
+            ggml_tensor * w = L.*target.weight;
             auto l = std::make_unique<lora_t>();
             l->base = ggml_get_name(w);
             l->n_in = w->ne[0];

@@ -53,12 +53,6 @@ bool kv_f32(gguf_context * g, const std::string & key, float & out) {
     }
 }
 
-std::string kv_str(gguf_context * g, const std::string & key) {
-    const int64_t id = gguf_find_key(g, key.c_str());
-    if (id < 0 || gguf_get_kv_type(g, id) != GGUF_TYPE_STRING) return "";
-    return gguf_get_val_str(g, id);
-}
-
 // Dequantises a whole 2-D tensor's host bytes to F32.
 bool to_f32(ggml_type type, const void * src, float * dst, int64_t n) {
     if (type == GGML_TYPE_F32) {
@@ -85,7 +79,7 @@ bool is_supported(const std::string & arch) {
 // the supported architectures (llama-model.cpp of the pinned copy), so the
 // training graph computes what inference computes.
 align_status read_hparams(align_trainer * tr, gguf_context * g, const std::string & path) {
-    tr->arch = kv_str(g, "general.architecture");
+    tr->arch = align::gguf_str(g, "general.architecture");
     if (!is_supported(tr->arch)) {
         return fail(ALIGN_ERR_UNSUPPORTED, path + ": architecture \"" + tr->arch +
                                                "\" is not supported for training (supported: " + k_supported + ")");
@@ -130,7 +124,7 @@ align_status read_hparams(align_trainer * tr, gguf_context * g, const std::strin
     tr->rope_mode = tr->arch == "llama" ? GGML_ROPE_TYPE_NORMAL : GGML_ROPE_TYPE_NEOX;
     // rope scaling: llama.cpp's default type is linear, applied whenever a
     // factor is given; "none" never scales
-    const std::string scaling = kv_str(g, a + "rope.scaling.type");
+    const std::string scaling = align::gguf_str(g, a + "rope.scaling.type");
     if (scaling.empty() || scaling == "linear") {
         float factor = 0.0f;
         if (!kv_f32(g, a + "rope.scaling.factor", factor)) kv_f32(g, a + "rope.scale_linear", factor);

@@ -2,11 +2,14 @@
 // (truncated, corrupt or non-GGUF files), and errors carry messages.
 // Prints "N passed, N failed" and exits non-zero on any failure.
 #include "align.h"
+#include "gguf.h"
+#include "train_internal.h"
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <sys/stat.h>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -172,6 +175,121 @@ static void test_unspellable(const char * path) {
     align_model_free(m);
 }
 
+// align::atomic_file: the file appears whole on commit and only then; an
+// abandoned or failed write leaves no temporary file and the old file as it was.
+static void test_atomic_file(const std::string & dir) {
+    const std::string path = dir + "/atomic.bin";
+    const std::string tmp = path + ".tmp." + std::to_string((long) getpid());
+    auto exists = [](const std::string & p) { return access(p.c_str(), F_OK) == 0; };
+    {
+        align::atomic_file f;
+        EXPECT(f.open(path) == ALIGN_OK, "open: %s", align_last_error());
+        EXPECT(f.tmp() == tmp, "temporary name %s, want PATH.tmp.PID (align/mergefile.TempName)", f.tmp().c_str());
+        std::fputs("half", f.file());
+        std::fflush(f.file());
+        EXPECT(exists(tmp) && !exists(path), "before commit: only the temporary file");
+    }
+    EXPECT(!exists(tmp) && !exists(path), "an abandoned write left %s%s", exists(tmp) ? "its temporary file" : "",
+           exists(path) ? "the file" : "");
+    {
+        align::atomic_file f;
+        EXPECT(f.open(path) == ALIGN_OK, "open: %s", align_last_error());
+        std::fputs("whole", f.file());
+        EXPECT(f.commit() == ALIGN_OK, "commit: %s", align_last_error());
+    }
+    std::vector<char> got = read_file(path);
+    EXPECT(std::string(got.begin(), got.end()) == "whole" && !exists(tmp), "after commit: %zu bytes, temporary %d", got.size(),
+           (int) exists(tmp));
+    {
+        // a writer that opens the file itself (gguf_write_to_file)
+        align::atomic_file f;
+        f.reserve(path);
+        write_file(f.tmp(), "again", 5);
+        EXPECT(f.commit() == ALIGN_OK, "commit after reserve: %s", align_last_error());
+    }
+    got = read_file(path);
+    EXPECT(std::string(got.begin(), got.end()) == "again" && !exists(tmp), "reserve + commit");
+    {
+        // the rename fails (the path is a non-empty folder): the error
+        // names the path, the temporary file goes, the folder stays
+        const std::string busy = dir + "/busy";
+        mkdir(busy.c_str(), 0755);
+        write_file(busy + "/x", "x", 1);
+        align::atomic_file f;
+        EXPECT(f.open(busy) == ALIGN_OK, "open: %s", align_last_error());
+        std::fputs("data", f.file());
+        EXPECT(f.commit() == ALIGN_ERR_IO, "commit onto a folder");
+        EXPECT(std::strstr(align_last_error(), busy.c_str()) != nullptr, "the error names the path: %s", align_last_error());
+        EXPECT(!exists(busy + ".tmp." + std::to_string((long) getpid())), "a failed commit left its temporary file");
+        EXPECT(exists(busy + "/x"), "a failed commit touched the folder");
+        unlink((busy + "/x").c_str());
+        rmdir(busy.c_str());
+    }
+    unlink(path.c_str());
+}
+
+// align::gguf_str reads string keys only.
+static void test_gguf_str() {
+    gguf_context * g = gguf_init_empty();
+    gguf_set_val_str(g, "general.architecture", "llama");
+    gguf_set_val_u32(g, "llama.block_count", 2);
+    EXPECT(align::gguf_str(g, "general.architecture") == "llama", "string key");
+    EXPECT(align::gguf_str(g, std::string("general.architecture")) == "llama", "string key (std::string)");
+    EXPECT(align::gguf_str(g, "llama.block_count").empty(), "a u32 key read as a string");
+    EXPECT(align::gguf_str(g, "general.name").empty(), "an absent key");
+    gguf_free(g);
+}
+
+static void test_threads() {
+    EXPECT(align::threads_or_default(3) == 3, "an explicit count");
+    const int32_t d = align::threads_or_default(0);
+    EXPECT(d >= 1 && d == align::threads_or_default(-1), "the default: %d", d);
+}
+
+// The LoRA target table, at both ends: a set made with one target exports
+// exactly that projection's tensors, and the file reader maps them back to
+// the same bit; bits outside the table are refused.
+static void test_lora_targets(const std::string & base, const std::string & dir) {
+    align_model * m = nullptr;
+    EXPECT(align_model_load(base.c_str(), nullptr, &m) == ALIGN_OK, "load: %s", align_last_error());
+    if (!m) return;
+    const std::string out = dir + "/targets.gguf";
+    align_model_info mi;
+    align_model_get_info(m, &mi);
+    auto round_trip = [&](uint32_t targets) -> uint32_t {
+        align_trainer_params p = align_trainer_default_params();
+        p.lora_rank = 2;
+        p.lora_alpha = 4;
+        p.targets = targets;
+        p.n_threads = 2;
+        align_trainer * tr = nullptr;
+        if (align_trainer_new(m, &p, &tr) != ALIGN_OK) {
+            EXPECT(false, "trainer with targets %u: %s", targets, align_last_error());
+            return 0;
+        }
+        EXPECT(align_trainer_export(tr, 0, out.c_str()) == ALIGN_OK, "export: %s", align_last_error());
+        align_trainer_free(tr);
+        align_adapter_file_info info;
+        EXPECT(align_adapter_file_describe(out.c_str(), &info) == ALIGN_OK, "describe: %s", align_last_error());
+        EXPECT(info.n_tensors == 2 * mi.n_layer * __builtin_popcount(targets), "targets %u: %d tensors for %d layers", targets,
+               info.n_tensors, mi.n_layer);
+        return info.targets;
+    };
+    for (const auto & t : align::train::k_lora_targets) {
+        const uint32_t got = round_trip(t.bit);
+        EXPECT(got == t.bit, "a set on %s (bit %u) reads back as targets %u", t.tensor, t.bit, got);
+    }
+    EXPECT(round_trip(align::train::k_lora_all) == align::train::k_lora_all, "all targets");
+    EXPECT(align::train::k_lora_all == 127u, "k_lora_all %u: the ALIGN_LORA_* enum has seven bits", align::train::k_lora_all);
+    align_trainer_params p = align_trainer_default_params();
+    p.targets = align::train::k_lora_all + 1;
+    align_trainer * tr = nullptr;
+    EXPECT(align_trainer_new(m, &p, &tr) == ALIGN_ERR_INVALID_ARGUMENT, "a bit outside the table: %s", align_last_error());
+    align_trainer_free(tr);
+    unlink(out.c_str());
+    align_model_free(m);
+}
+
 int main() {
     char dir_tmpl[] = "/tmp/align-native-test-XXXXXX";
     const char * dir = mkdtemp(dir_tmpl);
@@ -250,6 +368,10 @@ int main() {
     align_model_free(m);
 
     test_sessions(base);
+    test_atomic_file(dir);
+    test_gguf_str();
+    test_threads();
+    test_lora_targets(base, dir);
     test_unspellable(getenv("ALIGN_NOBYTE_MODEL") ? getenv("ALIGN_NOBYTE_MODEL")
                                                    : "../shared/models/TinyStories-656K-Q8_0.gguf");
 
