@@ -152,6 +152,7 @@ align_model_params align_model_default_params(void) {
     p.n_gpu_layers = 0;
     p.vocab_only = false;
     p.no_extra_bufts = false;
+    p.trainable = false;
     return p;
 }
 
@@ -175,6 +176,10 @@ align_status align_model_load(const char * path, const align_model_params * para
     mp.vocab_only = p.vocab_only;
     const char * no_extra = std::getenv("ALIGN_NO_EXTRA_BUFTS");
     if (p.no_extra_bufts || (no_extra != nullptr && std::strcmp(no_extra, "1") == 0)) mp.use_extra_bufts = false;
+    // llama.cpp has one switch for all extra buffer types: a trainable
+    // model gives up CPU_REPACK too where another one (AMX: Q4_K/Q8_0
+    // matrices 2048 wide or more) would take weights the trainer cannot read
+    if (p.trainable && !align::cpu_foreign_extra_buft().empty()) mp.use_extra_bufts = false;
     align::log_capture_begin();
     llama_model * m = llama_model_load_from_file(path, mp);
     std::string cause = align::log_capture_text();
