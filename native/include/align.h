@@ -229,7 +229,8 @@ typedef struct align_sampler_params {
 align_sampler_params align_sampler_default_params(void);
 
 // Receives generated text as it becomes final (never a partial stop string
-// or a partial UTF-8 character). Return false to stop generation (the call
+// or a partial UTF-8 character; a character the last generated tokens did
+// not finish is dropped, not passed on). Return false to stop generation (the call
 // then returns ALIGN_OK with stop reason "callback").
 typedef bool (*align_token_fn)(const char * text, int32_t len, int32_t token, void * user_data);
 
