@@ -197,7 +197,7 @@ func Begin(c *Common, validate func() error, isMethod func(string) bool, paths .
 	if c.Resume {
 		return nil
 	}
-	if err := AbsPaths(append(paths, &c.Model, &c.InitAdapter, &c.RefAdapter)...); err != nil {
+	if err := AbsPaths(append(paths, &c.Model, &c.InitAdapter, &c.RefAdapter, &c.ChatTemplate)...); err != nil {
 		return err
 	}
 	return CheckOut(c.Out, c.Force, isMethod)
