@@ -75,10 +75,10 @@ typedef struct align_model_params {
                             // AMX buffers, whose layouts the trainer cannot read (on AMX CPUs
                             // llama.cpp puts Q4_K/Q8_0 matrices of width >= 2048 there). Also
                             // set by the environment variable ALIGN_NO_EXTRA_BUFTS=1.
-    bool    trainable;      // a trainer will run on the weights: where the CPU has an extra
-                            // buffer type the trainer cannot read (AMX, KleidiAI; anything but
-                            // CPU_REPACK, which it reads through ggml-cpu's own kernels), the
-                            // weights stay in plain host memory (no extra buffer types at all)
+    bool    trainable;      // a trainer will run on the weights: where an extra buffer type
+                            // the trainer cannot read (AMX, KleidiAI; anything but CPU_REPACK,
+                            // which it reads through ggml-cpu's own kernels) took a weight, the
+                            // model is loaded again without extra buffer types (plain host memory)
 } align_model_params;
 
 align_model_params align_model_default_params(void);
