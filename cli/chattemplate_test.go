@@ -77,3 +77,25 @@ func TestTrainChatTemplateFile(t *testing.T) {
 		t.Errorf("missing template: exit %d: %s", code, errs)
 	}
 }
+
+// eval's generations and collect's local: models render with
+// --chat-template: a template that refuses every conversation stops them
+// with its message.
+func TestEvalAndCollectUseChatTemplate(t *testing.T) {
+	dir := t.TempDir()
+	tmpl := filepath.Join(dir, "refuse.jinja")
+	os.WriteFile(tmpl, []byte("{{ raise_exception('this template refuses everything') }}"), 0o644)
+	code, _, errs := run(t, "", "eval", "--model", tinyModel, "--prompts", "../testdata/prompts/sample.jsonl",
+		"--judge", "rules:../testdata/catalog.json", "--out", filepath.Join(dir, "eval"), "--samples", "1", "-n", "4",
+		"--threads", "2", "--chat-template", tmpl)
+	t.Logf("eval: exit %d: %s", code, strings.TrimSpace(errs))
+	if code == 0 || !strings.Contains(errs, "this template refuses everything") {
+		t.Errorf("eval --chat-template: exit %d: %s", code, errs)
+	}
+	code, _, errs = run(t, "", "collect", "--prompts", "../testdata/prompts/sample.jsonl", "--generator", "local:"+tinyModel,
+		"--out", filepath.Join(dir, "pairs.jsonl"), "--n", "2", "--threads", "2", "--chat-template", tmpl)
+	t.Logf("collect: exit %d: %s", code, strings.TrimSpace(errs))
+	if code == 0 || !strings.Contains(errs, "this template refuses everything") {
+		t.Errorf("collect --chat-template: exit %d: %s", code, errs)
+	}
+}
