@@ -99,3 +99,16 @@ func TestEvalAndCollectUseChatTemplate(t *testing.T) {
 		t.Errorf("collect --chat-template: exit %d: %s", code, errs)
 	}
 }
+
+// PPO/GRPO rollouts format their prompts with --chat-template too.
+func TestRLUsesChatTemplate(t *testing.T) {
+	dir := t.TempDir()
+	tmpl := filepath.Join(dir, "refuse.jinja")
+	os.WriteFile(tmpl, []byte("{{ raise_exception('this template refuses everything') }}"), 0o644)
+	code, _, errs := run(t, "", "train", "--method", "grpo", "--model", tinyModel, "--prompts", rlPrompts, "--reward", "contains:z",
+		"--out", filepath.Join(dir, "run"), "--max-steps", "1", "--threads", "2", "--chat-template", tmpl)
+	t.Logf("grpo: exit %d: %s", code, strings.TrimSpace(errs))
+	if code == 0 || !strings.Contains(errs, "this template refuses everything") {
+		t.Errorf("train --method grpo --chat-template: exit %d: %s", code, errs)
+	}
+}
