@@ -23,6 +23,11 @@ type ModelOptions struct {
 	// NoExtraBuffers keeps the weights in plain host memory (no repacked or
 	// AMX layouts, which the trainer cannot read; see align_model_params).
 	NoExtraBuffers bool
+	// Trainable: a trainer will run on the weights. On CPUs with an extra
+	// buffer type the trainer cannot read (AMX takes Q4_K and Q8_0
+	// matrices 2048 wide or more) the weights stay in plain host memory;
+	// elsewhere llama.cpp's repacked layout stays, which the trainer reads.
+	Trainable bool
 }
 
 // Model is a loaded GGUF model.
@@ -64,6 +69,7 @@ func LoadModel(path string, opt ModelOptions) (*Model, error) {
 	p.n_gpu_layers = C.int32_t(opt.GPULayers)
 	p.vocab_only = C.bool(opt.VocabOnly)
 	p.no_extra_bufts = C.bool(opt.NoExtraBuffers)
+	p.trainable = C.bool(opt.Trainable)
 	var m *C.align_model
 	if err := check("align_model_load", C.align_model_load(cpath, &p, &m)); err != nil {
 		return nil, err

@@ -92,7 +92,8 @@ type TrainerInfo struct {
 
 // NewTrainer creates a trainer over model's weights: the same resident copy
 // serves training and generation (sessions of model). The model must be
-// loaded with weights and cannot be closed before the trainer.
+// loaded with weights (ModelOptions.Trainable) and cannot be closed before
+// the trainer.
 func NewTrainer(model *Model, opt TrainerOptions) (*Trainer, error) {
 	defer lockThread()()
 	if err := model.live(); err != nil {
@@ -149,7 +150,7 @@ func NewTrainerOwning(model *Model, opt TrainerOptions) (*Trainer, error) {
 // creates a trainer that owns it; Model returns it for sessions. A device
 // trainer's model is loaded by align/run.OpenTrainer, which offloads it.
 func NewTrainerFromFile(path string, opt TrainerOptions) (*Trainer, error) {
-	m, err := LoadModel(path, ModelOptions{Threads: opt.Threads})
+	m, err := LoadModel(path, ModelOptions{Threads: opt.Threads, Trainable: true})
 	if err != nil {
 		return nil, err
 	}

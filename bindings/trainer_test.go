@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const sampleText = "Hello! Naruto is complete at 72 volumes by Masashi Kishimoto. Berserk is ongoing. Thanks for asking!"
@@ -468,4 +469,67 @@ func backwardSums(set Set, b *Batch, dsums []float64) error {
 		cot[j] = float32(dsums[s])
 	}
 	return set.Backward(cot, nil)
+}
+
+// A Q4_K model at a real width (Llama 3.2 1B's 2048; one layer) trains as
+// loaded by NewTrainerFromFile, untied and tied. On AMX CPUs
+// llama.cpp puts Q4_K matrices 2048 wide or more in its AMX buffer, whose
+// layout the trainer cannot read: the trainer's model keeps them in host
+// memory (ModelOptions.Trainable). Elsewhere they stay repacked
+// (CPU_REPACK), which the trainer reads. Either way the training forward
+// agrees with llama.cpp's inference on the trainer's own model, and SFT
+// steps raise the log-likelihood.
+func TestTrainerWideQ4K(t *testing.T) {
+	for _, tied := range []bool{false, true} {
+		name := map[bool]string{false: "untied", true: "tied"}[tied]
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "wide-"+name+".gguf")
+			// the built-in 3,113-token vocabulary and FFN 2048 instead of
+			// 8192 keep the test short: every matrix is still 2048 wide,
+			// where AMX takes it
+			fp := FixtureParams{Arch: "llama", Type: "q4_k", Size: "tiny", NLayer: 1, NEmbd: 2048, NHead: 16, NHeadKV: 8, HeadDim: 128,
+				NFF: 2048, Seed: 5, TiedOutput: tied}
+			if err := WriteFixture(path, fp); err != nil {
+				t.Fatal(err)
+			}
+			t0 := time.Now()
+			tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Seed: 9})
+			if info := tr.Info(); info.NEmbd != 2048 || info.NFF != 2048 {
+				t.Fatalf("fixture is %d wide with FFN %d, want 2048 and 2048", info.NEmbd, info.NFF)
+			}
+			t.Logf("trainer ready in %v", time.Since(t0))
+			m := tr.Model()
+			b := fullBatch(t, m, sampleText)
+			out, err := tr.Set(0).Forward(b, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref, err := session(t, m, SessionOptions{NCtx: 256}).LogProbs(context.Background(), b.Tokens[:b.Lengths[0]])
+			if err != nil {
+				t.Fatal(err)
+			}
+			// as TestTrainerForwardMatchesLlama's Q4_K bound (llama.cpp runs
+			// attention on an F16 KV cache), relative where the tied head's
+			// N(0,1) embeddings give log-probs in the hundreds
+			var maxd, worst, before float64
+			for j := range ref {
+				d := math.Abs(float64(ref[j] - out.Logps[j]))
+				maxd = math.Max(maxd, d)
+				worst = math.Max(worst, d/(6e-2+2e-3*math.Abs(float64(ref[j]))))
+				before += float64(out.Logps[j])
+			}
+			if worst > 1 {
+				t.Errorf("training forward differs from llama.cpp by %.3g per token (%.2f of 6e-2 + 2e-3·|log p|)", maxd, worst)
+			}
+			sftSteps(t, tr, b, 3)
+			ao, err := tr.Set(0).Forward(b, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s: max |train - llama.cpp| = %.2e; 3 SFT steps: log-likelihood %.2f -> %.2f", name, maxd, before, ao.Sums[0])
+			if !(ao.Sums[0] > before+1) {
+				t.Errorf("3 SFT steps moved the log-likelihood from %.3f to %.3f only", before, ao.Sums[0])
+			}
+		})
+	}
 }

@@ -51,6 +51,8 @@ func backendFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "attempt-timeout", Value: 2 * time.Minute, Usage: "per HTTP attempt", EnvVars: []string{"ALIGN_ATTEMPT_TIMEOUT"}},
 		&cli.IntFlag{Name: "threads", Usage: "CPU threads for local: models (0: all)", EnvVars: []string{"ALIGN_THREADS"}},
 		&cli.IntFlag{Name: "ctx-size", Usage: "context size for local: models (0: the model's, at most 4096)", EnvVars: []string{"ALIGN_CTX_SIZE"}},
+		&cli.StringFlag{Name: "chat-template", Usage: "local: models render conversations with the Jinja chat template in `FILE` instead of their own", EnvVars: []string{"ALIGN_CHAT_TEMPLATE"}},
+		&cli.StringFlag{Name: "chat-template-kwargs", Usage: "extra template variables for local: models: `KEY=VALUE,...` or a JSON object (e.g. enable_thinking=false)", EnvVars: []string{"ALIGN_CHAT_TEMPLATE_KWARGS"}},
 	}
 }
 
@@ -134,12 +136,16 @@ func openBackend(c *cli.Context, flag string) (*pipeline.Backend, error) {
 		// any region satisfies the client, so an estimate needs no AWS set-up
 		region = "us-east-1"
 	}
+	topts, err := templateOptions(c)
+	if err != nil {
+		return nil, err
+	}
 	b, err := pipeline.Open(c.Context, spec, pipeline.OpenOptions{
 		Endpoint: c.String("endpoint"), Region: region,
 		MaxAttempts: c.Int("max-attempts"), MaxBackoff: c.Duration("max-backoff"), AttemptTimeout: c.Duration("attempt-timeout"),
 		CallTimeout: c.Duration("item-timeout"),
 		Limits:      pace.Limits{RPM: c.Float64("rpm"), TPM: c.Float64("tpm"), Concurrency: conc},
-		Local:       local.Options{Threads: c.Int("threads"), NCtx: c.Int("ctx-size")},
+		Local:       local.Options{Threads: c.Int("threads"), NCtx: c.Int("ctx-size"), Template: topts.Template, Kwargs: topts.Kwargs},
 	})
 	if err != nil {
 		return nil, usagef("--%s: %v", flag, err)

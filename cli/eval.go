@@ -85,6 +85,8 @@ Example:
 			&cli.IntFlag{Name: "top-k", Value: 40, Usage: "keep the K most likely tokens (0: off)", EnvVars: []string{"ALIGN_TOP_K"}},
 			&cli.Float64Flag{Name: "min-p", Value: 0.05, Usage: "drop tokens below this fraction of the top probability (0: off)", EnvVars: []string{"ALIGN_MIN_P"}},
 			&cli.BoolFlag{Name: "raw", Usage: "do not apply the chat template", EnvVars: []string{"ALIGN_RAW"}},
+			&cli.StringFlag{Name: "chat-template", Usage: "the evaluated model renders conversations with the Jinja chat template in `FILE` instead of its own (as align train --chat-template; not the judges)", EnvVars: []string{"ALIGN_CHAT_TEMPLATE"}},
+			&cli.StringFlag{Name: "chat-template-kwargs", Usage: "extra template variables: `KEY=VALUE,...` or a JSON object (e.g. enable_thinking=false)", EnvVars: []string{"ALIGN_CHAT_TEMPLATE_KWARGS"}},
 			&cli.IntFlag{Name: "max-length", Value: 512, Usage: "with --pairs: tokens per pair sequence, as align train --max-length", EnvVars: []string{"ALIGN_MAX_LENGTH"}},
 			&cli.Float64Flag{Name: "beta", Usage: "with --pairs: β for every objective (0: the per-objective table of align train)", EnvVars: []string{"ALIGN_BETA"}},
 			&cli.StringFlag{Name: "beta-table", Usage: "with --pairs: JSON `FILE` mapping objective to β, as align train --beta-table", EnvVars: []string{"ALIGN_BETA_TABLE"}},
@@ -113,6 +115,10 @@ func runEval(c *cli.Context) error {
 	seed := c.Int64("seed")
 	if seed < 0 || seed > 0xFFFFFFFF {
 		return usagef("--seed %d: want a value in [0, 4294967295]", seed)
+	}
+	topts, err := templateOptions(c)
+	if err != nil {
+		return err
 	}
 	var specs []string
 	for _, sp := range strings.Split(c.String("judge"), ",") {
@@ -183,7 +189,8 @@ func runEval(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	nat, err := eval.OpenNative(model, adapters, eval.NativeOptions{Raw: c.Bool("raw"), Threads: c.Int("threads"), MaxLength: c.Int("max-length")})
+	nat, err := eval.OpenNative(model, adapters, eval.NativeOptions{Raw: c.Bool("raw"), Threads: c.Int("threads"), MaxLength: c.Int("max-length"),
+		Template: topts.Template, Kwargs: topts.Kwargs})
 	if err != nil {
 		return err
 	}

@@ -12,9 +12,10 @@ import (
 )
 
 // After a short SFT on a fixture with a real vocabulary and template,
-// greedy generation says the trained answer and stops on the template's
-// end-of-turn token (stop: eog), which training put at the end of every
-// response; the adapter loads in llama.cpp (sample applies it).
+// greedy generation (align sample, and align eval's) says the trained
+// answer and stops on the template's end-of-turn token (stop: eog), which
+// training put at the end of every response; the adapter loads in
+// llama.cpp (sample applies it).
 func TestRealVocabSFTStopsAtEndOfTurn(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains three real-vocabulary fixtures (about a minute each)")
@@ -61,6 +62,38 @@ func TestRealVocabSFTStopsAtEndOfTurn(t *testing.T) {
 			text := strings.TrimPrefix(res.Text, "<think>\n\n</think>\n\n")
 			if res.StopReason != "eog" || strings.TrimSpace(text) != "Not yet." {
 				t.Errorf("generated %q (stop: %s), want \"Not yet.\" then the end of turn", res.Text, res.StopReason)
+			}
+			// align eval generates as sample does: the adapter's greedy
+			// response stops on the end of turn too
+			prompts := filepath.Join(dir, "prompts.jsonl")
+			os.WriteFile(prompts, []byte(`{"id": "q1", "prompt": "Is Berserk finished?"}`+"\n"), 0o644)
+			evalOut := filepath.Join(dir, "eval")
+			if code, _, errs := run(t, "", "eval", "--model", model, "--lora", filepath.Join(out, "adapter.gguf"), "--prompts", prompts,
+				"--judge", "rules:../testdata/catalog.json", "--out", evalOut, "--samples", "1", "--temperature", "0", "-n", "24",
+				"--bootstrap", "10", "--threads", "2"); code != 0 {
+				t.Fatalf("eval: exit %d: %s", code, errs)
+			}
+			found := false
+			for _, line := range strings.Split(strings.TrimSpace(slurp(t, filepath.Join(evalOut, "responses.jsonl"))), "\n") {
+				var r struct {
+					Adapter    string `json:"adapter"`
+					Text       string `json:"text"`
+					StopReason string `json:"stop_reason"`
+				}
+				if err := json.Unmarshal([]byte(line), &r); err != nil {
+					t.Fatal(err)
+				}
+				if r.Adapter == "" {
+					continue // the base
+				}
+				found = true
+				t.Logf("%s: eval: %q, stop: %s", name, r.Text, r.StopReason)
+				if text := strings.TrimPrefix(r.Text, "<think>\n\n</think>\n\n"); r.StopReason != "eog" || strings.TrimSpace(text) != "Not yet." {
+					t.Errorf("eval generated %q (stop: %s), want \"Not yet.\" then the end of turn", r.Text, r.StopReason)
+				}
+			}
+			if !found {
+				t.Errorf("eval wrote no response of the adapter")
 			}
 		})
 	}

@@ -148,6 +148,8 @@ func trainFlags() []trainFlag {
 		{flag: boolean("skip-invalid", "skip and count bad pairs instead of failing", catRun), methods: trainMethods,
 			field: t(func(t *train.Config) any { return &t.SkipInvalid })},
 		{flag: boolean("raw", "do not apply the chat template", catRun), field: c(func(c *harness.Common) any { return &c.Raw })},
+		{flag: str("chat-template", "render conversations with the Jinja chat template in `FILE` instead of the model's", catRun), path: true, field: c(func(c *harness.Common) any { return &c.ChatTemplate })},
+		{flag: str("chat-template-kwargs", "extra template variables: `KEY=VALUE,...` or a JSON object (e.g. enable_thinking=false)", catRun), field: c(func(c *harness.Common) any { return &c.ChatTemplateKwargs })},
 		{flag: boolean("json", "print the summary as JSON on stdout", catRun), resumable: true},
 		// LoRA
 		{flag: integer("lora-rank", d.Rank, "rank r of each LoRA adapter", catLoRA), field: c(func(c *harness.Common) any { return &c.Rank })},

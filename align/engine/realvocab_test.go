@@ -206,3 +206,58 @@ func TestRealVocabStreamsWholeCharacters(t *testing.T) {
 		})
 	}
 }
+
+// Generation cut at max_tokens in the middle of a character (byte-level
+// tokens spell one character in several) passes on the text up to the last
+// whole character, never the partial one (it would be written as U+FFFD).
+func TestRealVocabCutMidCharacter(t *testing.T) {
+	const want = "『鬼滅の刃』🙂👨‍👩‍👧"
+	for _, name := range []string{"llama3_1", "qwen3"} {
+		t.Run(name, func(t *testing.T) {
+			m, err := bindings.LoadModel(realFixture(t, name), bindings.ModelOptions{Threads: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Close()
+			s, err := bindings.NewSession(m, bindings.SessionOptions{NCtx: 256, Threads: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			p, err := m.Tokenize("Title:", true, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			gen := func(n int) (string, int) {
+				var sb strings.Builder
+				res, err := s.Generate(context.Background(), p, bindings.SamplerParams{
+					Temperature: 0, MaxTokens: n, Grammar: `root ::= "` + want + `"`, Seed: 1,
+				}, func(c string) bool { sb.WriteString(c); return true })
+				if err != nil {
+					t.Fatal(err)
+				}
+				return sb.String(), res.GeneratedTokens
+			}
+			full, n := gen(64)
+			if full != want {
+				t.Fatalf("generated %q, want %q", full, want)
+			}
+			cuts := 0 // cuts inside a character: a token was generated, no text came
+			prev := ""
+			for k := 1; k < n; k++ {
+				text, _ := gen(k)
+				if !utf8.ValidString(text) || strings.ContainsRune(text, utf8.RuneError) || !strings.HasPrefix(want, text) {
+					t.Errorf("cut after %d tokens: %q, want a prefix of %q in whole characters", k, text, want)
+				}
+				if text == prev {
+					cuts++
+				}
+				prev = text
+			}
+			t.Logf("%s: %d tokens, %d of the cuts fall inside a character", name, n, cuts)
+			if cuts == 0 {
+				t.Fatalf("no cut of the %d tokens falls inside a character: the test checks nothing", n)
+			}
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/align-dev/align/align/engine"
 	"github.com/align-dev/align/align/pairs"
+	aprompt "github.com/align-dev/align/align/prompt"
 	"github.com/align-dev/align/align/train"
 	"github.com/align-dev/align/bindings"
 )
@@ -24,6 +25,7 @@ type Native struct {
 	modelPath string
 	adapters  []Adapter
 	raw       bool
+	tmpl      aprompt.Options // --chat-template, --chat-template-kwargs (Raw: raw)
 	threads   int
 	maxLength int
 
@@ -42,7 +44,11 @@ var (
 
 // NativeOptions configure OpenNative.
 type NativeOptions struct {
-	Raw       bool // no chat template (as align sample --raw)
+	Raw bool // no chat template (as align sample --raw)
+	// Template and Kwargs: --chat-template's text (replaces the model's)
+	// and --chat-template-kwargs, as align sample and align train take them
+	Template  string
+	Kwargs    map[string]any
 	Threads   int
 	MaxLength int // pair tokens per sequence for PairScores (0: 512)
 }
@@ -54,6 +60,7 @@ func OpenNative(model string, adapters []Adapter, o NativeOptions) (*Native, err
 		return nil, err
 	}
 	n := &Native{modelPath: model, adapters: adapters, raw: o.Raw, threads: o.Threads, maxLength: o.MaxLength,
+		tmpl:  aprompt.Options{Raw: o.Raw, Template: o.Template, Kwargs: o.Kwargs},
 		model: m, sessions: map[int]*bindings.Session{}, nctx: map[int]int{}, ref: map[string][2]float64{}}
 	if n.maxLength <= 0 {
 		n.maxLength = 512
@@ -103,6 +110,7 @@ func (n *Native) Generate(ctx context.Context, req GenRequest) (GenResult, error
 	}
 	res, err := engine.Sample(ctx, engine.SampleRequest{
 		Model: n.modelPath, Adapters: as, Prompt: req.Prompt, System: req.System, Raw: n.raw, Threads: n.threads,
+		ChatTemplate: n.tmpl.Template, TemplateKwargs: n.tmpl.Kwargs,
 		Sampler: engine.Sampler{
 			Temperature: float32(req.Sampler.Temperature), TopP: float32(req.Sampler.TopP), TopK: req.Sampler.TopK,
 			MinP: float32(req.Sampler.MinP), Seed: req.Seed, MaxTokens: req.Sampler.MaxTokens,
@@ -146,7 +154,7 @@ func (n *Native) session(adapter, need int) (*bindings.Session, error) {
 // Score implements Scorer.
 func (n *Native) Score(ctx context.Context, adapter int, system, prompt, response string) (Fluency, error) {
 	// the prompt exactly as engine.Sample decodes it (align/prompt)
-	pt, _, _, err := engine.SamplePrompt(n.model, system, prompt, n.raw)
+	pt, _, _, err := engine.SamplePromptWith(n.model, system, prompt, n.tmpl)
 	if err != nil {
 		return Fluency{}, err
 	}
@@ -198,7 +206,7 @@ func (n *Native) Score(ctx context.Context, adapter int, system, prompt, respons
 // (chat template unless raw, --max-length truncation) and each response's
 // log-prob sum is taken under the adapter and the base.
 func (n *Native) PairScores(ctx context.Context, adapter int, ps []pairs.Pair, betas func(string) float64) ([]PairScore, error) {
-	enc, err := train.NewEncoder(n.model, n.maxLength, n.raw)
+	enc, err := train.NewEncoderWith(n.model, n.maxLength, n.tmpl)
 	if err != nil {
 		return nil, err
 	}

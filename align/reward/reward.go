@@ -256,7 +256,7 @@ func Parse(ctx context.Context, spec string, o Options) (Scorer, error) {
 	if o.Model == nil && o.Trainer == nil && o.ModelPath != "" {
 		for _, t := range terms {
 			if t.Kind == KindRM {
-				if s.model, err = bindings.LoadModel(o.ModelPath, bindings.ModelOptions{Threads: o.Threads}); err != nil {
+				if s.model, err = bindings.LoadModel(o.ModelPath, bindings.ModelOptions{Threads: o.Threads, Trainable: true}); err != nil {
 					return nil, err
 				}
 				o.Model = s.model

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/align-dev/align/align/engine"
 	"github.com/align-dev/align/align/reward"
 	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/bindings"
@@ -72,6 +73,7 @@ func (e *worker) generate(ctx context.Context, ps []Prompt, idx []int, sp bindin
 			if text, err = e.model.Detokenize(body, false); err != nil {
 				return nil, err
 			}
+			text = engine.WholeCharacters(text) // cut at max_tokens inside a character
 		}
 		out[i] = &Seq{Prompt: k, Tokens: ps[k].Tokens, Resp: resp, Text: text}
 	}

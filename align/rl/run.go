@@ -79,7 +79,8 @@ func resumeConfig(cfg Config) (Config, error) {
 func inputFiles(cfg Config) []run.Input {
 	ins := []run.Input{{Key: "model", Path: cfg.Model, Flag: "model"}, {Key: "prompts", Path: cfg.Prompts, Flag: "prompts"},
 		{Key: "eval_prompts", Path: cfg.EvalPrompts, Flag: "eval-prompts"},
-		{Key: "init_adapter", Path: cfg.InitAdapter, Flag: "init-adapter"}, {Key: "ref_adapter", Path: cfg.RefAdapter, Flag: "ref-adapter"}}
+		{Key: "init_adapter", Path: cfg.InitAdapter, Flag: "init-adapter"}, {Key: "ref_adapter", Path: cfg.RefAdapter, Flag: "ref-adapter"},
+		{Key: "chat_template", Path: cfg.ChatTemplate, Flag: "chat-template"}}
 	terms, _ := reward.ParseSpec(cfg.Reward)
 	if cfg.Judge != "" {
 		jt, _ := reward.ParseSpec(cfg.Judge)
@@ -356,7 +357,14 @@ func encode(cfg Config, model *bindings.Model, trainP, evalP []promptRecord) (tp
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	f := prompt.New(pm, cfg.Raw)
+	po, err := cfg.PromptOptions()
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	f, err := prompt.NewWith(pm, po)
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("--chat-template: %w", err)
+	}
 	maxPrompt := cfg.MaxLength - cfg.MaxNewTokens
 	tp, cut1, u1, err := encodePrompts(f, trainP, maxPrompt, cfg.Prompts)
 	if err != nil {

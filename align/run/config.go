@@ -13,8 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"runtime"
 	"strings"
+
+	"github.com/align-dev/align/align/prompt"
 )
 
 // ErrInterrupted is returned (wrapped) when the context ended and a
@@ -87,6 +90,13 @@ type Common struct {
 	MaxSteps    int     // stop after this many steps (0: all epochs)
 	WeightDecay float64 // AdamW's decoupled weight decay
 	Raw         bool    // no chat template
+	// ChatTemplate is --chat-template: a Jinja template FILE (absolute
+	// path) that replaces the model's; its hash is an input a resume
+	// checks. ChatTemplateKwargs is --chat-template-kwargs as given
+	// (KEY=VALUE,... or a JSON object). Both format every prompt and
+	// response the run encodes, rolls out and judges locally.
+	ChatTemplate       string `json:",omitempty"`
+	ChatTemplateKwargs string `json:",omitempty"`
 
 	// InitAdapter: the policy starts from this LoRA GGUF instead of B = 0.
 	// RefAdapter: the reference is base + this LoRA GGUF (frozen); the
@@ -170,10 +180,38 @@ func (c *Common) Validate() error {
 	if err := CheckRecompute(c.Recompute); err != nil {
 		return err
 	}
+	if _, err := prompt.ParseKwargs(c.ChatTemplateKwargs); err != nil {
+		return Bad("chat-template-kwargs", "%v", err)
+	}
+	if c.ChatTemplate != "" && c.Raw {
+		return Bad("chat-template", "and --raw exclude each other")
+	}
 	if err := CheckDevice(c.Device); err != nil {
 		return err
 	}
 	return CheckBackwardWeights(c.BackwardWeights)
+}
+
+// PromptOptions are the formatter options of the run: --raw, the text of
+// --chat-template's file and --chat-template-kwargs (align/prompt).
+func (c *Common) PromptOptions() (prompt.Options, error) {
+	o := prompt.Options{Raw: c.Raw}
+	kw, err := prompt.ParseKwargs(c.ChatTemplateKwargs)
+	if err != nil {
+		return o, Bad("chat-template-kwargs", "%v", err)
+	}
+	o.Kwargs = kw
+	if c.ChatTemplate != "" {
+		b, err := os.ReadFile(c.ChatTemplate)
+		if err != nil {
+			return o, fmt.Errorf("--chat-template: %w", err)
+		}
+		if strings.TrimSpace(string(b)) == "" {
+			return o, fmt.Errorf("--chat-template: %s is empty", c.ChatTemplate)
+		}
+		o.Template = string(b)
+	}
+	return o, nil
 }
 
 // MaxRank is the largest LoRA rank accepted: past it the adapter is larger

@@ -93,7 +93,7 @@ func (c *Common) TrainerOptions() bindings.TrainerOptions {
 // weight (and the LM head) on the device, so the model is offloaded whole
 // (and rollouts sample there too).
 func OpenTrainer(path string, opt bindings.TrainerOptions) (*bindings.Trainer, error) {
-	mo := bindings.ModelOptions{Threads: opt.Threads}
+	mo := bindings.ModelOptions{Threads: opt.Threads, Trainable: true}
 	if opt.Device != "" && !strings.EqualFold(opt.Device, "cpu") {
 		mo.GPULayers = 1 << 20
 	}

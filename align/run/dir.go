@@ -262,7 +262,7 @@ func Begin(c *Common, validate func() error, isMethod func(string) bool, paths .
 	if c.Resume {
 		return dirlock.Check(c.Out) // refused before the slow start-up; ClaimDir holds it
 	}
-	if err := AbsPaths(append(paths, &c.Model, &c.InitAdapter, &c.RefAdapter)...); err != nil {
+	if err := AbsPaths(append(paths, &c.Model, &c.InitAdapter, &c.RefAdapter, &c.ChatTemplate)...); err != nil {
 		return err
 	}
 	return CheckOut(c.Out, c.Force, isMethod)

@@ -362,8 +362,9 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		return res, err
 	}
 	res.MFU = res.GFLOPS / max(res.PeakF32, res.PeakQ8)
-	// llama.cpp prompt processing of one sequence, same model and threads
-	m, err := bindings.LoadModel(cfg.Model, bindings.ModelOptions{Threads: cfg.Threads})
+	// llama.cpp prompt processing of one sequence, same model, threads and
+	// weight buffers as the trainer's (Trainable: no AMX on AMX CPUs)
+	m, err := bindings.LoadModel(cfg.Model, bindings.ModelOptions{Threads: cfg.Threads, Trainable: true})
 	if err != nil {
 		return res, err
 	}

@@ -45,16 +45,23 @@ type Encoder struct {
 	format    *prompt.Formatter
 }
 
-// NewEncoder prepares an encoder for a (vocabulary-only) model.
+// NewEncoder prepares an encoder for a (vocabulary-only) model under the
+// model's own chat template (or the plain format with raw).
 func NewEncoder(m *bindings.Model, maxLength int, raw bool) (*Encoder, error) {
+	return NewEncoderWith(m, maxLength, prompt.Options{Raw: raw})
+}
+
+// NewEncoderWith is NewEncoder under a run's formatter options
+// (run.Common.PromptOptions: --raw, --chat-template, --chat-template-kwargs).
+func NewEncoderWith(m *bindings.Model, maxLength int, o prompt.Options) (*Encoder, error) {
 	if maxLength < 8 {
 		return nil, fmt.Errorf("--max-length must be at least 8 (got %d)", maxLength)
 	}
-	pm, err := engine.PromptModel(m)
+	f, err := engine.NewFormatter(m, o)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--chat-template: %w", err)
 	}
-	return &Encoder{Model: m, MaxLength: maxLength, Raw: raw, format: prompt.New(pm, raw)}, nil
+	return &Encoder{Model: m, MaxLength: maxLength, Raw: o.Raw, format: f}, nil
 }
 
 func toPrompt(ms []pairs.Message) []prompt.Message {

@@ -263,7 +263,7 @@ func inputFiles(cfg Config, stdin bool) []run.Input {
 	}
 	return []run.Input{{Key: "model", Path: cfg.Model, Flag: "model"}, {Key: "data", Path: data, Flag: "data"},
 		{Key: "eval_data", Path: cfg.EvalData, Flag: "eval-data"}, {Key: "init_adapter", Path: cfg.InitAdapter, Flag: "init-adapter"},
-		{Key: "ref_adapter", Path: cfg.RefAdapter, Flag: "ref-adapter"}}
+		{Key: "ref_adapter", Path: cfg.RefAdapter, Flag: "ref-adapter"}, {Key: "chat_template", Path: cfg.ChatTemplate, Flag: "chat-template"}}
 }
 
 // readPairs loads the pairs, checks --beta-table against their objectives
@@ -342,7 +342,11 @@ func encodeInputs(cfg Config, eng host, in *inputs) error {
 		defer v.Close()
 		vocab = v
 	}
-	enc, err := NewEncoder(vocab, cfg.MaxLength, cfg.Raw)
+	po, err := cfg.PromptOptions()
+	if err != nil {
+		return err
+	}
+	enc, err := NewEncoderWith(vocab, cfg.MaxLength, po)
 	if err != nil {
 		return err
 	}

@@ -338,7 +338,11 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 	if o.BatchTokens > 0 {
 		m.budget = o.BatchTokens
 	}
-	if m.enc, err = NewEncoder(m.tr.Model(), maxLen, cfg.Raw); err != nil {
+	po, err := cfg.PromptOptions() // the reward model's run formats as it trained
+	if err != nil {
+		return nil, err
+	}
+	if m.enc, err = NewEncoderWith(m.tr.Model(), maxLen, po); err != nil {
 		return nil, err
 	}
 	return m, nil

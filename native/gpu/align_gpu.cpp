@@ -211,6 +211,7 @@ bool open_trainer(const std::string & path, const char * device, bool offload, b
                   bool recompute = false) {
     align_model_params mp = align_model_default_params();
     mp.n_gpu_layers = offload ? 999 : 0;
+    mp.trainable = true;
     if (align_model_load(path.c_str(), &mp, &r.model) != ALIGN_OK) {
         std::printf("FAIL load %s: %s\n", path.c_str(), align_last_error());
         g_failures++;
@@ -434,6 +435,7 @@ int cmd_bench(const std::map<std::string, std::string> & a) {
     const double m0 = gpu ? used_gib(dev) : 0;
     align_model_params mp = align_model_default_params();
     mp.n_gpu_layers = gpu ? 999 : 0;
+    mp.trainable = true;
     trainer_run r;
     if (align_model_load(path.c_str(), &mp, &r.model) != ALIGN_OK) {
         std::fprintf(stderr, "align_gpu bench: %s\n", align_last_error());

@@ -75,6 +75,10 @@ typedef struct align_model_params {
                             // AMX buffers, whose layouts the trainer cannot read (on AMX CPUs
                             // llama.cpp puts Q4_K/Q8_0 matrices of width >= 2048 there). Also
                             // set by the environment variable ALIGN_NO_EXTRA_BUFTS=1.
+    bool    trainable;      // a trainer will run on the weights: where an extra buffer type
+                            // the trainer cannot read (AMX, KleidiAI; anything but CPU_REPACK,
+                            // which it reads through ggml-cpu's own kernels) took a weight, the
+                            // model is loaded again without extra buffer types (plain host memory)
 } align_model_params;
 
 align_model_params align_model_default_params(void);
@@ -225,7 +229,8 @@ typedef struct align_sampler_params {
 align_sampler_params align_sampler_default_params(void);
 
 // Receives generated text as it becomes final (never a partial stop string
-// or a partial UTF-8 character). Return false to stop generation (the call
+// or a partial UTF-8 character; a character the last generated tokens did
+// not finish is dropped, not passed on). Return false to stop generation (the call
 // then returns ALIGN_OK with stop reason "callback").
 typedef bool (*align_token_fn)(const char * text, int32_t len, int32_t token, void * user_data);
 
@@ -360,9 +365,11 @@ typedef enum align_backward_weights { ALIGN_BACKWARD_AUTO = 0, ALIGN_BACKWARD_Q8
 align_trainer_params align_trainer_default_params(void);
 
 // Creates a trainer over model's weights. The model must be loaded with
-// weights (not vocab_only) in memory the device can use, and must outlive
-// the trainer. Returns ALIGN_ERR_UNSUPPORTED for architectures the training
-// graph does not cover.
+// weights (not vocab_only) in memory the device can use (for a CPU trainer:
+// plain host memory or CPU_REPACK; load it with trainable set), and must
+// outlive the trainer. Returns ALIGN_ERR_UNSUPPORTED for architectures the
+// training graph does not cover and for weights in an extra buffer type
+// whose layout the trainer cannot read.
 align_status align_trainer_new(align_model * model, const align_trainer_params * params, align_trainer ** out);
 void         align_trainer_free(align_trainer * trainer);
 

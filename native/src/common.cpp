@@ -72,6 +72,23 @@ void abort_cb(const char * message) {
 
 namespace align {
 
+bool cpu_trainer_reads(const char * buft_name, bool is_host) {
+    return is_host || (buft_name != nullptr && std::strcmp(buft_name, "CPU_REPACK") == 0);
+}
+
+std::string cpu_foreign_extra_buft() {
+    ggml_backend_dev_t dev = ggml_backend_dev_by_type(GGML_BACKEND_DEVICE_TYPE_CPU);
+    if (dev == nullptr) return "";
+    using get_extra_t = ggml_backend_buffer_type_t * (*)(ggml_backend_dev_t);
+    auto get_extra = (get_extra_t) ggml_backend_reg_get_proc_address(ggml_backend_dev_backend_reg(dev),
+                                                                      "ggml_backend_dev_get_extra_bufts");
+    if (get_extra == nullptr) return "";
+    for (ggml_backend_buffer_type_t * b = get_extra(dev); b != nullptr && *b != nullptr; b++) {
+        if (!cpu_trainer_reads(ggml_backend_buft_name(*b), ggml_backend_buft_is_host(*b))) return ggml_backend_buft_name(*b);
+    }
+    return "";
+}
+
 abort_guard::abort_guard() { tl_guard_depth++; }
 abort_guard::~abort_guard() { tl_guard_depth--; }
 std::string last_assert() { return tl_last_assert; }

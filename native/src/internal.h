@@ -53,6 +53,18 @@ struct abort_guard {
 // The caller frees the chain (llama_sampler_free).
 llama_sampler * sampler_chain(const align_model * model, const align_sampler_params & p, uint32_t seed, llama_sampler * grammar);
 
+// Whether the CPU trainer can read weights in a buffer of this type: plain
+// host memory, or the CPU backend's repacked buffer ("CPU_REPACK": its
+// matrices are multiplied by ggml-cpu's own repack kernels, which dispatch
+// on the buffer, and the trainer takes Wᵀ from the file's bytes). Other
+// extra buffer types (AMX, KleidiAI, ...) hold layouts it cannot read.
+bool cpu_trainer_reads(const char * buft_name, bool is_host);
+
+// The first of the CPU backend's extra buffer types the trainer cannot
+// read ("" when none: on AVX2 and AVX-512 CPUs without AMX only
+// CPU_REPACK, which it reads).
+std::string cpu_foreign_extra_buft();
+
 // Message of the last GGML_ASSERT converted on this thread ("" if none);
 // cleared by log_capture_begin.
 std::string last_assert();

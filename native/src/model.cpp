@@ -1,8 +1,10 @@
 // model.cpp: model and adapter loading, tokenizer and chat template access.
 #include "internal.h"
 
+#include "ggml-backend.h"
 #include "gguf.h"
 #include "llama.h"
+#include "llama-model.h"  // llama.cpp internals of the pinned copy: where the weights sit
 
 #include <algorithm>
 #include <climits>
@@ -21,6 +23,19 @@ void copy_str(char * dst, size_t cap, const std::string & s) {
     size_t n = std::min(cap - 1, s.size());
     std::memcpy(dst, s.data(), n);
     dst[n] = '\0';
+}
+
+// Whether a CPU trainer can read every weight of m that sits in CPU memory
+// (align::cpu_trainer_reads).
+bool trainer_reads_weights(const llama_model * m) {
+    for (const auto & [name, t] : m->tensors_by_name) {
+        if (t == nullptr || t->buffer == nullptr) continue;
+        ggml_backend_buffer_type_t bt = ggml_backend_buffer_get_type(t->buffer);
+        ggml_backend_dev_t dev = ggml_backend_buft_get_device(bt);
+        if (dev != nullptr && ggml_backend_dev_type(dev) != GGML_BACKEND_DEVICE_TYPE_CPU) continue;
+        if (!align::cpu_trainer_reads(ggml_backend_buft_name(bt), ggml_backend_buffer_is_host(t->buffer))) return false;
+    }
+    return true;
 }
 
 // general.type of a GGUF file ("model", "adapter", ...; "" when absent or
@@ -145,6 +160,7 @@ align_model_params align_model_default_params(void) {
     p.n_gpu_layers = 0;
     p.vocab_only = false;
     p.no_extra_bufts = false;
+    p.trainable = false;
     return p;
 }
 
@@ -168,9 +184,21 @@ align_status align_model_load(const char * path, const align_model_params * para
     mp.vocab_only = p.vocab_only;
     const char * no_extra = std::getenv("ALIGN_NO_EXTRA_BUFTS");
     if (p.no_extra_bufts || (no_extra != nullptr && std::strcmp(no_extra, "1") == 0)) mp.use_extra_bufts = false;
+    // llama.cpp has one switch for all extra buffer types. A trainable
+    // model loads with them; where one the trainer cannot read took a
+    // weight (AMX: Q4_K/Q8_0 matrices 2048 wide or more) it loads again
+    // without any, CPU_REPACK included (narrower models keep it)
+    const bool may_reload = p.trainable && mp.use_extra_bufts && !mp.vocab_only && !align::cpu_foreign_extra_buft().empty();
     align::log_capture_begin();
     llama_model * m = llama_model_load_from_file(path, mp);
     std::string cause = align::log_capture_text();
+    if (m != nullptr && may_reload && !trainer_reads_weights(m)) {
+        llama_model_free(m);
+        mp.use_extra_bufts = false;
+        align::log_capture_begin();
+        m = llama_model_load_from_file(path, mp);
+        cause = align::log_capture_text();
+    }
     if (m == nullptr) {
         align_status code = ALIGN_ERR_FORMAT;
         if (cause.find("unknown model architecture") != std::string::npos ||

@@ -378,7 +378,10 @@ align_status align_session_generate(align_session * s, const int32_t * prompt, i
         n_past++;
     }
     if (st == ALIGN_OK && res.stop_reason != ALIGN_STOP_STRING && res.stop_reason != ALIGN_STOP_CALLBACK) {
-        emit(text.size(), -1);
+        // what the stop strings held back, but never the start of a
+        // character the last tokens did not finish (cut at max_tokens, the
+        // context or end of generation): that would reach the text as U+FFFD
+        emit(text.size() - utf8_incomplete_tail(text), -1);
     }
     res.generate_ms = ms_since(t0);
     s->n_past = n_past;

@@ -429,10 +429,22 @@ align_status load_base(align_trainer * tr, align_model * am) {
         if (st != ALIGN_OK) return st;
         if (w.t == nullptr) continue;
         // the graph reads weights where llama.cpp put them; a device build
-        // must find them in memory that backend can address
-        if (w.t->buffer == nullptr || (tr->is_cpu && !ggml_backend_buffer_is_host(w.t->buffer) &&
-                                       std::string(ggml_backend_buffer_name(w.t->buffer)).find("CPU") == std::string::npos)) {
-            return fail(ALIGN_ERR_UNSUPPORTED, path + ": tensor " + ggml_get_name(w.t) + " is not in host memory (offloaded?)");
+        // must find them in memory that backend can address, the CPU
+        // trainer in host memory or CPU_REPACK (align::cpu_trainer_reads)
+        if (w.t->buffer == nullptr) {
+            return fail(ALIGN_ERR_UNSUPPORTED, path + ": tensor " + ggml_get_name(w.t) + " has no buffer");
+        }
+        if (tr->is_cpu) {
+            ggml_backend_buffer_type_t bt = ggml_backend_buffer_get_type(w.t->buffer);
+            const char * name = ggml_backend_buft_name(bt);
+            if (!align::cpu_trainer_reads(name, ggml_backend_buffer_is_host(w.t->buffer))) {
+                ggml_backend_dev_t dev = ggml_backend_buft_get_device(bt);
+                const bool on_cpu = dev != nullptr && ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+                return fail(ALIGN_ERR_UNSUPPORTED,
+                            path + ": tensor " + ggml_get_name(w.t) + " is in llama.cpp's " + name + " buffer, " +
+                                (on_cpu ? "whose layout the trainer cannot read (load the model with trainable set)"
+                                        : "not in host memory (offloaded?)"));
+            }
         }
         if (w.t != tr->output || tr->output != tr->tok_embd) {
             tr->n_base_params += ggml_nelements(w.t);

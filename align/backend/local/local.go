@@ -81,11 +81,19 @@ func Open(path string, opts Options) (*Backend, error) {
 		m.Close()
 		return nil, fmt.Errorf("local: %w", err)
 	}
-	f := prompt.New(pm, opts.Raw)
+	f, err := prompt.NewWith(pm, prompt.Options{Raw: opts.Raw, Template: opts.Template, Kwargs: opts.Kwargs, OnWarning: opts.Warn})
+	if err != nil {
+		m.Close()
+		return nil, fmt.Errorf("local: %w", err)
+	}
 	if f.Templated() {
-		// a template llama.cpp cannot render: use the plain format, as
-		// training with --raw does
 		if _, err := f.Prompt(prompt.Conversation("s", "u")); err != nil {
+			if opts.Template != "" {
+				m.Close()
+				return nil, fmt.Errorf("local: %w", err)
+			}
+			// a template the model carries that no renderer can render:
+			// use the plain format, as training with --raw does
 			f = prompt.New(pm, true)
 		}
 	}

@@ -11,6 +11,10 @@ type Options struct {
 	// Raw formats prompts in align/prompt's plain format even when the model
 	// has a chat template: for a model trained with --raw.
 	Raw bool
+	// Template replaces the model's chat template (--chat-template FILE's
+	// text); Kwargs are extra template variables (--chat-template-kwargs).
+	Template string
+	Kwargs   map[string]any
 	// Warn receives, once per backend, a line worth telling the user (such
 	// as prompt characters the vocabulary cannot spell); nil: dropped.
 	Warn func(msg string)
