@@ -275,7 +275,9 @@ func TestCancelStopsGeneration(t *testing.T) {
 	if !errors.Is(err, ErrCancelled) {
 		t.Fatalf("err = %v, want cancelled", err)
 	}
-	if n > 8 {
+	// the callback that cancels stops the decode itself, so this does not
+	// depend on when the watching goroutine runs (it failed at 11 under load)
+	if n > 6 {
 		t.Errorf("%d pieces arrived after cancelling at 5", n)
 	}
 	t.Logf("cancelled after %d pieces in %v", n, time.Since(start))

@@ -183,6 +183,11 @@ type GenerateResult struct {
 type genState struct {
 	fn    func(text string) bool
 	panic any
+	// ctx and cancel: a piece's callback that cancelled ctx stops the
+	// decode at once instead of when watch's goroutine next runs (on a
+	// loaded machine, several tokens later)
+	ctx    context.Context
+	cancel func()
 }
 
 //export alignGoToken
@@ -201,6 +206,9 @@ func alignGoToken(text *C.char, n C.int32_t, _ C.int32_t, ud unsafe.Pointer) C.b
 		}()
 		keep = st.fn(C.GoStringN(text, n))
 	}()
+	if st.ctx != nil && st.ctx.Err() != nil {
+		st.cancel()
+	}
 	return C.bool(keep)
 }
 
@@ -238,7 +246,7 @@ func (s *Session) Generate(ctx context.Context, prompt []int32, sp SamplerParams
 		p.grammar = C.CString(sp.Grammar)
 		defer C.free(unsafe.Pointer(p.grammar))
 	}
-	state := &genState{fn: onText}
+	state := &genState{fn: onText, ctx: ctx, cancel: s.Cancel}
 	h := cgo.NewHandle(state)
 	defer h.Delete()
 	stop := s.watch(ctx)
