@@ -108,6 +108,8 @@ const (
 	CDPO  = objective.CDPO
 	Hinge = objective.Hinge
 	RM    = "rm"
+	ORPO  = objective.ORPO
+	SimPO = objective.SimPO
 )
 
 // registry is every method of this package and its objective.
@@ -118,10 +120,12 @@ var registry = map[string]func(Config) method{
 	CDPO:  newPref,
 	Hinge: newPref,
 	RM:    func(c Config) method { return rmObjective{center: c.CenterCoef} },
+	ORPO:  newORPO,
+	SimPO: newSimPO,
 }
 
 // Methods lists the supported methods.
-var Methods = []string{SFT, DPO, IPO, CDPO, Hinge, RM}
+var Methods = []string{SFT, DPO, IPO, CDPO, Hinge, RM, ORPO, SimPO}
 
 // newObjective returns the objective of a validated configuration.
 func newObjective(cfg Config) method { return registry[cfg.Method](cfg) }
