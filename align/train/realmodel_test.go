@@ -367,3 +367,42 @@ func TestRealModelUnspellable(t *testing.T) {
 		t.Errorf("--skip-invalid: %v, skipped %d, trained on %d pairs; want 1 and 1", err, res.Skipped, res.TrainPairs)
 	}
 }
+
+// ORPO and SimPO on the same stories pairs and settings as TestStoriesDPO
+// (lr, rank, targets, epochs; each method's own defaults otherwise, no
+// RPO term): held-out accuracy rises. Their accuracy is the share of
+// held-out pairs whose chosen response has the higher mean token log-prob
+// under the policy (TRL's rewards/accuracies of both trainers: no
+// reference), so before training it is the base's own preference, not
+// 0 as for DPO. The samples' cheerful share and fluency are logged next
+// to the base's, as TestStoriesDPO measures them.
+func TestStoriesNoReference(t *testing.T) {
+	testgate.Slow(t, "two real-model runs, ORPO and SimPO (about 5 minutes on 2 shared cores)")
+	model := sharedModel(t, "stories260K.gguf")
+	known := knownWords(t, model)
+	base := scoreStories(t, model, "", 4, known)
+	data := dataFluency(t, model)
+	for _, method := range []string{ORPO, SimPO} {
+		t.Run(method, func(t *testing.T) {
+			cfg := storiesConfig(t, model, storiesStart)
+			d := Defaults(method)
+			cfg.Method, cfg.Beta, cfg.RPOAlpha, cfg.ORPOLambda, cfg.SimPOGamma = method, d.Beta, 0, d.ORPOLambda, d.SimPOGamma
+			res, err := Run(context.Background(), cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tuned := scoreStories(t, model, res.Adapter, 4, known)
+			before, after := res.Before["rewards/accuracies"], res.After["rewards/accuracies"]
+			t.Logf("%s (%s, %d steps): held-out accuracy %.3f → %.3f, margin %.3f → %.3f; cheerful %.2f → %.2f, sad %.2f → %.2f, fluency %.3f → %.3f nats/token (chosen data %.3f), non-words %.3f → %.3f",
+				method, storiesStart, res.Steps, before, after, res.Before["rewards/margins"], res.After["rewards/margins"], base.Cheerful, tuned.Cheerful,
+				base.Sad, tuned.Sad, base.Fluency, tuned.Fluency, data, base.NonWords, tuned.NonWords)
+			t.Logf("tuned sample: %q", tuned.Example)
+			if after < before+0.2 || after < 0.8 {
+				t.Errorf("held-out accuracy %.3f → %.3f, want a rise of at least 0.2 to at least 0.8", before, after)
+			}
+			if !(res.After["rewards/margins"] > res.Before["rewards/margins"]) {
+				t.Errorf("held-out margin %.3f → %.3f, want it to rise", res.Before["rewards/margins"], res.After["rewards/margins"])
+			}
+		})
+	}
+}
