@@ -140,7 +140,7 @@ func runTrain(c *cli.Context) error {
 		fmt.Fprintf(env.Stderr, " on %s", res.Device)
 	}
 	if res.StoppedEarly {
-		fmt.Fprint(env.Stderr, ", stopped early (best held-out margin kept)")
+		fmt.Fprint(env.Stderr, ", stopped early (the adapter of the best held-out score kept: margin; SFT, ORPO: loss)")
 	}
 	if res.Truncation.PromptsCut+res.Truncation.ResponsesCut > 0 {
 		fmt.Fprintf(env.Stderr, ", --max-length cut %s and %s", plural(res.Truncation.PromptsCut, "prompt"), plural(res.Truncation.ResponsesCut, "response"))
