@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -201,6 +202,15 @@ func TestTrainORPOSimPO(t *testing.T) {
 		}
 		if code, _, errs := run(t, "", "train", "--resume", out, "--max-steps", "2", "--threads", "2", "--method", c.method, c.flag, c.value); code != 0 {
 			t.Errorf("%s: resume repeating %s %s: exit %d: %s", c.method, c.flag, c.value, code, errs)
+		}
+		// align bench train times the method's step, with no reference forward
+		code, stdout, errs := run(t, "", "bench", "train", "--model", tinyModel, "--method", c.method, "--seq", "16", "--steps", "1", "--threads", "2", "--no-baseline", "--json")
+		var res map[string]any
+		if code != 0 || json.Unmarshal([]byte(stdout), &res) != nil {
+			t.Fatalf("bench %s: exit %d: %s", c.method, code, errs)
+		}
+		if _, ok := res["reference_ms"]; ok || res["method"] != c.method || !(res["step_ms"].(float64) > 0) {
+			t.Errorf("bench %s: %v", c.method, res)
 		}
 	}
 }
