@@ -385,10 +385,16 @@ func TestStoriesNoReference(t *testing.T) {
 	data := dataFluency(t, model)
 	methods := []string{ORPO, SimPO}
 	if os.Getenv("ALIGN_STORIES_SWEEP") != "" {
-		methods = append(methods, DPO) // the table's control row (TestStoriesDPO asserts DPO)
+		// the table's control row (TestStoriesDPO asserts DPO) and
+		// CPO-SimPO: SimPO with DPO's RPO term
+		methods = append(methods, DPO, "simpo+rpo")
 	}
-	for _, method := range methods {
-		t.Run(method, func(t *testing.T) {
+	for _, name := range methods {
+		t.Run(name, func(t *testing.T) {
+			method, rpo := name, 0.0
+			if name == "simpo+rpo" {
+				method, rpo = SimPO, storiesStart.RPO
+			}
 			cfg := storiesConfig(t, model, storiesStart)
 			if method == DPO {
 				res, err := Run(context.Background(), cfg, nil)
@@ -403,18 +409,18 @@ func TestStoriesNoReference(t *testing.T) {
 				return
 			}
 			d := Defaults(method)
-			cfg.Method, cfg.Beta, cfg.RPOAlpha, cfg.ORPOLambda, cfg.SimPOGamma = method, d.Beta, 0, d.ORPOLambda, d.SimPOGamma
+			cfg.Method, cfg.Beta, cfg.RPOAlpha, cfg.ORPOLambda, cfg.SimPOGamma = method, d.Beta, rpo, d.ORPOLambda, d.SimPOGamma
 			res, err := Run(context.Background(), cfg, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			tuned := scoreStories(t, model, res.Adapter, 4, known)
 			before, after := res.Before["rewards/accuracies"], res.After["rewards/accuracies"]
-			t.Logf("%s (lr %.0e r%d %s %dep, λ %g β %g γ %g, %d steps): held-out accuracy %.3f → %.3f, margin %.3f → %.3f; cheerful %.2f → %.2f, sad %.2f → %.2f, fluency %.3f → %.3f nats/token (chosen data %.3f), non-words %.3f → %.3f",
-				method, cfg.LR, cfg.Rank, storiesStart.Targets, cfg.Epochs, cfg.ORPOLambda, cfg.Beta, cfg.SimPOGamma, res.Steps, before, after, res.Before["rewards/margins"], res.After["rewards/margins"], base.Cheerful, tuned.Cheerful,
+			t.Logf("%s (lr %.0e r%d %s %dep, λ %g β %g γ %g rpo %g, %d steps): held-out accuracy %.3f → %.3f, margin %.3f → %.3f; cheerful %.2f → %.2f, sad %.2f → %.2f, fluency %.3f → %.3f nats/token (chosen data %.3f), non-words %.3f → %.3f",
+				name, cfg.LR, cfg.Rank, storiesStart.Targets, cfg.Epochs, cfg.ORPOLambda, cfg.Beta, cfg.SimPOGamma, cfg.RPOAlpha, res.Steps, before, after, res.Before["rewards/margins"], res.After["rewards/margins"], base.Cheerful, tuned.Cheerful,
 				base.Sad, tuned.Sad, base.Fluency, tuned.Fluency, data, base.NonWords, tuned.NonWords)
 			accD, accM := heldOutAccuracies(t, model, res.Adapter)
-			t.Logf("%s on DPO's scale: held-out accuracy by reward over the base %.3f (by mean log-prob %.3f)", method, accD, accM)
+			t.Logf("%s on DPO's scale: held-out accuracy by reward over the base %.3f (by mean log-prob %.3f)", name, accD, accM)
 			t.Logf("tuned sample: %q", tuned.Example)
 			// measured on 2 cores (AVX2): ORPO 0.588 → 0.800, SimPO 0.588 → 1.000
 			if after < before+0.1 {
