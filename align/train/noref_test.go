@@ -108,38 +108,50 @@ func TestNoReferenceGradCheck(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			const h = 1e-2
-			var num, den, worst float64
-			for _, row := range table {
-				n := int(row.Ne0 * row.Ne1)
-				for k := 0; k < 2; k++ {
-					i := int(row.Offset) + rng.IntN(n)
-					orig := params[i]
-					params[i] = orig + h
-					pol.SetState(params, nil, nil, 0)
-					lp := loss()
-					params[i] = orig - h
-					pol.SetState(params, nil, nil, 0)
-					lm := loss()
-					params[i] = orig
-					fd := (lp - lm) / (2 * h)
-					an := float64(st.Grads[i])
-					rel := math.Abs(fd-an) / math.Max(math.Max(math.Abs(fd), math.Abs(an)), 1e-2)
-					worst = math.Max(worst, rel)
-					num += (fd - an) * (fd - an)
-					den += fd * fd
-					if rel > 5e-2 {
-						t.Errorf("%s[%d]: analytic %.6g, finite difference %.6g (rel %.2g)", row.Name, i-int(row.Offset), an, fd, rel)
-					}
-				}
-			}
-			pol.SetState(params, nil, nil, 0)
-			t.Logf("gradient NMSE over %d elements of %d tensors %.2e, worst element %.2e", 2*len(table), len(table), num/den, worst)
-			if !(num/den < 1e-3) || den == 0 {
-				t.Errorf("gradient NMSE %.3g against finite differences (Σfd² %.3g)", num/den, den)
-			}
+			fdCheck(t, pol, table, params, st.Grads, loss, rng)
 		})
 	}
+}
+
+// fdCheck compares the analytic gradient grads of set's parameters with
+// central differences (step 1e-2) of loss at two random elements of every
+// row of its parameter table, and returns how many elements of each
+// parameter kind it checked; it leaves params in place.
+func fdCheck(t *testing.T, set bindings.Set, table []bindings.ParamInfo, params, grads []float32, loss func() float64, rng *rand.Rand) map[int]int {
+	t.Helper()
+	const h = 1e-2
+	var num, den, worst float64
+	kinds := map[int]int{}
+	for _, row := range table {
+		n := int(row.Ne0 * row.Ne1)
+		for k := 0; k < 2; k++ {
+			i := int(row.Offset) + rng.IntN(n)
+			orig := params[i]
+			params[i] = orig + h
+			set.SetState(params, nil, nil, 0)
+			lp := loss()
+			params[i] = orig - h
+			set.SetState(params, nil, nil, 0)
+			lm := loss()
+			params[i] = orig
+			fd := (lp - lm) / (2 * h)
+			an := float64(grads[i])
+			rel := math.Abs(fd-an) / math.Max(math.Max(math.Abs(fd), math.Abs(an)), 1e-2)
+			worst = math.Max(worst, rel)
+			num += (fd - an) * (fd - an)
+			den += fd * fd
+			kinds[row.Kind]++
+			if rel > 5e-2 {
+				t.Errorf("%s[%d]: analytic %.6g, finite difference %.6g (rel %.2g)", row.Name, i-int(row.Offset), an, fd, rel)
+			}
+		}
+	}
+	set.SetState(params, nil, nil, 0)
+	t.Logf("gradient NMSE over %d elements of %d tensors %.2e, worst element %.2e", 2*len(table), len(table), num/den, worst)
+	if !(num/den < 1e-3) || den == 0 {
+		t.Errorf("gradient NMSE %.3g against finite differences (Σfd² %.3g)", num/den, den)
+	}
+	return kinds
 }
 
 // ORPO and SimPO log TRL's metric names in train and held-out rows, and a
