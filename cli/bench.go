@@ -34,7 +34,12 @@ align/train.FLOPs: forward and input-gradient matmuls, LM head, attention,
 LoRA), the measured ggml matmul peak of this machine (F32 and Q8_0) and MFU
 against the larger, peak RSS, and llama.cpp's prompt-processing speed on
 the same model and threads with the ratio. One method per process, so peak
-RSS compares between runs. The LoRA, --device and --recompute take train's
+RSS compares between runs. --method sft trains the two sequences as two
+examples; dpo, orpo and simpo as one pair with the method's loss and
+defaults (DPO's reference forward is timed apart: training computes it once
+per pair and caches it; ORPO and SimPO have none). scripts/bench-methods.sh
+runs each method in its own process on the same sequences and prints step
+time and peak RSS as ratios to DPO's. The LoRA, --device and --recompute take train's
 values and defaults. With a GPU (--device auto on a CUDA build on a GPU
 host, or --device cuda) the whole step runs on the GPU and the CPU baseline
 is skipped; the GPU's MFU and memory come from scripts/gpu-check.sh.
@@ -52,11 +57,12 @@ Example:
    align bench train --model models/small-q8_0.gguf --method dpo --seq 256
    align bench train --model models/small-q8_0.gguf --method dpo --seq 256 --recompute on
    align bench train --model models/tiny-q8_0.gguf --method sft --json
+   align bench train --model models/small-q8_0.gguf --method orpo --seq 256
    align bench train --model models/small-q8_0.gguf --method sft --seq 64 --steps 1 --sample 128 --save-adapter /tmp/live.gguf
    align bench train --model llama-8b-q4_k.gguf --method dpo --seq 512 --device cuda`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Required: true, Usage: "GGUF model `FILE`", EnvVars: []string{"ALIGN_MODEL"}},
-				&cli.StringFlag{Name: "method", Value: d.Method, Usage: "sft or dpo", EnvVars: []string{"ALIGN_METHOD"}},
+				&cli.StringFlag{Name: "method", Value: d.Method, Usage: strings.Join(train.BenchMethods, ", ") + " (pair methods with train's defaults)", EnvVars: []string{"ALIGN_METHOD"}},
 				&cli.IntFlag{Name: "seq", Value: d.Seq, Usage: "tokens per sequence (at most the model's training context)", EnvVars: []string{"ALIGN_SEQ"}},
 				&cli.IntFlag{Name: "pairs", Value: d.Pairs, Usage: "pairs per step (2 sequences each), 1 to 256", EnvVars: []string{"ALIGN_PAIRS"}},
 				&cli.IntFlag{Name: "steps", Value: d.Steps, Usage: "timed steps", EnvVars: []string{"ALIGN_STEPS"}},

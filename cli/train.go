@@ -23,7 +23,7 @@ func init() { register(trainCommand) }
 func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "train",
-		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge, reward model, PPO, GRPO, online DPO)",
+		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge, reward model, ORPO, SimPO, PPO, GRPO, online DPO)",
 		ArgsUsage: " ",
 		Description: `Trains LoRA adapters on preference pairs (JSON Lines, plain or TRL
 conversational form, .zst allowed) with the model's chat template, and
@@ -67,6 +67,21 @@ OUT/head.gguf (align's heads GGUF: general.type "align.heads", tensors
 heads.weight [n_embd, 1] and heads.bias [1], F32); align score --reward OUT
 and the rm:OUT reward of PPO and GRPO load both.
 
+--method orpo (Hong et al. 2024) is SFT and preference in one stage, with
+no reference model and no reference pass: the chosen response's mean token
+NLL plus --orpo-lambda λ (default 0.1, TRL's) × −log σ(log odds(chosen) −
+log odds(rejected)), where a response's odds are p/(1−p) of its mean
+per-token probability p. Rows add TRL's nll_loss, log_odds_ratio and
+log_odds_chosen; the rewards are λ × the mean token log-probs, and
+--patience watches the held-out loss.
+
+--method simpo (Meng et al. 2024) rewards a response with β × its mean
+token log-prob, with no reference: −log σ(β·(mean log π(chosen) − mean log
+π(rejected)) − γ). --beta is β (default 2), --simpo-gamma the target margin
+γ in reward units (default 0.5, TRL's simpo_gamma; gamma_beta_ratio is
+γ/β); --label-smoothing and --rpo-alpha (CPO-SimPO) apply. ORPO and SimPO
+refuse --ref-adapter and --beta-table; --init-adapter works.
+
 --method ppo|grpo trains on prompts (--prompts) against a reward spec
 (--reward rm:DIR, rules:CATALOG.json, contains:PHRASE, a judge): PPO with a
 value head and a per-token KL penalty (--kl-coef), GRPO with group-relative
@@ -101,6 +116,8 @@ Example:
       --ref-adapter runs/sft/adapter.gguf
    align train --method rm --model models/tiny-q8_0.gguf --data testdata/pairs/train.jsonl \
       --eval-data testdata/pairs/eval.jsonl --out runs/rm
+   align train --method orpo --model M --data pairs.jsonl --eval-data eval.jsonl --out runs/orpo
+   align train --method simpo --model M --data pairs.jsonl --beta 2.5 --simpo-gamma 1.25 --out runs/simpo
    align train --method grpo --model M --prompts testdata/prompts/rl-toy.jsonl \
       --reward rules:testdata/catalog.json --ref-adapter runs/sft/adapter.gguf --out runs/grpo
    align train --method online-dpo --model M --prompts testdata/prompts/rl-toy.jsonl \
@@ -141,7 +158,7 @@ func runTrain(c *cli.Context) error {
 		fmt.Fprintf(env.Stderr, " on %s", res.Device)
 	}
 	if res.StoppedEarly {
-		fmt.Fprint(env.Stderr, ", stopped early (best held-out margin kept)")
+		fmt.Fprint(env.Stderr, ", stopped early (the adapter of the best held-out score kept: margin; SFT, ORPO: loss)")
 	}
 	if res.Truncation.PromptsCut+res.Truncation.ResponsesCut > 0 {
 		fmt.Fprintf(env.Stderr, ", --max-length cut %s and %s", plural(res.Truncation.PromptsCut, "prompt"), plural(res.Truncation.ResponsesCut, "response"))

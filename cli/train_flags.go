@@ -56,8 +56,7 @@ func newJob(method string) *job {
 	if j.rl() {
 		j.r = rl.Defaults(method)
 	} else {
-		j.t = train.DefaultConfig()
-		j.t.Method = method
+		j.t = train.Defaults(method)
 	}
 	return j
 }
@@ -78,7 +77,7 @@ type trainFlag struct {
 }
 
 var (
-	trainMethods = []string{train.SFT, train.DPO, train.IPO, train.CDPO, train.Hinge, train.RM}
+	trainMethods = []string{train.SFT, train.DPO, train.IPO, train.CDPO, train.Hinge, train.RM, train.ORPO, train.SimPO}
 	prefMethods  = []string{train.DPO, train.IPO, train.CDPO, train.Hinge}
 	rlMethods    = []string{rl.PPO, rl.GRPO}
 	allMethods   = append(append(slices.Clone(trainMethods), rlMethods...), rl.OnlineDPO)
@@ -90,6 +89,7 @@ func env(name string) []string {
 
 func trainFlags() []trainFlag {
 	d, p, g := train.DefaultConfig(), rl.Defaults(rl.PPO), rl.Defaults(rl.GRPO)
+	op, sp := train.Defaults(train.ORPO), train.Defaults(train.SimPO)
 	str := func(name, usage, cat string) *cli.StringFlag {
 		return &cli.StringFlag{Name: name, Usage: usage, Category: cat, EnvVars: env(name)}
 	}
@@ -108,7 +108,7 @@ func trainFlags() []trainFlag {
 	rlOnly := "it applies to --method ppo and grpo"
 	return withOnline([]trainFlag{
 		// run
-		{flag: &cli.StringFlag{Name: "method", Usage: "sft, dpo, ipo, cdpo, hinge, rm (reward model), ppo or grpo (ppo/grpo: --prompts and --reward instead of --data)", DefaultText: "dpo", Category: catRun, EnvVars: env("method")},
+		{flag: &cli.StringFlag{Name: "method", Usage: "sft, dpo, ipo, cdpo, hinge, rm (reward model), orpo, simpo, ppo or grpo (ppo/grpo: --prompts and --reward instead of --data)", DefaultText: "dpo", Category: catRun, EnvVars: env("method")},
 			field: c(func(c *harness.Common) any { return &c.Method })},
 		{flag: &cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "base GGUF model `FILE`", Category: catRun, EnvVars: env("model")},
 			path: true, field: c(func(c *harness.Common) any { return &c.Model })},
@@ -140,7 +140,7 @@ func trainFlags() []trainFlag {
 		{flag: integer("max-length", d.MaxLength, "tokens per sequence; prompts are cut from the left first", catRun), field: c(func(c *harness.Common) any { return &c.MaxLength })},
 		{flag: integer("eval-every", 0, "steps between held-out evaluations (0: each epoch)", catRun), field: c(func(c *harness.Common) any { return &c.EvalEvery })},
 		{flag: integer("save-every", 0, "steps between checkpoints (0: each epoch)", catRun), field: c(func(c *harness.Common) any { return &c.SaveEvery })},
-		{flag: integer("patience", 0, "stop after N held-out evaluations without a better score (margin; SFT: loss; PPO/GRPO: reward) and keep the best adapter (0: off)", catRun),
+		{flag: integer("patience", 0, "stop after N held-out evaluations without a better score (margin; SFT, ORPO: loss; PPO/GRPO: reward) and keep the best adapter (0: off)", catRun),
 			field: c(func(c *harness.Common) any { return &c.Patience })},
 		{flag: integer("max-steps", 0, "stop after N steps (0: all epochs)", catRun), resumable: true, field: c(func(c *harness.Common) any { return &c.MaxSteps })},
 		{flag: &cli.Uint64Flag{Name: "seed", Value: d.Seed, Usage: "seed of the adapter initialisation, the shuffles, the rollouts and --eval-split", Category: catRun, EnvVars: env("seed")},
@@ -157,25 +157,29 @@ func trainFlags() []trainFlag {
 		{flag: &cli.StringFlag{Name: "lora-targets", Value: strings.Join(d.Targets, ","), Usage: "comma-separated: q,k,v,o,gate,up,down", Category: catLoRA, EnvVars: env("lora-targets")},
 			field: c(func(c *harness.Common) any { return &c.Targets })},
 		{flag: str("init-adapter", "start the policy from this LoRA `FILE` (e.g. an SFT run's adapter.gguf) instead of B = 0; takes its rank, alpha and targets", catLoRA),
-			methods: []string{train.SFT, train.DPO, train.IPO, train.CDPO, train.Hinge, rl.PPO, rl.GRPO}, path: true,
+			methods: []string{train.SFT, train.DPO, train.IPO, train.CDPO, train.Hinge, train.ORPO, train.SimPO, rl.PPO, rl.GRPO}, path: true,
 			field: c(func(c *harness.Common) any { return &c.InitAdapter }), hint: "the reward model trains a set of its own"},
 		{flag: str("ref-adapter", "the reference (DPO, PPO/GRPO KL) is the base plus this LoRA `FILE`, frozen (e.g. the SFT adapter); the policy starts from it too unless --init-adapter is given", catLoRA),
 			methods: append(slices.Clone(prefMethods), rlMethods...), path: true, field: c(func(c *harness.Common) any { return &c.RefAdapter }),
 			hint: "it has no reference"},
 		// preference
-		{flag: num("beta", 0, "DPO family: β for every objective (overrides the table); grpo: weight of the k3 KL term", catPref),
-			methods: append(slices.Clone(prefMethods), rl.GRPO), field: func(j *job) any {
+		{flag: &cli.Float64Flag{Name: "beta", Usage: "DPO family: β for every objective (overrides the table); simpo: β of the length-normalised reward; grpo: weight of the k3 KL term", DefaultText: fmt.Sprintf("0: the table; simpo %g; grpo %g", sp.Beta, g.Beta), Category: catPref, EnvVars: env("beta")},
+			methods: append(slices.Clone(prefMethods), rl.GRPO, train.SimPO), field: func(j *job) any {
 				if j.rl() {
 					return &j.r.Beta
 				}
 				return &j.t.Beta
-			}, hint: "PPO's KL penalty is --kl-coef"},
+			}, hint: "PPO's KL penalty is --kl-coef, ORPO's weight --orpo-lambda"},
 		{flag: str("beta-table", "JSON `FILE` mapping objective to β", catPref), methods: prefMethods, path: true,
 			field: t(func(t *train.Config) any { return &t.BetaTable })},
-		{flag: num("label-smoothing", 0, "ε of conservative DPO (cdpo defaults to 0.1)", catPref), methods: []string{train.DPO, train.CDPO},
+		{flag: num("label-smoothing", 0, "ε of conservative DPO (cdpo defaults to 0.1) and of simpo", catPref), methods: []string{train.DPO, train.CDPO, train.SimPO},
 			field: t(func(t *train.Config) any { return &t.LabelSmoothing })},
 		{flag: num("rpo-alpha", 0, "add α × the chosen response's mean token NLL to the preference loss (RPO); teaches the model to produce the chosen answers, not only to rank them", catPref),
-			methods: prefMethods, field: t(func(t *train.Config) any { return &t.RPOAlpha })},
+			methods: append(slices.Clone(prefMethods), train.SimPO), field: t(func(t *train.Config) any { return &t.RPOAlpha })},
+		{flag: num("orpo-lambda", op.ORPOLambda, "orpo: λ, the weight of the odds-ratio term against the chosen response's NLL (TRL's ORPOConfig beta)", catPref),
+			methods: []string{train.ORPO}, field: t(func(t *train.Config) any { return &t.ORPOLambda })},
+		{flag: num("simpo-gamma", sp.SimPOGamma, "simpo: target reward margin γ, in reward units (TRL's simpo_gamma; the SimPO repository's gamma_beta_ratio is γ/β)", catPref),
+			methods: []string{train.SimPO}, field: t(func(t *train.Config) any { return &t.SimPOGamma })},
 		// reward model
 		{flag: str("margin-from", "per-pair margin of the loss: scores (the judge's score gap align rank records) or margin (a number field)", catRM),
 			methods: []string{train.RM}, field: t(func(t *train.Config) any { return &t.MarginFrom })},

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,6 +45,22 @@ func TestTrainInapplicableFlags(t *testing.T) {
 		{rlRun("grpo"), []string{"--kl-target", "1"}},
 		{rlRun("grpo"), []string{"--value-lr", "1e-3"}},
 		{rlRun("grpo"), []string{"--eval-data", data}},
+		{pairRun("orpo"), []string{"--beta", "0.2"}},
+		{pairRun("orpo"), []string{"--beta-table", "betas.json"}},
+		{pairRun("orpo"), []string{"--label-smoothing", "0.1"}},
+		{pairRun("orpo"), []string{"--rpo-alpha", "1"}},
+		{pairRun("orpo"), []string{"--ref-adapter", "x.gguf"}},
+		{pairRun("orpo"), []string{"--simpo-gamma", "0.5"}},
+		{pairRun("simpo"), []string{"--orpo-lambda", "0.1"}},
+		{pairRun("simpo"), []string{"--beta-table", "betas.json"}},
+		{pairRun("simpo"), []string{"--ref-adapter", "x.gguf"}},
+		{pairRun("simpo"), []string{"--margin-from", "scores"}},
+		{pairRun("dpo"), []string{"--orpo-lambda", "0.1"}},
+		{pairRun("dpo"), []string{"--simpo-gamma", "0.5"}},
+		{pairRun("sft"), []string{"--orpo-lambda", "0.1"}},
+		{pairRun("rm"), []string{"--simpo-gamma", "0.5"}},
+		{rlRun("grpo"), []string{"--orpo-lambda", "0.1"}},
+		{rlRun("ppo"), []string{"--simpo-gamma", "0.5"}},
 	}
 	for _, c := range cases {
 		out := filepath.Join(t.TempDir(), "run")
@@ -58,12 +75,39 @@ func TestTrainInapplicableFlags(t *testing.T) {
 			t.Errorf("%s %v: created %s", method, c.flag, out)
 		}
 	}
+	// bad values of the new methods' own settings are usage errors too
+	for _, c := range []struct {
+		method string
+		flag   []string
+	}{
+		{"orpo", []string{"--orpo-lambda", "0"}},
+		{"orpo", []string{"--orpo-lambda", "-1"}},
+		{"simpo", []string{"--beta", "0"}},
+		{"simpo", []string{"--simpo-gamma", "-0.5"}},
+		{"simpo", []string{"--label-smoothing", "0.5"}},
+	} {
+		out := filepath.Join(t.TempDir(), "run")
+		code, stdout, errs := run(t, "", append(append(pairRun(c.method), "--out", out), c.flag...)...)
+		lines := strings.Split(strings.TrimSpace(errs), "\n")
+		if code != ExitUsage || len(lines) != 1 || !strings.Contains(lines[0], c.flag[0]) || stdout != "" {
+			t.Errorf("%s %v: exit %d, stderr %q; want exit 2 and one line naming %s", c.method, c.flag, code, errs, c.flag[0])
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("%s %v: created %s", c.method, c.flag, out)
+		}
+	}
 	// an exported ALIGN_* variable for a flag the method does not use is
 	// refused too, and the message says where the value came from
 	t.Setenv("ALIGN_GROUP", "4")
 	code, _, errs := run(t, "", append(pairRun("dpo"), "--out", filepath.Join(t.TempDir(), "run"))...)
 	if code != ExitUsage || !strings.Contains(errs, "--group") || !strings.Contains(errs, "ALIGN_GROUP") {
 		t.Errorf("ALIGN_GROUP with dpo: exit %d, %q", code, errs)
+	}
+	os.Unsetenv("ALIGN_GROUP")
+	t.Setenv("ALIGN_SIMPO_GAMMA", "1")
+	code, _, errs = run(t, "", append(pairRun("orpo"), "--out", filepath.Join(t.TempDir(), "run"))...)
+	if code != ExitUsage || !strings.Contains(errs, "--simpo-gamma") || !strings.Contains(errs, "ALIGN_SIMPO_GAMMA") {
+		t.Errorf("ALIGN_SIMPO_GAMMA with orpo: exit %d, %q", code, errs)
 	}
 }
 
@@ -128,5 +172,45 @@ func TestTrainRLResumeRules(t *testing.T) {
 	code, _, errs = run(t, "", "train", "--resume", out, "--max-steps", "3", "--threads", "2")
 	if code == 0 || !strings.Contains(errs, "catalog.json") || !strings.Contains(errs, "changed") {
 		t.Errorf("resume after the rules catalog changed: exit %d, %q", code, errs)
+	}
+}
+
+// --method orpo and simpo train through the command: their own settings
+// are stored and a resume may repeat them but not change them, and
+// neither run computes or keeps reference log-probs.
+func TestTrainORPOSimPO(t *testing.T) {
+	data := quickData(t, 16)
+	for _, c := range []struct{ method, flag, value, other string }{
+		{"orpo", "--orpo-lambda", "0.2", "0.3"},
+		{"simpo", "--simpo-gamma", "0.7", "0.8"},
+	} {
+		out := filepath.Join(t.TempDir(), "run")
+		code, _, errs := run(t, "", "train", "--method", c.method, "--model", tinyModel, "--data", data, "--eval-split", "0.25", "--out", out,
+			"--max-steps", "1", "--batch-tokens", "384", "--threads", "2", c.flag, c.value)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", c.method, code, errs)
+		}
+		if _, err := os.Stat(filepath.Join(out, "reference.json")); err == nil {
+			t.Errorf("%s: the run kept reference log-probs", c.method)
+		}
+		b, _ := os.ReadFile(filepath.Join(out, "metrics.jsonl"))
+		if c.method == "orpo" && !strings.Contains(string(b), `"log_odds_ratio"`) {
+			t.Errorf("orpo: metrics without log_odds_ratio: %s", b)
+		}
+		if code, _, errs := run(t, "", "train", "--resume", out, "--max-steps", "2", "--threads", "2", c.flag, c.other); code != ExitUsage || !strings.Contains(errs, c.flag) {
+			t.Errorf("%s: resume changing %s: exit %d: %s", c.method, c.flag, code, errs)
+		}
+		if code, _, errs := run(t, "", "train", "--resume", out, "--max-steps", "2", "--threads", "2", "--method", c.method, c.flag, c.value); code != 0 {
+			t.Errorf("%s: resume repeating %s %s: exit %d: %s", c.method, c.flag, c.value, code, errs)
+		}
+		// align bench train times the method's step, with no reference forward
+		code, stdout, errs := run(t, "", "bench", "train", "--model", tinyModel, "--method", c.method, "--seq", "16", "--steps", "1", "--threads", "2", "--no-baseline", "--json")
+		var res map[string]any
+		if code != 0 || json.Unmarshal([]byte(stdout), &res) != nil {
+			t.Fatalf("bench %s: exit %d: %s", c.method, code, errs)
+		}
+		if _, ok := res["reference_ms"]; ok || res["method"] != c.method || !(res["step_ms"].(float64) > 0) {
+			t.Errorf("bench %s: %v", c.method, res)
+		}
 	}
 }

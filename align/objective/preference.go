@@ -199,6 +199,17 @@ type Metrics struct {
 	// objective (held-out rows report accuracy and margin per objective,
 	// since each objective has its own β)
 	ByObjective map[string]*Metrics
+	// Extra sums a method's own per-pair metrics (ORPO's log_odds_ratio,
+	// ...): Map reports each as its mean over N
+	Extra map[string]float64
+}
+
+// AddExtra adds v to the method metric key (see Extra).
+func (m *Metrics) AddExtra(key string, v float64) {
+	if m.Extra == nil {
+		m.Extra = map[string]float64{}
+	}
+	m.Extra[key] += v
 }
 
 // AddObjective accumulates one pair (and its NLL) under its objective.
@@ -261,6 +272,9 @@ func (m Metrics) Map() map[string]float64 {
 	}
 	if m.NLL != 0 {
 		out["nll_loss"] = m.NLL / n
+	}
+	for k, v := range m.Extra {
+		out[k] = v / n
 	}
 	return out
 }

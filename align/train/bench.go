@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -17,7 +18,7 @@ import (
 // are train's where they share a setting.
 type BenchConfig struct {
 	Model    string
-	Method   string // sft or dpo
+	Method   string // sft, or a pair method of BenchMethods
 	Seq      int    // tokens per sequence; a step trains two sequences per pair
 	Pairs    int    // pairs (DPO) or pairs of SFT examples per step
 	Steps    int    // timed steps (after one warm-up step)
@@ -166,8 +167,8 @@ func (c *BenchConfig) Validate() error {
 	switch {
 	case c.Model == "":
 		return bad("model", "is required")
-	case c.Method != SFT && c.Method != DPO:
-		return bad("method", "must be sft or dpo (got %q)", c.Method)
+	case !slices.Contains(BenchMethods, c.Method):
+		return bad("method", "must be one of %s (got %q)", strings.Join(BenchMethods, ", "), c.Method)
 	case c.Seq < 8:
 		return bad("seq", "must be at least 8 (got %d)", c.Seq)
 	case c.Steps < 1:
@@ -191,6 +192,12 @@ func (c *BenchConfig) Validate() error {
 	}
 	return CheckBackwardWeights(c.BackwardWeights)
 }
+
+// BenchMethods are the methods align bench train times: SFT on single
+// sequences, the others on pairs with their objective's loss and the
+// method's default settings (DPO's reference forward is timed apart, as
+// training computes it once per pair and caches it).
+var BenchMethods = []string{SFT, DPO, ORPO, SimPO}
 
 // benchMaxRank is the native trainer's largest LoRA rank.
 const benchMaxRank = 4096
@@ -284,13 +291,10 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		toks[i] = int32(5 + r.IntN(info.NVocab-5))
 	}
 	var exs []Example
-	var obj method = sftObjective{}
-	if cfg.Method == DPO {
-		obj = prefObjective{method: DPO}
-	}
+	obj := newObjective(Defaults(cfg.Method))
 	for p := 0; p < pairs; p++ {
 		a, b := toks[2*p*cfg.Seq:(2*p+1)*cfg.Seq], toks[(2*p+1)*cfg.Seq:(2*p+2)*cfg.Seq]
-		if cfg.Method == DPO {
+		if obj.pairwise() {
 			exs = append(exs, Example{ID: fmt.Sprintf("bench-%d", p), Beta: 0.1, Prompt: a[:1], Chosen: a[1:], Rejected: b[1:]})
 		} else {
 			exs = append(exs, Example{ID: fmt.Sprintf("bench-%d-a", p), Prompt: a[:1], Chosen: a[1:]},
@@ -302,7 +306,7 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 	for i := range exs {
 		group[0].Examples[i] = i
 	}
-	if cfg.Method == DPO {
+	if obj.needsReference() {
 		t0 := time.Now()
 		out, err := tr.Forward(BuildBatch(exs, group[0], false), 0)
 		if err != nil {

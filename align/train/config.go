@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/align-dev/align/align/objective"
 	"github.com/align-dev/align/align/run"
 )
 
@@ -26,6 +27,10 @@ type Config struct {
 	// (r_w + r_l)² centering term.
 	MarginFrom string  `json:",omitempty"`
 	CenterCoef float64 `json:",omitempty"`
+	// ORPOLambda (orpo): λ, the weight of the odds-ratio term; SimPOGamma
+	// (simpo): the target reward margin γ (SimPO's β is Beta).
+	ORPOLambda float64 `json:",omitempty"`
+	SimPOGamma float64 `json:",omitempty"`
 
 	// Stdin is read when Data is "-" (nil: os.Stdin).
 	Stdin io.Reader `json:"-"`
@@ -48,6 +53,21 @@ type ResumeOptions = run.ResumeOptions
 // cheerfulness with fluency on stories260K (see testdata/stories/README.md).
 func DefaultConfig() Config {
 	return Config{Common: run.Defaults(DPO), GradAccum: 1, BatchTokens: 2048}
+}
+
+// Defaults is DefaultConfig for method, with the method's own defaults:
+// ORPO's λ, SimPO's β and γ (align/objective documents where they come
+// from).
+func Defaults(method string) Config {
+	c := DefaultConfig()
+	c.Method = method
+	switch method {
+	case ORPO:
+		c.ORPOLambda = objective.DefaultORPOLambda
+	case SimPO:
+		c.Beta, c.SimPOGamma = objective.DefaultSimPOBeta, objective.DefaultSimPOGamma
+	}
+	return c
 }
 
 // ConfigError is a bad setting, named by its command-line flag.
@@ -91,6 +111,12 @@ func (c *Config) Validate() error {
 		return bad("margin-from", "must be one of %s (got %q)", strings.Join(MarginSources, ", "), c.MarginFrom)
 	case !(c.CenterCoef >= 0) || !finite(c.CenterCoef):
 		return bad("center-coef", "must be a number >= 0 (got %g)", c.CenterCoef)
+	case c.Method == ORPO && (!(c.ORPOLambda > 0) || !finite(c.ORPOLambda)):
+		return bad("orpo-lambda", "must be a positive number (got %g; λ 0 is --method sft)", c.ORPOLambda)
+	case c.Method == SimPO && !(c.Beta > 0):
+		return bad("beta", "must be a positive number for --method simpo (got %g)", c.Beta)
+	case !(c.SimPOGamma >= 0) || !finite(c.SimPOGamma):
+		return bad("simpo-gamma", "must be a number >= 0 (got %g)", c.SimPOGamma)
 	}
 	if err := c.applicable(); err != nil {
 		return err
@@ -120,10 +146,17 @@ func (c *Config) applicable() error {
 	}{
 		{"margin-from", c.MarginFrom != "", []string{RM}},
 		{"center-coef", c.CenterCoef != 0, []string{RM}},
+		{"orpo-lambda", c.ORPOLambda != 0, []string{ORPO}},
+		{"simpo-gamma", c.SimPOGamma != 0, []string{SimPO}},
 	} {
 		if f.set && !slices.Contains(f.methods, c.Method) {
 			return bad(f.flag, "applies to --method %s only (got --method %s)", strings.Join(f.methods, ", "), c.Method)
 		}
+	}
+	// a method without a reference (ORPO, SimPO) has no use for one (SFT's
+	// and the reward model's refusals are resolveStages')
+	if c.RefAdapter != "" && c.Method != SFT && c.Method != RM && !newObjective(*c).needsReference() {
+		return bad("ref-adapter", "has no use with --method %s (it has no reference; --init-adapter starts the policy from an adapter)", c.Method)
 	}
 	return nil
 }

@@ -215,8 +215,8 @@ const fakeParams = 1 << 15
 
 // fakeRun is a small run over the shipped pairs for the fake trainer.
 func fakeRun(t *testing.T, method string) Config {
-	cfg := DefaultConfig()
-	cfg.Method, cfg.Model, cfg.Out = method, tinyModel, filepath.Join(t.TempDir(), "run")
+	cfg := Defaults(method)
+	cfg.Model, cfg.Out = tinyModel, filepath.Join(t.TempDir(), "run")
 	cfg.Data, cfg.EvalData = subset(t, trainData, 24), subset(t, evalData, 8)
 	cfg.Epochs, cfg.BatchTokens, cfg.GradAccum, cfg.SaveEvery, cfg.EvalEvery, cfg.WarmupSteps = 3, 384, 2, 2, 3, 1
 	cfg.LR, cfg.RPOAlpha = 0.05, 0.5
@@ -292,11 +292,13 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 			if passes != evals || f.calls["forward@1"] != passes*perPass || evals < 2 {
 				t.Errorf("%d evaluation passes (%d forwards, %d per pass) for %d eval rows", passes, f.calls["forward@1"], perPass, evals)
 			}
-			if method == RM && (f.calls["forward@0"] != 0 || refs != 0) {
-				t.Errorf("the reward model computed reference log-probs: %d forwards", f.calls["forward@0"])
-			}
-			if method != SFT && method != RM && (f.calls["forward@0"] == 0 || refs != 1) {
-				t.Errorf("reference pass: %d forwards, %d completed progress passes", f.calls["forward@0"], refs)
+			// a method without a reference (SFT, RM, ORPO, SimPO) runs no
+			// reference pass and keeps no reference log-probs
+			_, refFile := os.Stat(filepath.Join(cfg.Out, "reference.json"))
+			if needs := newObjective(cfg).needsReference(); !needs && (f.calls["forward@0"] != 0 || refs != 0 || refFile == nil) {
+				t.Errorf("%s computed reference log-probs: %d forwards, %d passes, reference.json kept: %v", method, f.calls["forward@0"], refs, refFile == nil)
+			} else if needs && (f.calls["forward@0"] == 0 || refs != 1 || refFile != nil) {
+				t.Errorf("reference pass: %d forwards, %d completed progress passes, reference.json: %v", f.calls["forward@0"], refs, refFile)
 			}
 		})
 	}
@@ -305,7 +307,7 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 // A run interrupted at any step and resumed ends with the adapter of an
 // uninterrupted run, bit for bit, and its metrics read as one run.
 func TestFakeResumeIsBitIdentical(t *testing.T) {
-	for _, variant := range []string{DPO, SFT, RM, "patience"} {
+	for _, variant := range []string{DPO, SFT, RM, ORPO, SimPO, "patience"} {
 		method := variant
 		tweak := func(c *Config) {}
 		if variant == "patience" {

@@ -108,6 +108,8 @@ const (
 	CDPO  = objective.CDPO
 	Hinge = objective.Hinge
 	RM    = "rm"
+	ORPO  = objective.ORPO
+	SimPO = objective.SimPO
 )
 
 // registry is every method of this package and its objective.
@@ -118,10 +120,12 @@ var registry = map[string]func(Config) method{
 	CDPO:  newPref,
 	Hinge: newPref,
 	RM:    func(c Config) method { return rmObjective{center: c.CenterCoef} },
+	ORPO:  newORPO,
+	SimPO: newSimPO,
 }
 
 // Methods lists the supported methods.
-var Methods = []string{SFT, DPO, IPO, CDPO, Hinge, RM}
+var Methods = []string{SFT, DPO, IPO, CDPO, Hinge, RM, ORPO, SimPO}
 
 // newObjective returns the objective of a validated configuration.
 func newObjective(cfg Config) method { return registry[cfg.Method](cfg) }
@@ -239,6 +243,36 @@ func (prefObjective) norm(_ []Example, group []MicroBatch) float64 {
 }
 
 func (o prefObjective) loss(exs []Example, mb MicroBatch, out Outputs, norm float64, m *Metrics) ([]float32, error) {
+	return pairCots(exs, mb, out, norm, func(ex *Example, p PairLogps) (PairLoss, error) {
+		l, err := PreferenceLoss(o.method, ex.Beta, o.eps, p)
+		if err != nil {
+			return l, err
+		}
+		nll := rpoTerm(o.rpoAlpha, p, &l, m)
+		m.Add(l, p)
+		m.AddObjective(ex.Objective, l, p, nll)
+		return l, nil
+	})
+}
+
+// noRefPairs is the part of a pairwise objective without a reference
+// (ORPO, SimPO): the pair layout, no reference pass, the mean over pairs
+// and TRL's metrics.
+type noRefPairs struct{}
+
+func (noRefPairs) pairwise() bool                       { return true }
+func (noRefPairs) needsReference() bool                 { return false }
+func (noRefPairs) metrics(m Metrics) map[string]float64 { return m.Map() }
+
+func (noRefPairs) norm(exs []Example, group []MicroBatch) float64 {
+	return prefObjective{}.norm(exs, group)
+}
+
+// pairCots is the loss of a pairwise objective over micro-batch mb: pair
+// is one pair's loss and gradient with respect to its log-prob sums (and
+// adds the pair's metrics); each gradient is broadcast to the pair's
+// tokens, divided by norm.
+func pairCots(exs []Example, mb MicroBatch, out Outputs, norm float64, pair func(ex *Example, p PairLogps) (PairLoss, error)) ([]float32, error) {
 	n, err := checkOutputs(exs, mb, out, true)
 	if err != nil {
 		return nil, err
@@ -248,23 +282,27 @@ func (o prefObjective) loss(exs []Example, mb MicroBatch, out Outputs, norm floa
 	for k, i := range mb.Examples {
 		ex := &exs[i]
 		p := PairLogps{PiW: out.Sums[2*k], PiL: out.Sums[2*k+1], RefW: ex.RefW, RefL: ex.RefL, NW: len(ex.Chosen), NL: len(ex.Rejected)}
-		l, err := PreferenceLoss(o.method, ex.Beta, o.eps, p)
+		l, err := pair(ex, p)
 		if err != nil {
 			return nil, fmt.Errorf("pair %q: %w", ex.ID, err)
 		}
-		var nll float64
-		if o.rpoAlpha > 0 {
-			nll = -p.PiW / float64(p.NW)
-			l.Loss += o.rpoAlpha * nll
-			l.DPiW -= o.rpoAlpha / float64(p.NW)
-			m.NLL += nll
-		}
-		m.Add(l, p)
-		m.AddObjective(ex.Objective, l, p, nll)
 		off = broadcast(cot, off, p.NW, l.DPiW/norm)
 		off = broadcast(cot, off, p.NL, l.DPiL/norm)
 	}
 	return cot, nil
+}
+
+// rpoTerm adds RPO's α × the chosen response's mean token NLL to l (α 0:
+// none) and to m, and returns the NLL.
+func rpoTerm(alpha float64, p PairLogps, l *PairLoss, m *Metrics) float64 {
+	if !(alpha > 0) {
+		return 0
+	}
+	nll := -p.PiW / float64(p.NW)
+	l.Loss += alpha * nll
+	l.DPiW -= alpha / float64(p.NW)
+	m.NLL += nll
+	return nll
 }
 
 func (prefObjective) metrics(m Metrics) map[string]float64 { return m.Map() }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/align-dev/align/align/pairs"
 	"github.com/align-dev/align/align/testgate"
 	"github.com/align-dev/align/bindings"
 )
@@ -366,4 +367,127 @@ func TestRealModelUnspellable(t *testing.T) {
 	if err != nil || res.Skipped != 1 || res.TrainPairs != 1 {
 		t.Errorf("--skip-invalid: %v, skipped %d, trained on %d pairs; want 1 and 1", err, res.Skipped, res.TrainPairs)
 	}
+}
+
+// ORPO and SimPO on the same stories pairs and settings as TestStoriesDPO
+// (lr, rank, targets, epochs; each method's own defaults otherwise, no
+// RPO term): held-out accuracy rises. Their accuracy is the share of
+// held-out pairs whose chosen response has the higher mean token log-prob
+// under the policy (TRL's rewards/accuracies of both trainers: no
+// reference), so before training it is the base's own preference, not
+// 0 as for DPO. The samples' cheerful share and fluency are logged next
+// to the base's, as TestStoriesDPO measures them.
+func TestStoriesNoReference(t *testing.T) {
+	testgate.Slow(t, "two real-model runs, ORPO and SimPO (about 5 minutes on 2 shared cores)")
+	model := sharedModel(t, "stories260K.gguf")
+	known := knownWords(t, model)
+	base := scoreStories(t, model, "", 4, known)
+	data := dataFluency(t, model)
+	methods := []string{ORPO, SimPO}
+	if os.Getenv("ALIGN_STORIES_SWEEP") != "" {
+		// the table's control row (TestStoriesDPO asserts DPO) and
+		// CPO-SimPO: SimPO with DPO's RPO term
+		methods = append(methods, DPO, "simpo+rpo")
+	}
+	for _, name := range methods {
+		t.Run(name, func(t *testing.T) {
+			method, rpo := name, 0.0
+			if name == "simpo+rpo" {
+				method, rpo = SimPO, storiesStart.RPO
+			}
+			cfg := storiesConfig(t, model, storiesStart)
+			if method == DPO {
+				res, err := Run(context.Background(), cfg, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				tuned := scoreStories(t, model, res.Adapter, 4, known)
+				accD, accM := heldOutAccuracies(t, model, res.Adapter)
+				t.Logf("dpo (%s, rpo %g, %d steps): held-out accuracy %.3f → %.3f (reward vs the base %.3f, mean log-prob %.3f); cheerful %.2f → %.2f, fluency %.3f → %.3f, non-words %.3f → %.3f",
+					storiesStart, cfg.RPOAlpha, res.Steps, res.Before["rewards/accuracies"], res.After["rewards/accuracies"], accD, accM,
+					base.Cheerful, tuned.Cheerful, base.Fluency, tuned.Fluency, base.NonWords, tuned.NonWords)
+				return
+			}
+			d := Defaults(method)
+			cfg.Method, cfg.Beta, cfg.RPOAlpha, cfg.ORPOLambda, cfg.SimPOGamma = method, d.Beta, rpo, d.ORPOLambda, d.SimPOGamma
+			res, err := Run(context.Background(), cfg, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tuned := scoreStories(t, model, res.Adapter, 4, known)
+			before, after := res.Before["rewards/accuracies"], res.After["rewards/accuracies"]
+			t.Logf("%s (lr %.0e r%d %s %dep, λ %g β %g γ %g rpo %g, %d steps): held-out accuracy %.3f → %.3f, margin %.3f → %.3f; cheerful %.2f → %.2f, sad %.2f → %.2f, fluency %.3f → %.3f nats/token (chosen data %.3f), non-words %.3f → %.3f",
+				name, cfg.LR, cfg.Rank, storiesStart.Targets, cfg.Epochs, cfg.ORPOLambda, cfg.Beta, cfg.SimPOGamma, cfg.RPOAlpha, res.Steps, before, after, res.Before["rewards/margins"], res.After["rewards/margins"], base.Cheerful, tuned.Cheerful,
+				base.Sad, tuned.Sad, base.Fluency, tuned.Fluency, data, base.NonWords, tuned.NonWords)
+			accD, accM := heldOutAccuracies(t, model, res.Adapter)
+			t.Logf("%s on DPO's scale: held-out accuracy by reward over the base %.3f (by mean log-prob %.3f)", name, accD, accM)
+			t.Logf("tuned sample: %q", tuned.Example)
+			// measured on 2 cores (AVX2): ORPO 0.588 → 0.800, SimPO 0.588 → 1.000
+			if after < before+0.1 {
+				t.Errorf("held-out accuracy %.3f → %.3f, want a rise of at least 0.1", before, after)
+			}
+			if !(res.After["rewards/margins"] > res.Before["rewards/margins"]) {
+				t.Errorf("held-out margin %.3f → %.3f, want it to rise", res.Before["rewards/margins"], res.After["rewards/margins"])
+			}
+		})
+	}
+}
+
+// heldOutAccuracies scores adapter on the held-out stories pairs by both
+// kinds of implicit reward, so that DPO and the reference-free methods
+// compare on one scale: the share of pairs whose chosen response gains
+// more log-prob over the base than the rejected one (DPO's
+// rewards/accuracies), and the share whose chosen response has the higher
+// mean token log-prob under the policy (ORPO's and SimPO's).
+func heldOutAccuracies(t testing.TB, model, adapter string) (dpo, mean float64) {
+	t.Helper()
+	af, err := bindings.ReadAdapterFile(adapter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := bindings.NewTrainerFromFile(model, bindings.TrainerOptions{Threads: 2, Rank: af.Rank, Alpha: af.Alpha, Targets: af.Targets})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if err := tr.Set(0).Load(adapter); err != nil {
+		t.Fatal(err)
+	}
+	ps, _, err := pairs.Load(storiesEval, pairs.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := NewEncoder(tr.Model(), DefaultConfig().MaxLength, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exs, _, _, err := enc.Encode(ps, BetaTable{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := make([]int, len(exs))
+	for i := range order {
+		order[i] = i
+	}
+	var nd, nm int
+	for _, mb := range Pack(exs, order, 2048, false) {
+		b := BuildBatch(exs, mb, false)
+		ref, err := tr.Set(0).Forward(b, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pol, err := tr.Set(0).Forward(b, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, i := range mb.Examples {
+			if pol.Sums[2*k]-ref.Sums[2*k] > pol.Sums[2*k+1]-ref.Sums[2*k+1] {
+				nd++
+			}
+			if pol.Sums[2*k]/float64(len(exs[i].Chosen)) > pol.Sums[2*k+1]/float64(len(exs[i].Rejected)) {
+				nm++
+			}
+		}
+	}
+	return float64(nd) / float64(len(exs)), float64(nm) / float64(len(exs))
 }

@@ -124,8 +124,8 @@ func TestDPOLearnsPreferences(t *testing.T) {
 }
 
 func smallRun(t *testing.T, method, out string) Config {
-	cfg := DefaultConfig()
-	cfg.Method, cfg.Model, cfg.Out = method, tinyModel, out
+	cfg := Defaults(method)
+	cfg.Model, cfg.Out = tinyModel, out
 	cfg.Data, cfg.EvalData = subset(t, trainData, 48), subset(t, evalData, 16)
 	cfg.Epochs, cfg.BatchTokens, cfg.GradAccum, cfg.SaveEvery, cfg.EvalEvery, cfg.WarmupSteps = 3, 384, 2, 4, 5, 3
 	cfg.Threads = 2
@@ -137,7 +137,7 @@ func smallRun(t *testing.T, method, out string) Config {
 // adapter, byte for byte, as an uninterrupted run.
 func TestResumeIsBitIdentical(t *testing.T) {
 	testgate.Slow(t, "acceptance test of the engine's resume; TestFakeResumeIsBitIdentical covers the loop")
-	for _, method := range []string{DPO, SFT} {
+	for _, method := range []string{DPO, SFT, ORPO, SimPO} {
 		t.Run(method, func(t *testing.T) {
 			ref := smallRun(t, method, t.TempDir())
 			if _, err := Run(context.Background(), ref, nil); err != nil {
@@ -301,8 +301,8 @@ func TestMethodsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, method := range Methods {
-		cfg := DefaultConfig()
-		cfg.Method, cfg.Model, cfg.Data, cfg.Out = method, tinyModel, data, t.TempDir()
+		cfg := Defaults(method)
+		cfg.Model, cfg.Data, cfg.Out = tinyModel, data, t.TempDir()
 		cfg.Epochs, cfg.EvalSplit, cfg.BatchTokens, cfg.Threads = 1, 0.25, 512, 2
 		res, err := Run(context.Background(), cfg, nil)
 		if err != nil {
