@@ -1,7 +1,7 @@
 // Package objective is the math of every training method, free of the
 // engine and of cgo (make test runs it with CGO_ENABLED=0): the preference
 // losses (DPO, cDPO, IPO, hinge, RPO's NLL term), the reward model's
-// Bradley–Terry loss, PPO's and GRPO's surrogate, value loss, GAE,
+// Bradley–Terry loss, KTO's unpaired loss and reference point, PPO's and GRPO's surrogate, value loss, GAE,
 // advantages and KL estimators, the learning-rate schedule, AdamW's
 // constants and the metrics TRL logs. Each loss returns its value and its
 // derivative with respect to what the engine produced (log-prob sums,
