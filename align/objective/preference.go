@@ -195,6 +195,8 @@ type Metrics struct {
 	LogpsChosen, LogpsRej     float64
 	NLL                       float64 // preferences: sum of chosen mean-token NLLs (RPO runs); SFT: sum of token NLLs
 	Tokens                    int     // SFT: scored tokens
+	// KTO accumulates KTO's examples (align/train's kto objective).
+	KTO KTOMetrics
 	// ByObjective, when not nil, also accumulates each pair under its
 	// objective (held-out rows report accuracy and margin per objective,
 	// since each objective has its own β)

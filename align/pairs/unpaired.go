@@ -198,6 +198,11 @@ func (u *Unpaired) Validate(objectives []string) error {
 	return nil
 }
 
+// ParseUnpaired reads one unpaired example from one JSON line and
+// validates it (without an objective set); one without an id gets its
+// ContentID.
+func ParseUnpaired(line []byte) (Unpaired, error) { return parseUnpaired(line, nil) }
+
 // parseUnpaired reads and validates one unpaired record.
 func parseUnpaired(line []byte, objectives []string) (Unpaired, error) {
 	var u Unpaired

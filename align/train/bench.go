@@ -304,7 +304,7 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 	}
 	if cfg.Method == DPO {
 		t0 := time.Now()
-		out, err := tr.Forward(BuildBatch(exs, group[0], false), 0)
+		out, err := tr.Forward(BuildBatch(exs, group[0], LayoutPair), 0)
 		if err != nil {
 			return res, err
 		}

@@ -9,7 +9,7 @@ import (
 	"github.com/align-dev/align/align/run"
 )
 
-// Config is one training run of SFT, the DPO family or a reward model.
+// Config is one training run of SFT, the DPO family, KTO or a reward model.
 type Config struct {
 	run.Common
 	Data           string // "-": standard input, stored in the run as data.jsonl
@@ -26,6 +26,10 @@ type Config struct {
 	// (r_w + r_l)² centering term.
 	MarginFrom string  `json:",omitempty"`
 	CenterCoef float64 `json:",omitempty"`
+	// DesirableWeight and UndesirableWeight (kto): λ_D and λ_U, the
+	// weights of the desirable and undesirable examples' losses.
+	DesirableWeight   float64 `json:",omitempty"`
+	UndesirableWeight float64 `json:",omitempty"`
 
 	// Stdin is read when Data is "-" (nil: os.Stdin).
 	Stdin io.Reader `json:"-"`
@@ -47,7 +51,7 @@ type ResumeOptions = run.ResumeOptions
 // at 5e-4 gave 0.963 against 0.912. A higher lr (1e-3, 2e-3) bought
 // cheerfulness with fluency on stories260K (see testdata/stories/README.md).
 func DefaultConfig() Config {
-	return Config{Common: run.Defaults(DPO), GradAccum: 1, BatchTokens: 2048}
+	return Config{Common: run.Defaults(DPO), GradAccum: 1, BatchTokens: 2048, DesirableWeight: 1, UndesirableWeight: 1}
 }
 
 // ConfigError is a bad setting, named by its command-line flag.
@@ -91,6 +95,10 @@ func (c *Config) Validate() error {
 		return bad("margin-from", "must be one of %s (got %q)", strings.Join(MarginSources, ", "), c.MarginFrom)
 	case !(c.CenterCoef >= 0) || !finite(c.CenterCoef):
 		return bad("center-coef", "must be a number >= 0 (got %g)", c.CenterCoef)
+	case c.Method == KTO && (!(c.DesirableWeight > 0) || !finite(c.DesirableWeight)):
+		return bad("desirable-weight", "must be a positive number (got %g)", c.DesirableWeight)
+	case c.Method == KTO && (!(c.UndesirableWeight > 0) || !finite(c.UndesirableWeight)):
+		return bad("undesirable-weight", "must be a positive number (got %g)", c.UndesirableWeight)
 	}
 	if err := c.applicable(); err != nil {
 		return err
