@@ -38,15 +38,15 @@ type LoadOptions struct {
 
 // Stats describes what Load read.
 type Stats struct {
-	Read           int            `json:"read"`             // pairs kept
-	Skipped        int            `json:"skipped"`          // invalid lines skipped (SkipInvalid)
-	Duplicates     int            `json:"duplicates"`       // repeated pairs dropped (Dedupe)
-	Conversational int            `json:"conversational"`   // kept pairs in message-list form
+	Read           int            `json:"read"`                  // pairs kept
+	Skipped        int            `json:"skipped"`               // invalid lines skipped (SkipInvalid)
+	Duplicates     int            `json:"duplicates"`            // repeated pairs dropped (Dedupe)
+	Conversational int            `json:"conversational"`        // kept pairs in message-list form
 	Desirable      int            `json:"desirable,omitempty"`   // kept unpaired examples labelled true (LoadAll)
 	Undesirable    int            `json:"undesirable,omitempty"` // kept unpaired examples labelled false (LoadAll)
-	ByObjective    map[string]int `json:"by_objective"`     // kept pairs per objective ("" for none)
-	BySource       map[string]int `json:"by_source"`        // kept pairs per source ("" for none)
-	Errors         []string       `json:"errors,omitempty"` // the first few skipped lines' errors, for a report
+	ByObjective    map[string]int `json:"by_objective"`          // kept pairs per objective ("" for none)
+	BySource       map[string]int `json:"by_source"`             // kept pairs per source ("" for none)
+	Errors         []string       `json:"errors,omitempty"`      // the first few skipped lines' errors, for a report
 }
 
 // MaxReportedErrors bounds Stats.Errors.

@@ -257,10 +257,10 @@ type inputs struct {
 	// KTO's unpaired examples (pairs.LoadAll), beside its pairs
 	trainUnpaired, evalUnpaired []pairs.Unpaired
 	train, eval                 []Example
-	hashes                map[string]string // see Config.Hashes; no "data" for stdin yet
-	stats                 map[string]run.FileStat
-	trunc                 Truncation
-	skipped               int
+	hashes                      map[string]string // see Config.Hashes; no "data" for stdin yet
+	stats                       map[string]run.FileStat
+	trunc                       Truncation
+	skipped                     int
 }
 
 // inputFiles are the run's inputs for hashing.
