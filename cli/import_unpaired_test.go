@@ -84,7 +84,7 @@ func TestTrainKTOOnImported(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("train --method kto: exit %d: %s", code, errs)
 	}
-	if !strings.Contains(errs, "1 step") {
+	if !strings.Contains(errs, "1 step, 6 train examples") {
 		t.Errorf("stderr %q", errs)
 	}
 }

@@ -139,7 +139,11 @@ func runTrain(c *cli.Context) error {
 	if c.Bool("json") {
 		return json.NewEncoder(env.Stdout).Encode(res)
 	}
-	fmt.Fprintf(env.Stderr, "align: %s, %d train / %d eval pairs, %.0f tokens/s, %.1fs", plural(res.Steps, "step"), res.TrainPairs, res.EvalPairs, res.TokensPerS, res.ElapsedS)
+	counts := fmt.Sprintf("%d train / %d eval pairs", res.TrainPairs, res.EvalPairs)
+	if cfg.Method == train.KTO { // each pair of a pair file is two training examples
+		counts = fmt.Sprintf("%d train examples / %d held out", res.TrainPairs, res.EvalPairs)
+	}
+	fmt.Fprintf(env.Stderr, "align: %s, %s, %.0f tokens/s, %.1fs", plural(res.Steps, "step"), counts, res.TokensPerS, res.ElapsedS)
 	if res.Device != "" && !strings.EqualFold(res.Device, "cpu") {
 		fmt.Fprintf(env.Stderr, " on %s", res.Device)
 	}
