@@ -439,18 +439,6 @@ func positioned(name, path string, err error) error {
 	return fmt.Errorf("%s: %w", name, err)
 }
 
-// refResponses are the responses of ex the reference scores: the chosen
-// and, when present, the rejected and the mismatched (KTO) completions.
-func refResponses(ex *Example) [][]int32 {
-	out := [][]int32{ex.Chosen}
-	for _, r := range [][]int32{ex.Rejected, ex.KL} {
-		if len(r) > 0 {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 // referenceLogps fills RefW/RefL (and RefKL), reading Out/reference.json
 // when it holds every id (a resumed run) and writing it otherwise.
 func referenceLogps(ctx context.Context, forward func(*bindings.Batch) (Outputs, error), cfg Config, progress Progress, sets ...[]Example) error {
@@ -474,26 +462,23 @@ func referenceLogps(ctx context.Context, forward func(*bindings.Batch) (Outputs,
 	if missing == 0 {
 		return nil
 	}
-	seqLen := func(ex *Example) int {
-		n := 0
-		for _, r := range refResponses(ex) {
-			n = max(n, len(r))
-		}
-		return len(ex.Prompt) + n
-	}
 	var todo [][]MicroBatch
+	var lays []Layout
 	total := 0
 	for _, set := range sets {
 		order := make([]int, len(set))
 		for i := range order {
 			order[i] = i
 		}
-		per := 2
-		if len(set) > 0 {
-			per = len(refResponses(&set[0]))
+		// packed as the held-out evaluation packs them, so that a policy
+		// equal to the reference scores exactly its log-probs (step 0's
+		// held-out margins are 0)
+		lay := LayoutPair
+		if len(set) > 0 && len(set[0].Rejected) == 0 {
+			lay = LayoutUnpaired
 		}
 		var mbs []MicroBatch
-		for _, mb := range pack(set, order, cfg.BatchTokens, per, seqLen) {
+		for _, mb := range Pack(set, order, cfg.BatchTokens, lay) {
 			for _, i := range mb.Examples {
 				if _, ok := cache[set[i].ID]; !ok {
 					mbs = append(mbs, mb)
@@ -501,7 +486,7 @@ func referenceLogps(ctx context.Context, forward func(*bindings.Batch) (Outputs,
 				}
 			}
 		}
-		todo = append(todo, mbs)
+		todo, lays = append(todo, mbs), append(lays, lay)
 		total += len(mbs)
 	}
 	t0, done := time.Now(), 0
@@ -512,31 +497,45 @@ func referenceLogps(ctx context.Context, forward func(*bindings.Batch) (Outputs,
 				run.WriteJSON(path, cache) // keep what is done for the resumed run
 				return err
 			}
-			var seqs []run.Seq
-			for _, i := range mb.Examples {
-				for _, r := range refResponses(&set[i]) {
-					seqs = append(seqs, run.Seq{Prompt: set[i].Prompt, Response: r})
-				}
-			}
-			out, err := forward(run.Layout(seqs, false))
+			lay := lays[s]
+			out, err := forward(BuildBatch(set, mb, lay))
 			if err != nil {
 				return fmt.Errorf("reference log-probs: %w", err)
 			}
-			if len(out.Sums) != len(seqs) {
-				return fmt.Errorf("reference log-probs: %d sums for %d sequences", len(out.Sums), len(seqs))
+			if len(out.Sums) != lay.perExample()*len(mb.Examples) {
+				return fmt.Errorf("reference log-probs: %d sums for %d sequences", len(out.Sums), lay.perExample()*len(mb.Examples))
 			}
-			j := 0
+			// KTO's mismatched sequences: one more forward, the one its
+			// objective's prepare runs over this micro-batch
+			var kl []run.Seq
+			for _, i := range mb.Examples {
+				if len(set[i].KL) > 0 {
+					kl = append(kl, run.Seq{Prompt: set[i].Prompt, Response: set[i].KL})
+				}
+			}
+			var klSums []float64
+			if len(kl) > 0 {
+				ko, err := forward(run.Layout(kl, false))
+				if err != nil {
+					return fmt.Errorf("reference log-probs: %w", err)
+				}
+				if len(ko.Sums) != len(kl) {
+					return fmt.Errorf("reference log-probs: %d sums for %d sequences", len(ko.Sums), len(kl))
+				}
+				klSums = ko.Sums
+			}
+			j, k := 0, 0
 			for _, i := range mb.Examples {
 				ex := &set[i]
 				ex.RefW = out.Sums[j]
 				j++
-				if len(ex.Rejected) > 0 {
+				if lay == LayoutPair {
 					ex.RefL = out.Sums[j]
 					j++
 				}
 				if len(ex.KL) > 0 {
-					ex.RefKL = out.Sums[j]
-					j++
+					ex.RefKL = klSums[k]
+					k++
 				}
 				cache[ex.ID] = ref{ex.RefW, ex.RefL, ex.RefKL}
 			}

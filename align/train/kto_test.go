@@ -91,8 +91,10 @@ func TestKTORunsOnUnpairedData(t *testing.T) {
 			}
 		}
 	}
-	if res.Before["rewards/margins"] != 0 {
-		t.Errorf("step-0 held-out margin %g, want 0 (policy == reference)", res.Before["rewards/margins"])
+	// the reference pass packs as the evaluation does: at step 0 the policy
+	// scores exactly the reference's log-probs
+	if res.Before["rewards/margins"] != 0 || res.Before["rewards/accuracies"] != 0 || res.Before["kl"] != 0 {
+		t.Errorf("step-0 held-out margin %g, accuracy %g, kl %g; want 0 (policy == reference)", res.Before["rewards/margins"], res.Before["rewards/accuracies"], res.Before["kl"])
 	}
 
 	// 3 desirable to 1 undesirable: the paper's guidance is printed
