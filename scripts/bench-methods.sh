@@ -7,9 +7,12 @@
 # held-out accuracy: rewards/accuracies on testdata/stories/eval.jsonl (80
 # pairs) after training; cheerful share: samples (4 per prompt, T 0.8)
 # with a cheerful word; fluency: the base model's mean log-prob per token
-# of those samples (nats); step time: the run's wall time ÷ its optimiser
-# steps (load, reference pass and held-out evaluations included, the same
-# for every method).
+# of those samples (nats); step time: the wall time of STEPS_B (12)
+# optimiser steps minus that of STEPS_A (2), over 10 (two runs on the same
+# data without held-out data, so loading and the reference pass cancel),
+# with --batch-tokens 2048 (a DPO step is 2048 padded tokens of pairs, a
+# KTO step as many of unpaired examples plus a no-gradient pass over their
+# mismatched sequences); peak RSS: of the full training run.
 #
 # Methods: dpo (the pairs), kto (the unpaired feedback: each prompt keeps
 # only its liked or only its disliked response, so pairing makes nothing),
@@ -21,6 +24,8 @@ MODEL=${ALIGN_STORIES_MODEL:-${ALIGN_SHARED_MODELS:-../shared/models}/stories260
 THREADS=${THREADS:-2}
 METHODS=${METHODS:-dpo kto orpo simpo}
 OUT=${OUT:-runs/bench-methods}
+STEPS_A=${STEPS_A:-2}
+STEPS_B=${STEPS_B:-12}
 [ -f "$MODEL" ] || { echo "bench-methods: no $MODEL (set ALIGN_STORIES_MODEL or ALIGN_SHARED_MODELS)" >&2; exit 1; }
 [ -x bin/align ] || go build -o bin/align ./cli/align
 rm -rf "$OUT"
@@ -67,13 +72,22 @@ for m in $METHODS; do
   fi
   ran+=("$m")
   adapters+=",$m=$OUT/$m/adapter.gguf"
+  # step time: two runs without held-out data, $STEPS_A and $STEPS_B steps;
+  # the difference of their wall times over the difference of their steps
+  # leaves out loading, the reference pass and the export
+  for n in "$STEPS_A" "$STEPS_B"; do
+    # shellcheck disable=SC2086
+    /usr/bin/time -f '%e' -o "$OUT/$m-steps$n.time" ./bin/align train --method "$m" --model "$MODEL" --data "$d" \
+      --eval-split 0 --out "$OUT/$m-steps$n" --max-steps "$n" "${LORA[@]}" ${EXTRA[$m]:-} > /dev/null 2>&1
+  done
 done
 echo "== scoring samples of base and ${ran[*]}" >&2
 ALIGN_SCORE_ADAPTERS=$adapters ALIGN_SHARED_MODELS=$(cd "$(dirname "$MODEL")" && pwd) ALIGN_REQUIRE_MODELS=1 \
   go test -count=1 -timeout 30m -run '^TestStoriesScore$' ./align/train/ -v > "$OUT/scores.txt" 2>&1 || { cat "$OUT/scores.txt" >&2; exit 1; }
 
-python3 - "$OUT" "${ran[@]}" <<'PY'
-import json, sys
+STEPS_A=$STEPS_A STEPS_B=$STEPS_B python3 - "$OUT" "${ran[@]}" <<'PY'
+import json, os, sys
+sys_env = os.environ
 out, methods = sys.argv[1], sys.argv[2:]
 npairs = sum(1 for _ in open("testdata/stories/train.jsonl"))
 nkto = sum(1 for _ in open(f"{out}/kto.jsonl"))
@@ -89,8 +103,11 @@ rows = {}
 for m in methods:
     s = json.load(open(f"{out}/{m}.json"))
     rss_kb, wall = open(f"{out}/{m}.time").read().split()
+    a, b = int(sys_env["STEPS_A"]), int(sys_env["STEPS_B"])
+    ta = float(open(f"{out}/{m}-steps{a}.time").read().split()[-1])
+    tb = float(open(f"{out}/{m}-steps{b}.time").read().split()[-1])
     rows[m] = dict(acc=s["eval_after"].get("rewards/accuracies", float("nan")), steps=s["steps"],
-                   step_s=float(wall) / max(s["steps"], 1), rss=int(rss_kb) / 1024)
+                   step_s=(tb - ta) / (b - a), rss=int(rss_kb) / 1024)
 ref = rows.get("dpo")
 b = scores["base"]
 print(f"stories260K; base samples: cheerful {b[0]:.2f}, fluency {b[1]:.3f} nats/token; held-out chosen continuations {datafl:.3f}")
@@ -98,7 +115,7 @@ print("| method | data | held-out accuracy | cheerful share | fluency | step tim
 print("|---|---|---|---|---|---|---|")
 for m in methods:
     r, sc = rows[m], scores[m]
-    st = f"{r['step_s'] / ref['step_s']:.2f} ({r['step_s']:.2f} s, {r['steps']} steps)" if ref else f"{r['step_s']:.2f} s"
+    st = f"{r['step_s'] / ref['step_s']:.2f} ({r['step_s']:.2f} s)" if ref else f"{r['step_s']:.2f} s"
     rs = f"{r['rss'] / ref['rss']:.2f} ({r['rss']:.0f} MiB)" if ref else f"{r['rss']:.0f} MiB"
     print(f"| {m} | {kind.get(m, f'{npairs} pairs')} | {r['acc']:.3f} | {sc[0]:.2f} | {sc[1]:.3f} | {st} | {rs} |")
 PY
