@@ -459,8 +459,8 @@ func TestStoriesKTO(t *testing.T) {
 	if acc := res.After["rewards/accuracies"]; acc < 0.8 || !(acc > res.Before["rewards/accuracies"]) {
 		t.Errorf("held-out accuracy %.3f (before %.3f), want >= 0.8", acc, res.Before["rewards/accuracies"])
 	}
-	if tuned.Cheerful < base.Cheerful+0.2 {
-		t.Errorf("cheerful share %.2f → %.2f, want a rise of at least 0.2", base.Cheerful, tuned.Cheerful)
+	if tuned.Cheerful < base.Cheerful+0.3 { // TestStoriesDPO's bound
+		t.Errorf("cheerful share %.2f → %.2f, want a rise of at least 0.3", base.Cheerful, tuned.Cheerful)
 	}
 	if floor := math.Min(base.Fluency, data0) - 0.5; tuned.Fluency < floor {
 		t.Errorf("fluency fell from %.3f to %.3f nats/token (floor %.3f, TestStoriesDPO's bound)", base.Fluency, tuned.Fluency, floor)
