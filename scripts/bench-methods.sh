@@ -7,9 +7,11 @@
 # held-out accuracy: rewards/accuracies on testdata/stories/eval.jsonl (80
 # pairs) after training; cheerful share: samples (4 per prompt, T 0.8)
 # with a cheerful word; fluency: the base model's mean log-prob per token
-# of those samples (nats); step time: the wall time of STEPS_B (12)
-# optimiser steps minus that of STEPS_A (2), over 10 (two runs on the same
-# data without held-out data, so loading and the reference pass cancel),
+# of those samples (nats); step time: the CPU time (user + system) of
+# STEPS_B (17) optimiser steps minus that of STEPS_A (2), over 15 (two runs
+# on the same data without held-out data, so loading and the reference
+# pass cancel; CPU time, not wall time, so that other work on a shared
+# machine does not count),
 # with --batch-tokens 2048 (a DPO step is 2048 padded tokens of pairs, a
 # KTO step as many of unpaired examples plus a no-gradient pass over their
 # mismatched sequences); peak RSS: of the full training run.
@@ -25,7 +27,7 @@ THREADS=${THREADS:-2}
 METHODS=${METHODS:-dpo kto orpo simpo}
 OUT=${OUT:-runs/bench-methods}
 STEPS_A=${STEPS_A:-2}
-STEPS_B=${STEPS_B:-12}
+STEPS_B=${STEPS_B:-17}
 [ -f "$MODEL" ] || { echo "bench-methods: no $MODEL (set ALIGN_STORIES_MODEL or ALIGN_SHARED_MODELS)" >&2; exit 1; }
 [ -x bin/align ] || go build -o bin/align ./cli/align
 rm -rf "$OUT"
@@ -77,7 +79,7 @@ for m in $METHODS; do
   # leaves out loading, the reference pass and the export
   for n in "$STEPS_A" "$STEPS_B"; do
     # shellcheck disable=SC2086
-    /usr/bin/time -f '%e' -o "$OUT/$m-steps$n.time" ./bin/align train --method "$m" --model "$MODEL" --data "$d" \
+    /usr/bin/time -f '%U %S' -o "$OUT/$m-steps$n.time" ./bin/align train --method "$m" --model "$MODEL" --data "$d" \
       --eval-split 0 --out "$OUT/$m-steps$n" --max-steps "$n" "${LORA[@]}" ${EXTRA[$m]:-} > /dev/null 2>&1
   done
 done
@@ -104,8 +106,8 @@ for m in methods:
     s = json.load(open(f"{out}/{m}.json"))
     rss_kb, wall = open(f"{out}/{m}.time").read().split()
     a, b = int(sys_env["STEPS_A"]), int(sys_env["STEPS_B"])
-    ta = float(open(f"{out}/{m}-steps{a}.time").read().split()[-1])
-    tb = float(open(f"{out}/{m}-steps{b}.time").read().split()[-1])
+    cpu = lambda n: sum(map(float, open(f"{out}/{m}-steps{n}.time").read().split()[-2:]))
+    ta, tb = cpu(a), cpu(b)
     rows[m] = dict(acc=s["eval_after"].get("rewards/accuracies", float("nan")), steps=s["steps"],
                    step_s=(tb - ta) / (b - a), rss=int(rss_kb) / 1024)
 ref = rows.get("dpo")
@@ -115,7 +117,7 @@ print("| method | data | held-out accuracy | cheerful share | fluency | step tim
 print("|---|---|---|---|---|---|---|")
 for m in methods:
     r, sc = rows[m], scores[m]
-    st = f"{r['step_s'] / ref['step_s']:.2f} ({r['step_s']:.2f} s)" if ref else f"{r['step_s']:.2f} s"
+    st = f"{r['step_s'] / ref['step_s']:.2f} ({r['step_s']:.2f} CPU s)" if ref else f"{r['step_s']:.2f} CPU s"
     rs = f"{r['rss'] / ref['rss']:.2f} ({r['rss']:.0f} MiB)" if ref else f"{r['rss']:.0f} MiB"
     print(f"| {m} | {kind.get(m, f'{npairs} pairs')} | {r['acc']:.3f} | {sc[0]:.2f} | {sc[1]:.3f} | {st} | {rs} |")
 PY
