@@ -56,7 +56,7 @@ Example:
    align bench train --model llama-8b-q4_k.gguf --method dpo --seq 512 --device cuda`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Required: true, Usage: "GGUF model `FILE`", EnvVars: []string{"ALIGN_MODEL"}},
-				&cli.StringFlag{Name: "method", Value: d.Method, Usage: "sft or dpo", EnvVars: []string{"ALIGN_METHOD"}},
+				&cli.StringFlag{Name: "method", Value: d.Method, Usage: "sft, dpo or kto (kto: the pairs' sequences as unpaired examples, plus its no-gradient pass over mismatched ones)", EnvVars: []string{"ALIGN_METHOD"}},
 				&cli.IntFlag{Name: "seq", Value: d.Seq, Usage: "tokens per sequence (at most the model's training context)", EnvVars: []string{"ALIGN_SEQ"}},
 				&cli.IntFlag{Name: "pairs", Value: d.Pairs, Usage: "pairs per step (2 sequences each), 1 to 256", EnvVars: []string{"ALIGN_PAIRS"}},
 				&cli.IntFlag{Name: "steps", Value: d.Steps, Usage: "timed steps", EnvVars: []string{"ALIGN_STEPS"}},

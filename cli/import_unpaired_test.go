@@ -88,3 +88,19 @@ func TestTrainKTOOnImported(t *testing.T) {
 		t.Errorf("stderr %q", errs)
 	}
 }
+
+// align bench train --method kto times KTO's step (its reference and its
+// no-gradient pass over the mismatched sequences included in the step).
+func TestBenchTrainKTO(t *testing.T) {
+	code, stdout, errs := run(t, "", "bench", "train", "--model", tinyModel, "--method", "kto", "--seq", "16", "--pairs", "2", "--steps", "1", "--threads", "2", "--no-baseline", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var res map[string]any
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res["method"] != "kto" || !(res["step_ms"].(float64) > 0) || res["seqs"] != 4.0 {
+		t.Errorf("bench kto: %v", res)
+	}
+}

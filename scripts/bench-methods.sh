@@ -7,13 +7,9 @@
 # held-out accuracy: rewards/accuracies on testdata/stories/eval.jsonl (80
 # pairs) after training; cheerful share: samples (4 per prompt, T 0.8)
 # with a cheerful word; fluency: the base model's mean log-prob per token
-# of those samples (nats); step time: the CPU time (user + system) of
-# STEPS_B (17) optimiser steps minus that of STEPS_A (2), over 15 (two runs
-# on the same data without held-out data, so loading and the reference
-# pass cancel; CPU time, not wall time, so that other work on a shared
-# machine does not count),
-# with --batch-tokens 2048 (a DPO step is 2048 padded tokens of pairs, a
-# KTO step as many of unpaired examples plus a no-gradient pass over their
+# of those samples (nats); step time: `align bench train --method M
+# --seq 128 --pairs 4` (8 sequences of 128 tokens a step: DPO's 4 pairs,
+# KTO's 8 unpaired examples plus its no-gradient pass over their
 # mismatched sequences); peak RSS: of the full training run.
 #
 # Methods: dpo (the pairs), kto (the unpaired feedback: each prompt keeps
@@ -26,8 +22,10 @@ MODEL=${ALIGN_STORIES_MODEL:-${ALIGN_SHARED_MODELS:-../shared/models}/stories260
 THREADS=${THREADS:-2}
 METHODS=${METHODS:-dpo kto orpo simpo}
 OUT=${OUT:-runs/bench-methods}
-STEPS_A=${STEPS_A:-2}
-STEPS_B=${STEPS_B:-17}
+REPS=${REPS:-3}
+BENCH_SEQ=${BENCH_SEQ:-128}
+BENCH_PAIRS=${BENCH_PAIRS:-4}
+BENCH_STEPS=${BENCH_STEPS:-8}
 [ -f "$MODEL" ] || { echo "bench-methods: no $MODEL (set ALIGN_STORIES_MODEL or ALIGN_SHARED_MODELS)" >&2; exit 1; }
 [ -x bin/align ] || go build -o bin/align ./cli/align
 rm -rf "$OUT"
@@ -74,20 +72,22 @@ for m in $METHODS; do
   fi
   ran+=("$m")
   adapters+=",$m=$OUT/$m/adapter.gguf"
-  # step time: two runs without held-out data, $STEPS_A and $STEPS_B steps;
-  # the difference of their wall times over the difference of their steps
-  # leaves out loading, the reference pass and the export
-  for n in "$STEPS_A" "$STEPS_B"; do
-    # shellcheck disable=SC2086
-    /usr/bin/time -f '%U %S' -o "$OUT/$m-steps$n.time" ./bin/align train --method "$m" --model "$MODEL" --data "$d" \
-      --eval-split 0 --out "$OUT/$m-steps$n" --max-steps "$n" "${LORA[@]}" ${EXTRA[$m]:-} > /dev/null 2>&1
+done
+# step time: align bench train (the same sequences each step, warmed up),
+# REPS times per method in turn; the fastest of each is kept (the least
+# disturbed by other work on the machine). A method bench train does not
+# know shows n/a.
+for r in $(seq "$REPS"); do
+  for m in "${ran[@]}"; do
+    ./bin/align bench train --model "$MODEL" --method "$m" --seq "$BENCH_SEQ" --pairs "$BENCH_PAIRS" --steps "$BENCH_STEPS" \
+      --threads "$THREADS" --json > "$OUT/$m-bench$r.json" 2>/dev/null || rm -f "$OUT/$m-bench$r.json"
   done
 done
 echo "== scoring samples of base and ${ran[*]}" >&2
 ALIGN_SCORE_ADAPTERS=$adapters ALIGN_SHARED_MODELS=$(cd "$(dirname "$MODEL")" && pwd) ALIGN_REQUIRE_MODELS=1 \
   go test -count=1 -timeout 30m -run '^TestStoriesScore$' ./align/train/ -v > "$OUT/scores.txt" 2>&1 || { cat "$OUT/scores.txt" >&2; exit 1; }
 
-STEPS_A=$STEPS_A STEPS_B=$STEPS_B python3 - "$OUT" "${ran[@]}" <<'PY'
+REPS=$REPS python3 - "$OUT" "${ran[@]}" <<'PY'
 import json, os, sys
 sys_env = os.environ
 out, methods = sys.argv[1], sys.argv[2:]
@@ -105,11 +105,14 @@ rows = {}
 for m in methods:
     s = json.load(open(f"{out}/{m}.json"))
     rss_kb, wall = open(f"{out}/{m}.time").read().split()
-    a, b = int(sys_env["STEPS_A"]), int(sys_env["STEPS_B"])
-    cpu = lambda n: sum(map(float, open(f"{out}/{m}-steps{n}.time").read().split()[-2:]))
-    ta, tb = cpu(a), cpu(b)
+    ms = []
+    for r in range(1, int(sys_env["REPS"]) + 1):
+        try:
+            ms.append(json.load(open(f"{out}/{m}-bench{r}.json"))["step_ms"])
+        except (OSError, ValueError):
+            pass
     rows[m] = dict(acc=s["eval_after"].get("rewards/accuracies", float("nan")), steps=s["steps"],
-                   step_s=(tb - ta) / (b - a), rss=int(rss_kb) / 1024)
+                   step_ms=min(ms) if ms else None, rss=int(rss_kb) / 1024)
 ref = rows.get("dpo")
 b = scores["base"]
 print(f"stories260K; base samples: cheerful {b[0]:.2f}, fluency {b[1]:.3f} nats/token; held-out chosen continuations {datafl:.3f}")
@@ -117,7 +120,12 @@ print("| method | data | held-out accuracy | cheerful share | fluency | step tim
 print("|---|---|---|---|---|---|---|")
 for m in methods:
     r, sc = rows[m], scores[m]
-    st = f"{r['step_s'] / ref['step_s']:.2f} ({r['step_s']:.2f} CPU s)" if ref else f"{r['step_s']:.2f} CPU s"
+    if r["step_ms"] is None:
+        st = "n/a (not in align bench train)"
+    elif ref and ref["step_ms"]:
+        st = f"{r['step_ms'] / ref['step_ms']:.2f} ({r['step_ms']:.0f} ms)"
+    else:
+        st = f"{r['step_ms']:.0f} ms"
     rs = f"{r['rss'] / ref['rss']:.2f} ({r['rss']:.0f} MiB)" if ref else f"{r['rss']:.0f} MiB"
     print(f"| {m} | {kind.get(m, f'{npairs} pairs')} | {r['acc']:.3f} | {sc[0]:.2f} | {sc[1]:.3f} | {st} | {rs} |")
 PY

@@ -17,7 +17,7 @@ import (
 // are train's where they share a setting.
 type BenchConfig struct {
 	Model    string
-	Method   string // sft or dpo
+	Method   string // sft, dpo or kto
 	Seq      int    // tokens per sequence; a step trains two sequences per pair
 	Pairs    int    // pairs (DPO) or pairs of SFT examples per step
 	Steps    int    // timed steps (after one warm-up step)
@@ -166,8 +166,8 @@ func (c *BenchConfig) Validate() error {
 	switch {
 	case c.Model == "":
 		return bad("model", "is required")
-	case c.Method != SFT && c.Method != DPO:
-		return bad("method", "must be sft or dpo (got %q)", c.Method)
+	case c.Method != SFT && c.Method != DPO && c.Method != KTO:
+		return bad("method", "must be sft, dpo or kto (got %q)", c.Method)
 	case c.Seq < 8:
 		return bad("seq", "must be at least 8 (got %d)", c.Seq)
 	case c.Steps < 1:
@@ -293,9 +293,14 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		if cfg.Method == DPO {
 			exs = append(exs, Example{ID: fmt.Sprintf("bench-%d", p), Beta: 0.1, Prompt: a[:1], Chosen: a[1:], Rejected: b[1:]})
 		} else {
-			exs = append(exs, Example{ID: fmt.Sprintf("bench-%d-a", p), Prompt: a[:1], Chosen: a[1:]},
-				Example{ID: fmt.Sprintf("bench-%d-b", p), Prompt: b[:1], Chosen: b[1:]})
+			// KTO: a desirable and an undesirable example, each the
+			// other's mismatched sequence for z0
+			exs = append(exs, Example{ID: fmt.Sprintf("bench-%d-a", p), Beta: 0.1, Prompt: a[:1], Chosen: a[1:], KL: b[1:]},
+				Example{ID: fmt.Sprintf("bench-%d-b", p), Beta: 0.1, Prompt: b[:1], Chosen: b[1:], Undesirable: true, KL: a[1:]})
 		}
+	}
+	if cfg.Method == KTO {
+		obj = newKTO(DefaultConfig())
 	}
 	res.Seqs, res.Scored = 2*pairs, 2*pairs*(cfg.Seq-1)
 	group := []MicroBatch{{Examples: make([]int, len(exs))}}
@@ -312,6 +317,25 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		for p := range exs {
 			exs[p].RefW, exs[p].RefL = out.Sums[2*p], out.Sums[2*p+1]
 		}
+	}
+	if cfg.Method == KTO { // the reference of the matched and the mismatched sequences
+		t0 := time.Now()
+		out, err := tr.Forward(BuildBatch(exs, group[0], LayoutUnpaired), 0)
+		if err != nil {
+			return res, err
+		}
+		seqs := make([]run.Seq, len(exs))
+		for p := range exs {
+			seqs[p] = run.Seq{Prompt: exs[p].Prompt, Response: exs[p].KL}
+		}
+		kl, err := tr.Forward(run.Layout(seqs, false), 0)
+		if err != nil {
+			return res, err
+		}
+		for p := range exs {
+			exs[p].RefW, exs[p].RefKL = out.Sums[p], kl.Sums[p]
+		}
+		res.RefMS = float64(time.Since(t0).Microseconds()) / 1000
 	}
 	opt := optimiser{}
 	step := func() error {
