@@ -8,7 +8,8 @@
 # pairs) after training; cheerful share: samples (4 per prompt, T 0.8)
 # with a cheerful word; fluency: the base model's mean log-prob per token
 # of those samples (nats); step time: `align bench train --method M
-# --seq 128 --pairs 4` (8 sequences of 128 tokens a step: DPO's 4 pairs,
+# --seq 128 --pairs 4 --threads 1` run beside the same for dpo, the
+# median of 3 ratios (8 sequences of 128 tokens a step: DPO's 4 pairs,
 # KTO's 8 unpaired examples plus its no-gradient pass over their
 # mismatched sequences); peak RSS: of the full training run.
 #
@@ -73,14 +74,18 @@ for m in $METHODS; do
   ran+=("$m")
   adapters+=",$m=$OUT/$m/adapter.gguf"
 done
-# step time: align bench train (the same sequences each step, warmed up),
-# REPS times per method in turn; the fastest of each is kept (the least
-# disturbed by other work on the machine). A method bench train does not
-# know shows n/a.
-for r in $(seq "$REPS"); do
-  for m in "${ran[@]}"; do
+# step time: align bench train (the same sequences each step, warmed up,
+# one thread), each method run at the same time as DPO so that both see
+# the same load from other work on the machine; the median of REPS such
+# ratios. A method bench train does not know shows n/a.
+for m in "${ran[@]}"; do
+  [ "$m" = dpo ] && continue
+  for r in $(seq "$REPS"); do
+    ./bin/align bench train --model "$MODEL" --method dpo --seq "$BENCH_SEQ" --pairs "$BENCH_PAIRS" --steps "$BENCH_STEPS" \
+      --threads 1 --json > "$OUT/$m-dpo-bench$r.json" 2>/dev/null &
     ./bin/align bench train --model "$MODEL" --method "$m" --seq "$BENCH_SEQ" --pairs "$BENCH_PAIRS" --steps "$BENCH_STEPS" \
-      --threads "$THREADS" --json > "$OUT/$m-bench$r.json" 2>/dev/null || rm -f "$OUT/$m-bench$r.json"
+      --threads 1 --json > "$OUT/$m-bench$r.json" 2>/dev/null || rm -f "$OUT/$m-bench$r.json"
+    wait $! || rm -f "$OUT/$m-dpo-bench$r.json"
   done
 done
 echo "== scoring samples of base and ${ran[*]}" >&2
@@ -105,14 +110,19 @@ rows = {}
 for m in methods:
     s = json.load(open(f"{out}/{m}.json"))
     rss_kb, wall = open(f"{out}/{m}.time").read().split()
-    ms = []
+    ratios, ms = [], []
     for r in range(1, int(sys_env["REPS"]) + 1):
         try:
-            ms.append(json.load(open(f"{out}/{m}-bench{r}.json"))["step_ms"])
+            own = json.load(open(f"{out}/{m}-bench{r}.json"))["step_ms"]
+            dpo = json.load(open(f"{out}/{m}-dpo-bench{r}.json"))["step_ms"]
         except (OSError, ValueError):
-            pass
+            continue
+        ratios.append(own / dpo)
+        ms.append(own)
+    ratios.sort()
     rows[m] = dict(acc=s["eval_after"].get("rewards/accuracies", float("nan")), steps=s["steps"],
-                   step_ms=min(ms) if ms else None, rss=int(rss_kb) / 1024)
+                   ratio=1.0 if m == "dpo" else (ratios[len(ratios) // 2] if ratios else None),
+                   step_ms=sorted(ms)[len(ms) // 2] if ms else None, rss=int(rss_kb) / 1024)
 ref = rows.get("dpo")
 b = scores["base"]
 print(f"stories260K; base samples: cheerful {b[0]:.2f}, fluency {b[1]:.3f} nats/token; held-out chosen continuations {datafl:.3f}")
@@ -120,12 +130,12 @@ print("| method | data | held-out accuracy | cheerful share | fluency | step tim
 print("|---|---|---|---|---|---|---|")
 for m in methods:
     r, sc = rows[m], scores[m]
-    if r["step_ms"] is None:
+    if r["ratio"] is None:
         st = "n/a (not in align bench train)"
-    elif ref and ref["step_ms"]:
-        st = f"{r['step_ms'] / ref['step_ms']:.2f} ({r['step_ms']:.0f} ms)"
+    elif m == "dpo":
+        st = "1.00"
     else:
-        st = f"{r['step_ms']:.0f} ms"
+        st = f"{r['ratio']:.2f} ({r['step_ms']:.0f} ms/step at 1 thread)"
     rs = f"{r['rss'] / ref['rss']:.2f} ({r['rss']:.0f} MiB)" if ref else f"{r['rss']:.0f} MiB"
     print(f"| {m} | {kind.get(m, f'{npairs} pairs')} | {r['acc']:.3f} | {sc[0]:.2f} | {sc[1]:.3f} | {st} | {rs} |")
 PY
