@@ -21,7 +21,7 @@ with open(sys.argv[2], "w") as f:
         f.write(json.dumps({"prompt": p["prompt"], "response": p["chosen"] if up else p["rejected"],
                             "rating": "up" if up else "down"}) + "\n")
 PY
-echo "== $(wc -l < "$OUT/thumbs.jsonl") thumbs up/down, each prompt rated once: pairing finds nothing"
+echo "== $(wc -l < "$OUT/thumbs.jsonl") thumbs up/down, no prompt rated both ways: pairing finds nothing"
 ./bin/align import --feedback "$OUT/thumbs.jsonl" --eval-fraction 0 --out-train "$OUT/pairs.jsonl" --out-eval "$OUT/pairs-eval.jsonl"
 echo
 echo "== KTO on the same feedback, unpaired, against DPO on the 400 full pairs (minutes on 2 cores)"
