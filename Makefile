@@ -33,7 +33,7 @@ cuda_stamp = $(shell cat $(CUDA_LIBS) 2>/dev/null | sha1sum | cut -c1-16)
 CUDA_LDPATH = -L$(CURDIR)/$(CUDA_BUILD)/native -L$(CURDIR)/$(CUDA_BUILD) -L$(CURDIR)/$(CUDA_BUILD)/ggml \
               -L$(CURDIR)/$(CUDA_BUILD)/ggml/ggml-cuda $(if $(wildcard /usr/local/cuda/lib64),-L/usr/local/cuda/lib64)
 
-.PHONY: all deps native build demo demo-stages test test-go test-native bench bench-realvocab goldens clean models cuda cuda-native gpu-sources
+.PHONY: all deps native build demo demo-stages demo-methods bench-methods test test-go test-native bench bench-realvocab goldens clean models cuda cuda-native gpu-sources
 
 all: build
 
@@ -62,6 +62,14 @@ demo: models
 # SFT, then DPO with the SFT model as the reference, then align merge
 demo-stages: models
 	@scripts/demo-stages.sh
+
+# KTO on unpaired thumbs feedback next to DPO on pairs (stories260K from ../shared/models)
+demo-methods: build
+	@scripts/demo-methods.sh
+
+# method | data | held-out accuracy | cheerful share | fluency | step time and peak RSS ÷ DPO
+bench-methods: build
+	@scripts/bench-methods.sh
 
 test: native
 	@scripts/deps.sh --test

@@ -37,7 +37,7 @@ the same model and threads with the ratio. One method per process, so peak
 RSS compares between runs. --method sft trains the two sequences as two
 examples; dpo, orpo and simpo as one pair with the method's loss and
 defaults (DPO's reference forward is timed apart: training computes it once
-per pair and caches it; ORPO and SimPO have none). scripts/bench-methods.sh
+per pair and caches it; ORPO and SimPO have none). scripts/bench-methods-step.sh
 runs each method in its own process on the same sequences and prints step
 time and peak RSS as ratios to DPO's. The LoRA, --device and --recompute take train's
 values and defaults. With a GPU (--device auto on a CUDA build on a GPU
@@ -62,7 +62,7 @@ Example:
    align bench train --model llama-8b-q4_k.gguf --method dpo --seq 512 --device cuda`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "model", Aliases: []string{"m"}, Required: true, Usage: "GGUF model `FILE`", EnvVars: []string{"ALIGN_MODEL"}},
-				&cli.StringFlag{Name: "method", Value: d.Method, Usage: strings.Join(train.BenchMethods, ", ") + " (pair methods with train's defaults)", EnvVars: []string{"ALIGN_METHOD"}},
+				&cli.StringFlag{Name: "method", Value: d.Method, Usage: strings.Join(train.BenchMethods, ", ") + " (pair methods with train's defaults; kto: the pairs' sequences as unpaired examples, plus its no-gradient pass over mismatched ones)", EnvVars: []string{"ALIGN_METHOD"}},
 				&cli.IntFlag{Name: "seq", Value: d.Seq, Usage: "tokens per sequence (at most the model's training context)", EnvVars: []string{"ALIGN_SEQ"}},
 				&cli.IntFlag{Name: "pairs", Value: d.Pairs, Usage: "pairs per step (2 sequences each), 1 to 256", EnvVars: []string{"ALIGN_PAIRS"}},
 				&cli.IntFlag{Name: "steps", Value: d.Steps, Usage: "timed steps", EnvVars: []string{"ALIGN_STEPS"}},

@@ -26,14 +26,30 @@ into train and eval files. --feedback and --labeled take one file each
 time they are given, a comma-separated list, or a quoted glob that align
 expands (an unquoted glob is split by the shell into several arguments).
 
+--unpaired writes --out-train and --out-eval in TRL's unpaired format
+({"prompt" | "messages", "completion", "label": true|false}, what align
+train --method kto reads) instead of pairs: every rated response once
+(label true for a thumbs up), and each labelled pair as its chosen (true)
+and rejected (false) response. Nothing is dropped for lack of a partner.
+The pairs are still made where a prompt has both a liked and a disliked
+response; --out-pairs-train and --out-pairs-eval write them (e.g. as
+held-out pairs for --eval-data, where KTO logs pair accuracy). Both
+outputs are split by prompt with the same hash, so a prompt's examples
+and its pairs are always on the same side.
+
 Example:
    align import --feedback thumbs.jsonl --labeled reviewed.jsonl --out-train train.jsonl --out-eval eval.jsonl
-   align import --feedback 'logs/2024-*.jsonl.zst' --out-train t.jsonl --out-eval e.jsonl --eval-fraction 0.1`,
+   align import --feedback 'logs/2024-*.jsonl.zst' --out-train t.jsonl --out-eval e.jsonl --eval-fraction 0.1
+   align import --feedback thumbs.jsonl --unpaired --out-train kto.jsonl --out-eval kto-eval.jsonl \
+      --out-pairs-eval pairs-eval.jsonl`,
 		Flags: append(outFlags(),
 			&cli.StringSliceFlag{Name: "feedback", Usage: "feedback log `FILE` (repeatable; a quoted glob is expanded)", EnvVars: []string{"ALIGN_FEEDBACK"}},
 			&cli.StringSliceFlag{Name: "labeled", Usage: "human-labelled pairs `FILE` (repeatable; a quoted glob is expanded)", EnvVars: []string{"ALIGN_LABELED"}},
 			&cli.StringFlag{Name: "label-source", Value: "human", Usage: "source tag for labelled pairs without one", EnvVars: []string{"ALIGN_LABEL_SOURCE"}},
 			&cli.IntFlag{Name: "max-per-prompt", Value: 4, Usage: "feedback pairs per prompt at most", EnvVars: []string{"ALIGN_MAX_PER_PROMPT"}},
+			&cli.BoolFlag{Name: "unpaired", Usage: "write TRL's unpaired format (prompt, completion, label) for --method kto: every rated response, none dropped", EnvVars: []string{"ALIGN_UNPAIRED"}},
+			&cli.StringFlag{Name: "out-pairs-train", Usage: "with --unpaired: also write the pairs made (train side) to `FILE`", EnvVars: []string{"ALIGN_OUT_PAIRS_TRAIN"}},
+			&cli.StringFlag{Name: "out-pairs-eval", Usage: "with --unpaired: also write the pairs made (held-out side) to `FILE`", EnvVars: []string{"ALIGN_OUT_PAIRS_EVAL"}},
 			evalFractionFlag(),
 			seedFlag(),
 		),
@@ -62,6 +78,12 @@ func runImport(c *cli.Context) error {
 	if err := checkIntsAtLeast(c, 1, "max-per-prompt"); err != nil {
 		return err
 	}
+	unpaired := c.Bool("unpaired")
+	for _, f := range []string{"out-pairs-train", "out-pairs-eval"} {
+		if c.String(f) != "" && !unpaired {
+			return usagef("--%s needs --unpaired (without it --out-train and --out-eval are the pairs)", f)
+		}
+	}
 	var inputs []namedPath
 	for _, f := range feedback {
 		inputs = append(inputs, namedPath{"feedback", f})
@@ -72,13 +94,30 @@ func runImport(c *cli.Context) error {
 	if err := checkOuts(c, inputs...); err != nil {
 		return err
 	}
+	outs := []namedPath{{"out-train", c.String("out-train")}, {"out-eval", c.String("out-eval")}}
+	for _, f := range []string{"out-pairs-train", "out-pairs-eval"} {
+		if c.String(f) != "" {
+			outs = append(outs, namedPath{f, c.String(f)})
+		}
+	}
+	if err := checkDistinct(inputs, outs); err != nil {
+		return err
+	}
 	rep, err := pipeline.Import(pipeline.ImportConfig{
 		Feedback: feedback, Labeled: labeled, LabelSource: c.String("label-source"),
 		OutTrain: c.String("out-train"), OutEval: c.String("out-eval"), EvalFraction: c.Float64("eval-fraction"),
 		Seed: c.Uint64("seed"), MaxPerPrompt: c.Int("max-per-prompt"), Stdin: envOf(c).Stdin,
+		Unpaired: unpaired, OutPairsTrain: c.String("out-pairs-train"), OutPairsEval: c.String("out-pairs-eval"),
 	})
 	if err != nil {
 		return err
+	}
+	if unpaired {
+		fmt.Fprintf(envOf(c).Stderr, "import: %s → %s (%d desirable, %d undesirable; %d train, %d eval), %s labelled; %s where a prompt has both (%d train, %d eval); %s dropped\n",
+			fmtCount(rep.FeedbackEvents, "feedback event", "feedback events"), fmtCount(rep.Desirable+rep.Undesirable, "unpaired example", "unpaired examples"),
+			rep.Desirable, rep.Undesirable, rep.Train, rep.Eval, fmtCount(rep.LabeledPairs, "pair", "pairs"),
+			fmtCount(rep.FeedbackPairs, "pair", "pairs"), rep.PairsTrain, rep.PairsEval, fmtCount(rep.Duplicates, "duplicate", "duplicates"))
+		return nil
 	}
 	fmt.Fprintf(envOf(c).Stderr, "import: %s → %s (%s unpaired), %s labelled, %s dropped; %d train, %d eval; by source: %s\n",
 		fmtCount(rep.FeedbackEvents, "feedback event", "feedback events"), fmtCount(rep.FeedbackPairs, "pair", "pairs"),

@@ -23,7 +23,7 @@ func init() { register(trainCommand) }
 func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "train",
-		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge, reward model, ORPO, SimPO, PPO, GRPO, online DPO)",
+		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge, KTO, reward model, ORPO, SimPO, PPO, GRPO, online DPO)",
 		ArgsUsage: " ",
 		Description: `Trains LoRA adapters on preference pairs (JSON Lines, plain or TRL
 conversational form, .zst allowed) with the model's chat template, and
@@ -55,6 +55,24 @@ llama.cpp loads alone: the SFT update and the DPO update together.
 --init-adapter FILE starts the policy from FILE instead (with --ref-adapter:
 from another adapter; without: against the plain base). Both files are
 hashed like the model, for --resume.
+
+--method kto trains on unpaired feedback (Kahneman–Tversky optimisation,
+Ethayarajh et al. 2024; TRL's KTOTrainer, loss "kto"): TRL's unpaired
+format, {"prompt" (or "messages"), "completion", "label": true|false}
+(align import --unpaired writes it from thumbs up/down logs), and pair
+files too (each pair is one desirable and one undesirable example; the
+two forms may be mixed). Each example's loss is λ_D(1 − σ(β(r − z₀))) if
+desirable, λ_U(1 − σ(β(z₀ − r))) if not, with r = log π(y|x) −
+log π_ref(y|x) and z₀ the policy's KL from the reference estimated on
+mismatched sequences (each prompt with another example's completion, as
+TRL shifts completions within a batch), without gradient, clamped at 0,
+over each step's examples. --desirable-weight and --undesirable-weight
+set λ_D and λ_U (1 and 1); when λ_D·n_D / (λ_U·n_U) is outside the
+paper's [1, 4/3] align prints the ranges that bring it there and a
+suggested weight. Rows log TRL's names (loss, kl, rewards/chosen_sum,
+logps/chosen_sum, count/chosen, the same for rejected, and their means);
+held-out pairs (--eval-data) also log rewards/accuracies and
+rewards/margins per pair.
 
 --method rm trains a reward model: LoRA plus a scalar head on the final
 hidden state of each response's last token, with the Bradley–Terry loss
@@ -112,6 +130,9 @@ Example:
       --eval-data testdata/pairs/eval.jsonl --out runs/dpo --epochs 3
    align train --resume runs/dpo
    align train --method sft --model M --data pairs.jsonl --out runs/sft
+   align import --feedback thumbs.jsonl --unpaired --out-train kto.jsonl --out-eval kto-eval.jsonl
+   align train --method kto --model M --data kto.jsonl --eval-data testdata/pairs/eval.jsonl \
+      --out runs/kto --undesirable-weight 1.2
    align train --method dpo --model M --data pairs.jsonl --out runs/dpo2 \
       --ref-adapter runs/sft/adapter.gguf
    align train --method rm --model models/tiny-q8_0.gguf --data testdata/pairs/train.jsonl \
@@ -153,7 +174,11 @@ func runTrain(c *cli.Context) error {
 	if res.TokensPerS == 0 { // a resume of a finished run trains no step: no rate to give
 		rate = "nothing left to train"
 	}
-	fmt.Fprintf(env.Stderr, "align: %s, %d train / %d eval pairs, %s, %.1fs", plural(res.Steps, "step"), res.TrainPairs, res.EvalPairs, rate, res.ElapsedS)
+	counts := fmt.Sprintf("%d train / %d eval pairs", res.TrainPairs, res.EvalPairs)
+	if cfg.Method == train.KTO { // each pair of a pair file is two training examples
+		counts = fmt.Sprintf("%d train examples / %d held out", res.TrainPairs, res.EvalPairs)
+	}
+	fmt.Fprintf(env.Stderr, "align: %s, %s, %s, %.1fs", plural(res.Steps, "step"), counts, rate, res.ElapsedS)
 	if res.Device != "" && !strings.EqualFold(res.Device, "cpu") {
 		fmt.Fprintf(env.Stderr, " on %s", res.Device)
 	}

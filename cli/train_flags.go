@@ -30,6 +30,7 @@ const (
 	catLoRA   = "LORA"
 	catPref   = "PREFERENCE (DPO family)"
 	catRM     = "REWARD MODEL (--method rm)"
+	catKTO    = "KTO (--method kto)"
 	catRL     = "PPO / GRPO"
 	catDevice = "DEVICE"
 )
@@ -77,7 +78,7 @@ type trainFlag struct {
 }
 
 var (
-	trainMethods = []string{train.SFT, train.DPO, train.IPO, train.CDPO, train.Hinge, train.RM, train.ORPO, train.SimPO}
+	trainMethods = []string{train.SFT, train.DPO, train.IPO, train.CDPO, train.Hinge, train.RM, train.ORPO, train.SimPO, train.KTO}
 	prefMethods  = []string{train.DPO, train.IPO, train.CDPO, train.Hinge}
 	rlMethods    = []string{rl.PPO, rl.GRPO}
 	allMethods   = append(append(slices.Clone(trainMethods), rlMethods...), rl.OnlineDPO)
@@ -108,11 +109,11 @@ func trainFlags() []trainFlag {
 	rlOnly := "it applies to --method ppo and grpo"
 	return withOnline([]trainFlag{
 		// run
-		{flag: &cli.StringFlag{Name: "method", Usage: "sft, dpo, ipo, cdpo, hinge, rm (reward model), orpo, simpo, ppo or grpo (ppo/grpo: --prompts and --reward instead of --data)", DefaultText: "dpo", Category: catRun, EnvVars: env("method")},
+		{flag: &cli.StringFlag{Name: "method", Usage: "sft, dpo, ipo, cdpo, hinge, kto (unpaired feedback), rm (reward model), orpo, simpo, ppo, grpo or online-dpo (ppo/grpo/online-dpo: --prompts and --reward or --judge instead of --data)", DefaultText: "dpo", Category: catRun, EnvVars: env("method")},
 			field: c(func(c *harness.Common) any { return &c.Method })},
 		{flag: &cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "base GGUF model `FILE`", Category: catRun, EnvVars: env("model")},
 			path: true, field: c(func(c *harness.Common) any { return &c.Model })},
-		{flag: str("data", "training pairs `FILE` (.jsonl or .jsonl.zst; - reads standard input and keeps a copy in the run)", catRun),
+		{flag: str("data", "training pairs `FILE` (.jsonl, .jsonl.zst or .parquet; kto also reads unpaired examples; - reads standard input and keeps a copy in the run)", catRun),
 			methods: trainMethods, path: true, field: t(func(t *train.Config) any { return &t.Data }),
 			hint: "it reads prompts: use --prompts and --eval-prompts"},
 		{flag: str("eval-data", "held-out pairs `FILE`", catRun), methods: trainMethods, path: true,
@@ -157,20 +158,20 @@ func trainFlags() []trainFlag {
 		{flag: &cli.StringFlag{Name: "lora-targets", Value: strings.Join(d.Targets, ","), Usage: "comma-separated: q,k,v,o,gate,up,down", Category: catLoRA, EnvVars: env("lora-targets")},
 			field: c(func(c *harness.Common) any { return &c.Targets })},
 		{flag: str("init-adapter", "start the policy from this LoRA `FILE` (e.g. an SFT run's adapter.gguf) instead of B = 0; takes its rank, alpha and targets", catLoRA),
-			methods: []string{train.SFT, train.DPO, train.IPO, train.CDPO, train.Hinge, train.ORPO, train.SimPO, rl.PPO, rl.GRPO}, path: true,
+			methods: []string{train.SFT, train.DPO, train.IPO, train.CDPO, train.Hinge, train.ORPO, train.SimPO, rl.PPO, rl.GRPO, train.KTO}, path: true,
 			field: c(func(c *harness.Common) any { return &c.InitAdapter }), hint: "the reward model trains a set of its own"},
 		{flag: str("ref-adapter", "the reference (DPO, PPO/GRPO KL) is the base plus this LoRA `FILE`, frozen (e.g. the SFT adapter); the policy starts from it too unless --init-adapter is given", catLoRA),
-			methods: append(slices.Clone(prefMethods), rlMethods...), path: true, field: c(func(c *harness.Common) any { return &c.RefAdapter }),
+			methods: append(append(slices.Clone(prefMethods), rlMethods...), train.KTO), path: true, field: c(func(c *harness.Common) any { return &c.RefAdapter }),
 			hint: "it has no reference"},
 		// preference
-		{flag: &cli.Float64Flag{Name: "beta", Usage: "DPO family: β for every objective (overrides the table); simpo: β of the length-normalised reward; grpo: weight of the k3 KL term", DefaultText: fmt.Sprintf("0: the table; simpo %g; grpo %g", sp.Beta, g.Beta), Category: catPref, EnvVars: env("beta")},
-			methods: append(slices.Clone(prefMethods), rl.GRPO, train.SimPO), field: func(j *job) any {
+		{flag: &cli.Float64Flag{Name: "beta", Usage: "DPO family and kto: β for every objective (overrides the table); simpo: β of the length-normalised reward; grpo: weight of the k3 KL term", DefaultText: fmt.Sprintf("0: the table; simpo %g; grpo %g", sp.Beta, g.Beta), Category: catPref, EnvVars: env("beta")},
+			methods: append(slices.Clone(prefMethods), rl.GRPO, train.SimPO, train.KTO), field: func(j *job) any {
 				if j.rl() {
 					return &j.r.Beta
 				}
 				return &j.t.Beta
 			}, hint: "PPO's KL penalty is --kl-coef, ORPO's weight --orpo-lambda"},
-		{flag: str("beta-table", "JSON `FILE` mapping objective to β", catPref), methods: prefMethods, path: true,
+		{flag: str("beta-table", "JSON `FILE` mapping objective to β", catPref), methods: append(slices.Clone(prefMethods), train.KTO), path: true,
 			field: t(func(t *train.Config) any { return &t.BetaTable })},
 		{flag: num("label-smoothing", 0, "ε of conservative DPO (cdpo defaults to 0.1) and of simpo", catPref), methods: []string{train.DPO, train.CDPO, train.SimPO},
 			field: t(func(t *train.Config) any { return &t.LabelSmoothing })},
@@ -185,6 +186,11 @@ func trainFlags() []trainFlag {
 			methods: []string{train.RM}, field: t(func(t *train.Config) any { return &t.MarginFrom })},
 		{flag: num("center-coef", 0, "add this × (r_chosen + r_rejected)² to keep rewards near zero (TRL's center_rewards_coefficient)", catRM),
 			methods: []string{train.RM}, field: t(func(t *train.Config) any { return &t.CenterCoef })},
+		// KTO
+		{flag: num("desirable-weight", d.DesirableWeight, "λ_D, the weight of the desirable examples' loss (keep λ_D·n_D / (λ_U·n_U) in [1, 4/3]; align says when it is not)", catKTO),
+			methods: []string{train.KTO}, field: t(func(t *train.Config) any { return &t.DesirableWeight })},
+		{flag: num("undesirable-weight", d.UndesirableWeight, "λ_U, the weight of the undesirable examples' loss", catKTO),
+			methods: []string{train.KTO}, field: t(func(t *train.Config) any { return &t.UndesirableWeight })},
 		// PPO / GRPO
 		{flag: str("prompts", "training prompts `FILE` (JSON Lines of {\"prompt\": text or \"messages\": [...]})", catRL), methods: rlMethods, path: true,
 			field: r(func(r *rl.Config) any { return &r.Prompts }), hint: "it reads pairs: use --data and --eval-data"},

@@ -1,7 +1,7 @@
 // Package objective is the math of every training method, free of the
 // engine and of cgo (make test runs it with CGO_ENABLED=0): the preference
 // losses (DPO, cDPO, IPO, hinge, RPO's NLL term), the reward model's
-// Bradley–Terry loss, PPO's and GRPO's surrogate, value loss, GAE,
+// Bradley–Terry loss, KTO's unpaired loss and reference point, PPO's and GRPO's surrogate, value loss, GAE,
 // advantages and KL estimators, the learning-rate schedule, AdamW's
 // constants and the metrics TRL logs. Each loss returns its value and its
 // derivative with respect to what the engine produced (log-prob sums,
@@ -195,6 +195,8 @@ type Metrics struct {
 	LogpsChosen, LogpsRej     float64
 	NLL                       float64 // preferences: sum of chosen mean-token NLLs (RPO runs); SFT: sum of token NLLs
 	Tokens                    int     // SFT: scored tokens
+	// KTO accumulates KTO's examples (align/train's kto objective).
+	KTO KTOMetrics
 	// ByObjective, when not nil, also accumulates each pair under its
 	// objective (held-out rows report accuracy and margin per objective,
 	// since each objective has its own β)

@@ -3,6 +3,7 @@ package pairs
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -30,17 +31,22 @@ type LoadOptions struct {
 	// Stats.Duplicates. A repeated id on different content is still an
 	// error.
 	Dedupe bool
+	// Unpaired accepts TRL's unpaired examples ("completion" and "label")
+	// beside pairs (LoadAll); without it such a record is an error.
+	Unpaired bool
 }
 
 // Stats describes what Load read.
 type Stats struct {
-	Read           int            `json:"read"`             // pairs kept
-	Skipped        int            `json:"skipped"`          // invalid lines skipped (SkipInvalid)
-	Duplicates     int            `json:"duplicates"`       // repeated pairs dropped (Dedupe)
-	Conversational int            `json:"conversational"`   // kept pairs in message-list form
-	ByObjective    map[string]int `json:"by_objective"`     // kept pairs per objective ("" for none)
-	BySource       map[string]int `json:"by_source"`        // kept pairs per source ("" for none)
-	Errors         []string       `json:"errors,omitempty"` // the first few skipped lines' errors, for a report
+	Read           int            `json:"read"`                  // pairs kept
+	Skipped        int            `json:"skipped"`               // invalid lines skipped (SkipInvalid)
+	Duplicates     int            `json:"duplicates"`            // repeated pairs dropped (Dedupe)
+	Conversational int            `json:"conversational"`        // kept pairs in message-list form
+	Desirable      int            `json:"desirable,omitempty"`   // kept unpaired examples labelled true (LoadAll)
+	Undesirable    int            `json:"undesirable,omitempty"` // kept unpaired examples labelled false (LoadAll)
+	ByObjective    map[string]int `json:"by_objective"`          // kept pairs per objective ("" for none)
+	BySource       map[string]int `json:"by_source"`             // kept pairs per source ("" for none)
+	Errors         []string       `json:"errors,omitempty"`      // the first few skipped lines' errors, for a report
 }
 
 // MaxReportedErrors bounds Stats.Errors.
@@ -52,23 +58,47 @@ const MaxReportedErrors = 10
 // field "chosen"`. A pair without an id gets its ContentID; two pairs with
 // the same id are an error, since ids key resumes and splits.
 func Load(path string, opt LoadOptions) ([]Pair, Stats, error) {
+	opt.Unpaired = false
+	d, st, err := LoadAll(path, opt)
+	return d.Pairs, st, err
+}
+
+// Data is what LoadAll reads: pairs and unpaired examples, each in file
+// order.
+type Data struct {
+	Pairs    []Pair
+	Unpaired []Unpaired
+}
+
+// LoadAll is Load for files that may also hold TRL's unpaired examples
+// (with opt.Unpaired; "prompt" or "messages", "completion", "label"): a
+// record with a "label" or "completion" field is one, any other a pair.
+// Ids are unique across both.
+func LoadAll(path string, opt LoadOptions) (Data, Stats, error) {
 	if IsParquet(path) && path != "-" {
 		return loadParquet(path, opt)
 	}
 	rc, err := jsonl.Open(path)
 	if err != nil {
-		return nil, Stats{}, err
+		return Data{}, Stats{}, err
 	}
 	defer rc.Close()
 	name := path
 	if path == "-" {
 		name = "stdin"
 	}
-	return Read(rc, name, opt)
+	return ReadAll(rc, name, opt)
 }
 
 // Read is Load over a reader; name prefixes error messages.
 func Read(r io.Reader, name string, opt LoadOptions) ([]Pair, Stats, error) {
+	opt.Unpaired = false
+	d, st, err := ReadAll(r, name, opt)
+	return d.Pairs, st, err
+}
+
+// ReadAll is LoadAll over a reader.
+func ReadAll(r io.Reader, name string, opt LoadOptions) (Data, Stats, error) {
 	jr := jsonl.NewReader(r, name)
 	c := newCollector(name, "line", opt)
 	for {
@@ -77,24 +107,24 @@ func Read(r io.Reader, name string, opt LoadOptions) ([]Pair, Stats, error) {
 			break
 		}
 		if err != nil {
-			return nil, c.st, err
+			return Data{}, c.st, err
 		}
 		if err := c.add(raw, line); err != nil {
-			return nil, c.st, err
+			return Data{}, c.st, err
 		}
 	}
-	return c.out, c.st, nil
+	return Data{c.out, c.outU}, c.st, nil
 }
 
 // loadParquet is Load for a Parquet file: each row read as a JSON line
 // would be; errors name the file and row.
-func loadParquet(path string, opt LoadOptions) ([]Pair, Stats, error) {
+func loadParquet(path string, opt LoadOptions) (Data, Stats, error) {
 	c := newCollector(path, "row", opt)
 	err := ParquetRows(path, func(raw []byte, n int) error { return c.add(raw, n) })
 	if err != nil {
-		return nil, c.st, err
+		return Data{}, c.st, err
 	}
-	return c.out, c.st, nil
+	return Data{c.out, c.outU}, c.st, nil
 }
 
 // collector validates records one by one and keeps the good ones.
@@ -103,6 +133,7 @@ type collector struct {
 	opt        LoadOptions
 	st         Stats
 	out        []Pair
+	outU       []Unpaired
 	seen       map[string]int // id -> line
 	content    map[string]int // dedupe key -> line
 }
@@ -115,6 +146,9 @@ func newCollector(name, unit string, opt LoadOptions) *collector {
 // add takes record line (or row); it fails on a bad one unless SkipInvalid.
 func (c *collector) add(raw []byte, line int) error {
 	name, opt, st, seen, content := c.name, c.opt, &c.st, c.seen, c.content
+	if isUnpaired(raw) {
+		return c.addUnpaired(raw, line)
+	}
 	{
 		p, err := parse(raw, opt.Objectives)
 		if err == nil && opt.Dedupe {
@@ -160,6 +194,64 @@ func (c *collector) add(raw []byte, line int) error {
 		if p.Conversational() {
 			st.Conversational++
 		}
+	}
+	return nil
+}
+
+// addUnpaired takes an unpaired record (refused unless opt.Unpaired).
+func (c *collector) addUnpaired(raw []byte, line int) error {
+	var u Unpaired
+	err := errors.New(`an unpaired example ("completion", "label"), where a pair ("chosen", "rejected") is needed (align train --method kto reads unpaired examples)`)
+	if c.opt.Unpaired {
+		u, err = parseUnpaired(raw, c.opt.Objectives)
+	}
+	if err == nil && c.opt.Dedupe {
+		pr, co := u.Text()
+		k := jsonl.RecordID("unpaired", Normalize(pr), Normalize(co), fmt.Sprint(u.Label))
+		if _, dup := c.content[k]; dup {
+			c.st.Duplicates++
+			return nil
+		}
+		c.content[k] = line
+	}
+	if err == nil {
+		if first, dup := c.seen[u.ID]; dup {
+			if !u.hasID {
+				err = fmt.Errorf("repeats %s %d (no \"id\": the same content gets the same id)", c.unit, first)
+			} else {
+				err = fmt.Errorf("duplicate id %q (first on %s %d)", u.ID, c.unit, first)
+			}
+		}
+	}
+	if err != nil {
+		return c.fail(err, line)
+	}
+	c.seen[u.ID] = line
+	c.outU = append(c.outU, u)
+	if u.Label {
+		c.st.Desirable++
+	} else {
+		c.st.Undesirable++
+	}
+	c.st.ByObjective[u.Objective]++
+	c.st.BySource[u.Source]++
+	return nil
+}
+
+// fail positions a bad record's error and returns it, or with SkipInvalid
+// counts it.
+func (c *collector) fail(err error, line int) error {
+	if c.unit == "row" {
+		err = fmt.Errorf("%s: row %d: %w", c.name, line, err)
+	} else {
+		err = fmt.Errorf("%s:%d: %w", c.name, line, err)
+	}
+	if !c.opt.SkipInvalid {
+		return err
+	}
+	c.st.Skipped++
+	if len(c.st.Errors) < MaxReportedErrors {
+		c.st.Errors = append(c.st.Errors, err.Error())
 	}
 	return nil
 }

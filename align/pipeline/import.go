@@ -23,6 +23,14 @@ type ImportConfig struct {
 	Seed         uint64
 	MaxPerPrompt int // feedback pairs per prompt at most; default 4
 	Stdin        io.Reader
+	// Unpaired writes OutTrain and OutEval in TRL's unpaired format (what
+	// KTO trains on) instead: every rated response once, label true for a
+	// thumbs up, and each labelled pair's chosen (true) and rejected
+	// (false). The pairs are still made where a prompt has both kinds and
+	// go to OutPairsTrain and OutPairsEval when set. Both splits are by
+	// prompt, so a prompt's examples and pairs are on the same side.
+	Unpaired                    bool
+	OutPairsTrain, OutPairsEval string
 }
 
 // ImportReport is what Import did.
@@ -35,6 +43,12 @@ type ImportReport struct {
 	Train          int            `json:"train"`
 	Eval           int            `json:"eval"`
 	BySource       map[string]int `json:"by_source"`
+	// Unpaired: the examples written (desirable + undesirable) and the
+	// pairs in the pair files.
+	Desirable   int `json:"desirable,omitempty"`
+	Undesirable int `json:"undesirable,omitempty"`
+	PairsTrain  int `json:"pairs_train,omitempty"`
+	PairsEval   int `json:"pairs_eval,omitempty"`
 }
 
 // ParseFeedback reads one line of a feedback log: a prompt (as in a
@@ -168,6 +182,10 @@ func Import(c ImportConfig) (ImportReport, error) {
 		}
 	}
 	rep.FeedbackPairs = len(all)
+	fromFeedback := map[string]bool{}
+	for _, p := range all {
+		fromFeedback[p.ID] = true
+	}
 	for _, path := range c.Labeled {
 		ps, st, err := pairs.Load(path, pairs.LoadOptions{Dedupe: true})
 		if err != nil {
@@ -199,6 +217,37 @@ func Import(c ImportConfig) (ImportReport, error) {
 	for _, p := range all {
 		rep.BySource[p.Source]++
 	}
+	if c.Unpaired {
+		var us []pairs.Unpaired
+		for _, k := range order {
+			g := groups[k]
+			for _, kind := range []struct {
+				rs []string
+				up bool
+			}{{g.up, true}, {g.down, false}} {
+				for _, r := range kind.rs {
+					u := pairs.Unpaired{ID: jsonl.RecordID("import", "feedback-unpaired", k, r, fmt.Sprint(kind.up)),
+						Objective: g.p.Objective, Source: "feedback", Completion: r, Label: kind.up}
+					if g.p.Messages != nil {
+						for _, m := range g.p.Messages {
+							u.PromptMessages = append(u.PromptMessages, pairs.Message{Role: string(m.Role), Content: m.Content})
+						}
+						u.CompletionMessages, u.Completion = []pairs.Message{{Role: "assistant", Content: r}}, ""
+					} else {
+						u.Prompt = g.p.Prompt
+					}
+					us = append(us, u)
+				}
+			}
+		}
+		for i := range all {
+			if !fromFeedback[all[i].ID] {
+				d, u := all[i].Unpaired()
+				us = append(us, d, u)
+			}
+		}
+		return importUnpaired(c, rep, us, all)
+	}
 	train, eval, err := pairs.Split(all, c.EvalFraction, c.Seed)
 	if err != nil {
 		return rep, err
@@ -220,4 +269,60 @@ func appendNew(xs []string, s string) []string {
 		}
 	}
 	return append(xs, s)
+}
+
+// importUnpaired writes the unpaired examples us (split by prompt) to
+// OutTrain and OutEval, and the pairs ps to OutPairsTrain and OutPairsEval
+// when they are set, split by prompt the same way.
+func importUnpaired(c ImportConfig, rep ImportReport, us []pairs.Unpaired, ps []pairs.Pair) (ImportReport, error) {
+	inEval := func(prompt string) bool {
+		return pairs.InEval(jsonl.RecordID("import-prompt", prompt), c.EvalFraction, c.Seed)
+	}
+	seen := map[string]bool{}
+	var train, eval []pairs.Unpaired
+	for _, u := range us {
+		if seen[u.ID] {
+			rep.Duplicates++
+			continue
+		}
+		seen[u.ID] = true
+		if u.Label {
+			rep.Desirable++
+		} else {
+			rep.Undesirable++
+		}
+		if pr, _ := u.Text(); inEval(pr) {
+			eval = append(eval, u)
+		} else {
+			train = append(train, u)
+		}
+	}
+	rep.Train, rep.Eval = len(train), len(eval)
+	if err := pairs.SaveUnpaired(c.OutTrain, train); err != nil {
+		return rep, err
+	}
+	if err := pairs.SaveUnpaired(c.OutEval, eval); err != nil {
+		return rep, err
+	}
+	var ptrain, peval []pairs.Pair
+	for _, p := range ps {
+		if pr, _, _ := p.Text(); inEval(pr) {
+			peval = append(peval, p)
+		} else {
+			ptrain = append(ptrain, p)
+		}
+	}
+	rep.PairsTrain, rep.PairsEval = len(ptrain), len(peval)
+	for _, f := range []struct {
+		path string
+		ps   []pairs.Pair
+	}{{c.OutPairsTrain, ptrain}, {c.OutPairsEval, peval}} {
+		if f.path == "" {
+			continue
+		}
+		if err := pairs.Save(f.path, f.ps); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
 }

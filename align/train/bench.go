@@ -197,7 +197,7 @@ func (c *BenchConfig) Validate() error {
 // sequences, the others on pairs with their objective's loss and the
 // method's default settings (DPO's reference forward is timed apart, as
 // training computes it once per pair and caches it).
-var BenchMethods = []string{SFT, DPO, ORPO, SimPO}
+var BenchMethods = []string{SFT, DPO, ORPO, SimPO, KTO}
 
 // benchMaxRank is the native trainer's largest LoRA rank.
 const benchMaxRank = 4096
@@ -294,11 +294,13 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 	obj := newObjective(Defaults(cfg.Method))
 	for p := 0; p < pairs; p++ {
 		a, b := toks[2*p*cfg.Seq:(2*p+1)*cfg.Seq], toks[(2*p+1)*cfg.Seq:(2*p+2)*cfg.Seq]
-		if obj.pairwise() {
+		if obj.layout() == LayoutPair {
 			exs = append(exs, Example{ID: fmt.Sprintf("bench-%d", p), Beta: 0.1, Prompt: a[:1], Chosen: a[1:], Rejected: b[1:]})
 		} else {
-			exs = append(exs, Example{ID: fmt.Sprintf("bench-%d-a", p), Prompt: a[:1], Chosen: a[1:]},
-				Example{ID: fmt.Sprintf("bench-%d-b", p), Prompt: b[:1], Chosen: b[1:]})
+			// KTO: a desirable and an undesirable example, each the
+			// other's mismatched sequence for z0
+			exs = append(exs, Example{ID: fmt.Sprintf("bench-%d-a", p), Beta: 0.1, Prompt: a[:1], Chosen: a[1:], KL: b[1:]},
+				Example{ID: fmt.Sprintf("bench-%d-b", p), Beta: 0.1, Prompt: b[:1], Chosen: b[1:], Undesirable: true, KL: a[1:]})
 		}
 	}
 	res.Seqs, res.Scored = 2*pairs, 2*pairs*(cfg.Seq-1)
@@ -306,9 +308,9 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 	for i := range exs {
 		group[0].Examples[i] = i
 	}
-	if obj.needsReference() {
+	if obj.needsReference() && obj.layout() == LayoutPair {
 		t0 := time.Now()
-		out, err := tr.Forward(BuildBatch(exs, group[0], false), 0)
+		out, err := tr.Forward(BuildBatch(exs, group[0], LayoutPair), 0)
 		if err != nil {
 			return res, err
 		}
@@ -316,6 +318,25 @@ func bench(ctx context.Context, cfg BenchConfig, open opener) (BenchResult, erro
 		for p := range exs {
 			exs[p].RefW, exs[p].RefL = out.Sums[2*p], out.Sums[2*p+1]
 		}
+	}
+	if cfg.Method == KTO { // the reference of the matched and the mismatched sequences
+		t0 := time.Now()
+		out, err := tr.Forward(BuildBatch(exs, group[0], LayoutUnpaired), 0)
+		if err != nil {
+			return res, err
+		}
+		seqs := make([]run.Seq, len(exs))
+		for p := range exs {
+			seqs[p] = run.Seq{Prompt: exs[p].Prompt, Response: exs[p].KL}
+		}
+		kl, err := tr.Forward(run.Layout(seqs, false), 0)
+		if err != nil {
+			return res, err
+		}
+		for p := range exs {
+			exs[p].RefW, exs[p].RefKL = out.Sums[p], kl.Sums[p]
+		}
+		res.RefMS = float64(time.Since(t0).Microseconds()) / 1000
 	}
 	opt := optimiser{}
 	step := func() error {

@@ -10,7 +10,7 @@ import (
 	"github.com/align-dev/align/align/run"
 )
 
-// Config is one training run of SFT, the DPO family or a reward model.
+// Config is one training run of SFT, the DPO family, KTO or a reward model.
 type Config struct {
 	run.Common
 	Data           string // "-": standard input, stored in the run as data.jsonl
@@ -31,6 +31,10 @@ type Config struct {
 	// (simpo): the target reward margin γ (SimPO's β is Beta).
 	ORPOLambda float64 `json:",omitempty"`
 	SimPOGamma float64 `json:",omitempty"`
+	// DesirableWeight and UndesirableWeight (kto): λ_D and λ_U, the
+	// weights of the desirable and undesirable examples' losses.
+	DesirableWeight   float64 `json:",omitempty"`
+	UndesirableWeight float64 `json:",omitempty"`
 
 	// Stdin is read when Data is "-" (nil: os.Stdin).
 	Stdin io.Reader `json:"-"`
@@ -52,7 +56,7 @@ type ResumeOptions = run.ResumeOptions
 // at 5e-4 gave 0.963 against 0.912. A higher lr (1e-3, 2e-3) bought
 // cheerfulness with fluency on stories260K (see testdata/stories/README.md).
 func DefaultConfig() Config {
-	return Config{Common: run.Defaults(DPO), GradAccum: 1, BatchTokens: 2048}
+	return Config{Common: run.Defaults(DPO), GradAccum: 1, BatchTokens: 2048, DesirableWeight: 1, UndesirableWeight: 1}
 }
 
 // Defaults is DefaultConfig for method, with the method's own defaults:
@@ -117,6 +121,10 @@ func (c *Config) Validate() error {
 		return bad("beta", "must be a positive number for --method simpo (got %g)", c.Beta)
 	case !(c.SimPOGamma >= 0) || !finite(c.SimPOGamma):
 		return bad("simpo-gamma", "must be a number >= 0 (got %g)", c.SimPOGamma)
+	case c.Method == KTO && (!(c.DesirableWeight > 0) || !finite(c.DesirableWeight)):
+		return bad("desirable-weight", "must be a positive number (got %g)", c.DesirableWeight)
+	case c.Method == KTO && (!(c.UndesirableWeight > 0) || !finite(c.UndesirableWeight)):
+		return bad("undesirable-weight", "must be a positive number (got %g)", c.UndesirableWeight)
 	}
 	if err := c.applicable(); err != nil {
 		return err

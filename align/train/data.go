@@ -26,6 +26,13 @@ type Example struct {
 	RefW, RefL float64
 	// Margin is the reward model's per-pair margin m (--margin-from).
 	Margin float64
+	// KTO (LayoutUnpaired): Chosen is the one completion and Undesirable
+	// its label. For KTO's reference point z0, KL is another example's
+	// completion after this prompt (a mismatched sequence) and RefKL its
+	// reference log-prob sum.
+	Undesirable bool
+	KL          []int32
+	RefKL       float64
 }
 
 // Truncation counts what --max-length cut.
@@ -187,6 +194,9 @@ func lineOf(path, id string) int {
 		if p, err := pairs.ParseLine(raw); err == nil && p.ID == id {
 			return line
 		}
+		if u, err := pairs.ParseUnpaired(raw); err == nil && u.ID == id {
+			return line
+		}
 	}
 }
 
@@ -195,56 +205,5 @@ type MicroBatch struct {
 	Examples []int // indices into the example slice
 }
 
-// seqLen is the longest sequence an example contributes.
-func seqLen(ex *Example, sft bool) int {
-	if sft {
-		return len(ex.Prompt) + len(ex.Chosen)
-	}
-	return len(ex.Prompt) + max(len(ex.Chosen), len(ex.Rejected))
-}
-
-// Pack groups examples in order into micro-batches whose padded size
-// (sequences × longest sequence) stays within tokenBudget; each holds at
-// least one example. (The native head is chunked: no cap on scored tokens.)
-func Pack(exs []Example, order []int, tokenBudget int, sft bool) []MicroBatch {
-	perEx := 2
-	if sft {
-		perEx = 1
-	}
-	var out []MicroBatch
-	var cur MicroBatch
-	longest := 0
-	for _, i := range order {
-		l := seqLen(&exs[i], sft)
-		nl := max(longest, l)
-		if len(cur.Examples) > 0 && (len(cur.Examples)+1)*perEx*nl > tokenBudget {
-			out = append(out, cur)
-			cur = MicroBatch{}
-			nl = l
-		}
-		cur.Examples = append(cur.Examples, i)
-		longest = nl
-	}
-	if len(cur.Examples) > 0 {
-		out = append(out, cur)
-	}
-	return out
-}
-
 // EpochOrder is the shuffled example order of an epoch (run.EpochOrder).
 func EpochOrder(n int, seed uint64, epoch int) []int { return run.EpochOrder(n, seed, epoch) }
-
-// BuildBatch lays out a micro-batch for the native trainer: for the DPO
-// family sequences 2k (prompt + chosen) and 2k+1 (prompt + rejected); for
-// SFT one sequence per example. Response tokens are scored.
-func BuildBatch(exs []Example, mb MicroBatch, sft bool) *bindings.Batch {
-	var seqs []run.Seq
-	for _, i := range mb.Examples {
-		ex := &exs[i]
-		seqs = append(seqs, run.Seq{Prompt: ex.Prompt, Response: ex.Chosen})
-		if !sft {
-			seqs = append(seqs, run.Seq{Prompt: ex.Prompt, Response: ex.Rejected})
-		}
-	}
-	return run.Layout(seqs, false)
-}

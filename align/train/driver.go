@@ -120,8 +120,13 @@ func runWith(ctx context.Context, cfg Config, progress Progress, open opener) (r
 	if n := eng.Info().NCtx; n > 0 && cfg.MaxLength > n {
 		return res, bad("max-length", "is at most the model's context, %d (got %d)", n, cfg.MaxLength)
 	}
-	if cfg.EvalData == "" && cfg.EvalSplit > 0 && len(in.evalPairs) == 0 {
-		progress.Note("--eval-split %g of %s held out none of its %d pairs: no held-out evaluation", cfg.EvalSplit, in.dataName, len(in.trainPairs))
+	if cfg.EvalData == "" && cfg.EvalSplit > 0 && len(in.evalPairs)+len(in.evalUnpaired) == 0 {
+		progress.Note("--eval-split %g of %s held out none of its %d pairs: no held-out evaluation", cfg.EvalSplit, in.dataName, len(in.trainPairs)+len(in.trainUnpaired))
+	}
+	if cfg.Method == KTO {
+		if note := ktoBalance(cfg, train); note != "" {
+			progress.Note("%s", note)
+		}
 	}
 	// the native trainer stops a running forward/backward when ctx ends
 	// (within a graph node), not only between steps
@@ -168,7 +173,7 @@ func runWith(ctx context.Context, cfg Config, progress Progress, open opener) (r
 			return res, err
 		}
 	}
-	st := &stepper{tr: tr, obj: obj, cfg: cfg, train: train, eval: eval, packed: map[int][]MicroBatch{},
+	st := &stepper{tr: tr, obj: obj, evalObj: evalObjective(obj, eval), cfg: cfg, train: train, eval: eval, packed: map[int][]MicroBatch{},
 		opt: optimiser{weightDecay: cfg.WeightDecay, maxGradNorm: cfg.MaxGradNorm}}
 	lr, err := run.Loop(ctx, st, run.Options{Out: cfg.Out, Resume: cfg.Resume, Epochs: cfg.Epochs, MaxSteps: cfg.MaxSteps,
 		EvalEvery: cfg.EvalEvery, SaveEvery: cfg.SaveEvery, Patience: cfg.Patience, LR: cfg.LR, Schedule: cfg.Schedule,
@@ -197,6 +202,7 @@ func runWith(ctx context.Context, cfg Config, progress Progress, open opener) (r
 type stepper struct {
 	tr          Trainer
 	obj         method
+	evalObj     method // obj, or how obj scores held-out examples (KTO on pairs)
 	opt         optimiser
 	cfg         Config
 	train, eval []Example
@@ -206,7 +212,7 @@ type stepper struct {
 func (s *stepper) pack(epoch int) []MicroBatch {
 	mbs, ok := s.packed[epoch]
 	if !ok {
-		mbs = Pack(s.train, EpochOrder(len(s.train), s.cfg.Seed, epoch), s.cfg.BatchTokens, !s.obj.pairwise())
+		mbs = Pack(s.train, EpochOrder(len(s.train), s.cfg.Seed, epoch), s.cfg.BatchTokens, s.obj.layout())
 		s.packed = map[int][]MicroBatch{epoch: mbs} // one epoch at a time
 	}
 	return mbs
@@ -232,7 +238,7 @@ func (s *stepper) Evaluate(ctx context.Context, done func(n, total int)) (map[st
 	if len(s.eval) == 0 {
 		return nil, nil
 	}
-	return evaluate(ctx, s.tr, s.obj, s.eval, s.cfg.BatchTokens, done)
+	return evaluate(ctx, s.tr, s.evalObj, s.eval, s.cfg.BatchTokens, done)
 }
 
 func (s *stepper) Score(em map[string]float64) float64 { return s.obj.score(em) }
@@ -248,11 +254,13 @@ type inputs struct {
 	stdin                 []byte // the pairs of --data -, kept in the run
 	dataName              string
 	trainPairs, evalPairs []pairs.Pair
-	train, eval           []Example
-	hashes                map[string]string // see Config.Hashes; no "data" for stdin yet
-	stats                 map[string]run.FileStat
-	trunc                 Truncation
-	skipped               int
+	// KTO's unpaired examples (pairs.LoadAll), beside its pairs
+	trainUnpaired, evalUnpaired []pairs.Unpaired
+	train, eval                 []Example
+	hashes                      map[string]string // see Config.Hashes; no "data" for stdin yet
+	stats                       map[string]run.FileStat
+	trunc                       Truncation
+	skipped                     int
 }
 
 // inputFiles are the run's inputs for hashing.
@@ -271,9 +279,10 @@ func inputFiles(cfg Config, stdin bool) []run.Input {
 // files whose size, time or inode changed).
 func readPairs(cfg Config) (*inputs, error) {
 	in := &inputs{dataName: cfg.Data}
-	opt := pairs.LoadOptions{SkipInvalid: cfg.SkipInvalid}
+	opt := pairs.LoadOptions{SkipInvalid: cfg.SkipInvalid, Unpaired: cfg.Method == KTO}
 	var stats pairs.Stats
 	var err error
+	var data, evalData pairs.Data
 	if cfg.Data == "-" {
 		r := cfg.Stdin
 		if r == nil {
@@ -283,21 +292,28 @@ func readPairs(cfg Config) (*inputs, error) {
 			return nil, fmt.Errorf("stdin: %w", err)
 		}
 		in.dataName = "stdin"
-		in.trainPairs, stats, err = pairs.Read(bytes.NewReader(in.stdin), in.dataName, opt)
+		data, stats, err = pairs.ReadAll(bytes.NewReader(in.stdin), in.dataName, opt)
 	} else {
-		in.trainPairs, stats, err = pairs.Load(cfg.Data, opt)
+		data, stats, err = pairs.LoadAll(cfg.Data, opt)
 	}
 	if err != nil {
 		return nil, err
 	}
+	in.trainPairs, in.trainUnpaired = data.Pairs, data.Unpaired
 	in.skipped = stats.Skipped
 	if cfg.EvalData != "" {
-		if in.evalPairs, _, err = pairs.Load(cfg.EvalData, opt); err != nil {
+		if evalData, _, err = pairs.LoadAll(cfg.EvalData, opt); err != nil {
 			return nil, err
 		}
+		in.evalPairs, in.evalUnpaired = evalData.Pairs, evalData.Unpaired
 	}
 	objectives := map[string]bool{}
 	for _, set := range [][]pairs.Pair{in.trainPairs, in.evalPairs} {
+		for i := range set {
+			objectives[strings.ToLower(set[i].Objective)] = true
+		}
+	}
+	for _, set := range [][]pairs.Unpaired{in.trainUnpaired, in.evalUnpaired} {
 		for i := range set {
 			objectives[strings.ToLower(set[i].Objective)] = true
 		}
@@ -312,8 +328,11 @@ func readPairs(cfg Config) (*inputs, error) {
 		if in.trainPairs, in.evalPairs, err = pairs.Split(in.trainPairs, cfg.EvalSplit, cfg.Seed^evalSplitSalt); err != nil {
 			return nil, err
 		}
+		if in.trainUnpaired, in.evalUnpaired, err = pairs.SplitUnpaired(in.trainUnpaired, cfg.EvalSplit, cfg.Seed^evalSplitSalt); err != nil {
+			return nil, err
+		}
 	}
-	if len(in.trainPairs) == 0 {
+	if len(in.trainPairs)+len(in.trainUnpaired) == 0 {
 		return nil, fmt.Errorf("%s: no training pairs", in.dataName)
 	}
 	files := inputFiles(cfg, in.stdin != nil)
@@ -365,9 +384,13 @@ func encodeInputs(cfg Config, eng host, in *inputs) error {
 	if err := applyMargins(cfg, in.dataName, train, in.trainPairs, eval, in.evalPairs); err != nil {
 		return err
 	}
+
 	in.train, in.eval = train, eval
 	in.skipped += skipped + skipped2
 	in.trunc = Truncation{trunc.PromptsCut + trunc2.PromptsCut, trunc.ResponsesCut + trunc2.ResponsesCut}
+	if cfg.Method == KTO {
+		return ktoInputs(cfg, enc, betas, in)
+	}
 	return nil
 }
 
@@ -420,10 +443,13 @@ func positioned(name, path string, err error) error {
 	return fmt.Errorf("%s: %w", name, err)
 }
 
-// referenceLogps fills RefW/RefL, reading Out/reference.json when it holds
-// every id (a resumed run) and writing it otherwise.
+// referenceLogps fills RefW/RefL (and RefKL), reading Out/reference.json
+// when it holds every id (a resumed run) and writing it otherwise.
 func referenceLogps(ctx context.Context, forward func(*bindings.Batch) (Outputs, error), cfg Config, progress Progress, sets ...[]Example) error {
-	type ref struct{ W, L float64 }
+	type ref struct {
+		W, L float64
+		KL   float64 `json:",omitempty"`
+	}
 	path := filepath.Join(cfg.Out, "reference.json")
 	cache := map[string]ref{}
 	run.ReadJSON(path, &cache)
@@ -431,7 +457,7 @@ func referenceLogps(ctx context.Context, forward func(*bindings.Batch) (Outputs,
 	for _, set := range sets {
 		for i := range set {
 			if r, ok := cache[set[i].ID]; ok {
-				set[i].RefW, set[i].RefL = r.W, r.L
+				set[i].RefW, set[i].RefL, set[i].RefKL = r.W, r.L, r.KL
 			} else {
 				missing++
 			}
@@ -441,14 +467,22 @@ func referenceLogps(ctx context.Context, forward func(*bindings.Batch) (Outputs,
 		return nil
 	}
 	var todo [][]MicroBatch
+	var lays []Layout
 	total := 0
 	for _, set := range sets {
 		order := make([]int, len(set))
 		for i := range order {
 			order[i] = i
 		}
+		// packed as the held-out evaluation packs them, so that a policy
+		// equal to the reference scores exactly its log-probs (step 0's
+		// held-out margins are 0)
+		lay := LayoutPair
+		if len(set) > 0 && len(set[0].Rejected) == 0 {
+			lay = LayoutUnpaired
+		}
 		var mbs []MicroBatch
-		for _, mb := range Pack(set, order, cfg.BatchTokens, false) {
+		for _, mb := range Pack(set, order, cfg.BatchTokens, lay) {
 			for _, i := range mb.Examples {
 				if _, ok := cache[set[i].ID]; !ok {
 					mbs = append(mbs, mb)
@@ -456,7 +490,7 @@ func referenceLogps(ctx context.Context, forward func(*bindings.Batch) (Outputs,
 				}
 			}
 		}
-		todo = append(todo, mbs)
+		todo, lays = append(todo, mbs), append(lays, lay)
 		total += len(mbs)
 	}
 	t0, done := time.Now(), 0
@@ -467,13 +501,47 @@ func referenceLogps(ctx context.Context, forward func(*bindings.Batch) (Outputs,
 				run.WriteJSON(path, cache) // keep what is done for the resumed run
 				return err
 			}
-			out, err := forward(BuildBatch(set, mb, false))
+			lay := lays[s]
+			out, err := forward(BuildBatch(set, mb, lay))
 			if err != nil {
 				return fmt.Errorf("reference log-probs: %w", err)
 			}
-			for k, i := range mb.Examples {
-				set[i].RefW, set[i].RefL = out.Sums[2*k], out.Sums[2*k+1]
-				cache[set[i].ID] = ref{out.Sums[2*k], out.Sums[2*k+1]}
+			if len(out.Sums) != lay.perExample()*len(mb.Examples) {
+				return fmt.Errorf("reference log-probs: %d sums for %d sequences", len(out.Sums), lay.perExample()*len(mb.Examples))
+			}
+			// KTO's mismatched sequences: one more forward, the one its
+			// objective's prepare runs over this micro-batch
+			var kl []run.Seq
+			for _, i := range mb.Examples {
+				if len(set[i].KL) > 0 {
+					kl = append(kl, run.Seq{Prompt: set[i].Prompt, Response: set[i].KL})
+				}
+			}
+			var klSums []float64
+			if len(kl) > 0 {
+				ko, err := forward(run.Layout(kl, false))
+				if err != nil {
+					return fmt.Errorf("reference log-probs: %w", err)
+				}
+				if len(ko.Sums) != len(kl) {
+					return fmt.Errorf("reference log-probs: %d sums for %d sequences", len(ko.Sums), len(kl))
+				}
+				klSums = ko.Sums
+			}
+			j, k := 0, 0
+			for _, i := range mb.Examples {
+				ex := &set[i]
+				ex.RefW = out.Sums[j]
+				j++
+				if lay == LayoutPair {
+					ex.RefL = out.Sums[j]
+					j++
+				}
+				if len(ex.KL) > 0 {
+					ex.RefKL = klSums[k]
+					k++
+				}
+				cache[ex.ID] = ref{ex.RefW, ex.RefL, ex.RefKL}
 			}
 			done++
 			progress.Send(Event{Phase: "reference", Done: done, Total: total, ETA: run.ETA(time.Since(t0), done, total)})

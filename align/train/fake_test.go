@@ -288,8 +288,14 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 			if train != res.Steps || f.calls["step"] != res.Steps {
 				t.Errorf("%d train rows and %d optimiser steps for %d steps", train, f.calls["step"], res.Steps)
 			}
-			// one evaluation per eval row and no other (the final one runs once)
-			if passes != evals || f.calls["forward@1"] != passes*perPass || evals < 2 {
+			// one evaluation per eval row and no other (the final one runs once);
+			// KTO also scores the mismatched sequences of z0 (one forward
+			// per micro-batch, in evaluation and in each training step)
+			want := passes * perPass
+			if method == KTO {
+				want = 2*passes*perPass + f.calls["forward_grad"]
+			}
+			if passes != evals || f.calls["forward@1"] != want || evals < 2 {
 				t.Errorf("%d evaluation passes (%d forwards, %d per pass) for %d eval rows", passes, f.calls["forward@1"], perPass, evals)
 			}
 			// a method without a reference (SFT, RM, ORPO, SimPO) runs no

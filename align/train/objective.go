@@ -53,10 +53,8 @@ type method interface {
 	score(eval map[string]float64) float64
 	// line is the progress line of a train row's metrics.
 	line(m map[string]float64) string
-	// pairwise reports the layout: true, sequences 2k and 2k+1 are example
-	// k's prompt + chosen and prompt + rejected; false, sequence k is
-	// example k's prompt + chosen.
-	pairwise() bool
+	// layout is how a micro-batch's examples become sequences.
+	layout() Layout
 	// norm is the divisor that makes one optimiser step's loss over these
 	// micro-batches a mean (SFT: scored tokens; preferences: pairs).
 	norm(exs []Example, group []MicroBatch) float64
@@ -86,7 +84,7 @@ func batchOf(obj method, exs []Example, mb MicroBatch) *bindings.Batch {
 	if ho, ok := obj.(headObjective); ok {
 		return ho.batch(exs, mb)
 	}
-	return BuildBatch(exs, mb, !obj.pairwise())
+	return BuildBatch(exs, mb, obj.layout())
 }
 
 // lossOf is obj's loss of one micro-batch: token cotangents, or for a head
@@ -122,10 +120,11 @@ var registry = map[string]func(Config) method{
 	RM:    func(c Config) method { return rmObjective{center: c.CenterCoef} },
 	ORPO:  newORPO,
 	SimPO: newSimPO,
+	KTO:   newKTO,
 }
 
 // Methods lists the supported methods.
-var Methods = []string{SFT, DPO, IPO, CDPO, Hinge, RM, ORPO, SimPO}
+var Methods = []string{SFT, DPO, IPO, CDPO, Hinge, RM, ORPO, SimPO, KTO}
 
 // newObjective returns the objective of a validated configuration.
 func newObjective(cfg Config) method { return registry[cfg.Method](cfg) }
@@ -143,13 +142,12 @@ func prefLine(m map[string]float64) string {
 	return fmt.Sprintf("loss %.4f margin %.3f acc %.2f", m["loss"], m["rewards/margins"], m["rewards/accuracies"])
 }
 
-// scoredTokens is the number of scored tokens in sequences of micro-batch mb.
-func seqScored(exs []Example, mb MicroBatch, pairwise bool) []int {
+// seqScored is the number of scored tokens in each sequence of micro-batch mb.
+func seqScored(exs []Example, mb MicroBatch, l Layout) []int {
 	var out []int
 	for _, i := range mb.Examples {
-		out = append(out, len(exs[i].Chosen))
-		if pairwise {
-			out = append(out, len(exs[i].Rejected))
+		for _, r := range l.responses(&exs[i]) {
+			out = append(out, len(r))
 		}
 	}
 	return out
@@ -163,16 +161,13 @@ func broadcast(cot []float32, off, n int, v float64) int {
 	return off + n
 }
 
-func checkOutputs(exs []Example, mb MicroBatch, out Outputs, pairwise bool) (int, error) {
-	per := 1
-	if pairwise {
-		per = 2
-	}
+func checkOutputs(exs []Example, mb MicroBatch, out Outputs, l Layout) (int, error) {
+	per := l.perExample()
 	if len(out.Sums) != per*len(mb.Examples) {
 		return 0, fmt.Errorf("train: trainer returned %d sequence sums for %d sequences", len(out.Sums), per*len(mb.Examples))
 	}
 	n := 0
-	for _, s := range seqScored(exs, mb, pairwise) {
+	for _, s := range seqScored(exs, mb, l) {
 		n += s
 	}
 	if out.Logps != nil && len(out.Logps) != n {
@@ -184,7 +179,7 @@ func checkOutputs(exs []Example, mb MicroBatch, out Outputs, pairwise bool) (int
 // sftObjective is the mean token NLL of the chosen responses.
 type sftObjective struct{}
 
-func (sftObjective) pairwise() bool                      { return false }
+func (sftObjective) layout() Layout                      { return LayoutSingle }
 func (sftObjective) needsReference() bool                { return false }
 func (sftObjective) score(em map[string]float64) float64 { return -em["loss"] }
 func (sftObjective) line(m map[string]float64) string    { return fmt.Sprintf("loss %.4f", m["loss"]) }
@@ -200,7 +195,7 @@ func (sftObjective) norm(exs []Example, group []MicroBatch) float64 {
 }
 
 func (o sftObjective) loss(exs []Example, mb MicroBatch, out Outputs, norm float64, m *Metrics) ([]float32, error) {
-	n, err := checkOutputs(exs, mb, out, false)
+	n, err := checkOutputs(exs, mb, out, LayoutSingle)
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +224,7 @@ type prefObjective struct {
 	rpoAlpha float64
 }
 
-func (prefObjective) pairwise() bool                      { return true }
+func (prefObjective) layout() Layout                      { return LayoutPair }
 func (prefObjective) needsReference() bool                { return true }
 func (prefObjective) score(em map[string]float64) float64 { return em["rewards/margins"] }
 func (prefObjective) line(m map[string]float64) string    { return prefLine(m) }
@@ -260,7 +255,7 @@ func (o prefObjective) loss(exs []Example, mb MicroBatch, out Outputs, norm floa
 // and TRL's metrics.
 type noRefPairs struct{}
 
-func (noRefPairs) pairwise() bool                       { return true }
+func (noRefPairs) layout() Layout                       { return LayoutPair }
 func (noRefPairs) needsReference() bool                 { return false }
 func (noRefPairs) metrics(m Metrics) map[string]float64 { return m.Map() }
 
@@ -273,7 +268,7 @@ func (noRefPairs) norm(exs []Example, group []MicroBatch) float64 {
 // adds the pair's metrics); each gradient is broadcast to the pair's
 // tokens, divided by norm.
 func pairCots(exs []Example, mb MicroBatch, out Outputs, norm float64, pair func(ex *Example, p PairLogps) (PairLoss, error)) ([]float32, error) {
-	n, err := checkOutputs(exs, mb, out, true)
+	n, err := checkOutputs(exs, mb, out, LayoutPair)
 	if err != nil {
 		return nil, err
 	}
@@ -325,6 +320,11 @@ type stepStats struct {
 func (o optimiser) step(tr Trainer, obj method, exs []Example, group []MicroBatch, lr float64) (stepStats, error) {
 	var st stepStats
 	norm := obj.norm(exs, group)
+	if p, ok := obj.(preparer); ok {
+		if err := p.prepare(tr, exs, group); err != nil {
+			return st, err
+		}
+	}
 	var err error
 	st.gradNorm, err = run.Optimiser{WeightDecay: o.weightDecay, MaxGradNorm: o.maxGradNorm}.Step(tr, lr, func() error {
 		for _, mb := range group {
@@ -356,7 +356,12 @@ func evaluate(ctx context.Context, tr Trainer, obj method, exs []Example, budget
 		order[i] = i
 	}
 	m := Metrics{ByObjective: map[string]*Metrics{}}
-	mbs := Pack(exs, order, budget, !obj.pairwise())
+	mbs := Pack(exs, order, budget, obj.layout())
+	if p, ok := obj.(preparer); ok {
+		if err := p.prepare(tr, exs, mbs); err != nil {
+			return nil, err
+		}
+	}
 	for j, mb := range mbs {
 		if err := ctx.Err(); err != nil {
 			return nil, err

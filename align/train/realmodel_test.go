@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/align-dev/align/align/pairs"
+	"github.com/align-dev/align/align/pipeline"
 	"github.com/align-dev/align/align/testgate"
 	"github.com/align-dev/align/bindings"
 )
@@ -470,8 +471,8 @@ func heldOutAccuracies(t testing.TB, model, adapter string) (dpo, mean float64) 
 		order[i] = i
 	}
 	var nd, nm int
-	for _, mb := range Pack(exs, order, 2048, false) {
-		b := BuildBatch(exs, mb, false)
+	for _, mb := range Pack(exs, order, 2048, LayoutPair) {
+		b := BuildBatch(exs, mb, LayoutPair)
 		ref, err := tr.Set(0).Forward(b, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -490,4 +491,125 @@ func heldOutAccuracies(t testing.TB, model, adapter string) (dpo, mean float64) 
 		}
 	}
 	return float64(nd) / float64(len(exs)), float64(nm) / float64(len(exs))
+}
+
+// storiesThumbs is thumbs feedback made from the stories pairs so that no
+// prompt has both a liked and a disliked response: the chosen response of
+// the prompts of the first half (up), the rejected ones of the others
+// (down). align import --unpaired turns it into KTO's data and makes 0
+// pairs from it.
+func storiesThumbs(t testing.TB) (data string, rep pipeline.ImportReport) {
+	t.Helper()
+	ps, _, err := pairs.Load(storiesTrain, pairs.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// by prompt (some prompts have several pairs): the first half of the
+	// distinct prompts keep only chosen responses, the rest only rejected
+	var prompts []string
+	seen := map[string]bool{}
+	for _, p := range ps {
+		if !seen[p.Prompt] {
+			seen[p.Prompt] = true
+			prompts = append(prompts, p.Prompt)
+		}
+	}
+	liked := map[string]bool{}
+	for _, p := range prompts[:len(prompts)/2] {
+		liked[p] = true
+	}
+	var b strings.Builder
+	for _, p := range ps {
+		resp, rating := p.Chosen, "up"
+		if !liked[p.Prompt] {
+			resp, rating = p.Rejected, "down"
+		}
+		line, _ := json.Marshal(map[string]string{"prompt": p.Prompt, "response": resp, "rating": rating})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	log := filepath.Join(dir, "thumbs.jsonl")
+	if err := os.WriteFile(log, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data = filepath.Join(dir, "kto.jsonl")
+	rep, err = pipeline.Import(pipeline.ImportConfig{Feedback: []string{log}, Unpaired: true, OutTrain: data,
+		OutEval: filepath.Join(dir, "kto-eval.jsonl"), EvalFraction: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data, rep
+}
+
+// storiesKTO is the KTO configuration of the stories runs: the DPO
+// starting point's LoRA, lr and β, on the unpaired feedback.
+func storiesKTO(t testing.TB, model, data string) Config {
+	cfg := storiesConfig(t, model, storiesStart)
+	cfg.Method, cfg.Data, cfg.RPOAlpha = KTO, data, 0
+	cfg.Epochs = storiesKTOEpochs
+	return cfg
+}
+
+// storiesKTOEpochs: KTO sees each prompt once per epoch (one rated
+// response) where DPO sees both responses.
+const storiesKTOEpochs = 3
+
+// KTO on unpaired feedback (no prompt has both a liked and a disliked
+// response, so import makes no pairs at all) raises the held-out pair
+// accuracy and the cheerful share of samples on stories260K, with the
+// fluency bound of TestStoriesDPO.
+func TestStoriesKTO(t *testing.T) {
+	testgate.Slow(t, "a real-model KTO run (minutes on 2 shared cores)")
+	model := sharedModel(t, "stories260K.gguf")
+	data, rep := storiesThumbs(t)
+	if rep.FeedbackPairs != 0 || rep.Desirable < 150 || rep.Undesirable < 150 {
+		t.Fatalf("import: %d pairs, %d desirable, %d undesirable; want 0 pairs and both kinds", rep.FeedbackPairs, rep.Desirable, rep.Undesirable)
+	}
+	cfg := storiesKTO(t, model, data)
+	res, err := Run(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := knownWords(t, model)
+	base := scoreStories(t, model, "", 4, known)
+	tuned := scoreStories(t, model, res.Adapter, 4, known)
+	data0 := dataFluency(t, model)
+	t.Logf("kto %d epochs on %d unpaired examples: held-out pair accuracy %.3f (before %.3f), margin %.3f; cheerful %.2f → %.2f, sad %.2f → %.2f, fluency %.3f → %.3f nats/token (chosen data %.3f), non-words %.3f → %.3f",
+		cfg.Epochs, res.TrainPairs, res.After["rewards/accuracies"], res.Before["rewards/accuracies"], res.After["rewards/margins"],
+		base.Cheerful, tuned.Cheerful, base.Sad, tuned.Sad, base.Fluency, tuned.Fluency, data0, base.NonWords, tuned.NonWords)
+	t.Logf("tuned sample: %q", tuned.Example)
+	if acc := res.After["rewards/accuracies"]; acc < 0.8 || !(acc > res.Before["rewards/accuracies"]) {
+		t.Errorf("held-out accuracy %.3f (before %.3f), want >= 0.8", acc, res.Before["rewards/accuracies"])
+	}
+	if tuned.Cheerful < base.Cheerful+0.3 { // TestStoriesDPO's bound
+		t.Errorf("cheerful share %.2f → %.2f, want a rise of at least 0.3", base.Cheerful, tuned.Cheerful)
+	}
+	if floor := math.Min(base.Fluency, data0) - 0.5; tuned.Fluency < floor {
+		t.Errorf("fluency fell from %.3f to %.3f nats/token (floor %.3f, TestStoriesDPO's bound)", base.Fluency, tuned.Fluency, floor)
+	}
+	if tuned.NonWords > base.NonWords+0.03 {
+		t.Errorf("non-words %.3f → %.3f: the samples are misspelt", base.NonWords, tuned.NonWords)
+	}
+}
+
+// TestStoriesScore scores adapters for scripts/bench-methods.sh
+// (ALIGN_SCORE_ADAPTERS="name=adapter.gguf,..."; "base" scores the base):
+// one line per adapter, "score NAME cheerful fluency non-words".
+func TestStoriesScore(t *testing.T) {
+	spec := os.Getenv("ALIGN_SCORE_ADAPTERS")
+	if spec == "" {
+		t.Skip("set ALIGN_SCORE_ADAPTERS=name=adapter.gguf,... (scripts/bench-methods.sh does)")
+	}
+	model := sharedModel(t, "stories260K.gguf")
+	known := knownWords(t, model)
+	fmt.Printf("score data-fluency %.3f\n", dataFluency(t, model))
+	for _, kv := range strings.Split(spec, ",") {
+		name, path, _ := strings.Cut(kv, "=")
+		if name == "base" {
+			path = ""
+		}
+		sc := scoreStories(t, model, path, 4, known)
+		fmt.Printf("score %s %.3f %.3f %.3f\n", name, sc.Cheerful, sc.Fluency, sc.NonWords)
+	}
 }

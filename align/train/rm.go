@@ -69,7 +69,7 @@ type rmObjective struct {
 
 var _ headObjective = rmObjective{}
 
-func (rmObjective) pairwise() bool                      { return true }
+func (rmObjective) layout() Layout                      { return LayoutPair }
 func (rmObjective) needsReference() bool                { return false }
 func (rmObjective) score(em map[string]float64) float64 { return em["rewards/margins"] }
 func (rmObjective) line(m map[string]float64) string    { return prefLine(m) }
@@ -85,7 +85,7 @@ func (rmObjective) norm(_ []Example, group []MicroBatch) float64 {
 // batch is the preference layout with no scored tokens and the head read at
 // each sequence's last token.
 func (rmObjective) batch(exs []Example, mb MicroBatch) *bindings.Batch {
-	return headBatch(BuildBatch(exs, mb, false))
+	return headBatch(BuildBatch(exs, mb, LayoutPair))
 }
 
 // headBatch clears b's scored tokens and marks each sequence's last token
@@ -423,7 +423,7 @@ func (m *RewardModel) Score(ctx context.Context, prompts [][]pairs.Message, resp
 			return nil, err
 		}
 		mb := MicroBatch{Examples: []int{i}}
-		o, err := m.set.Forward(headBatch(BuildBatch(exs, mb, true)), 1)
+		o, err := m.set.Forward(headBatch(BuildBatch(exs, mb, LayoutSingle)), 1)
 		if err != nil {
 			return nil, err
 		}

@@ -137,7 +137,7 @@ func smallRun(t *testing.T, method, out string) Config {
 // adapter, byte for byte, as an uninterrupted run.
 func TestResumeIsBitIdentical(t *testing.T) {
 	testgate.Slow(t, "acceptance test of the engine's resume; TestFakeResumeIsBitIdentical covers the loop")
-	for _, method := range []string{DPO, SFT, ORPO, SimPO} {
+	for _, method := range []string{DPO, SFT, ORPO, SimPO, KTO} {
 		t.Run(method, func(t *testing.T) {
 			ref := smallRun(t, method, t.TempDir())
 			if _, err := Run(context.Background(), ref, nil); err != nil {
