@@ -109,7 +109,7 @@ func trainFlags() []trainFlag {
 	rlOnly := "it applies to --method ppo and grpo"
 	return withOnline([]trainFlag{
 		// run
-		{flag: &cli.StringFlag{Name: "method", Usage: "sft, dpo, ipo, cdpo, hinge, kto (unpaired feedback), rm (reward model), orpo, simpo, ppo, grpo or online-dpo (ppo/grpo/online-dpo: --prompts and --reward or --judge instead of --data)", DefaultText: "dpo", Category: catRun, EnvVars: env("method")},
+		{flag: &cli.StringFlag{Name: "method", Usage: "sft, dpo, ipo, cdpo, hinge, kto (unpaired feedback), rm (reward model), orpo, simpo, online-dpo, ppo or grpo (ppo, grpo, online-dpo: --prompts and --reward or --judge instead of --data)", DefaultText: "dpo", Category: catRun, EnvVars: env("method")},
 			field: c(func(c *harness.Common) any { return &c.Method })},
 		{flag: &cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "base GGUF model `FILE`", Category: catRun, EnvVars: env("model")},
 			path: true, field: c(func(c *harness.Common) any { return &c.Model })},
