@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/align-dev/align/align/jsonl"
@@ -274,24 +273,8 @@ func firstByte(raw json.RawMessage) byte {
 // order, then Extra's fields sorted by name. Empty known fields other than
 // prompt, chosen and rejected are left out.
 func (p Pair) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	n := 0
-	field := func(k string, v any) error {
-		b, err := jsonl.Marshal(v)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			buf.WriteByte(',')
-		}
-		n++
-		kb, _ := jsonl.Marshal(k)
-		buf.Write(bytes.TrimSpace(kb))
-		buf.WriteByte(':')
-		buf.Write(bytes.TrimSpace(b))
-		return nil
-	}
+	var o object
+	field := o.field
 	if p.ID != "" {
 		field("id", p.ID)
 	}
@@ -316,24 +299,8 @@ func (p Pair) MarshalJSON() ([]byte, error) {
 	if p.Source != "" {
 		field("source", p.Source)
 	}
-	ks := make([]string, 0, len(p.Extra))
-	for k := range p.Extra {
-		if !slices.Contains(known, k) {
-			ks = append(ks, k)
-		}
-	}
-	sort.Strings(ks)
-	for _, k := range ks {
-		v := p.Extra[k]
-		if !json.Valid(v) {
-			return nil, fmt.Errorf("extra field %q: invalid JSON", k)
-		}
-		if err := field(k, json.RawMessage(v)); err != nil {
-			return nil, err
-		}
-	}
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
+	o.extra(p.Extra, known)
+	return o.bytes()
 }
 
 // Validate checks that the pair can be trained on: prompt, chosen and

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/align-dev/align/align/jsonl"
@@ -223,24 +222,8 @@ func parseUnpaired(line []byte, objectives []string) (Unpaired, error) {
 // MarshalJSON writes u in its own form: id, prompt, completion, label,
 // objective and source, then Extra's fields sorted by name.
 func (u Unpaired) MarshalJSON() ([]byte, error) {
-	var buf bytes.Buffer
-	buf.WriteByte('{')
-	n := 0
-	field := func(k string, v any) error {
-		b, err := jsonl.Marshal(v)
-		if err != nil {
-			return err
-		}
-		if n > 0 {
-			buf.WriteByte(',')
-		}
-		n++
-		kb, _ := jsonl.Marshal(k)
-		buf.Write(bytes.TrimSpace(kb))
-		buf.WriteByte(':')
-		buf.Write(bytes.TrimSpace(b))
-		return nil
-	}
+	var o object
+	field := o.field
 	if u.ID != "" {
 		field("id", u.ID)
 	}
@@ -258,23 +241,8 @@ func (u Unpaired) MarshalJSON() ([]byte, error) {
 	if u.Source != "" {
 		field("source", u.Source)
 	}
-	ks := make([]string, 0, len(u.Extra))
-	for k := range u.Extra {
-		if !slices.Contains(knownUnpaired, k) {
-			ks = append(ks, k)
-		}
-	}
-	sort.Strings(ks)
-	for _, k := range ks {
-		if !json.Valid(u.Extra[k]) {
-			return nil, fmt.Errorf("extra field %q: invalid JSON", k)
-		}
-		if err := field(k, json.RawMessage(u.Extra[k])); err != nil {
-			return nil, err
-		}
-	}
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
+	o.extra(u.Extra, knownUnpaired)
+	return o.bytes()
 }
 
 // SaveUnpaired writes examples to path as JSON Lines, atomically.
