@@ -346,6 +346,9 @@ func (f trainFlag) sameAsRun(c *cli.Context, saved *job, dir string) bool {
 	if err := f.fill(c, given); err != nil {
 		return false
 	}
+	if given.rl() && given.r.AbsSpecs() != nil { // the run stores its specs' paths absolute
+		return false
+	}
 	return reflect.DeepEqual(reflect.ValueOf(f.field(given)).Elem().Interface(), reflect.ValueOf(f.field(saved)).Elem().Interface())
 }
 

@@ -90,3 +90,24 @@ func TestTrainRLEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// A reward spec repeated on --resume with a relative path is the stored
+// spec (kept with absolute paths), not a change: it used to be refused as
+// "--reward cannot change".
+func TestTrainRLResumeRepeatedRelativeReward(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "grpo")
+	spec := "contains:z,rules:../testdata/catalog.json=0.5"
+	code, _, errs := run(t, "", "train", "--method", "grpo", "--model", tinyModel, "--prompts", rlPrompts, "--eval-split", "0",
+		"--reward", spec, "--out", out, "--max-steps", "1", "--rollout-batch", "1", "--group", "2", "--max-new-tokens", "4", "--threads", "2")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	code, _, errs = run(t, "", "train", "--resume", out, "--reward", spec, "--max-steps", "2", "--threads", "2")
+	if code != 0 {
+		t.Errorf("resume repeating --reward %s: exit %d %q", spec, code, errs)
+	}
+	code, _, errs = run(t, "", "train", "--resume", out, "--reward", "contains:z", "--max-steps", "3")
+	if code != ExitUsage || !strings.Contains(errs, "--reward cannot change") {
+		t.Errorf("resume with another --reward: exit %d %q", code, errs)
+	}
+}

@@ -99,6 +99,24 @@ func inputFiles(cfg Config) []run.Input {
 	return ins
 }
 
+// AbsSpecs makes the paths in the reward and judge specs absolute, as a
+// run stores them (so a resume from another directory reads the same files,
+// and a spec repeated on a resume compares equal to the stored one).
+func (c *Config) AbsSpecs() error {
+	var err error
+	if c.Reward != "" {
+		if c.Reward, err = absReward(c.Reward); err != nil {
+			return err
+		}
+	}
+	if c.Judge != "" {
+		if c.Judge, err = absJudge(c.Judge); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // absReward is spec with the paths of its terms made absolute, so a resume
 // from another directory reads the same files.
 func absReward(spec string) (string, error) {
@@ -132,13 +150,8 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	if err := run.Begin(&cfg.Common, cfg.Validate, isMethod, &cfg.Prompts, &cfg.EvalPrompts); err != nil {
 		return res, err
 	}
-	if !cfg.Resume && cfg.Reward != "" {
-		if cfg.Reward, err = absReward(cfg.Reward); err != nil {
-			return res, err
-		}
-	}
-	if !cfg.Resume && cfg.Judge != "" {
-		if cfg.Judge, err = absJudge(cfg.Judge); err != nil {
+	if !cfg.Resume {
+		if err := cfg.AbsSpecs(); err != nil {
 			return res, err
 		}
 	}
