@@ -26,7 +26,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -990,20 +989,7 @@ func (o *onlineStepper) Evaluate(ctx context.Context, done func(n, total int)) (
 	}
 	ev := *o.s.w
 	ev.valueSet, ev.refSet = -1, -1 // KL to the base
-	if _, err := ev.logprobs(seqs, true, true); err != nil {
-		return nil, err
-	}
-	scores := make([]float64, len(seqs))
-	var kl, length float64
-	for i, q := range seqs {
-		scores[i] = q.Score
-		kl += seqKL(q)
-		length += float64(len(q.Resp))
-	}
-	mean, std := MeanStd(scores, true)
-	n := float64(len(seqs))
-	return map[string]float64{"reward": mean, "reward_std": std, "kl": kl / n, "completions/mean_length": length / n,
-		"kl_per_token": kl / math.Max(1, float64(tokensOf(seqs)))}, nil
+	return heldOutRow(ev, seqs)
 }
 
 // judgeScores scores held-out samples with the pairwise judge as align

@@ -602,6 +602,13 @@ func (s *stepper) Evaluate(ctx context.Context, done func(n, total int)) (map[st
 	}
 	ev := *s.w
 	ev.valueSet = -1
+	return heldOutRow(ev, seqs)
+}
+
+// heldOutRow is the held-out metrics of scored samples: their reward's mean
+// and spread, their length, and KL to ev's reference (per completion and
+// per token), which ev's log-probs measure.
+func heldOutRow(ev worker, seqs []*Seq) (map[string]float64, error) {
 	if _, err := ev.logprobs(seqs, true, true); err != nil {
 		return nil, err
 	}
