@@ -377,3 +377,32 @@ func TestBrowserScreenshotNotBlank(t *testing.T) {
 		t.Errorf("screenshot nearly blank (%.4f dark pixels)", share)
 	}
 }
+
+// While the items an annotator could still get are held by others, the
+// page says so and looks again after the server's Retry-After: when a
+// holder skips the item, it appears without a key press.
+func TestBrowserWaitsForHeldItem(t *testing.T) {
+	ctx := browser(t)
+	dir := t.TempDir()
+	in := writeCandidates(t, dir, 1)
+	ts := newTestServer(t, in, filepath.Join(dir, "labels.jsonl"), []string{"ana", "ben", "cat"}, 2, false)
+	a, _ := ts.next("ana")
+	ts.next("ben")
+	do(t, ctx, "opening the page", chromedp.Navigate(ts.ts.URL+"/?token="+ts.tokens["cat"]))
+	waitFor(t, ctx, "the waiting page", func(s pageState) bool { return s.State == "done" })
+	title, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('done-title').textContent + ' | ' +
+		(document.getElementById('done-wait').hidden ? 'hidden' : document.getElementById('done-wait').textContent)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(title, "right now") || strings.Contains(title, "hidden") {
+		t.Errorf("waiting page says %q, want that others hold the last items", title)
+	}
+	if c := ts.label("ben", a.ItemID, "skip"); c != 200 {
+		t.Fatalf("ben's skip: %d", c)
+	}
+	s := waitFor(t, ctx, "the item after ben's skip", func(s pageState) bool { return s.State == "ready" })
+	if s.Item != a.ItemID {
+		t.Errorf("page shows %q, want %q", s.Item, a.ItemID)
+	}
+}

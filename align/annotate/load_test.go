@@ -24,8 +24,8 @@ func TestLoadKillRestart(t *testing.T) {
 		if rep.KilledAt == 0 || rep.Labels < int64(items*2) {
 			t.Errorf("seed %d: %+v: want a kill and at least %d labels", seed, rep, items*2)
 		}
-		t.Logf("seed %d: %d labels, killed after %d, restart %.0f ms, %d retries, %d conflicts, %d undos", seed, rep.Labels, rep.KilledAt,
-			rep.RestartMS, rep.Retries, rep.Conflicts, rep.Undos)
+		t.Logf("seed %d: %d labels, killed after %d, restart %.0f ms, %d retries, %d conflicts, %d undos, %d waits", seed, rep.Labels, rep.KilledAt,
+			rep.RestartMS, rep.Retries, rep.Conflicts, rep.Undos, rep.Waits)
 	}
 }
 

@@ -650,12 +650,15 @@ func (s *Server) others(i int, a *annotator, now time.Time) int {
 
 // next returns the item annotator a holds, or hands out the first item
 // that still needs labels, that a has not labelled or skipped, and that
-// not enough other annotators hold already. -1: nothing left for a.
-func (s *Server) next(a *annotator, now time.Time) int {
+// not enough other annotators hold already. -1: nothing for a now; held
+// counts the items a could still get, held by others who may skip them
+// or let their lease lapse (then a is asked to come back, not told that
+// the work is done).
+func (s *Server) next(a *annotator, now time.Time) (i, held int) {
 	if l := a.lease; l != nil {
 		if now.Sub(l.touched) <= s.cfg.Lease {
 			l.touched = now
-			return l.item
+			return l.item, 0
 		}
 		s.dropLease(a)
 	}
@@ -668,13 +671,18 @@ func (s *Server) next(a *annotator, now time.Time) int {
 			continue
 		}
 		if s.count[i]+s.others(i, a, now) >= s.cfg.PerItem {
+			held++
 			continue
 		}
 		s.take(a, i, now)
-		return i
+		return i, 0
 	}
-	return -1
+	return -1, held
 }
+
+// RetryAfter is the Retry-After (seconds) of a 204 from /api/next while
+// items a could still get are held by other annotators.
+const RetryAfter = 3
 
 func (s *Server) take(a *annotator, i int, now time.Time) {
 	s.dropLease(a)
@@ -687,9 +695,14 @@ func (s *Server) handleNext(w http.ResponseWriter, r *http.Request, a *annotator
 	now := s.cfg.Now()
 	s.mu.Lock()
 	s.touch(a, now)
-	i := s.next(a, now)
+	i, held := s.next(a, now)
 	if i < 0 {
 		s.mu.Unlock()
+		if held > 0 {
+			// Nothing for a now, but others hold items a may still get.
+			w.Header().Set("Retry-After", strconv.Itoa(RetryAfter))
+			w.Header().Set("X-Align-Held", strconv.Itoa(held))
+		}
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}

@@ -484,7 +484,8 @@ func TestLeases(t *testing.T) {
 	defer s.Close()
 	ana, ben := s.ann["ana"], s.ann["ben"]
 	s.mu.Lock()
-	a1, b1 := s.next(ana, now), s.next(ben, now)
+	a1, _ := s.next(ana, now)
+	b1, _ := s.next(ben, now)
 	s.mu.Unlock()
 	if a1 == b1 {
 		t.Fatalf("ana and ben both hold item %d", a1)
@@ -495,12 +496,50 @@ func TestLeases(t *testing.T) {
 	s.mu.Unlock()
 	now = now.Add(50 * time.Second) // ana idle 100s, over the lease
 	s.mu.Lock()
-	b2 := s.next(ben, now) // ben still holds b1
-	s.dropLease(ben)       // ben labels elsewhere...
-	b3 := s.next(ben, now) // ...and now gets ana's expired item
+	b2, _ := s.next(ben, now) // ben still holds b1
+	s.dropLease(ben)          // ben labels elsewhere...
+	b3, _ := s.next(ben, now) // ...and now gets ana's expired item
 	s.mu.Unlock()
 	if b2 != b1 || b3 != a1 {
 		t.Errorf("ben: %d then %d, want %d then ana's expired %d", b2, b3, b1, a1)
+	}
+}
+
+// An annotator with nothing to take while others hold items it may still
+// get is told to come back (204 with Retry-After), and gets the item when
+// a holder skips it; with nothing left at all the 204 has no Retry-After.
+func TestNextWhileHeld(t *testing.T) {
+	dir := t.TempDir()
+	in := writeCandidates(t, dir, 1)
+	labels := filepath.Join(dir, "labels.jsonl")
+	ts := newTestServer(t, in, labels, []string{"ana", "ben", "cat"}, 2, false)
+	next := func(who string) (int, string, string) {
+		req, _ := http.NewRequest("GET", ts.ts.URL+"/api/next", nil)
+		req.Header.Set("Authorization", "Bearer "+ts.tokens[who])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v ItemView
+		json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		return resp.StatusCode, v.ItemID, resp.Header.Get("Retry-After")
+	}
+	_, id, _ := next("ana")
+	next("ben")
+	if code, _, ra := next("cat"); code != 204 || ra == "" {
+		t.Fatalf("cat while ana and ben hold the only item: %d, Retry-After %q; want 204 with Retry-After", code, ra)
+	}
+	if c := ts.label("ben", id, "skip"); c != 200 {
+		t.Fatalf("ben's skip: %d", c)
+	}
+	if code, got, _ := next("cat"); code != 200 || got != id {
+		t.Fatalf("cat after ben's skip: %d %q, want 200 %q", code, got, id)
+	}
+	ts.label("ana", id, "a")
+	ts.label("cat", id, "b")
+	if code, _, ra := next("ben"); code != 204 || ra != "" {
+		t.Errorf("ben with the item complete: %d, Retry-After %q; want 204 without", code, ra)
 	}
 }
 

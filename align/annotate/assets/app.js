@@ -38,7 +38,7 @@
     if (r.status !== 204) {
       try { data = await r.json(); } catch (e) { data = null; }
     }
-    return { status: r.status, data };
+    return { status: r.status, data, retryAfter: Number(r.headers.get('Retry-After')) || 0 };
   }
 
   // persist retries what did not reach the server or found it failing
@@ -148,7 +148,9 @@
     setState('ready');
   }
 
-  async function showDone() {
+  let waitTimer = null; // set while others hold items this annotator may still get
+
+  async function showDone(retryAfter) {
     item = null;
     document.body.dataset.item = '';
     $('work').hidden = true;
@@ -160,6 +162,19 @@
       $('done-text').textContent = r.data.progress.done + ' labels from you (' + r.data.progress.skipped + ' skipped); ' +
         r.data.progress.complete_items + ' of ' + r.data.progress.total_items + ' items are complete.';
     }
+    // Others hold items this annotator may still get (if they skip them or
+    // leave): look again after the server's Retry-After.
+    $('done-wait').hidden = !retryAfter;
+    $('done-title').textContent = retryAfter ? 'Nothing for you right now' : 'Nothing left for you';
+    if (retryAfter && !waitTimer) {
+      waitTimer = setTimeout(async () => {
+        waitTimer = null;
+        if (busy || dead || item) return;
+        busy = true;
+        await loadNext();
+        busy = false;
+      }, retryAfter * 1000);
+    }
     setState('done');
     renders++;
     document.body.dataset.renders = String(renders);
@@ -168,7 +183,7 @@
   async function loadNext() {
     const r = await persist('GET', '/api/next');
     if (r.status === 200) return render(r.data);
-    if (r.status === 204) return showDone();
+    if (r.status === 204) return showDone(r.retryAfter);
     if (r.status === 401) return fatal("this link's token is not accepted: ask for your personal URL");
     fatal(errorText(r));
   }
