@@ -48,13 +48,14 @@ type TrainerOptions struct {
 	HeadChunkBytes int64  // LM-head working memory per chunk (0: 64 MiB)
 	// BackwardWeights: what the CPU trainer's transposed weight copies are
 	// (align.h ALIGN_BACKWARD_*): "" or "auto" (repacked Q4_K for Q4_K
-	// weights where the CPU has the kernel, else Q8_0), "q8_0", "q4_k".
+	// weights where the CPU has the kernel, else Q8_0), "q8_0", "q4_k",
+	// "tiles" (no copies: each backward makes Wᵀ in Q8_0 tiles).
 	BackwardWeights string
 	Recompute       bool // gradient checkpointing: keep layer inputs, recompute each layer in the backward
 }
 
 // BackwardWeightsNames are the values TrainerOptions.BackwardWeights takes.
-var BackwardWeightsNames = []string{"auto", "q8_0", "q4_k"}
+var BackwardWeightsNames = []string{"auto", "q8_0", "q4_k", "tiles"}
 
 func backwardWeights(name string) (C.int32_t, error) {
 	switch strings.ToLower(name) {
@@ -64,8 +65,10 @@ func backwardWeights(name string) (C.int32_t, error) {
 		return C.ALIGN_BACKWARD_Q8_0, nil
 	case "q4_k":
 		return C.ALIGN_BACKWARD_Q4_K, nil
+	case "tiles":
+		return C.ALIGN_BACKWARD_TILES, nil
 	}
-	return 0, fmt.Errorf("backward weights %q: want auto, q8_0 or q4_k", name)
+	return 0, fmt.Errorf("backward weights %q: want auto, q8_0, q4_k or tiles", name)
 }
 
 // Trainer is the native LoRA training engine over the frozen weights of a
@@ -150,7 +153,8 @@ func NewTrainerOwning(model *Model, opt TrainerOptions) (*Trainer, error) {
 // creates a trainer that owns it; Model returns it for sessions. A device
 // trainer's model is loaded by align/run.OpenTrainer, which offloads it.
 func NewTrainerFromFile(path string, opt TrainerOptions) (*Trainer, error) {
-	m, err := LoadModel(path, ModelOptions{Threads: opt.Threads, Trainable: true})
+	// "tiles" read W's own blocks: no repacked layout (as run.OpenTrainer)
+	m, err := LoadModel(path, ModelOptions{Threads: opt.Threads, Trainable: true, NoExtraBuffers: strings.EqualFold(opt.BackwardWeights, "tiles")})
 	if err != nil {
 		return nil, err
 	}

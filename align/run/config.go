@@ -80,7 +80,7 @@ type Common struct {
 	Threads     int
 	Device      string `json:",omitempty"` // see ResolveDevice; "" is auto
 	// BackwardWeights: the CPU trainer's weight copies for the input
-	// gradient ("" or auto, q8_0, q4_k; bindings.TrainerOptions)
+	// gradient ("" or auto, q8_0, q4_k, tiles; bindings.TrainerOptions)
 	BackwardWeights string `json:",omitempty"`
 	// Recompute: gradient checkpointing, "" or auto (on for a GPU), on, off
 	Recompute   string  `json:",omitempty"`

@@ -45,7 +45,7 @@ func CheckDevice(device string) error {
 }
 
 // BackwardWeightsUsage describes --backward-weights.
-const BackwardWeightsUsage = "CPU: the frozen weights' copies for the input gradient: auto (repacked Q4_K for Q4_K weights where the CPU has the kernel: faster, 18x the gradient error of q8_0), q8_0, or q4_k"
+const BackwardWeightsUsage = "CPU: the frozen weights' copies for the input gradient: auto (repacked Q4_K for Q4_K weights where the CPU has the kernel: faster, 18x the gradient error of q8_0), q8_0, q4_k, or tiles (no copies: each backward makes them in tiles of a few MiB, q8_0's accuracy; saves about the base's size in memory for some step time; the base is then kept unrepacked)"
 
 // CheckBackwardWeights checks a --backward-weights value.
 func CheckBackwardWeights(v string) error {
@@ -96,6 +96,9 @@ func OpenTrainer(path string, opt bindings.TrainerOptions) (*bindings.Trainer, e
 	mo := bindings.ModelOptions{Threads: opt.Threads, Trainable: true}
 	if opt.Device != "" && !strings.EqualFold(opt.Device, "cpu") {
 		mo.GPULayers = 1 << 20
+	} else if strings.EqualFold(opt.BackwardWeights, "tiles") {
+		// the tiles read W's own blocks: no repacked layout
+		mo.NoExtraBuffers = true
 	}
 	m, err := bindings.LoadModel(path, mo)
 	if err != nil {

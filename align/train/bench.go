@@ -30,7 +30,7 @@ type BenchConfig struct {
 	Baseline bool   // also measure llama.cpp prompt processing and the machine's matmul peak
 	Device   string // as train's --device: auto (or ""), cpu, cuda, or a ggml device name such as CUDA0
 	// BackwardWeights: the CPU trainer's transposed weight copies ("" or
-	// auto, q8_0, q4_k; bindings.TrainerOptions)
+	// auto, q8_0, q4_k, tiles; bindings.TrainerOptions)
 	BackwardWeights string
 	// Recompute is train's --recompute: auto (or ""), on or off (gradient
 	// checkpointing: the backward recomputes each layer from its saved input)

@@ -359,8 +359,17 @@ typedef struct align_trainer_params {
 //  Q8_0: Q8_0 for quantized weights, F16 for F16/BF16, F32 for F32; about
 //        18x less input-gradient error than Q4_K on a Q4_K base
 //        (native/README.md), slower where the repacked GEMM is faster;
-//  Q4_K: as AUTO.
-typedef enum align_backward_weights { ALIGN_BACKWARD_AUTO = 0, ALIGN_BACKWARD_Q8_0 = 1, ALIGN_BACKWARD_Q4_K = 2 } align_backward_weights;
+//  Q4_K: as AUTO;
+//  TILES: no copies kept: each backward makes Wᵀ in bounded tiles (Q8_0,
+//        a few MiB each, in the compute buffer) from W's blocks and
+//        multiplies them; the accuracy of Q8_0 copies, the memory of none
+//        (a base-sized saving), at the price of re-making them every step.
+typedef enum align_backward_weights {
+    ALIGN_BACKWARD_AUTO = 0,
+    ALIGN_BACKWARD_Q8_0 = 1,
+    ALIGN_BACKWARD_Q4_K = 2,
+    ALIGN_BACKWARD_TILES = 3
+} align_backward_weights;
 
 align_trainer_params align_trainer_default_params(void);
 

@@ -224,8 +224,8 @@ align_status align_trainer_new(align_model * model, const align_trainer_params *
         (p.targets & ~k_lora_all) != 0) {
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "trainer: rank must be in [1, 4096], alpha positive, targets a known set");
     }
-    if (p.backward_weights < ALIGN_BACKWARD_AUTO || p.backward_weights > ALIGN_BACKWARD_Q4_K) {
-        return fail(ALIGN_ERR_INVALID_ARGUMENT, "trainer: backward_weights must be ALIGN_BACKWARD_AUTO, _Q8_0 or _Q4_K");
+    if (p.backward_weights < ALIGN_BACKWARD_AUTO || p.backward_weights > ALIGN_BACKWARD_TILES) {
+        return fail(ALIGN_ERR_INVALID_ARGUMENT, "trainer: backward_weights must be ALIGN_BACKWARD_AUTO, _Q8_0, _Q4_K or _TILES");
     }
     ALIGN_TRY
     auto tr = std::make_unique<align_trainer>();

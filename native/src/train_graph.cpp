@@ -54,8 +54,39 @@ size_t body_graph_size(const align_trainer * tr, const adapter_set * s) {
     // seven projections takes 166-172 forward + 225 backward nodes and 55-61
     // leafs, about 190 a layer; twice that leaves room
     // (gemma3's norms and composed GELU add ~50 more)
-    const size_t per_layer = (s ? 400 : 160) + (tr->arch == "gemma3" || tr->arch == "qwen3" ? 128 : 0);
+    size_t per_layer = (s ? 400 : 160) + (tr->arch == "gemma3" || tr->arch == "qwen3" ? 128 : 0);
+    // ALIGN_BACKWARD_TILES: each input gradient adds its tiles' nodes
+    int64_t tiles = 0;
+    for (const layer_t & L : tr->layers) {
+        int64_t n = 0;
+        for (const ggml_tensor * w : {L.wq, L.wk, L.wv, L.wo, L.gate, L.up, L.down}) {
+            if (tr->tiled.count(w)) n += tiled_nodes(w);
+        }
+        tiles = std::max(tiles, n);
+    }
+    if (s != nullptr) per_layer += (size_t) tiles;
     return 512 + per_layer * (size_t) tr->n_layer;
+}
+
+// Inserts add (in order) into g before node pos: the nodes a rewrite
+// makes for a backward node. False when g has no room.
+bool insert_nodes(ggml_cgraph * g, int pos, const std::vector<ggml_tensor *> & add) {
+    const int k = (int) add.size();
+    if (k == 0) return true;
+    if (g->n_nodes + k > g->size) return false;
+    for (ggml_tensor * t : add) {
+        if (ggml_hash_contains(&g->visited_hash_set, t)) return false;
+    }
+    std::memmove(g->nodes + pos + k, g->nodes + pos, sizeof(ggml_tensor *) * (size_t) (g->n_nodes - pos));
+    for (int j = 0; j < k; j++) {
+        const size_t h = ggml_hash_insert(&g->visited_hash_set, add[(size_t) j]);
+        if (g->grads != nullptr) g->grads[h] = nullptr;
+        if (g->grad_accs != nullptr) g->grad_accs[h] = nullptr;
+        if (g->use_counts != nullptr) g->use_counts[h] = 0;
+        g->nodes[pos + j] = add[(size_t) j];
+    }
+    g->n_nodes += k;
+    return true;
 }
 
 ggml_tensor * proj(ggml_context * ctx, ggml_tensor * w, ggml_tensor * x, const adapter_set * s, ggml_tensor * bias,
@@ -320,22 +351,43 @@ align_status build_backward(align_trainer * tr, ggml_context * ctx, ggml_cgraph 
         if (it != acc.end()) grad_accs[(size_t) i] = it->second;
     }
     ggml_build_backward_expand(ctx, g, grad_accs.data());
-    const int n = ggml_graph_n_nodes(g);
     protect_inplace_parents(g, *n_fwd);  // train_ops.h, checked by tests/grad_ops.cpp
-    // OUT_PROD(W, dYᵀ) over a frozen W  ->  MUL_MAT(Wᵀ, dY) on the CPU. On a
-    // device backend there are no transposed copies: the OUT_PROD nodes stay
+    // OUT_PROD(W, dYᵀ) over a frozen W  ->  MUL_MAT(Wᵀ, dY) on the CPU, over
+    // the transposed copy or, with ALIGN_BACKWARD_TILES, over Wᵀ made in
+    // tiles by nodes inserted before it (train_tiles.cpp). On a device
+    // backend there are no transposed copies: the OUT_PROD nodes stay
     // and the patched ggml-cuda dequantises W tile by tile
     // (native/patches/0001-*); device_rewrite_body checks that it runs them.
-    for (int i = *n_fwd; i < n && tr->is_cpu; i++) {
+    for (int i = *n_fwd; i < ggml_graph_n_nodes(g) && tr->is_cpu; i++) {
         ggml_tensor * node = ggml_graph_node(g, i);
         if (node->op != GGML_OP_OUT_PROD) continue;
+        const bool tiled = tr->tiled.count(node->src[0]) != 0;
         auto it = tr->transposed.find(node->src[0]);
-        if (it == tr->transposed.end()) continue;
+        if (!tiled && it == tr->transposed.end()) continue;
         ggml_tensor * tv = node->src[1];
         if (tv->op != GGML_OP_TRANSPOSE || tv->src[0] == nullptr) {
             return fail(ALIGN_ERR_INTERNAL, "unexpected backward of a frozen matmul (no transpose)");
         }
         ggml_tensor * dy = tv->src[0];  // (n_out, N)
+        if (tiled) {
+            ggml_tensor * w = node->src[0];  // (n_in, n_out)
+            if (dy->ne[0] != w->ne[1] || node->ne[0] != w->ne[0] || node->ne[1] != dy->ne[1] ||
+                dy->nb[0] != sizeof(float) || dy->type != GGML_TYPE_F32 || node->type != GGML_TYPE_F32) {
+                return fail(ALIGN_ERR_INTERNAL, "unexpected shapes in the backward of a frozen matmul");
+            }
+            std::vector<ggml_tensor *> made;
+            ggml_tensor * dx = tiled_input_grad(ctx, w, dy, &made);
+            // the node becomes the last op (consumers keep pointing at it);
+            // the tensors before it go into g just before it
+            if (made.empty() || made.back() != dx) return fail(ALIGN_ERR_INTERNAL, "tiled input gradient: no result");
+            made.pop_back();
+            node->op = dx->op;
+            std::memcpy(node->op_params, dx->op_params, sizeof(node->op_params));
+            for (int k = 0; k < GGML_MAX_SRC; k++) node->src[k] = dx->src[k];
+            if (!insert_nodes(g, i, made)) return fail(ALIGN_ERR_INTERNAL, "the training graph has no room for the tiles");
+            i += (int) made.size();
+            continue;
+        }
         ggml_tensor * wt = it->second;  // (n_out, n_in)
         if (dy->ne[0] != wt->ne[0] || node->ne[0] != wt->ne[1] || node->ne[1] != dy->ne[1] ||
             dy->nb[0] != sizeof(float) || dy->type != GGML_TYPE_F32) {
@@ -654,7 +706,8 @@ align_status build_head(align_trainer * tr, const graph_t & body, bool with_grad
     const int32_t C = head_chunk(tr, M);
     hg.chunk = C;
     const int32_t n_chunks = (M + C - 1) / C;
-    const size_t n_nodes = (size_t) n_chunks * (with_grad ? 64 : 32) + 64;
+    const size_t tiles = with_grad && tr->tiled.count(tr->output) ? (size_t) tiled_nodes(tr->output) : 0;  // ALIGN_BACKWARD_TILES
+    const size_t n_nodes = (size_t) n_chunks * ((with_grad ? 64 : 32) + tiles) + 64;
     ggml_init_params ip = {ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, false), nullptr, true};
     hg.ctx.reset(ggml_init(ip));
     if (!hg.ctx) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate the head graph context");

@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 struct llama_adapter_lora;
@@ -230,6 +231,9 @@ struct align_trainer {
     align::train::ctx_ptr tctx;
     align::train::buf_ptr tbuf;
     std::unordered_map<const ggml_tensor *, ggml_tensor *> transposed;  // W -> Wᵀ
+    // ALIGN_BACKWARD_TILES: the frozen matrices whose Wᵀ is made in tiles
+    // in each backward instead (tiled_input_grad)
+    std::unordered_set<const ggml_tensor *> tiled;
     align::train::ctx_ptr tctx_repack;    // the Q4_K ones in the CPU's repacked buffer
     align::train::buf_ptr tbuf_repack;
 
@@ -287,6 +291,13 @@ align_status  device_set_inputs(align_trainer * tr, graph_t & gt);
 // dx = W·dy through a frozen W (n_in, n_out), dy (n_out, N): MUL_MAT over
 // the cached Wᵀ on the CPU (nullptr without one), OUT_PROD on a device
 ggml_tensor * input_grad(align_trainer * tr, ggml_context * ctx, ggml_tensor * w, ggml_tensor * dy);
+// dx = W·dy over Wᵀ made in tiles of whole Q8_0 rows (train_tiles.cpp):
+// the tensors it creates, in creation order (a topological order), are
+// appended to *made when made is not null
+bool          tiles_supported(const ggml_tensor * w);
+ggml_tensor * tiled_input_grad(ggml_context * ctx, ggml_tensor * w, ggml_tensor * dy, std::vector<ggml_tensor *> * made);
+// nodes per tiled input gradient of w, at most (graph sizes)
+int64_t       tiled_nodes(const ggml_tensor * w);
 
 // optimiser (train_optim.cpp)
 align_status add_set(align_trainer * tr, const align_adapter_set_params & p, int32_t * id);

@@ -8,7 +8,8 @@
 // gradient (repacked Q4_K for Q4_K weights where the CPU has the kernel,
 // Q8_0 where rows allow, F16 otherwise, F32 with exact_backward;
 // DESIGN.md §4.3), made from the file's bytes since repacked buffers cannot
-// be read back. Hyper-parameters come from the GGUF header with the same
+// be read back; with ALIGN_BACKWARD_TILES none where the backward can make
+// Wᵀ in tiles from W itself (train_tiles.cpp). Hyper-parameters come from the GGUF header with the same
 // checks as before, so a model llama.cpp accepts but we cannot train (other
 // architectures, per-layer FFN sizes, unknown rope scaling) is refused by name.
 #include "train_internal.h"
@@ -291,7 +292,13 @@ align_status make_transposed(align_trainer * tr, gguf_context * g, const std::st
     ggml_backend_buffer_type_t repack = tr->is_cpu && bw != ALIGN_BACKWARD_Q8_0 ? cpu_repack_buft() : nullptr;
     int n_repack = 0;
     for (ggml_tensor * w : mats) {
-        if (tr->transposed.count(w)) continue;
+        if (tr->transposed.count(w) || tr->tiled.count(w)) continue;
+        // TILES: no copy where the tiles can read W's blocks (plain host
+        // memory; a repacked layout cannot be read back) and rows allow
+        if (bw == ALIGN_BACKWARD_TILES && !tr->params.exact_backward && tiles_supported(w)) {
+            tr->tiled.insert(w);
+            continue;
+        }
         const int64_t n_in = w->ne[0], n_out = w->ne[1];
         ggml_type tt;
         bool in_repack = false;
