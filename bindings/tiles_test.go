@@ -12,8 +12,8 @@ import (
 // gradients match resident Q8_0 copies' (the same quantised Wᵀ, up to the
 // quantiser's rounding and the order of the tiles' sums) and the exact F32
 // reference as closely as Q8_0 copies do; with many small tiles too. The
-// Q4_K fixture's vocabulary (3,113) is not whole Q8_0 rows, so its head
-// keeps a copy; TinyStories-656K (Q8_0, tied head, V = 2,048) has none.
+// LM head keeps its copy (its backward runs once per chunk of scored
+// tokens); the Q4_K fixture's and TinyStories-656K's bodies have none.
 func TestTiledInputGradient(t *testing.T) {
 	type model struct {
 		name string
@@ -82,15 +82,12 @@ func tiledGradient(t *testing.T, name, path string) {
 			}
 			if first == nil {
 				first = gt
-			} else if d := nmse(gt, first); !(d < 1e-9) || d == 0 {
+			} else if d := nmse(gt, first); !(d < 1e-6) || d == 0 {
 				// many tiles sum the same products in another order
-				t.Errorf("%s: small tiles against one tile a matrix: NMSE %.3g, want above 0 (other sums) and below 1e-9", md.name, d)
+				t.Errorf("%s: small tiles against one tile a matrix: NMSE %.3g, want above 0 (other sums) and below 1e-6", md.name, d)
 			}
 			if got, q := tl.Info().TransposedBytes, q8.Info().TransposedBytes; got >= q {
 				t.Errorf("%s: tiles keep %d bytes of copies, Q8_0 copies %d: the tiles were not used", md.name, got, q)
-			}
-			if md.name == "TinyStories-656K" && tl.Info().TransposedBytes != 0 {
-				t.Errorf("TinyStories-656K: %d bytes of copies with tiles, want none (the head too)", tl.Info().TransposedBytes)
 			}
 			tl.Close()
 		}

@@ -59,9 +59,13 @@ void make_wt_tile(ggml_tensor * dst, int ith, int nth, void *) {
     if (c0 >= c1) return;
     const ggml_to_float_t to_float = ggml_get_type_traits(w->type)->to_float;
     const ggml_from_float_t to_q8 = ggml_get_type_traits_cpu(GGML_TYPE_Q8_0)->from_float;
+    // t holds the chunk's columns as rows of J; the row stride is padded by
+    // a cache line so the scatter's width rows do not share cache sets
+    // (with J a power of two they would, and every write would miss)
+    const int64_t ld = J + 16;
     thread_local std::vector<float> seg, t;
     seg.resize((size_t) width);
-    t.resize((size_t) (width * J));
+    t.resize((size_t) (width * ld));
     const uint8_t * src = static_cast<const uint8_t *>(w->data);
     uint8_t * out = static_cast<uint8_t *>(dst->data);
     for (int64_t c = c0; c < c1; c++) {
@@ -75,10 +79,10 @@ void make_wt_tile(ggml_tensor * dst, int ith, int nth, void *) {
             } else {
                 to_float(row, seg.data(), width);
             }
-            for (int64_t i = 0; i < width; i++) t[(size_t) (i * J + j)] = x[i];
+            for (int64_t i = 0; i < width; i++) t[(size_t) (i * ld + j)] = x[i];
         }
         for (int64_t i = 0; i < width; i++) {
-            to_q8(t.data() + (size_t) (i * J), out + (size_t) (i0 + i) * dst->nb[1], J);
+            to_q8(t.data() + (size_t) (i * ld), out + (size_t) (i0 + i) * dst->nb[1], J);
         }
     }
 }

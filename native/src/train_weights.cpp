@@ -294,8 +294,10 @@ align_status make_transposed(align_trainer * tr, gguf_context * g, const std::st
     for (ggml_tensor * w : mats) {
         if (tr->transposed.count(w) || tr->tiled.count(w)) continue;
         // TILES: no copy where the tiles can read W's blocks (plain host
-        // memory; a repacked layout cannot be read back) and rows allow
-        if (bw == ALIGN_BACKWARD_TILES && !tr->params.exact_backward && tiles_supported(w)) {
+        // memory; a repacked layout cannot be read back) and rows allow.
+        // The head keeps its copy: its backward runs once per chunk of
+        // scored tokens, and would re-make every tile each time.
+        if (bw == ALIGN_BACKWARD_TILES && !tr->params.exact_backward && w != tr->output && tiles_supported(w)) {
             tr->tiled.insert(w);
             continue;
         }
