@@ -2,7 +2,8 @@
 # Real vocabularies and shapes on the CPU (issue 20), one process per run so
 # peak RSS compares:
 #   shape  a llama3-1b-shaped Q4_K fixture with the Llama 3 vocabulary (all
-#          16 layers; LAYERS=N for fewer): align bench train (SFT, DPO):
+#          16 layers; LAYERS=N for fewer): align bench train (SFT, DPO; with
+#          --backward-weights auto and tiles, or BACKWARD="..."):
 #          training tok/s / prompt processing with logits at every position,
 #          peak RSS of the step; align sample on a SEQ-token prompt: llama.cpp's
 #          last-token prefill and the peak RSS of sampling
@@ -26,17 +27,22 @@ if [ "$what" = shape ] || [ "$what" = all ]; then
   # --size 1b: Llama 3.2 1B's widths with an untied head
   m=$MODELS/llama3-1b${LAYERS:+-$LAYERS}-q4_k.gguf
   [ -f "$m" ] || $ALIGN model init --out "$m" --tokenizer "$tok/llama3_1/package/models" --size 1b ${LAYERS:+--layers $LAYERS} --type q4_k --seed 1
+  # BACKWARD: the --backward-weights values to run (auto: resident
+  # transposed copies; tiles: none, made in tiles each backward)
+  for bw in ${BACKWARD:-auto tiles}; do
   for method in sft dpo; do
     # the trainer loads its base for training (on AMX CPUs in plain host
-    # memory, as the LogProbs baseline it is compared with; elsewhere repacked)
-    $ALIGN bench train --model "$m" --method $method --seq "$SEQ" --steps "$STEPS" --threads "$THREADS" --json >/tmp/align-bench-$method.json
-    python3 - /tmp/align-bench-$method.json <<'PY'
+    # memory, as the LogProbs baseline it is compared with; elsewhere
+    # repacked, except with tiles)
+    $ALIGN bench train --model "$m" --method $method --seq "$SEQ" --steps "$STEPS" --threads "$THREADS" --backward-weights "$bw" --json >/tmp/align-bench-$method.json
+    python3 - /tmp/align-bench-$method.json "$bw" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"{r['method']:4s} seq {r['seq']}: {r['step_ms']:9.0f} ms/step {r['tokens_per_s']:6.1f} tok/s | LogProbs pp (logits at every position) "
+print(f"{r['method']:4s} {sys.argv[2]:5s} seq {r['seq']}: {r['step_ms']:9.0f} ms/step {r['tokens_per_s']:6.1f} tok/s | LogProbs pp (logits at every position) "
       f"{r['llama_pp_tokens_per_s']:6.1f} tok/s, train/pp {r['train_over_pp']:.2f} | peak RSS {r['peak_rss_mb']:6.0f} MiB "
       f"(transposed copies {r['transposed_bytes']/2**20:.0f} MiB, body {r['body_compute_mb']:.0f} MiB, head {r['head_compute_mb']:.0f} MiB)")
 PY
+  done
   done
   prompt=$(python3 -c "print(' '.join(['manga'] * $SEQ))")
   for extra in 0 1; do
