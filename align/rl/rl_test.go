@@ -235,7 +235,7 @@ func TestRolloutsReproducible(t *testing.T) {
 			}
 			enc[i] = Prompt{ID: p.ID, Tokens: toks}
 		}
-		w := &worker{tr: tr, model: m, live: live, valueSet: -1, threads: 2, chunk: 8}
+		w := &worker{policy: tr.Set(0), gen: nativeGen{model: m, live: live, threads: 2}, chunk: 8}
 		seqs, err := w.generate(context.Background(), enc, []int{0, 0, 0, 1, 2, 2}, sampler(&cfg, seed))
 		if err != nil {
 			t.Fatal(err)

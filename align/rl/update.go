@@ -161,7 +161,7 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 				part = append(part, seqs[i])
 			}
 			norm := stepNorm(cfg, part)
-			policy := e.tr.Set(0)
+			policy := e.policy
 			gn, err := run.Optimiser{WeightDecay: cfg.WeightDecay, MaxGradNorm: cfg.MaxGradNorm}.Step(policy, lr, func() error {
 				for i := 0; i < len(part); i += e.chunk {
 					ch := part[i:min(len(part), i+e.chunk)]
@@ -184,8 +184,8 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 				return st, err
 			}
 			st.gradNorm += gn
-			if e.valueSet >= 0 {
-				value := e.tr.Set(e.valueSet)
+			if e.value != nil {
+				value := e.value
 				vnorm := float64(max(1, tokensOf(part)))
 				vg, err := run.Optimiser{MaxGradNorm: cfg.MaxGradNorm}.Step(value, cfg.valueLR(), func() error {
 					for i := 0; i < len(part); i += e.chunk {
