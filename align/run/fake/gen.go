@@ -68,10 +68,15 @@ var Alphabet = func() []int32 {
 // shows in the samples.
 const SampleGain = 20
 
+// EOSBias is added to EOS's logit: about one token in six ends a
+// completion at the start, so completions differ in length (as a judge
+// preferring the longer needs).
+var EOSBias = math.Log(6)
+
 // Generate samples one completion per prompt from policy p, as
 // bindings.GenerateBatch does from the live adapters: each token is drawn
-// from Alphabet with logits SampleGain·θ[token]/temperature, independent of
-// the prompt; sequence i draws from a generator seeded sp.Seed+i, so the
+// from Alphabet with logits (SampleGain·θ[token] + EOSBias for EOS) /
+// temperature, independent of the prompt; sequence i draws from a generator seeded sp.Seed+i, so the
 // same seed samples the same completions; a completion ends after EOS
 // (kept) or sp.MaxTokens tokens. Top-p, top-k and min-p are not modelled.
 func Generate(ctx context.Context, p *Set, prompts [][]int32, sp bindings.SamplerParams) ([][]int32, error) {
@@ -92,7 +97,11 @@ func Generate(ctx context.Context, p *Set, prompts [][]int32, sp bindings.Sample
 	var total float64
 	hi := math.Inf(-1)
 	for i, c := range Alphabet {
-		w[i] = SampleGain * p.Theta(int(c)) / temp
+		w[i] = SampleGain * p.Theta(int(c))
+		if c == EOS {
+			w[i] += EOSBias
+		}
+		w[i] /= temp
 		hi = math.Max(hi, w[i])
 	}
 	for i := range w {
