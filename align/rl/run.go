@@ -196,11 +196,14 @@ func runWith(ctx context.Context, cfg Config, open opener) (res Result, err erro
 	if cfg.EvalPrompts == "" && cfg.EvalSplit > 0 && len(evalP) == 0 {
 		cfg.Progress.Note("--eval-split %g of %s held out none of its %d prompts: no held-out evaluation", cfg.EvalSplit, cfg.Prompts, len(trainP))
 	}
-	w, err := newWorker(cfg, h)
-	if err != nil {
+	s := &stepper{cfg: cfg, klCoef: cfg.KLCoef}
+	if newObj := rolloutObjectives[cfg.Method]; newObj != nil {
+		s.obj = newObj(&s.cfg, &s.klCoef)
+	}
+	if s.w, err = newWorker(cfg, h, s.obj != nil && s.obj.valueHead()); err != nil {
 		return res, err
 	}
-	s := &stepper{cfg: cfg, w: w, klCoef: cfg.KLCoef}
+	w := s.w
 	pm, err := h.PromptModel()
 	if err != nil {
 		return res, err
@@ -318,14 +321,15 @@ func paidFor(out string) bool {
 }
 
 // newWorker sets up the policy (from --init-adapter or --ref-adapter),
-// the reference (the base, or base + --ref-adapter) and PPO's value set.
-func newWorker(cfg Config, h host) (*worker, error) {
+// the reference (the base, or base + --ref-adapter) and, with value, a
+// value set (PPO's).
+func newWorker(cfg Config, h host, value bool) (*worker, error) {
 	w := &worker{policy: h.Policy(), base: h.Base(), chunk: max(1, min(cfg.BatchPrompts*cfg.Group, 16))}
 	var err error
 	if w.ref, w.refScale, err = h.Stages(&cfg.Common); err != nil {
 		return nil, err
 	}
-	if cfg.Method == PPO {
+	if value {
 		if w.value, err = h.AddValue(cfg.Seed + 1); err != nil {
 			return nil, err
 		}
@@ -394,9 +398,10 @@ func encode(cfg Config, pm prompt.Model, trainP, evalP []promptRecord) (tp, ep [
 }
 
 // stepper is a PPO or GRPO run as the harness steps it: one rollout and
-// its update per step.
+// its update per step, obj's loss.
 type stepper struct {
 	cfg         Config
+	obj         rolloutObjective // nil: online DPO (onlineStepper)
 	w           *worker
 	scorer      reward.Scorer
 	train, eval []Prompt
@@ -478,10 +483,7 @@ func (s *stepper) Step(ctx context.Context, cur run.Cursor, lr float64) (run.Row
 		return run.Row{}, err
 	}
 	tScore := time.Since(t0)
-	// GRPO with one pass of one minibatch takes the sampling policy's
-	// log-probs from the update's own first forward (no extra pass)
-	reuseOld := cfg.Method == GRPO && cfg.PPOEpochs == 1 && cfg.MiniBatches == 1
-	ps, err := w.logprobs(seqs, !reuseOld, cfg.needsRef())
+	ps, err := w.logprobs(seqs, !s.obj.oldFromUpdate(), s.obj.needsReference())
 	if err != nil {
 		return run.Row{}, err
 	}
@@ -495,21 +497,14 @@ func (s *stepper) Step(ctx context.Context, cur run.Cursor, lr float64) (run.Row
 	mean, std := MeanStd(scores, true)
 	row["reward"], row["reward_std"] = mean, std
 	row["completions/mean_length"] = lengths / float64(len(seqs))
-	klSeq := 0.0
-	if cfg.needsRef() && !reuseOld {
-		for _, q := range seqs {
-			klSeq += seqKL(q)
-		}
-		klSeq /= float64(len(seqs))
-	}
-	trainSeqs, zeroStd := advantages(cfg, seqs, s.klCoef)
+	trainSeqs := s.obj.advantages(seqs, row)
 	t0 = time.Now()
-	ls, err := w.update(cfg, trainSeqs, cur.Step, lr, reuseOld)
+	ls, err := w.update(cfg, s.obj, trainSeqs, cur.Step, lr)
 	if err != nil {
 		return run.Row{}, err
 	}
 	tUpd := time.Since(t0)
-	ls.metrics(row, cfg.Method)
+	ls.metrics(row)
 	// entropy: −mean log π(a_t) of the sampled tokens, an estimate of the
 	// policy's per-token entropy (exact in expectation when sampling at
 	// temperature 1 without truncation)
@@ -524,26 +519,7 @@ func (s *stepper) Step(ctx context.Context, cur run.Cursor, lr float64) (run.Row
 	if nt > 0 {
 		row["entropy"] = ent / float64(nt)
 	}
-	switch cfg.Method {
-	case PPO:
-		row["kl"] = klSeq
-		row["kl_coef"] = s.klCoef
-		row["score_mean"] = mean
-		c := KLController{Coef: s.klCoef, Target: cfg.KLTarget, Horizon: cfg.KLHorizon}
-		c.Update(klSeq, len(seqs))
-		s.klCoef = c.Coef
-	case GRPO:
-		row["frac_reward_zero_std"] = float64(zeroStd) / float64(len(idx))
-		if cfg.needsRef() {
-			var sub []*Seq
-			for _, q := range seqs {
-				if len(q.Old) > 0 {
-					sub = append(sub, q)
-				}
-			}
-			row["kl"] = tokenK3(sub)
-		}
-	}
+	s.obj.after(seqs, row)
 	row["time/rollout_s"] = tRoll.Seconds()
 	row["time/score_s"] = tScore.Seconds()
 	row["time/old_logps_s"] = ps.old.Seconds()
