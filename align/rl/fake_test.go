@@ -17,7 +17,6 @@ import (
 	"testing"
 
 	"github.com/align-dev/align/align/cost"
-
 	"github.com/align-dev/align/align/prompt"
 	"github.com/align-dev/align/align/reward"
 	"github.com/align-dev/align/align/run"
