@@ -30,16 +30,15 @@ func TestBackwardMatchesFiniteDifferences(t *testing.T) {
 	if err := f.Backward(cot, headCot); err != nil {
 		t.Fatal(err)
 	}
+	dot := func(x, y []float32) (d float64) {
+		for i := range x {
+			d += float64(x[i]) * float64(y[i])
+		}
+		return d
+	}
 	loss := func() float64 {
 		o := f.forward(b, 1)
-		var l float64
-		for i, v := range o.Logps {
-			l += float64(cot[i]) * float64(v)
-		}
-		for i, v := range o.Heads {
-			l += float64(headCot[i]) * float64(v)
-		}
-		return l
+		return dot(cot, o.Logps) + dot(headCot, o.Heads)
 	}
 	for j := range f.theta {
 		th := f.theta[j]
