@@ -22,10 +22,10 @@ func (failing) Close() error    { return nil }
 // deferred cleanup saw a shadowed nil error and kept config.json and
 // metrics.jsonl in a folder no new run could use without --force.
 func TestFailedRunLeavesNoDir(t *testing.T) {
-	cfg := toyConfig(t, GRPO)
+	cfg := fakeConfig(t, GRPO)
 	cfg.EvalPrompts, cfg.EvalSplit = "", 0
 	cfg.Scorer = failing{}
-	if _, err := Run(context.Background(), cfg); err == nil {
+	if _, err := runFake(context.Background(), cfg); err == nil {
 		t.Fatal("a failing reward did not fail the run")
 	}
 	if _, err := os.Stat(cfg.Out); !os.IsNotExist(err) {

@@ -307,3 +307,13 @@ func TestGradValueLoss(t *testing.T) {
 	}
 	fdCheck(t, tr, set.ID(), params, g.Grads, loss, 1e-2)
 }
+
+// policyCot and stepNorm are the loss and divisor of cfg's rollout
+// objective, as update runs them.
+func policyCot(cfg *Config, part []*Seq, logps []float32, norm float64, st *lossStats) []float32 {
+	return rolloutObjectives[cfg.Method](cfg, &cfg.KLCoef).loss(part, logps, norm, st)
+}
+
+func stepNorm(cfg *Config, part []*Seq) float64 {
+	return rolloutObjectives[cfg.Method](cfg, &cfg.KLCoef).norm(part)
+}

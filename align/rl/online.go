@@ -40,7 +40,6 @@ import (
 	"github.com/align-dev/align/align/pipeline"
 	"github.com/align-dev/align/align/reward"
 	"github.com/align-dev/align/align/run"
-	"github.com/align-dev/align/bindings"
 )
 
 // Files of an online DPO run besides the harness's.
@@ -274,8 +273,8 @@ type onlineStepper struct {
 	cfg      Config
 	meter    *reward.SpendMeter
 	judge    *pipeline.Backend // --judge
-	refCopy  int               // the reference set the rounds refresh
-	stageRef int               // --ref-adapter's set: round 1's reference; -1 none
+	refCopy  run.Trainer       // the reference set the rounds refresh
+	stageRef run.Trainer       // --ref-adapter's set: round 1's reference; nil none
 	log      *judgedLog
 	pairsApp *jsonl.Appender
 	pairIDs  map[string]bool
@@ -287,23 +286,17 @@ type onlineStepper struct {
 
 // newOnline sets up online DPO on s: the reference set (a copy of the
 // initial policy) and the judge.
-func newOnline(ctx context.Context, s *stepper, meter *reward.SpendMeter) (*onlineStepper, error) {
-	o := &onlineStepper{s: s, cfg: s.cfg, meter: meter, stageRef: -1}
-	tr := s.w.tr
-	si, err := tr.Set(0).Info()
-	if err != nil {
+func newOnline(ctx context.Context, h host, s *stepper, meter *reward.SpendMeter) (*onlineStepper, error) {
+	o := &onlineStepper{s: s, cfg: s.cfg, meter: meter}
+	var err error
+	if o.refCopy, err = h.AddCopy("reference", o.cfg.Seed); err != nil {
 		return nil, err
 	}
-	ref, err := tr.AddSet(bindings.SetOptions{Name: "reference", Rank: si.Rank, Alpha: si.Alpha, Targets: si.Targets, Seed: o.cfg.Seed})
-	if err != nil {
-		return nil, err
-	}
-	o.refCopy = ref.ID()
 	if err := o.copyPolicy(); err != nil {
 		return nil, err
 	}
 	if o.cfg.RefAdapter != "" && o.cfg.InitAdapter != "" {
-		o.stageRef = s.w.refSet
+		o.stageRef = s.w.ref
 	}
 	if o.cfg.Judge != "" {
 		b, err := pipeline.Open(ctx, o.cfg.Judge, pipeline.OpenOptions{Meter: meter})
@@ -382,19 +375,19 @@ func (o *onlineStepper) result(res *Result) {
 
 // copyPolicy makes the reference set the policy's current adapters.
 func (o *onlineStepper) copyPolicy() error {
-	st, err := o.s.w.tr.Set(0).GetState()
+	st, err := o.s.w.policy.GetState()
 	if err != nil {
 		return err
 	}
-	return o.s.w.tr.Set(o.refCopy).SetState(st.Params, nil, nil, 0)
+	return o.refCopy.SetState(st.Params, nil, nil, 0)
 }
 
 // round is the round of step (0-based).
 func (o *onlineStepper) round(step int) int { return step / max(1, o.cfg.RoundSteps) }
 
 // refSet is the reference of step.
-func (o *onlineStepper) refSet(step int) int {
-	if o.round(step) == 0 && o.stageRef >= 0 {
+func (o *onlineStepper) refSet(step int) run.Trainer {
+	if o.round(step) == 0 && o.stageRef != nil {
 		return o.stageRef
 	}
 	return o.refCopy
@@ -406,7 +399,7 @@ func (o *onlineStepper) Score(em map[string]float64) float64 { return em["reward
 
 // Sets are the policy and the reference (its state moves with the rounds).
 func (o *onlineStepper) Sets() []run.Set {
-	return []run.Set{o.s.w.tr.Set(0), o.s.w.tr.Set(o.refCopy)}
+	return []run.Set{o.s.w.policy, o.refCopy}
 }
 
 func (o *onlineStepper) Line(row map[string]float64) string {
@@ -890,7 +883,7 @@ func (o *onlineStepper) Step(ctx context.Context, cur run.Cursor, lr float64) (r
 // update is one DPO step on ps against the reference set ref: the mean
 // over the pairs of −log σ(β·((π_w − ρ_w) − (π_l − ρ_l))) with summed
 // response log-probs. Its metrics are those of the forward before the step.
-func (o *onlineStepper) update(seqs []*Seq, ps []onlinePair, lr float64, ref int) (objective.Metrics, float64, int64, error) {
+func (o *onlineStepper) update(seqs []*Seq, ps []onlinePair, lr float64, ref run.Trainer) (objective.Metrics, float64, int64, error) {
 	w := o.s.w
 	per := max(1, w.chunk/2) // pairs per forward: chosen and rejected together
 	chunk := func(c int) []*Seq {
@@ -904,7 +897,7 @@ func (o *onlineStepper) update(seqs []*Seq, ps []onlinePair, lr float64, ref int
 	var tokens int64
 	for c := 0; c < len(ps); c += per {
 		b := batch(chunk(c), false)
-		out, err := w.tr.Set(ref).Forward(b, 1)
+		out, err := ref.Forward(b, 1)
 		if err != nil {
 			return objective.Metrics{}, 0, 0, err
 		}
@@ -916,7 +909,7 @@ func (o *onlineStepper) update(seqs []*Seq, ps []onlinePair, lr float64, ref int
 	}
 	var m objective.Metrics
 	n := float64(len(ps))
-	policy := w.tr.Set(0)
+	policy := w.policy
 	gn, err := run.Optimiser{WeightDecay: o.cfg.WeightDecay, MaxGradNorm: o.cfg.MaxGradNorm}.Step(policy, lr, func() error {
 		for c := 0; c < len(ps); c += per {
 			part := chunk(c)
@@ -988,7 +981,7 @@ func (o *onlineStepper) Evaluate(ctx context.Context, done func(n, total int)) (
 		return nil, err
 	}
 	ev := *o.s.w
-	ev.valueSet, ev.refSet = -1, -1 // KL to the base
+	ev.value, ev.ref, ev.refScale = nil, ev.base, 0 // KL to the base
 	return heldOutRow(ev, seqs)
 }
 

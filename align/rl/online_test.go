@@ -108,8 +108,15 @@ func (j *lengthJudge) twice() []string {
 
 // onlineConfig is a small online DPO run on the tiny fixture judged by j.
 func onlineConfig(t testing.TB, j *lengthJudge) Config {
+	return onlineOn(t, j, fixture(t, "q8_0"))
+}
+
+// onlineFake is onlineConfig for the fake (runFake).
+func onlineFake(t testing.TB, j *lengthJudge) Config { return onlineOn(t, j, fakeModel(t)) }
+
+func onlineOn(t testing.TB, j *lengthJudge, model string) Config {
 	cfg := Defaults(OnlineDPO)
-	cfg.Model = fixture(t, "q8_0")
+	cfg.Model = model
 	cfg.Prompts = toyPrompts
 	cfg.EvalSplit = 0 // no held-out evaluation: every judge call is a comparison
 	cfg.Out = filepath.Join(t.TempDir(), "run")
@@ -234,8 +241,8 @@ func TestOnlineDPOResumeJudgesOnce(t *testing.T) {
 // the judge again for what it already paid.
 func TestOnlineDPOBudget(t *testing.T) {
 	ja := newLengthJudge(t)
-	a := onlineConfig(t, ja)
-	if _, err := Run(context.Background(), a); err != nil {
+	a := onlineFake(t, ja)
+	if _, err := runFake(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
 	prices := filepath.Join(t.TempDir(), "prices.json")
@@ -243,11 +250,11 @@ func TestOnlineDPOBudget(t *testing.T) {
 	// verdict's 1,024-token ceiling) and each spends $0.005
 	os.WriteFile(prices, []byte(`{"models":{"fake":{"input_per_1k":0,"output_per_1k":1}}}`), 0o644)
 	jb := newLengthJudge(t)
-	b := onlineConfig(t, jb)
+	b := onlineFake(t, jb)
 	b.Prices = prices
 	capUSD := 1.07 // about 10 calls
 	b.MaxUSD = &capUSD
-	_, err := Run(context.Background(), b)
+	_, err := runFake(context.Background(), b)
 	if !cost.IsBudget(err) {
 		t.Fatalf("capped run: %v, want a budget error", err)
 	}
@@ -261,7 +268,7 @@ func TestOnlineDPOBudget(t *testing.T) {
 	}
 	more := 100.0
 	r := Config{Common: run.Common{Out: b.Out, Resume: true, Threads: 2}, MaxUSD: &more}
-	if _, err := Run(context.Background(), r); err != nil {
+	if _, err := runFake(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("capped at $%.2f after %d calls; resumed, %d in all (uninterrupted %d)", capUSD, first, jb.count(), ja.count())
@@ -310,7 +317,7 @@ func TestOnlineDPOKillResume(t *testing.T) {
 	defer func(n int) { onlineJudgeWorkers = n }(onlineJudgeWorkers)
 	onlineJudgeWorkers = 1
 	ja := newLengthJudge(t)
-	a := onlineConfig(t, ja)
+	a := onlineFake(t, ja)
 	killed := filepath.Join(t.TempDir(), "killed")
 	var atKill int
 	a.OnJudged = func(n int) {
@@ -319,7 +326,7 @@ func TestOnlineDPOKillResume(t *testing.T) {
 			atKill = ja.count()
 		}
 	}
-	if _, err := Run(context.Background(), a); err != nil {
+	if _, err := runFake(context.Background(), a); err != nil {
 		t.Fatal(err)
 	}
 	jb := newLengthJudge(t)
@@ -327,7 +334,7 @@ func TestOnlineDPOKillResume(t *testing.T) {
 	cfgPath := filepath.Join(killed, "config.json")
 	b, _ := os.ReadFile(cfgPath)
 	os.WriteFile(cfgPath, bytes.ReplaceAll(b, []byte(ja.url), []byte(jb.url)), 0o644)
-	res, err := Run(context.Background(), Config{Common: run.Common{Out: killed, Resume: true, Threads: 2}})
+	res, err := runFake(context.Background(), Config{Common: run.Common{Out: killed, Resume: true, Threads: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,14 +415,14 @@ func TestOnlineDPOStoriesRounds(t *testing.T) {
 // scores only the samples not yet scored.
 func TestOnlineDPORewardResume(t *testing.T) {
 	ja := newLengthJudge(t)
-	a := onlineConfig(t, ja)
+	a := onlineFake(t, ja)
 	a.Judge, a.Reward = "", "openai:"+ja.url+"/v1#fake"
-	resA, err := Run(context.Background(), a)
+	resA, err := runFake(context.Background(), a)
 	if err != nil {
 		t.Fatal(err)
 	}
 	jb := newLengthJudge(t)
-	b := onlineConfig(t, jb)
+	b := onlineFake(t, jb)
 	b.Judge, b.Reward = "", "openai:"+jb.url+"/v1#fake"
 	ctx, cancel := context.WithCancel(context.Background())
 	b.OnJudged = func(n int) {
@@ -423,11 +430,11 @@ func TestOnlineDPORewardResume(t *testing.T) {
 			cancel()
 		}
 	}
-	if _, err := Run(ctx, b); !errors.Is(err, ErrInterrupted) {
+	if _, err := runFake(ctx, b); !errors.Is(err, ErrInterrupted) {
 		t.Fatalf("interrupted run: %v", err)
 	}
 	first := jb.count()
-	if _, err := Run(context.Background(), Config{Common: run.Common{Out: b.Out, Resume: true, Threads: 2}}); err != nil {
+	if _, err := runFake(context.Background(), Config{Common: run.Common{Out: b.Out, Resume: true, Threads: 2}}); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("uninterrupted: %d reward calls, %d pairs; interrupted after %d, resumed with %d", ja.count(), resA.Pairs, first, jb.count()-first)
@@ -451,7 +458,7 @@ func TestOnlineDPOJudgeFailsFirstStep(t *testing.T) {
 	defer func(n int) { onlineJudgeWorkers = n }(onlineJudgeWorkers)
 	onlineJudgeWorkers = 1
 	j := newLengthJudge(t)
-	cfg := onlineConfig(t, j)
+	cfg := onlineFake(t, j)
 	cfg.OnJudged = func(n int) {
 		if n == 5 {
 			j.mu.Lock()
@@ -459,7 +466,7 @@ func TestOnlineDPOJudgeFailsFirstStep(t *testing.T) {
 			j.mu.Unlock()
 		}
 	}
-	_, err := Run(context.Background(), cfg)
+	_, err := runFake(context.Background(), cfg)
 	if err == nil || errors.Is(err, ErrInterrupted) || !strings.Contains(err.Error(), "judge") {
 		t.Fatalf("run with a failing judge: %v", err)
 	}
@@ -469,7 +476,7 @@ func TestOnlineDPOJudgeFailsFirstStep(t *testing.T) {
 	j.mu.Lock()
 	j.down = false
 	j.mu.Unlock()
-	if _, err := Run(context.Background(), Config{Common: run.Common{Out: cfg.Out, Resume: true, Threads: 2}}); err != nil {
+	if _, err := runFake(context.Background(), Config{Common: run.Common{Out: cfg.Out, Resume: true, Threads: 2}}); err != nil {
 		t.Fatal(err)
 	}
 	if j.count() != 32 {
@@ -488,12 +495,12 @@ func TestOnlineDPOBestVsWorst(t *testing.T) {
 	for _, mode := range []string{"judge", "reward"} {
 		t.Run(mode, func(t *testing.T) {
 			j := newLengthJudge(t)
-			cfg := onlineConfig(t, j)
+			cfg := onlineFake(t, j)
 			cfg.Samples, cfg.MaxSteps = 4, 1
 			if mode == "reward" {
 				cfg.Judge, cfg.Reward = "", "openai:"+j.url+"/v1#fake"
 			}
-			res, err := Run(context.Background(), cfg)
+			res, err := runFake(context.Background(), cfg)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -74,9 +74,12 @@ const (
 
 // toyConfig is a small run of method on the tiny fixture with the phrase
 // reward.
-func toyConfig(t testing.TB, method string) Config {
+func toyConfig(t testing.TB, method string) Config { return toyOn(t, method, fixture(t, "q8_0")) }
+
+// toyOn is toyConfig on model.
+func toyOn(t testing.TB, method, model string) Config {
 	cfg := Defaults(method)
-	cfg.Model = fixture(t, "q8_0")
+	cfg.Model = model
 	cfg.Prompts, cfg.EvalPrompts = toyPrompts, toyEval
 	cfg.Out = filepath.Join(t.TempDir(), "run")
 	cfg.Scorer = &phrase{p: "z"}
@@ -193,8 +196,11 @@ func learn(t *testing.T, cfg Config) (before, after, kl float64) {
 }
 
 // smallConfig is a quick run for the bookkeeping tests.
-func smallConfig(t testing.TB, method string) Config {
-	cfg := toyConfig(t, method)
+func smallConfig(t testing.TB, method string) Config { return small(toyConfig(t, method)) }
+
+// small makes cfg a quick run for the bookkeeping tests.
+func small(cfg Config) Config {
+	method := cfg.Method
 	cfg.BatchPrompts, cfg.MaxNewTokens, cfg.EvalSamples = 4, 8, 1
 	if method == GRPO {
 		cfg.Group = 4
@@ -235,7 +241,7 @@ func TestRolloutsReproducible(t *testing.T) {
 			}
 			enc[i] = Prompt{ID: p.ID, Tokens: toks}
 		}
-		w := &worker{tr: tr, model: m, live: live, valueSet: -1, threads: 2, chunk: 8}
+		w := &worker{policy: tr.Set(0), gen: nativeGen{model: m, live: live, threads: 2}, chunk: 8}
 		seqs, err := w.generate(context.Background(), enc, []int{0, 0, 0, 1, 2, 2}, sampler(&cfg, seed))
 		if err != nil {
 			t.Fatal(err)

@@ -27,16 +27,16 @@ type Seq struct {
 	Adv, Ret []float64 // advantages and returns (PPO: per token; GRPO: Adv only, one value)
 }
 
-// worker is what rollouts and updates run on: one trainer over one
-// resident base, its live policy adapter and the value set.
+// worker is what rollouts and updates run on: the policy, its reference
+// and PPO's value set over one resident base, and sampling from the live
+// policy.
 type worker struct {
-	tr       *bindings.Trainer
-	model    *bindings.Model
-	live     *bindings.LoRA
-	valueSet int // -1: none (GRPO)
-	refSet   int // the reference adapter (--ref-adapter); -1: the base
-	threads  int
-	eos      int32
+	policy   run.Trainer
+	ref      run.Trainer // the reference (--ref-adapter's set, or the base)
+	refScale float32     // its forward's adapter scale (0: the base)
+	base     run.Trainer // the frozen base (forward at scale 0)
+	value    headSet     // nil: none (GRPO)
+	gen      generator
 	chunk    int // sequences per forward pass
 }
 
@@ -54,23 +54,26 @@ func (e *worker) generate(ctx context.Context, ps []Prompt, idx []int, sp bindin
 	for i, k := range idx {
 		toks[i] = ps[k].Tokens
 	}
-	br, err := bindings.GenerateBatch(ctx, e.model, []bindings.LoRAScale{{LoRA: e.live, Scale: 1}}, toks, sp, e.threads)
+	gen, err := e.gen.Generate(ctx, toks, sp)
 	if err != nil {
 		return nil, err
 	}
+	if len(gen) != len(idx) {
+		return nil, fmt.Errorf("rl: %d completions for %d prompts", len(gen), len(idx))
+	}
 	out := make([]*Seq, len(idx))
 	for i, k := range idx {
-		resp := br.Tokens[i]
+		resp := gen[i]
 		if len(resp) == 0 {
-			resp = []int32{e.eos}
+			resp = []int32{e.gen.EOS()}
 		}
 		body := resp
-		if n := len(body); n > 0 && e.model.IsEOG(body[n-1]) {
+		if n := len(body); n > 0 && e.gen.IsEOG(body[n-1]) {
 			body = body[:n-1]
 		}
 		text := ""
 		if len(body) > 0 {
-			if text, err = e.model.Detokenize(body, false); err != nil {
+			if text, err = e.gen.Detokenize(body); err != nil {
 				return nil, err
 			}
 			text = engine.WholeCharacters(text) // cut at max_tokens inside a character
@@ -147,7 +150,7 @@ func (e *worker) logprobs(seqs []*Seq, old, ref bool) (passes, error) {
 		b := batch(part, false)
 		if old {
 			t0 := time.Now()
-			out, err := e.tr.Set(0).Forward(b, 1)
+			out, err := e.policy.Forward(b, 1)
 			if err != nil {
 				return p, err
 			}
@@ -158,7 +161,7 @@ func (e *worker) logprobs(seqs []*Seq, old, ref bool) (passes, error) {
 		}
 		if ref {
 			t0 := time.Now()
-			out, err := e.tr.Set(e.refSet).Forward(b, refScale(e.refSet))
+			out, err := e.ref.Forward(b, e.refScale)
 			if err != nil {
 				return p, err
 			}
@@ -167,10 +170,10 @@ func (e *worker) logprobs(seqs []*Seq, old, ref bool) (passes, error) {
 			}
 			p.ref += time.Since(t0)
 		}
-		if e.valueSet >= 0 {
+		if e.value != nil {
 			t0 := time.Now()
 			bv := batch(part, true)
-			out, err := e.tr.Set(e.valueSet).Forward(bv, 1)
+			out, err := e.value.Forward(bv, 1)
 			if err != nil {
 				return p, err
 			}
@@ -181,13 +184,4 @@ func (e *worker) logprobs(seqs []*Seq, old, ref bool) (passes, error) {
 		}
 	}
 	return p, nil
-}
-
-// refScale is the adapter scale of the reference forward: 1 for a
-// reference adapter set, 0 (none) for the base.
-func refScale(set int) float32 {
-	if set >= 0 {
-		return 1
-	}
-	return 0
 }

@@ -10,12 +10,10 @@ import (
 	"time"
 
 	"github.com/align-dev/align/align/cost"
-	"github.com/align-dev/align/align/engine"
 	"github.com/align-dev/align/align/pipeline"
 	"github.com/align-dev/align/align/prompt"
 	"github.com/align-dev/align/align/reward"
 	"github.com/align-dev/align/align/run"
-	"github.com/align-dev/align/bindings"
 )
 
 // ErrInterrupted is returned (wrapped) when the context ended and a
@@ -141,6 +139,10 @@ func absReward(spec string) (string, error) {
 // and returns an error wrapping ErrInterrupted. Bad settings are returned
 // as *run.ConfigError before anything is read or written.
 func Run(ctx context.Context, cfg Config) (res Result, err error) {
+	return runWith(ctx, cfg, openNative)
+}
+
+func runWith(ctx context.Context, cfg Config, open opener) (res Result, err error) {
 	start := time.Now()
 	if cfg.Resume {
 		if cfg, err = resumeConfig(cfg); err != nil {
@@ -182,26 +184,31 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, err
 	}
 
-	// the trainer loads (and owns) the model: offloaded whole for a device
-	// trainer, so rollouts sample there too
-	tr, err := run.OpenTrainer(cfg.Model, cfg.TrainerOptions())
+	h, closeHost, err := open(cfg)
 	if err != nil {
 		return res, err
 	}
-	defer tr.Close()
-	res.Device = tr.Info().Device
-	if n := tr.Info().NCtx; n > 0 && cfg.MaxLength > n {
+	defer closeHost()
+	res.Device = h.Info().Device
+	if n := h.Info().NCtx; n > 0 && cfg.MaxLength > n {
 		return res, bad("max-length", "is at most the model's context, %d (got %d)", n, cfg.MaxLength)
 	}
 	if cfg.EvalPrompts == "" && cfg.EvalSplit > 0 && len(evalP) == 0 {
 		cfg.Progress.Note("--eval-split %g of %s held out none of its %d prompts: no held-out evaluation", cfg.EvalSplit, cfg.Prompts, len(trainP))
 	}
-	w, err := newWorker(cfg, tr)
+	s := &stepper{cfg: cfg, klCoef: cfg.KLCoef}
+	if newObj := rolloutObjectives[cfg.Method]; newObj != nil {
+		s.obj = newObj(&s.cfg, &s.klCoef)
+	}
+	if s.w, err = newWorker(cfg, h, s.obj != nil && s.obj.valueHead()); err != nil {
+		return res, err
+	}
+	w := s.w
+	pm, err := h.PromptModel()
 	if err != nil {
 		return res, err
 	}
-	s := &stepper{cfg: cfg, w: w, klCoef: cfg.KLCoef}
-	if s.train, s.eval, res.PromptsCut, err = encode(cfg, tr.Model(), trainP, evalP); err != nil {
+	if s.train, s.eval, res.PromptsCut, err = encode(cfg, pm, trainP, evalP); err != nil {
 		return res, err
 	}
 	res.TrainPrompts, res.EvalPrompts = len(s.train), len(s.eval)
@@ -219,7 +226,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	defer meter.Close()
 	if s.scorer = cfg.Scorer; s.scorer == nil && cfg.Reward != "" {
-		if s.scorer, err = reward.Parse(ctx, cfg.Reward, reward.Options{Model: tr.Model(), Trainer: tr, Threads: cfg.Threads, Raw: cfg.Raw, MaxLength: cfg.MaxLength,
+		if s.scorer, err = h.Scorer(ctx, cfg.Reward, reward.Options{Threads: cfg.Threads, Raw: cfg.Raw, MaxLength: cfg.MaxLength,
 			Backend: pipeline.OpenOptions{Meter: meter}}); err != nil {
 			return res, &run.ConfigError{Flag: "reward", Msg: err.Error()}
 		}
@@ -227,7 +234,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	var st run.Stepper = s
 	if cfg.Method == OnlineDPO {
-		on, err := newOnline(ctx, s, meter)
+		on, err := newOnline(ctx, h, s, meter)
 		if err != nil {
 			return res, err
 		}
@@ -238,11 +245,11 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			cfg = on.cfg
 		}
 	}
-	if w.live, err = tr.Set(0).LiveLoRA(); err != nil {
+	if w.gen, err = h.Live(cfg.Threads); err != nil {
 		return res, err
 	}
-	defer w.live.Close()
-	defer tr.Watch(ctx)()
+	defer w.gen.Close()
+	defer h.Watch(ctx)()
 
 	// a replaced online DPO run's judgments go with it; the ledger stays
 	// (--max-usd counts what earlier runs here spent)
@@ -289,12 +296,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		res.SpentUSD = sp.USD
 	}
 	res.Adapter = filepath.Join(cfg.Out, "adapter.gguf")
-	if err := tr.Set(0).Export(res.Adapter); err != nil {
+	if err := w.policy.Export(res.Adapter); err != nil {
 		return res, err
 	}
-	if w.valueSet >= 0 {
+	if w.value != nil {
 		// PPO's value head (a heads-only set), in align's heads GGUF
-		if err := tr.Set(w.valueSet).ExportHeads(filepath.Join(cfg.Out, "value.gguf")); err != nil {
+		if err := w.value.ExportHeads(filepath.Join(cfg.Out, "value.gguf")); err != nil {
 			return res, err
 		}
 	}
@@ -314,32 +321,16 @@ func paidFor(out string) bool {
 }
 
 // newWorker sets up the policy (from --init-adapter or --ref-adapter),
-// the reference (the base, or base + --ref-adapter) and PPO's value set.
-func newWorker(cfg Config, tr *bindings.Trainer) (*worker, error) {
-	info, err := tr.Model().Info()
-	if err != nil {
+// the reference (the base, or base + --ref-adapter) and, with value, a
+// value set (PPO's).
+func newWorker(cfg Config, h host, value bool) (*worker, error) {
+	w := &worker{policy: h.Policy(), base: h.Base(), chunk: max(1, min(cfg.BatchPrompts*cfg.Group, 16))}
+	var err error
+	if w.ref, w.refScale, err = h.Stages(&cfg.Common); err != nil {
 		return nil, err
 	}
-	w := &worker{tr: tr, model: tr.Model(), valueSet: -1, refSet: -1, threads: cfg.Threads, eos: info.EOS,
-		chunk: max(1, min(cfg.BatchPrompts*cfg.Group, 16))}
-	ref, err := cfg.SetupStages(tr)
-	if err != nil {
-		return nil, err
-	}
-	w.refSet = ref.ID()
-	if cfg.Method == PPO {
-		vs, err := tr.AddSet(bindings.SetOptions{Name: "value", Seed: cfg.Seed + 1, Heads: []bindings.HeadSpec{{Name: "value", Dim: 1}}})
-		if err != nil {
-			return nil, err
-		}
-		w.valueSet = vs.ID()
-		// the value head starts at 0 (a random head adds noise of its own
-		// size to every advantage until it has learned)
-		si, err := tr.Set(w.valueSet).Info()
-		if err != nil {
-			return nil, err
-		}
-		if err := tr.Set(w.valueSet).SetState(make([]float32, si.NParams), nil, nil, 0); err != nil {
+	if value {
+		if w.value, err = h.AddValue(cfg.Seed + 1); err != nil {
 			return nil, err
 		}
 	}
@@ -365,11 +356,7 @@ func readPrompts(cfg Config) (trainP, evalP []promptRecord, err error) {
 }
 
 // encode formats and tokenizes the prompts as the policy sees them.
-func encode(cfg Config, model *bindings.Model, trainP, evalP []promptRecord) (tp, ep []Prompt, cut int, err error) {
-	pm, err := engine.PromptModel(model)
-	if err != nil {
-		return nil, nil, 0, err
-	}
+func encode(cfg Config, pm prompt.Model, trainP, evalP []promptRecord) (tp, ep []Prompt, cut int, err error) {
 	po, err := cfg.PromptOptions()
 	if err != nil {
 		return nil, nil, 0, err
@@ -411,9 +398,10 @@ func encode(cfg Config, model *bindings.Model, trainP, evalP []promptRecord) (tp
 }
 
 // stepper is a PPO or GRPO run as the harness steps it: one rollout and
-// its update per step.
+// its update per step, obj's loss.
 type stepper struct {
 	cfg         Config
+	obj         rolloutObjective // nil: online DPO (onlineStepper)
 	w           *worker
 	scorer      reward.Scorer
 	train, eval []Prompt
@@ -427,9 +415,9 @@ func (s *stepper) EpochSteps(int) int {
 func (s *stepper) Score(em map[string]float64) float64 { return em["reward"] }
 
 func (s *stepper) Sets() []run.Set {
-	sets := []run.Set{s.w.tr.Set(0)}
-	if s.w.valueSet >= 0 {
-		sets = append(sets, s.w.tr.Set(s.w.valueSet))
+	sets := []run.Set{s.w.policy}
+	if s.w.value != nil {
+		sets = append(sets, s.w.value)
 	}
 	return sets
 }
@@ -495,10 +483,7 @@ func (s *stepper) Step(ctx context.Context, cur run.Cursor, lr float64) (run.Row
 		return run.Row{}, err
 	}
 	tScore := time.Since(t0)
-	// GRPO with one pass of one minibatch takes the sampling policy's
-	// log-probs from the update's own first forward (no extra pass)
-	reuseOld := cfg.Method == GRPO && cfg.PPOEpochs == 1 && cfg.MiniBatches == 1
-	ps, err := w.logprobs(seqs, !reuseOld, cfg.needsRef())
+	ps, err := w.logprobs(seqs, !s.obj.oldFromUpdate(), s.obj.needsReference())
 	if err != nil {
 		return run.Row{}, err
 	}
@@ -512,21 +497,14 @@ func (s *stepper) Step(ctx context.Context, cur run.Cursor, lr float64) (run.Row
 	mean, std := MeanStd(scores, true)
 	row["reward"], row["reward_std"] = mean, std
 	row["completions/mean_length"] = lengths / float64(len(seqs))
-	klSeq := 0.0
-	if cfg.needsRef() && !reuseOld {
-		for _, q := range seqs {
-			klSeq += seqKL(q)
-		}
-		klSeq /= float64(len(seqs))
-	}
-	trainSeqs, zeroStd := advantages(cfg, seqs, s.klCoef)
+	trainSeqs := s.obj.advantages(seqs, row)
 	t0 = time.Now()
-	ls, err := w.update(cfg, trainSeqs, cur.Step, lr, reuseOld)
+	ls, err := w.update(cfg, s.obj, trainSeqs, cur.Step, lr)
 	if err != nil {
 		return run.Row{}, err
 	}
 	tUpd := time.Since(t0)
-	ls.metrics(row, cfg.Method)
+	ls.metrics(row)
 	// entropy: −mean log π(a_t) of the sampled tokens, an estimate of the
 	// policy's per-token entropy (exact in expectation when sampling at
 	// temperature 1 without truncation)
@@ -541,26 +519,7 @@ func (s *stepper) Step(ctx context.Context, cur run.Cursor, lr float64) (run.Row
 	if nt > 0 {
 		row["entropy"] = ent / float64(nt)
 	}
-	switch cfg.Method {
-	case PPO:
-		row["kl"] = klSeq
-		row["kl_coef"] = s.klCoef
-		row["score_mean"] = mean
-		c := KLController{Coef: s.klCoef, Target: cfg.KLTarget, Horizon: cfg.KLHorizon}
-		c.Update(klSeq, len(seqs))
-		s.klCoef = c.Coef
-	case GRPO:
-		row["frac_reward_zero_std"] = float64(zeroStd) / float64(len(idx))
-		if cfg.needsRef() {
-			var sub []*Seq
-			for _, q := range seqs {
-				if len(q.Old) > 0 {
-					sub = append(sub, q)
-				}
-			}
-			row["kl"] = tokenK3(sub)
-		}
-	}
+	s.obj.after(seqs, row)
 	row["time/rollout_s"] = tRoll.Seconds()
 	row["time/score_s"] = tScore.Seconds()
 	row["time/old_logps_s"] = ps.old.Seconds()
@@ -601,7 +560,7 @@ func (s *stepper) Evaluate(ctx context.Context, done func(n, total int)) (map[st
 		return nil, err
 	}
 	ev := *s.w
-	ev.valueSet = -1
+	ev.value = nil
 	return heldOutRow(ev, seqs)
 }
 

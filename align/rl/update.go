@@ -18,91 +18,6 @@ type lossStats struct {
 	steps                 int
 }
 
-// advantages fills Adv (and, for PPO, Ret) of a rollout and returns the
-// sequences to train on. PPO: per-token reward −kl_coef·(old − ref), plus
-// the score at the last token; GAE from the value head; advantages whitened
-// over the batch. GRPO: group-normalised scores; sequences of degenerate
-// groups are left out (zeroStd counts those groups).
-func advantages(cfg *Config, seqs []*Seq, klCoef float64) (train []*Seq, zeroStd int) {
-	if cfg.Method == GRPO {
-		scores := make([]float64, len(seqs))
-		for i, s := range seqs {
-			scores[i] = s.Score
-		}
-		adv, deg := GroupAdvantages(scores, cfg.Group, cfg.NoStd)
-		for i, s := range seqs {
-			if deg[i/cfg.Group] {
-				continue
-			}
-			s.Adv = []float64{adv[i]}
-			train = append(train, s)
-		}
-		for _, d := range deg {
-			if d {
-				zeroStd++
-			}
-		}
-		return train, zeroStd
-	}
-	var flat []float64
-	for _, s := range seqs {
-		n := len(s.Resp)
-		rw := make([]float64, n)
-		for t := 0; t < n; t++ {
-			rw[t] = -klCoef * (s.Old[t] - s.Ref[t])
-		}
-		rw[n-1] += s.Score
-		s.Adv, s.Ret = GAE(rw, s.Val, cfg.Gamma, cfg.Lambda)
-		flat = append(flat, s.Adv...)
-	}
-	w := Whiten(flat)
-	off := 0
-	for _, s := range seqs {
-		copy(s.Adv, w[off:off+len(s.Adv)])
-		off += len(s.Adv)
-	}
-	return seqs, 0
-}
-
-// policyCot is the policy loss of a micro-batch part of the sequences of
-// one optimiser step, divided by norm, and its derivative with respect to
-// each token log-prob of logps (Outputs order). PPO: the clipped surrogate
-// with per-token advantages; GRPO: the clipped surrogate with the
-// sequence's advantage on every token plus β·k3 to the reference.
-func policyCot(cfg *Config, part []*Seq, logps []float32, norm float64, st *lossStats) []float32 {
-	cot := make([]float32, len(logps))
-	j := 0
-	for _, s := range part {
-		for t := range s.Resp {
-			lp := float64(logps[j])
-			adv := 0.0
-			if cfg.Method == GRPO {
-				adv = s.Adv[0]
-			} else {
-				adv = s.Adv[t]
-			}
-			l, d, clipped := Surrogate(lp, s.Old[t], adv, cfg.ClipEps)
-			if cfg.Method == GRPO && cfg.Beta > 0 {
-				k, dk := K3(lp, s.Ref[t])
-				l += cfg.Beta * k
-				d += cfg.Beta * dk
-				st.k3 += k
-			}
-			cot[j] = float32(d / norm)
-			st.policyLoss += l / norm
-			if clipped {
-				st.clipped++
-			}
-			st.approxKL += 0.5 * (lp - s.Old[t]) * (lp - s.Old[t])
-			st.entropy -= s.Old[t]
-			st.tokens++
-			j++
-		}
-		st.seqs++
-	}
-	return cot
-}
-
 // valueCot is the clipped value loss of a part, divided by norm, and its
 // derivative with respect to each head value (Outputs order).
 func valueCot(cfg *Config, part []*Seq, heads []float32, norm float64, st *lossStats) []float32 {
@@ -132,25 +47,17 @@ func tokensOf(seqs []*Seq) int {
 	return n
 }
 
-// stepNorm is the divisor of one optimiser step's loss: its response
-// tokens (a token mean), or with --no-std (Dr. GRPO) a constant, the
-// sequences times --max-new-tokens, so a long answer is not down-weighted.
-func stepNorm(cfg *Config, part []*Seq) float64 {
-	if cfg.Method == GRPO && cfg.NoStd {
-		return float64(len(part) * cfg.MaxNewTokens)
-	}
-	return float64(max(1, tokensOf(part)))
-}
-
 // update runs cfg.PPOEpochs passes over seqs, each cut into cfg.MiniBatches
-// optimiser steps in an order that is a pure function of (seed, step,
-// pass). reuseOld: Old is not computed yet; the first pass's forward
-// (before any update, so exactly the sampling policy) provides it.
-func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld bool) (lossStats, error) {
+// optimiser steps of obj's loss in an order that is a pure function of
+// (seed, step, pass). With obj.oldFromUpdate, Old is not computed yet: the
+// first pass's forward (before any update, so exactly the sampling policy)
+// provides it.
+func (e *worker) update(cfg *Config, obj rolloutObjective, seqs []*Seq, step int, lr float64) (lossStats, error) {
 	var st lossStats
 	if len(seqs) == 0 {
 		return st, nil
 	}
+	reuseOld := obj.oldFromUpdate()
 	for pass := 0; pass < cfg.PPOEpochs; pass++ {
 		rng := rand.New(rand.NewPCG(cfg.Seed^0x7070_6f5f_6d62, uint64(step)<<16|uint64(pass)))
 		perm := rng.Perm(len(seqs))
@@ -160,8 +67,8 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 			for _, i := range perm[mb*len(seqs)/nmb : (mb+1)*len(seqs)/nmb] {
 				part = append(part, seqs[i])
 			}
-			norm := stepNorm(cfg, part)
-			policy := e.tr.Set(0)
+			norm := obj.norm(part)
+			policy := e.policy
 			gn, err := run.Optimiser{WeightDecay: cfg.WeightDecay, MaxGradNorm: cfg.MaxGradNorm}.Step(policy, lr, func() error {
 				for i := 0; i < len(part); i += e.chunk {
 					ch := part[i:min(len(part), i+e.chunk)]
@@ -174,7 +81,7 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 							return err
 						}
 					}
-					if err := policy.Backward(policyCot(cfg, ch, out.Logps, norm, &st), nil); err != nil {
+					if err := policy.Backward(obj.loss(ch, out.Logps, norm, &st), nil); err != nil {
 						return err
 					}
 				}
@@ -184,8 +91,8 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 				return st, err
 			}
 			st.gradNorm += gn
-			if e.valueSet >= 0 {
-				value := e.tr.Set(e.valueSet)
+			if e.value != nil {
+				value := e.value
 				vnorm := float64(max(1, tokensOf(part)))
 				vg, err := run.Optimiser{MaxGradNorm: cfg.MaxGradNorm}.Step(value, cfg.valueLR(), func() error {
 					for i := 0; i < len(part); i += e.chunk {
@@ -212,7 +119,7 @@ func (e *worker) update(cfg *Config, seqs []*Seq, step int, lr float64, reuseOld
 }
 
 // metrics are an update's means, keyed as TRL logs them where it has a name.
-func (st lossStats) metrics(m map[string]float64, method string) {
+func (st lossStats) metrics(m map[string]float64) {
 	if st.tokens == 0 {
 		return
 	}
@@ -221,7 +128,7 @@ func (st lossStats) metrics(m map[string]float64, method string) {
 	m["approx_kl"] = st.approxKL / n
 	m["policy_loss"] = st.policyLoss / float64(max(1, st.steps))
 	m["grad_norm"] = st.gradNorm / float64(max(1, st.steps))
-	if method == PPO && st.vtokens > 0 {
+	if st.vtokens > 0 { // a value set (PPO)
 		m["value_loss"] = st.valueLoss / float64(max(1, st.steps))
 		m["value_clip_ratio"] = st.vclipped / float64(st.vtokens)
 		m["value_grad_norm"] = st.vgradNorm / float64(max(1, st.steps))

@@ -3,30 +3,22 @@ package train
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/align-dev/align/align/run"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/align-dev/align/align/run"
+	"github.com/align-dev/align/align/run/fake"
 	"github.com/align-dev/align/bindings"
 )
 
-// fakeTrainer is a Trainer with a closed-form model: each token id j has
-// one parameter θ[j mod n] and log p(token) = log σ(θ[j mod n]), so a
-// sequence's log-prob and its gradient are exact and cheap. AdamW is the
-// textbook update, so checkpoints and resume behave as with the engine.
-type fakeTrainer struct {
-	theta, m, v, grad []float64
-	step              int64
-	last              *bindings.Batch // of the last ForwardGrad
-	calls             map[string]int
-}
+// fakeTrainer is the closed-form trainer of align/run/fake as a run's
+// host: one set, the policy, which also has the reward head.
+type fakeTrainer struct{ *fake.Set }
 
 var (
 	_ Trainer = (*fakeTrainer)(nil)
@@ -36,178 +28,12 @@ var (
 // Policy is the fake's one set: itself.
 func (f *fakeTrainer) Policy() Trainer { return f }
 
-func (f *fakeTrainer) NParams() (int64, error) { return int64(len(f.theta)), nil }
-
-func newFake(n int) *fakeTrainer {
-	f := &fakeTrainer{theta: make([]float64, n), m: make([]float64, n), v: make([]float64, n), grad: make([]float64, n), calls: map[string]int{}}
-	for i := range f.theta {
-		f.theta[i] = float64(float32(0.01 * float64(i%7-3)))
-	}
-	return f
-}
+func newFake(n int) *fakeTrainer { return &fakeTrainer{fake.New(n)} }
 
 func fakeOpener(f *fakeTrainer) opener {
 	return func(string, bindings.TrainerOptions) (host, func() error, error) {
 		return f, func() error { return nil }, nil
 	}
-}
-
-func logSig(x float64) float64 { return logSigmoid(x) }
-
-func (f *fakeTrainer) forward(b *bindings.Batch, scale float64) Outputs {
-	out := Outputs{Sums: make([]float64, b.NSeq)}
-	for k := 0; k < b.NSeq; k++ {
-		for t := 0; t < b.NTok; t++ {
-			if b.Scored[k*b.NTok+t] != 0 {
-				lp := logSig(scale * f.theta[int(b.Tokens[k*b.NTok+t])%len(f.theta)])
-				out.Sums[k] += lp
-				out.Logps = append(out.Logps, float32(lp))
-			}
-		}
-	}
-	if b.HeadAt != nil {
-		// the head at position t is the mean of θ over tokens 0..t, times scale
-		for k := 0; k < b.NSeq; k++ {
-			var sum float64
-			for t := 0; t < int(b.Lengths[k]); t++ {
-				sum += f.theta[int(b.Tokens[k*b.NTok+t])%len(f.theta)]
-				if b.HeadAt[k*b.NTok+t] != 0 {
-					out.Heads = append(out.Heads, float32(scale*sum/float64(t+1)))
-				}
-			}
-		}
-	}
-	return out
-}
-
-// Backward is the tokens' gradient plus the head values' (see forward).
-func (f *fakeTrainer) Backward(cot, headCot []float32) error {
-	if err := f.backwardTokens(cot); err != nil {
-		return err
-	}
-	b, i := f.last, 0
-	if headCot == nil {
-		return nil
-	}
-	if b.HeadAt == nil {
-		return errors.New("fake: head cotangents without head positions")
-	}
-	for k := 0; k < b.NSeq; k++ {
-		for t := 0; t < int(b.Lengths[k]); t++ {
-			if b.HeadAt[k*b.NTok+t] == 0 {
-				continue
-			}
-			if i >= len(headCot) {
-				return errors.New("fake: too few head cotangents")
-			}
-			for u := 0; u <= t; u++ {
-				f.grad[int(b.Tokens[k*b.NTok+u])%len(f.theta)] += float64(headCot[i]) / float64(t+1)
-			}
-			i++
-		}
-	}
-	if i != len(headCot) {
-		return errors.New("fake: too many head cotangents")
-	}
-	return nil
-}
-
-func (f *fakeTrainer) Forward(b *bindings.Batch, scale float32) (Outputs, error) {
-	f.calls[fmt.Sprintf("forward@%g", scale)]++
-	return f.forward(b, float64(scale)), nil
-}
-
-func (f *fakeTrainer) ForwardGrad(b *bindings.Batch) (Outputs, error) {
-	f.calls["forward_grad"]++
-	f.last = b
-	return f.forward(b, 1), nil
-}
-
-func (f *fakeTrainer) backwardTokens(cot []float32) error {
-	f.calls["backward"]++
-	b, i := f.last, 0
-	for k := 0; k < b.NSeq; k++ {
-		for t := 0; t < b.NTok; t++ {
-			if b.Scored[k*b.NTok+t] == 0 {
-				continue
-			}
-			if i >= len(cot) {
-				return errors.New("fake: too few cotangents")
-			}
-			j := int(b.Tokens[k*b.NTok+t]) % len(f.theta)
-			f.grad[j] += float64(cot[i]) * sigmoid(-f.theta[j]) // d log σ(θ)/dθ = σ(−θ)
-			i++
-		}
-	}
-	if i != len(cot) {
-		return errors.New("fake: too many cotangents")
-	}
-	return nil
-}
-
-func (f *fakeTrainer) GradNorm(scale float64) (float64, error) {
-	var s float64
-	for _, g := range f.grad {
-		s += g * g
-	}
-	return math.Sqrt(s) * scale, nil
-}
-
-func (f *fakeTrainer) Step(p bindings.AdamW) error {
-	f.calls["step"]++
-	f.step++
-	b1, b2 := float64(p.Beta1), float64(p.Beta2)
-	// state is rounded to float32, as the engine keeps it, so a
-	// checkpoint (float32) restores it exactly
-	r := func(x float64) float64 { return float64(float32(x)) }
-	for i := range f.theta {
-		g := f.grad[i] * float64(p.GradScale)
-		f.m[i] = r(b1*f.m[i] + (1-b1)*g)
-		f.v[i] = r(b2*f.v[i] + (1-b2)*g*g)
-		mh := f.m[i] / (1 - math.Pow(b1, float64(f.step)))
-		vh := f.v[i] / (1 - math.Pow(b2, float64(f.step)))
-		f.theta[i] = r(f.theta[i] - float64(p.LR)*(mh/(math.Sqrt(vh)+float64(p.Eps))+float64(p.WeightDecay)*f.theta[i]))
-		f.grad[i] = 0
-	}
-	return nil
-}
-
-func f32(x []float64) []float32 {
-	out := make([]float32, len(x))
-	for i, v := range x {
-		out[i] = float32(v)
-	}
-	return out
-}
-
-func (f *fakeTrainer) GetState() (bindings.State, error) {
-	return bindings.State{Params: f32(f.theta), M: f32(f.m), V: f32(f.v), Grads: f32(f.grad), Step: f.step}, nil
-}
-
-func (f *fakeTrainer) SetState(params, m, v []float32, step int64) error {
-	for _, x := range []struct {
-		src []float32
-		dst []float64
-	}{{params, f.theta}, {m, f.m}, {v, f.v}} {
-		if x.src == nil {
-			continue
-		}
-		for i := range x.dst {
-			x.dst[i] = float64(x.src[i])
-		}
-	}
-	f.step = step
-	return nil
-}
-
-func (f *fakeTrainer) Export(path string) error {
-	var buf bytes.Buffer
-	binary.Write(&buf, binary.LittleEndian, f32(f.theta))
-	return os.WriteFile(path, buf.Bytes(), 0o644)
-}
-
-func (f *fakeTrainer) Info() bindings.TrainerInfo {
-	return bindings.TrainerInfo{Arch: "fake", NVocab: 1000, NLoRAParams: int64(len(f.theta))}
 }
 
 // fakeParams covers the fixture's vocabulary, so tokens do not share a parameter.
@@ -285,26 +111,26 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 					evals++
 				}
 			}
-			if train != res.Steps || f.calls["step"] != res.Steps {
-				t.Errorf("%d train rows and %d optimiser steps for %d steps", train, f.calls["step"], res.Steps)
+			if train != res.Steps || f.Calls["step"] != res.Steps {
+				t.Errorf("%d train rows and %d optimiser steps for %d steps", train, f.Calls["step"], res.Steps)
 			}
 			// one evaluation per eval row and no other (the final one runs once);
 			// KTO also scores the mismatched sequences of z0 (one forward
 			// per micro-batch, in evaluation and in each training step)
 			want := passes * perPass
 			if method == KTO {
-				want = 2*passes*perPass + f.calls["forward_grad"]
+				want = 2*passes*perPass + f.Calls["forward_grad"]
 			}
-			if passes != evals || f.calls["forward@1"] != want || evals < 2 {
-				t.Errorf("%d evaluation passes (%d forwards, %d per pass) for %d eval rows", passes, f.calls["forward@1"], perPass, evals)
+			if passes != evals || f.Calls["forward@1"] != want || evals < 2 {
+				t.Errorf("%d evaluation passes (%d forwards, %d per pass) for %d eval rows", passes, f.Calls["forward@1"], perPass, evals)
 			}
 			// a method without a reference (SFT, RM, ORPO, SimPO) runs no
 			// reference pass and keeps no reference log-probs
 			_, refFile := os.Stat(filepath.Join(cfg.Out, "reference.json"))
-			if needs := newObjective(cfg).needsReference(); !needs && (f.calls["forward@0"] != 0 || refs != 0 || refFile == nil) {
-				t.Errorf("%s computed reference log-probs: %d forwards, %d passes, reference.json kept: %v", method, f.calls["forward@0"], refs, refFile == nil)
-			} else if needs && (f.calls["forward@0"] == 0 || refs != 1 || refFile != nil) {
-				t.Errorf("reference pass: %d forwards, %d completed progress passes, reference.json: %v", f.calls["forward@0"], refs, refFile)
+			if needs := newObjective(cfg).needsReference(); !needs && (f.Calls["forward@0"] != 0 || refs != 0 || refFile == nil) {
+				t.Errorf("%s computed reference log-probs: %d forwards, %d passes, reference.json kept: %v", method, f.Calls["forward@0"], refs, refFile == nil)
+			} else if needs && (f.Calls["forward@0"] == 0 || refs != 1 || refFile != nil) {
+				t.Errorf("reference pass: %d forwards, %d completed progress passes, reference.json: %v", f.Calls["forward@0"], refs, refFile)
 			}
 		})
 	}

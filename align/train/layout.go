@@ -18,8 +18,11 @@ const (
 	// LayoutUnpaired: sequence k is example k's prompt + its one labelled
 	// completion (Chosen; Undesirable says which kind), KTO.
 	LayoutUnpaired
-	// a rollout group (a prompt's sampled completions) is align/rl's layout
-	// today; it would be the fourth here.
+	// a rollout group (a prompt's sampled completions, run.Layout) is the
+	// layout of align/rl's rollout objectives (align/rl/objective.go, a
+	// registry of the same shape as this package's); the two registries
+	// are not one yet: their batches differ (a dataset's Examples against
+	// a step's rollouts with per-token old, reference and value outputs).
 )
 
 // perExample is the number of sequences an example contributes.
