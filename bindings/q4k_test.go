@@ -22,26 +22,7 @@ func TestTransposedQ4KGradientAccuracy(t *testing.T) {
 	b := fullBatch(t, m, sampleText, "I can connect you with a human teammate right away.")
 	opt := TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 5}
 	rng := rand.New(rand.NewPCG(1, 2))
-	grads := func(tr *Trainer, params []float32) []float32 {
-		tr.Set(0).SetState(params, nil, nil, 0)
-		if _, err := tr.Set(0).ForwardGrad(b); err != nil {
-			t.Fatal(err)
-		}
-		if err := backwardSums(tr.Set(0), b, []float64{1, -1}); err != nil {
-			t.Fatal(err)
-		}
-		st, _ := tr.Set(0).GetState()
-		return st.Grads
-	}
-	nmse := func(g, ref []float32) float64 {
-		var num, den float64
-		for i := range g {
-			d := float64(g[i] - ref[i])
-			num += d * d
-			den += float64(ref[i]) * float64(ref[i])
-		}
-		return num / den
-	}
+	grads := func(tr *Trainer, params []float32) []float32 { return loraGrads(t, tr, b, params) }
 	o8 := opt
 	o8.BackwardWeights = "q8_0"
 	q8 := newTrainer(t, qpath, o8)
@@ -64,4 +45,30 @@ func TestTransposedQ4KGradientAccuracy(t *testing.T) {
 	if !(e8 < 1e-3) || !(e4 < 2e-2) || math.IsNaN(e4) {
 		t.Errorf("gradient NMSE: Q8_0 copy %.3g (bound 1e-3), Q4_K copy %.3g (bound 2e-2)", e8, e4)
 	}
+}
+
+// loraGrads is set 0's LoRA gradient at params of the loss sum(seq 0) −
+// sum(seq 1) over b (two sequences).
+func loraGrads(t *testing.T, tr *Trainer, b *Batch, params []float32) []float32 {
+	t.Helper()
+	tr.Set(0).SetState(params, nil, nil, 0)
+	if _, err := tr.Set(0).ForwardGrad(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := backwardSums(tr.Set(0), b, []float64{1, -1}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := tr.Set(0).GetState()
+	return st.Grads
+}
+
+// nmse is Σ(g − ref)² / Σ ref².
+func nmse(g, ref []float32) float64 {
+	var num, den float64
+	for i := range g {
+		d := float64(g[i] - ref[i])
+		num += d * d
+		den += float64(ref[i]) * float64(ref[i])
+	}
+	return num / den
 }

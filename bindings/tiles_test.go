@@ -37,26 +37,7 @@ func tiledGradient(t *testing.T, name, path string) {
 		m := load(t, md.path)
 		b := fullBatch(t, m, "Once upon a time there was a little dog.", "The cat sat on the mat and smiled at the sun.")
 		opt := TrainerOptions{Rank: 4, Alpha: 8, Targets: 127, Seed: 5}
-		grads := func(tr *Trainer, params []float32) []float32 {
-			tr.Set(0).SetState(params, nil, nil, 0)
-			if _, err := tr.Set(0).ForwardGrad(b); err != nil {
-				t.Fatal(err)
-			}
-			if err := backwardSums(tr.Set(0), b, []float64{1, -1}); err != nil {
-				t.Fatal(err)
-			}
-			st, _ := tr.Set(0).GetState()
-			return st.Grads
-		}
-		nmse := func(g, ref []float32) float64 {
-			var num, den float64
-			for i := range g {
-				d := float64(g[i] - ref[i])
-				num += d * d
-				den += float64(ref[i]) * float64(ref[i])
-			}
-			return num / den
-		}
+		grads := func(tr *Trainer, params []float32) []float32 { return loraGrads(t, tr, b, params) }
 		o8, ot, of := opt, opt, opt
 		o8.BackwardWeights, ot.BackwardWeights, of.ExactBackward = "q8_0", "tiles", true
 		q8, ref := newTrainer(t, md.path, o8), newTrainer(t, fpath, of)
