@@ -36,9 +36,11 @@ const (
 )
 
 // TrainerOptions configure NewTrainer. Rank, Alpha, Targets and Seed shape
-// the first adapter set, "policy" (set 0).
+// the first adapter set, "policy" (set 0), which NewTrainer adds unless
+// NoPolicySet (the native trainer starts with none).
 type TrainerOptions struct {
 	Threads        int
+	NoPolicySet    bool // no "policy" set: the caller adds its own (a reward-model run)
 	Rank           int
 	Alpha          float32
 	Targets        uint32 // 0: q, k, v, o
@@ -104,14 +106,6 @@ func NewTrainer(model *Model, opt TrainerOptions) (*Trainer, error) {
 	}
 	p := C.align_trainer_default_params()
 	p.n_threads = C.int32_t(opt.Threads)
-	if opt.Rank > 0 {
-		p.lora_rank = C.int32_t(opt.Rank)
-	}
-	if opt.Alpha > 0 {
-		p.lora_alpha = C.float(opt.Alpha)
-	}
-	p.targets = C.uint32_t(opt.Targets)
-	p.seed = C.uint64_t(opt.Seed)
 	p.exact_backward = C.bool(opt.ExactBackward)
 	p.head_chunk_bytes = C.int64_t(opt.HeadChunkBytes)
 	bw, err := backwardWeights(opt.BackwardWeights)
@@ -135,6 +129,24 @@ func NewTrainer(model *Model, opt TrainerOptions) (*Trainer, error) {
 		return nil, err
 	}
 	model.children.Add(1)
+	if opt.NoPolicySet {
+		return tr, nil
+	}
+	// the native trainer starts with no set: set 0 is the policy, made here
+	so := SetOptions{Name: "policy", Rank: 8, Alpha: 16, Targets: C.ALIGN_LORA_Q | C.ALIGN_LORA_K | C.ALIGN_LORA_V | C.ALIGN_LORA_O, Seed: opt.Seed}
+	if opt.Rank > 0 {
+		so.Rank = opt.Rank
+	}
+	if opt.Alpha > 0 {
+		so.Alpha = opt.Alpha
+	}
+	if opt.Targets != 0 {
+		so.Targets = opt.Targets
+	}
+	if _, err := tr.AddSet(so); err != nil {
+		tr.Close() // not owned yet: the model stays open
+		return nil, err
+	}
 	return tr, nil
 }
 

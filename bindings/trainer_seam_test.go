@@ -421,3 +421,31 @@ func TestTrainerHead8192Scored(t *testing.T) {
 		t.Errorf("8192-token head differs from the chunked reference by %.3g", maxd)
 	}
 }
+
+// The native trainer has no implicit set: NewTrainer adds the "policy" set
+// 0, and with NoPolicySet (a reward-model run) the caller's first set is 0
+// and nothing else is allocated.
+func TestTrainerNoImplicitSet(t *testing.T) {
+	path := fixture(t, "llama", "q8_0")
+	m := load(t, path)
+	b := fullBatch(t, m, sampleText)
+	tr := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Seed: 3, NoPolicySet: true})
+	if info := tr.Info(); info.NSets != 0 || info.NLoRAParams != 0 {
+		t.Fatalf("a trainer with NoPolicySet: %d sets, %d LoRA params, want none", info.NSets, info.NLoRAParams)
+	}
+	if _, err := tr.Set(0).ForwardGrad(b); err == nil {
+		t.Error("forward_grad of set 0 with no set: no error")
+	}
+	reward, err := tr.AddSet(SetOptions{Name: "reward", Rank: 4, Alpha: 8, Targets: 15, Heads: []HeadSpec{{"score", 1}}, Seed: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reward.ID() != 0 || tr.Info().NSets != 1 {
+		t.Errorf("the first set added: id %d, %d sets; want id 0 of 1", reward.ID(), tr.Info().NSets)
+	}
+	pol := newTrainer(t, path, TrainerOptions{Rank: 4, Alpha: 8, Seed: 3})
+	si, err := pol.Set(0).Info()
+	if err != nil || si.Name != "policy" || si.Rank != 4 || si.Targets != 15 || pol.Info().NSets != 1 {
+		t.Errorf("NewTrainer's set 0: %+v (%v), %d sets; want the policy, rank 4, q,k,v,o, one set", si, err, pol.Info().NSets)
+	}
+}

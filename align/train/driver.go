@@ -94,7 +94,10 @@ func runWith(ctx context.Context, cfg Config, progress Progress, open opener) (r
 	if err := resolveStages(&cfg); err != nil { // --init-adapter, --ref-adapter (stage.go)
 		return res, err
 	}
-	eng, closeTr, err := open(cfg.Model, cfg.TrainerOptions())
+	topt := cfg.TrainerOptions()
+	// the reward model trains a set of its own (rewardTrainer): no policy set
+	topt.NoPolicySet = cfg.Method == RM
+	eng, closeTr, err := open(cfg.Model, topt)
 	if err != nil {
 		return res, err
 	}

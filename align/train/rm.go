@@ -304,8 +304,8 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 		}
 	}
 	if m.tr == nil {
-		targets, _ := targetBits(cfg.Targets)
-		opt := bindings.TrainerOptions{Threads: o.Threads, Rank: cfg.Rank, Alpha: float32(cfg.Alpha), Targets: targets, Seed: cfg.Seed}
+		// the reward set below is the trainer's only set
+		opt := bindings.TrainerOptions{Threads: o.Threads, NoPolicySet: true}
 		if model != nil {
 			m.own, err = bindings.NewTrainer(model, opt)
 		} else {

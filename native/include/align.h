@@ -331,11 +331,6 @@ typedef enum align_lora_target {
 
 typedef struct align_trainer_params {
     int32_t  n_threads;       // <= 0: all cores
-    // the first adapter set, "policy" (set 0)
-    int32_t  lora_rank;       // r > 0
-    float    lora_alpha;      // > 0; the adapter scale is alpha / r
-    uint32_t targets;         // ALIGN_LORA_* bitmask (0: q, k, v, o)
-    uint64_t seed;            // initialisation of A (B starts at zero)
     bool     exact_backward;  // F32 transposed weights for the input gradient
                               // (gradient checks); else Q8_0/F16 copies
     const char * device;      // backend device: NULL or "CPU"; else a ggml
@@ -378,7 +373,8 @@ align_trainer_params align_trainer_default_params(void);
 // plain host memory or CPU_REPACK; load it with trainable set), and must
 // outlive the trainer. Returns ALIGN_ERR_UNSUPPORTED for architectures the
 // training graph does not cover and for weights in an extra buffer type
-// whose layout the trainer cannot read.
+// whose layout the trainer cannot read. The trainer has no adapter set
+// until align_trainer_add_set adds one.
 align_status align_trainer_new(align_model * model, const align_trainer_params * params, align_trainer ** out);
 void         align_trainer_free(align_trainer * trainer);
 
@@ -387,8 +383,8 @@ typedef struct align_trainer_info {
     char    device[32];
     int32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx_train;
     int64_t n_base_params;     // frozen weights
-    int64_t n_lora_params;     // trainable floats of set 0
-    int32_t n_lora_tensors;    // adapted projections of set 0
+    int64_t n_lora_params;     // trainable floats of set 0 (0: no set yet)
+    int32_t n_lora_tensors;    // adapted projections of set 0 (0: no set yet)
     int64_t base_bytes;        // frozen weights as stored
     int64_t transposed_bytes;  // cached transposed copies for the backward
     int32_t n_sets;
@@ -416,7 +412,9 @@ typedef struct align_adapter_set_params {
 
 align_adapter_set_params align_adapter_set_default_params(void);
 
-// Adds a set; *id receives its index (set 0 is made by align_trainer_new).
+// Adds a set; *id receives its index. A trainer starts with none: ids are
+// 0, 1, ... in the order of the calls (align's Go side adds its "policy"
+// set first; a reward-model run adds only its reward set).
 align_status align_trainer_add_set(align_trainer * trainer, const align_adapter_set_params * params, int32_t * id);
 
 typedef struct align_set_info {

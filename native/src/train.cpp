@@ -179,10 +179,6 @@ extern "C" {
 align_trainer_params align_trainer_default_params(void) {
     align_trainer_params p;
     p.n_threads = 0;
-    p.lora_rank = 8;
-    p.lora_alpha = 16.0f;
-    p.targets = ALIGN_LORA_Q | ALIGN_LORA_K | ALIGN_LORA_V | ALIGN_LORA_O;
-    p.seed = 1;
     p.exact_backward = false;
     p.device = nullptr;
     p.head_chunk_bytes = 0;
@@ -219,11 +215,6 @@ align_status align_trainer_new(align_model * model, const align_trainer_params *
     if (model == nullptr || out == nullptr) return fail(ALIGN_ERR_INVALID_ARGUMENT, "align_trainer_new: NULL argument");
     *out = nullptr;
     align_trainer_params p = params ? *params : align_trainer_default_params();
-    if (p.targets == 0) p.targets = align_trainer_default_params().targets;
-    if (p.lora_rank <= 0 || p.lora_rank > 4096 || !(p.lora_alpha > 0) || !std::isfinite(p.lora_alpha) ||
-        (p.targets & ~k_lora_all) != 0) {
-        return fail(ALIGN_ERR_INVALID_ARGUMENT, "trainer: rank must be in [1, 4096], alpha positive, targets a known set");
-    }
     if (p.backward_weights < ALIGN_BACKWARD_AUTO || p.backward_weights > ALIGN_BACKWARD_TILES) {
         return fail(ALIGN_ERR_INVALID_ARGUMENT, "trainer: backward_weights must be ALIGN_BACKWARD_AUTO, _Q8_0, _Q4_K or _TILES");
     }
@@ -236,16 +227,7 @@ align_status align_trainer_new(align_model * model, const align_trainer_params *
     if (st != ALIGN_OK) return st;
     st = load_base(tr.get(), model);
     if (st != ALIGN_OK) return st;
-    align_adapter_set_params sp = align_adapter_set_default_params();
-    sp.name = "policy";
-    sp.lora_rank = p.lora_rank;
-    sp.lora_alpha = p.lora_alpha;
-    sp.targets = p.targets;
-    sp.seed = p.seed;
-    int32_t id = 0;
-    st = add_set(tr.get(), sp, &id);
-    if (st != ALIGN_OK) return st;
-    *out = tr.release();
+    *out = tr.release();  // no adapter set yet: align_trainer_add_set
     return ok();
     ALIGN_CATCH
 }

@@ -258,13 +258,21 @@ static void test_lora_targets(const std::string & base, const std::string & dir)
     align_model_get_info(m, &mi);
     auto round_trip = [&](uint32_t targets) -> uint32_t {
         align_trainer_params p = align_trainer_default_params();
-        p.lora_rank = 2;
-        p.lora_alpha = 4;
-        p.targets = targets;
         p.n_threads = 2;
         align_trainer * tr = nullptr;
         if (align_trainer_new(m, &p, &tr) != ALIGN_OK) {
-            EXPECT(false, "trainer with targets %u: %s", targets, align_last_error());
+            EXPECT(false, "trainer: %s", align_last_error());
+            return 0;
+        }
+        align_adapter_set_params sp = align_adapter_set_default_params();
+        sp.name = "policy";
+        sp.lora_rank = 2;
+        sp.lora_alpha = 4;
+        sp.targets = targets;
+        int32_t id = -1;
+        if (align_trainer_add_set(tr, &sp, &id) != ALIGN_OK || id != 0) {
+            EXPECT(false, "set with targets %u: id %d, %s", targets, id, align_last_error());
+            align_trainer_free(tr);
             return 0;
         }
         EXPECT(align_trainer_export(tr, 0, out.c_str()) == ALIGN_OK, "export: %s", align_last_error());
@@ -282,9 +290,17 @@ static void test_lora_targets(const std::string & base, const std::string & dir)
     EXPECT(round_trip(align::train::k_lora_all) == align::train::k_lora_all, "all targets");
     EXPECT(align::train::k_lora_all == 127u, "k_lora_all %u: the ALIGN_LORA_* enum has seven bits", align::train::k_lora_all);
     align_trainer_params p = align_trainer_default_params();
-    p.targets = align::train::k_lora_all + 1;
     align_trainer * tr = nullptr;
-    EXPECT(align_trainer_new(m, &p, &tr) == ALIGN_ERR_INVALID_ARGUMENT, "a bit outside the table: %s", align_last_error());
+    EXPECT(align_trainer_new(m, &p, &tr) == ALIGN_OK, "trainer: %s", align_last_error());
+    align_trainer_info ti;
+    EXPECT(tr != nullptr && align_trainer_get_info(tr, &ti) == ALIGN_OK && ti.n_sets == 0 && ti.n_lora_params == 0,
+           "a new trainer has no adapter set (no implicit set 0)");
+    EXPECT(align_trainer_export(tr, 0, out.c_str()) != ALIGN_OK, "export of a set that does not exist");
+    align_adapter_set_params sp = align_adapter_set_default_params();
+    sp.name = "x";
+    sp.targets = align::train::k_lora_all + 1;
+    int32_t id = -1;
+    EXPECT(align_trainer_add_set(tr, &sp, &id) == ALIGN_ERR_INVALID_ARGUMENT, "a bit outside the table: %s", align_last_error());
     align_trainer_free(tr);
     unlink(out.c_str());
     align_model_free(m);
