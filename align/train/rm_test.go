@@ -316,12 +316,15 @@ func TestRewardModelRoundTrip(t *testing.T) {
 		prompts = append(prompts, pm, pm)
 		responses = append(responses, cm[0].Content, rm[0].Content)
 	}
-	// the trained set (1: set 0 is the trainer's unused first set)
+	// the trained set: the trainer's only one (no unused policy set)
+	if n := kept.Info().NSets; n != 1 {
+		t.Errorf("the reward-model run's trainer has %d sets, want 1 (its reward set)", n)
+	}
 	enc, err := NewEncoder(kept.Model(), cfg.MaxLength, cfg.Raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	trained := &RewardModel{cfg: cfg, tr: kept, set: kept.Set(1), enc: enc, budget: cfg.BatchTokens}
+	trained := &RewardModel{cfg: cfg, tr: kept, set: kept.Set(0), enc: enc, budget: cfg.BatchTokens}
 	before, err := trained.Score(context.Background(), prompts, responses)
 	if err != nil {
 		t.Fatal(err)
@@ -349,8 +352,11 @@ func TestRewardModelRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer shared.Close()
-	if shared.Set() != 2 {
-		t.Errorf("shared trainer: reward set %d, want 2", shared.Set())
+	if shared.Set() != 1 {
+		t.Errorf("shared trainer: reward set %d, want 1 (after the run's own set)", shared.Set())
+	}
+	if m.Set() != 0 {
+		t.Errorf("a reward model on its own trainer: set %d, want 0 (its only set)", m.Set())
 	}
 	again, err := shared.Score(context.Background(), prompts, responses)
 	if err != nil {

@@ -219,17 +219,25 @@ bool open_trainer(const std::string & path, const char * device, bool offload, b
     }
     align_trainer_params tp = align_trainer_default_params();
     tp.device = device;
-    tp.lora_rank = 8;
-    tp.targets = 127;  // all seven projections
     tp.exact_backward = exact;
     tp.recompute = recompute;
     // a CPU run (the dry run) uses Q8_0 copies: the default repacked Q4_K
     // copies of a Q4_K base round W twice (gradient rel. L2 ~9e-2), which
     // the tolerances below, set for the device's BF16 tiles, do not cover
     tp.backward_weights = ALIGN_BACKWARD_Q8_0;
-    tp.seed = 7;
     if (align_trainer_new(r.model, &tp, &r.tr) != ALIGN_OK) {
         std::printf("FAIL trainer on %s (%s): %s\n", device, path.c_str(), align_last_error());
+        g_failures++;
+        return false;
+    }
+    align_adapter_set_params sp = align_adapter_set_default_params();
+    sp.name = "policy";
+    sp.lora_rank = 8;
+    sp.targets = 127;  // all seven projections
+    sp.seed = 7;
+    int32_t id = -1;
+    if (align_trainer_add_set(r.tr, &sp, &id) != ALIGN_OK || id != 0) {
+        std::printf("FAIL policy set on %s (%s): %s\n", device, path.c_str(), align_last_error());
         g_failures++;
         return false;
     }
@@ -445,11 +453,14 @@ int cmd_bench(const std::map<std::string, std::string> & a) {
     align_trainer_params tp = align_trainer_default_params();
     const std::string dname = ggml_backend_dev_name(dev);
     tp.device = dname.c_str();
-    tp.lora_rank = rank;
-    tp.lora_alpha = 2.0f * rank;
-    tp.targets = ALIGN_LORA_Q | ALIGN_LORA_K | ALIGN_LORA_V | ALIGN_LORA_O;
     tp.recompute = recompute;
-    if (align_trainer_new(r.model, &tp, &r.tr) != ALIGN_OK) {
+    align_adapter_set_params sp = align_adapter_set_default_params();
+    sp.name = "policy";
+    sp.lora_rank = rank;
+    sp.lora_alpha = 2.0f * rank;
+    sp.targets = ALIGN_LORA_Q | ALIGN_LORA_K | ALIGN_LORA_V | ALIGN_LORA_O;
+    int32_t set_id = -1;
+    if (align_trainer_new(r.model, &tp, &r.tr) != ALIGN_OK || align_trainer_add_set(r.tr, &sp, &set_id) != ALIGN_OK) {
         std::fprintf(stderr, "align_gpu bench: %s\n", align_last_error());
         return 1;
     }
