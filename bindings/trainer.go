@@ -161,12 +161,18 @@ func NewTrainerOwning(model *Model, opt TrainerOptions) (*Trainer, error) {
 	return tr, nil
 }
 
+// ModelOptions are the options of a CPU model a trainer with opt runs on:
+// with weights, and with "tiles" backward weights in plain host memory
+// (the tiles read W's own blocks; a repacked layout cannot be read back).
+func (opt TrainerOptions) ModelOptions() ModelOptions {
+	return ModelOptions{Threads: opt.Threads, Trainable: true, NoExtraBuffers: strings.EqualFold(opt.BackwardWeights, "tiles")}
+}
+
 // NewTrainerFromFile loads the model at path on the CPU (with weights) and
 // creates a trainer that owns it; Model returns it for sessions. A device
 // trainer's model is loaded by align/run.OpenTrainer, which offloads it.
 func NewTrainerFromFile(path string, opt TrainerOptions) (*Trainer, error) {
-	// "tiles" read W's own blocks: no repacked layout (as run.OpenTrainer)
-	m, err := LoadModel(path, ModelOptions{Threads: opt.Threads, Trainable: true, NoExtraBuffers: strings.EqualFold(opt.BackwardWeights, "tiles")})
+	m, err := LoadModel(path, opt.ModelOptions())
 	if err != nil {
 		return nil, err
 	}

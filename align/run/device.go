@@ -93,12 +93,10 @@ func (c *Common) TrainerOptions() bindings.TrainerOptions {
 // weight (and the LM head) on the device, so the model is offloaded whole
 // (and rollouts sample there too).
 func OpenTrainer(path string, opt bindings.TrainerOptions) (*bindings.Trainer, error) {
-	mo := bindings.ModelOptions{Threads: opt.Threads, Trainable: true}
+	mo := opt.ModelOptions()
 	if opt.Device != "" && !strings.EqualFold(opt.Device, "cpu") {
 		mo.GPULayers = 1 << 20
-	} else if strings.EqualFold(opt.BackwardWeights, "tiles") {
-		// the tiles read W's own blocks: no repacked layout
-		mo.NoExtraBuffers = true
+		mo.NoExtraBuffers = false // a device trainer makes no tiles
 	}
 	m, err := bindings.LoadModel(path, mo)
 	if err != nil {

@@ -149,7 +149,6 @@ align_status device_set_inputs(align_trainer * tr, graph_t & gt) {
 ggml_tensor * input_grad(align_trainer * tr, ggml_context * ctx, ggml_tensor * w, ggml_tensor * dy) {
     // dx (n_in, N) = W·dy for W (n_in, n_out), dy (n_out, N)
     if (tr->is_cpu) {
-        if (tr->tiled.count(w)) return tiled_input_grad(ctx, w, dy, nullptr);  // Wᵀ in tiles (train_tiles.cpp)
         auto it = tr->transposed.find(w);
         if (it == tr->transposed.end()) return nullptr;
         return ggml_mul_mat(ctx, it->second, dy);  // over the cached Wᵀ (n_out, n_in)

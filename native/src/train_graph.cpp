@@ -706,8 +706,7 @@ align_status build_head(align_trainer * tr, const graph_t & body, bool with_grad
     const int32_t C = head_chunk(tr, M);
     hg.chunk = C;
     const int32_t n_chunks = (M + C - 1) / C;
-    const size_t tiles = with_grad && tr->tiled.count(tr->output) ? (size_t) tiled_nodes(tr->output) : 0;  // ALIGN_BACKWARD_TILES
-    const size_t n_nodes = (size_t) n_chunks * ((with_grad ? 64 : 32) + tiles) + 64;
+    const size_t n_nodes = (size_t) n_chunks * (with_grad ? 64 : 32) + 64;
     ggml_init_params ip = {ggml_tensor_overhead() * n_nodes * 2 + ggml_graph_overhead_custom(n_nodes, false), nullptr, true};
     hg.ctx.reset(ggml_init(ip));
     if (!hg.ctx) return fail(ALIGN_ERR_OUT_OF_MEMORY, "cannot allocate the head graph context");

@@ -291,9 +291,9 @@ align_status  device_set_inputs(align_trainer * tr, graph_t & gt);
 // dx = W·dy through a frozen W (n_in, n_out), dy (n_out, N): MUL_MAT over
 // the cached Wᵀ on the CPU (nullptr without one), OUT_PROD on a device
 ggml_tensor * input_grad(align_trainer * tr, ggml_context * ctx, ggml_tensor * w, ggml_tensor * dy);
-// dx = W·dy over Wᵀ made in tiles of whole Q8_0 rows (train_tiles.cpp):
-// the tensors it creates, in creation order (a topological order), are
-// appended to *made when made is not null
+// dx = W·dy over Wᵀ made in tiles of whole Q8_0 rows (train_tiles.cpp),
+// for the body's frozen matrices (the head keeps its copy): the tensors it
+// creates, in creation order (a topological order), are appended to *made
 bool          tiles_supported(const ggml_tensor * w);
 ggml_tensor * tiled_input_grad(ggml_context * ctx, ggml_tensor * w, ggml_tensor * dy, std::vector<ggml_tensor *> * made);
 // nodes per tiled input gradient of w, at most (graph sizes)

@@ -109,7 +109,7 @@ ggml_tensor * tiled_input_grad(ggml_context * ctx, ggml_tensor * w, ggml_tensor 
     const int64_t n_in = w->ne[0], n_out = w->ne[1], N = dy->ne[1];
     const int64_t J = tile_rows(w);
     auto note = [&](ggml_tensor * t) {
-        if (made != nullptr) made->push_back(t);
+        made->push_back(t);
         return t;
     };
     ggml_tensor * acc = nullptr;
