@@ -74,12 +74,12 @@ func lossOf(obj method, exs []Example, mb MicroBatch, out Outputs, norm float64,
 
 // Methods.
 const (
-	SFT   = "sft"
+	SFT   = objective.SFT
 	DPO   = objective.DPO
 	IPO   = objective.IPO
 	CDPO  = objective.CDPO
 	Hinge = objective.Hinge
-	RM    = "rm"
+	RM    = objective.RM
 	ORPO  = objective.ORPO
 	SimPO = objective.SimPO
 )
