@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/align-dev/align/align/prompt"
 )
 
 // ModelOptions configure LoadModel.
@@ -216,11 +218,8 @@ func (m *Model) TokenUnknown() int32 {
 	return int32(C.align_model_token_unknown(m.p))
 }
 
-// Message is one chat turn.
-type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
+// Message is one chat turn (align/prompt's conversation type).
+type Message = prompt.Message
 
 // ChatApply renders messages with the model's chat template (or tmpl when
 // not empty). addAssistant appends the assistant turn header.

@@ -95,9 +95,7 @@ func parseScoreRecord(raw []byte) (scoreRecord, error) {
 		if c.System != "" {
 			prompt = append(prompt, reward.Message{Role: "system", Content: c.System})
 		}
-		for _, m := range c.AsPrompt().Conversation() {
-			prompt = append(prompt, reward.Message{Role: string(m.Role), Content: m.Content})
-		}
+		prompt = append(prompt, c.AsPrompt().Conversation()...)
 		r := scoreRecord{id: c.ID}
 		for i, resp := range c.Responses {
 			r.samples = append(r.samples, reward.Sample{ID: fmt.Sprintf("%s#%d", c.ID, i), Prompt: prompt, Response: resp.Text})
@@ -112,10 +110,7 @@ func parseScoreRecord(raw []byte) (scoreRecord, error) {
 		return scoreRecord{}, fmt.Errorf("pair %q: %w", p.ID, err)
 	}
 	pm, cm, rm := p.Messages()
-	var prompt []reward.Message
-	for _, m := range pm {
-		prompt = append(prompt, reward.Message{Role: m.Role, Content: m.Content})
-	}
+	prompt := pm
 	return scoreRecord{id: p.ID, pair: true, samples: []reward.Sample{
 		{ID: p.ID + "#chosen", Prompt: prompt, Response: joinTurns(cm)},
 		{ID: p.ID + "#rejected", Prompt: prompt, Response: joinTurns(rm)},

@@ -61,9 +61,7 @@ func pairOf(v *itemVotes, m category) pairs.Pair {
 		if l.System != "" && l.Format == "pairs" {
 			p.PromptMessages = append(p.PromptMessages, pairs.Message{Role: "system", Content: l.System})
 		}
-		for _, msg := range l.Messages {
-			p.PromptMessages = append(p.PromptMessages, pairs.Message{Role: msg.Role, Content: msg.Content})
-		}
+		p.PromptMessages = append(p.PromptMessages, l.Messages...)
 		p.ChosenMessages = []pairs.Message{{Role: "assistant", Content: l.Responses[ch]}}
 		p.RejectedMessages = []pairs.Message{{Role: "assistant", Content: l.Responses[rj]}}
 	} else {

@@ -16,18 +16,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 
 	"github.com/align-dev/align/align/jsonl"
 	"github.com/align-dev/align/align/pairs"
 	"github.com/align-dev/align/align/pipeline"
+	"github.com/align-dev/align/align/prompt"
 )
 
-// Message is one chat turn of an item's conversation.
-type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
+// Message is one chat turn of an item's conversation (align/prompt's
+// conversation type).
+type Message = prompt.Message
 
 // Item is one comparison to label: a conversation and two responses.
 type Item struct {
@@ -116,10 +116,7 @@ func parseItems(raw []byte) ([]Item, error) {
 		if err != nil {
 			return nil, err
 		}
-		var msgs []Message
-		for _, m := range c.Messages {
-			msgs = append(msgs, Message{Role: string(m.Role), Content: m.Content})
-		}
+		msgs := slices.Clone(c.Messages)
 		var out []Item
 		n := len(c.Responses)
 		for i := 0; i < n; i++ {
@@ -148,7 +145,7 @@ func parseItems(raw []byte) ([]Item, error) {
 				it.System = m.Content
 				continue
 			}
-			it.Messages = append(it.Messages, Message{Role: m.Role, Content: m.Content})
+			it.Messages = append(it.Messages, m)
 		}
 	} else {
 		it.Prompt = p.Prompt

@@ -11,10 +11,12 @@ package backend
 import (
 	"context"
 	"encoding/json"
+
+	"github.com/align-dev/align/align/prompt"
 )
 
 // Role is the author of a message in a conversation.
-type Role string
+type Role = string
 
 // Roles of a conversation. A system prompt is not a message: it goes in the
 // request's System field.
@@ -23,11 +25,9 @@ const (
 	RoleAssistant Role = "assistant"
 )
 
-// Message is one turn of a conversation.
-type Message struct {
-	Role    Role   `json:"role"`
-	Content string `json:"content"`
-}
+// Message is one turn of a conversation (align/prompt's conversation
+// type).
+type Message = prompt.Message
 
 // Usage counts the tokens a call consumed, as reported by the model server.
 type Usage struct {

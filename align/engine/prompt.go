@@ -49,11 +49,7 @@ func (p promptModel) TokenText(id int32) string {
 }
 
 func (p promptModel) ChatApply(msgs []prompt.Message, addAssistant bool) (string, error) {
-	bm := make([]bindings.Message, len(msgs))
-	for i, m := range msgs {
-		bm[i] = bindings.Message{Role: m.Role, Content: m.Content}
-	}
-	return p.m.ChatApply("", bm, addAssistant)
+	return p.m.ChatApply("", msgs, addAssistant)
 }
 
 func (p promptModel) Tokenize(text string, addSpecial, parseSpecial bool) ([]int32, prompt.Unspelled, error) {

@@ -25,13 +25,11 @@ import (
 	"strings"
 
 	"github.com/align-dev/align/align/jsonl"
+	"github.com/align-dev/align/align/prompt"
 )
 
-// Message is one chat turn.
-type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
+// Message is one chat turn (align/prompt's conversation type).
+type Message = prompt.Message
 
 // Pair is one preference pair. Exactly one form is set: the plain strings
 // (Prompt, Chosen, Rejected) or the message lists (PromptMessages,

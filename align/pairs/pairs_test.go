@@ -29,12 +29,12 @@ func TestParseLine(t *testing.T) {
 				Extra: map[string]json.RawMessage{"scores": json.RawMessage(`{"a":[1,2]}`), "n": json.RawMessage(`null`)}}},
 		{name: "conversational", in: `{"id":"2","prompt":[{"role":"system","content":"be nice"},{"role":"user","content":"hi"}],` +
 			`"chosen":[{"role":"assistant","content":"Hello!"}],"rejected":[{"role":"assistant","content":"State your query."}]}`,
-			want: Pair{ID: "2", PromptMessages: []Message{{"system", "be nice"}, {"user", "hi"}},
-				ChosenMessages: []Message{{"assistant", "Hello!"}}, RejectedMessages: []Message{{"assistant", "State your query."}}}},
+			want: Pair{ID: "2", PromptMessages: []Message{{Role: "system", Content: "be nice"}, {Role: "user", Content: "hi"}},
+				ChosenMessages: []Message{{Role: "assistant", Content: "Hello!"}}, RejectedMessages: []Message{{Role: "assistant", Content: "State your query."}}}},
 		{name: "implicit prompt", in: `{"id":"3","chosen":[{"role":"user","content":"hi"},{"role":"assistant","content":"Hello!"}],` +
 			`"rejected":[{"role":"user","content":"hi"},{"role":"assistant","content":"What."}]}`,
-			want: Pair{ID: "3", PromptMessages: []Message{{"user", "hi"}},
-				ChosenMessages: []Message{{"assistant", "Hello!"}}, RejectedMessages: []Message{{"assistant", "What."}}}},
+			want: Pair{ID: "3", PromptMessages: []Message{{Role: "user", Content: "hi"}},
+				ChosenMessages: []Message{{Role: "assistant", Content: "Hello!"}}, RejectedMessages: []Message{{Role: "assistant", Content: "What."}}}},
 		{name: "missing chosen", in: `{"prompt":"p","rejected":"r"}`, wantErr: `missing field "chosen"`},
 		{name: "null chosen", in: `{"prompt":"p","chosen":null,"rejected":"r"}`, wantErr: `missing field "chosen"`},
 		{name: "empty rejected", in: `{"prompt":"p","chosen":"c","rejected":"  "}`, wantErr: `empty "rejected"`},
@@ -104,11 +104,11 @@ func TestMarshalRoundTrip(t *testing.T) {
 func TestMessages(t *testing.T) {
 	p := Pair{Prompt: "p", Chosen: "c", Rejected: "r"}
 	pr, ch, rj := p.Messages()
-	want := [][]Message{{{"user", "p"}}, {{"assistant", "c"}}, {{"assistant", "r"}}}
+	want := [][]Message{{{Role: "user", Content: "p"}}, {{Role: "assistant", Content: "c"}}, {{Role: "assistant", Content: "r"}}}
 	if got := [][]Message{pr, ch, rj}; !reflect.DeepEqual(got, want) || p.Conversational() {
 		t.Fatalf("got %v", got)
 	}
-	q := Pair{PromptMessages: []Message{{"system", "s"}, {"user", "u"}}, ChosenMessages: []Message{{"assistant", "c"}}, RejectedMessages: []Message{{"assistant", "r"}}}
+	q := Pair{PromptMessages: []Message{{Role: "system", Content: "s"}, {Role: "user", Content: "u"}}, ChosenMessages: []Message{{Role: "assistant", Content: "c"}}, RejectedMessages: []Message{{Role: "assistant", Content: "r"}}}
 	if !q.Conversational() {
 		t.Fatal("not conversational")
 	}

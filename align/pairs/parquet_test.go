@@ -65,7 +65,7 @@ func TestParquetErrorsNameRow(t *testing.T) {
 
 func TestHHText(t *testing.T) {
 	ms, ok := hhTurns("Human: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant:")
-	want := []Message{{"user", "hi"}, {"assistant", "hello"}, {"user", "bye"}, {"assistant", ""}}
+	want := []Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "hello"}, {Role: "user", Content: "bye"}, {Role: "assistant", Content: ""}}
 	if !ok || !reflect.DeepEqual(ms, want) {
 		t.Errorf("turns %v %v", ms, ok)
 	}
@@ -77,7 +77,7 @@ func TestHHText(t *testing.T) {
 	if err := p.UnmarshalJSON([]byte(`{"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " hello", "rejected": " go away"}`)); err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(p.PromptMessages, []Message{{"user", "hi"}}) || p.ChosenMessages[0].Content != "hello" {
+	if !reflect.DeepEqual(p.PromptMessages, []Message{{Role: "user", Content: "hi"}}) || p.ChosenMessages[0].Content != "hello" {
 		t.Errorf("pair %+v", p)
 	}
 }

@@ -30,7 +30,7 @@ func TestLoadAllUnpaired(t *testing.T) {
 	}
 	c := d.Unpaired[1]
 	pm, cm := c.Messages()
-	if c.Label || !c.Conversational() || !reflect.DeepEqual(pm, []Message{{"user", "hi"}}) || !reflect.DeepEqual(cm, []Message{{"assistant", "go away"}}) {
+	if c.Label || !c.Conversational() || !reflect.DeepEqual(pm, []Message{{Role: "user", Content: "hi"}}) || !reflect.DeepEqual(cm, []Message{{Role: "assistant", Content: "go away"}}) {
 		t.Errorf("conversational example: %+v", c)
 	}
 	// a round trip keeps every field

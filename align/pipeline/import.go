@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -168,9 +169,7 @@ func Import(c ImportConfig) (ImportReport, error) {
 			}
 			p := pairs.Pair{ID: jsonl.RecordID("import", "feedback", k, ch, rj), Objective: g.p.Objective, Source: "feedback", Chosen: ch, Rejected: rj}
 			if g.p.Messages != nil {
-				for _, m := range g.p.Messages {
-					p.PromptMessages = append(p.PromptMessages, pairs.Message{Role: string(m.Role), Content: m.Content})
-				}
+				p.PromptMessages = slices.Clone(g.p.Messages)
 				p.ChosenMessages = []pairs.Message{{Role: "assistant", Content: ch}}
 				p.RejectedMessages = []pairs.Message{{Role: "assistant", Content: rj}}
 				p.Chosen, p.Rejected = "", ""
@@ -229,9 +228,7 @@ func Import(c ImportConfig) (ImportReport, error) {
 					u := pairs.Unpaired{ID: jsonl.RecordID("import", "feedback-unpaired", k, r, fmt.Sprint(kind.up)),
 						Objective: g.p.Objective, Source: "feedback", Completion: r, Label: kind.up}
 					if g.p.Messages != nil {
-						for _, m := range g.p.Messages {
-							u.PromptMessages = append(u.PromptMessages, pairs.Message{Role: string(m.Role), Content: m.Content})
-						}
+						u.PromptMessages = slices.Clone(g.p.Messages)
 						u.CompletionMessages, u.Completion = []pairs.Message{{Role: "assistant", Content: r}}, ""
 					} else {
 						u.Prompt = g.p.Prompt

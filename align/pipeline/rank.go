@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync/atomic"
 
@@ -200,9 +201,7 @@ func (c *RankConfig) outcome(id string, cmp comparison, vs []VerdictRecord, rc *
 	}
 	p := &pairs.Pair{ID: id, Objective: obj, Source: "rank", Chosen: cand.Responses[chosen].Text, Rejected: cand.Responses[rejected].Text}
 	if cand.Messages != nil {
-		for _, m := range cand.Messages {
-			p.PromptMessages = append(p.PromptMessages, pairs.Message{Role: string(m.Role), Content: m.Content})
-		}
+		p.PromptMessages = slices.Clone(cand.Messages)
 		p.ChosenMessages = []pairs.Message{{Role: "assistant", Content: p.Chosen}}
 		p.RejectedMessages = []pairs.Message{{Role: "assistant", Content: p.Rejected}}
 		p.Chosen, p.Rejected = "", ""

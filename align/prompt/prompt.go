@@ -43,10 +43,12 @@ import (
 )
 
 // Message is one turn of a conversation; Role is "system", "user" or
-// "assistant".
+// "assistant". It is align's one conversation type: pairs, rewards,
+// annotation items, the backends and the bindings use it under their own
+// names (aliases), so a conversation crosses them without conversion.
 type Message struct {
-	Role    string
-	Content string
+	Role    string `json:"role"`
+	Content string `json:"content"`
 }
 
 // Unspelled reports characters the vocabulary could not spell (no token and

@@ -60,7 +60,7 @@ func TestJudgeTerm(t *testing.T) {
 	}))
 	defer srv.Close()
 	spec := "openai:" + srv.URL + "/v1#fake"
-	prompt := []Message{{"system", "be kind"}, {"user", "Hi"}}
+	prompt := []Message{{Role: "system", Content: "be kind"}, {Role: "user", Content: "Hi"}}
 	got := score(t, spec, Options{}, []Sample{{Prompt: prompt, Response: "RESPONSE-good"}})
 	if got[0] != 37.0/8 {
 		t.Errorf("after a repair: reward %g, want 37/8", got[0])
@@ -143,7 +143,7 @@ func TestJudgeSpending(t *testing.T) {
 	ledger := filepath.Join(t.TempDir(), "ledger.jsonl")
 	var ss []Sample
 	for i := 0; i < 20; i++ {
-		ss = append(ss, Sample{ID: fmt.Sprint("s", i), Prompt: []Message{{"user", "Hi"}}, Response: "hello"})
+		ss = append(ss, Sample{ID: fmt.Sprint("s", i), Prompt: []Message{{Role: "user", Content: "Hi"}}, Response: "hello"})
 	}
 	max := 1.1 // room for one worst case and $0.076 spent: 16 calls
 	s, err := Parse(context.Background(), spec, Options{Spending: &Spending{MaxUSD: &max, Ledger: ledger, Prices: prices}})

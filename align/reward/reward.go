@@ -59,14 +59,13 @@ import (
 	"strings"
 
 	"github.com/align-dev/align/align/pipeline"
+	"github.com/align-dev/align/align/prompt"
 	"github.com/align-dev/align/bindings"
 )
 
-// Message is one turn of a prompt conversation.
-type Message struct {
-	Role    string // "system", "user" or "assistant"
-	Content string
-}
+// Message is one turn of a prompt conversation (align/prompt's
+// conversation type).
+type Message = prompt.Message
 
 // Sample is one completion to score.
 type Sample struct {

@@ -116,7 +116,7 @@ func samplesOf(t *testing.T, path string, n int) (chosen, rejected []Sample) {
 		pm, cm, rm := p.Messages()
 		var prompt []Message
 		for _, m := range pm {
-			prompt = append(prompt, Message{Role: m.Role, Content: m.Content})
+			prompt = append(prompt, m)
 		}
 		chosen = append(chosen, Sample{ID: p.ID, Prompt: prompt, Response: cm[0].Content})
 		rejected = append(rejected, Sample{ID: p.ID, Prompt: prompt, Response: rm[0].Content})
@@ -175,13 +175,13 @@ func TestRules(t *testing.T) {
 		t.Errorf("chosen above rejected in %d of %d pairs", better, len(wc))
 	}
 	// nothing any rule looks at: 3 on every criterion
-	if got := score(t, spec, Options{}, []Sample{{Prompt: []Message{{"user", "hello"}}, Response: "Hello."}}); got[0] != 3 {
+	if got := score(t, spec, Options{}, []Sample{{Prompt: []Message{{Role: "user", Content: "hello"}}, Response: "Hello."}}); got[0] != 3 {
 		t.Errorf("a neutral reply: %g, want 3", got[0])
 	}
 	// a fact against the catalog lowers accuracy
 	ss := []Sample{
-		{Prompt: []Message{{"user", "How many volumes does Akira have?"}}, Response: "Our catalog lists 6 volumes of Akira."},
-		{Prompt: []Message{{"user", "How many volumes does Akira have?"}}, Response: "Our catalog lists 60 volumes of Akira."},
+		{Prompt: []Message{{Role: "user", Content: "How many volumes does Akira have?"}}, Response: "Our catalog lists 6 volumes of Akira."},
+		{Prompt: []Message{{Role: "user", Content: "How many volumes does Akira have?"}}, Response: "Our catalog lists 60 volumes of Akira."},
 	}
 	if got := score(t, spec, Options{}, ss); !(got[0] > got[1]) {
 		t.Errorf("right volume count %g, wrong %g: want the right one higher", got[0], got[1])

@@ -24,11 +24,7 @@ func (r rm) score(ctx context.Context, samples []Sample) ([]float64, error) {
 	prompts := make([][]pairs.Message, len(samples))
 	responses := make([]string, len(samples))
 	for i, s := range samples {
-		ms := make([]pairs.Message, len(s.Prompt))
-		for j, m := range s.Prompt {
-			ms[j] = pairs.Message{Role: m.Role, Content: m.Content}
-		}
-		prompts[i], responses[i] = ms, s.Response
+		prompts[i], responses[i] = s.Prompt, s.Response
 	}
 	out, err := r.m.Score(ctx, prompts, responses)
 	if err != nil {

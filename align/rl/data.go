@@ -7,7 +7,6 @@ import (
 	"github.com/align-dev/align/align/pairs"
 	"github.com/align-dev/align/align/pipeline"
 	"github.com/align-dev/align/align/prompt"
-	"github.com/align-dev/align/align/reward"
 )
 
 // evalSplitSalt decorrelates --eval-split of prompts from other splits.
@@ -48,10 +47,7 @@ func messages(p pipeline.Prompt) []prompt.Message {
 	if p.System != "" {
 		ms = append(ms, prompt.Message{Role: "system", Content: p.System})
 	}
-	for _, m := range p.Conversation() {
-		ms = append(ms, prompt.Message{Role: string(m.Role), Content: m.Content})
-	}
-	return ms
+	return append(ms, p.Conversation()...)
 }
 
 // unspelled counts what the vocabulary could not spell in a prompts file.
@@ -98,12 +94,4 @@ func encodePrompts(f *prompt.Formatter, ps []pipeline.Prompt, maxPrompt int, nam
 		out = append(out, Prompt{ID: p.ID, Messages: ms, Tokens: toks})
 	}
 	return out, cut, un, nil
-}
-
-func rewardMessages(ms []prompt.Message) []reward.Message {
-	out := make([]reward.Message, len(ms))
-	for i, m := range ms {
-		out[i] = reward.Message{Role: m.Role, Content: m.Content}
-	}
-	return out
 }

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -574,7 +575,7 @@ func (o *onlineStepper) rewards(ctx context.Context, step int, seqs []*Seq) erro
 		samples := make([]reward.Sample, hi-lo)
 		for i := lo; i < hi; i++ {
 			p := o.s.train[seqs[i].Prompt]
-			samples[i-lo] = reward.Sample{ID: fmt.Sprintf("%s#step-%d-%d", p.ID, step, i), Prompt: rewardMessages(p.Messages), Response: seqs[i].Text}
+			samples[i-lo] = reward.Sample{ID: fmt.Sprintf("%s#step-%d-%d", p.ID, step, i), Prompt: p.Messages, Response: seqs[i].Text}
 		}
 		// the calls of a chunk finish even when interrupted: they are paid
 		rs, err := o.s.scorer.Score(context.WithoutCancel(ctx), samples)
@@ -657,7 +658,7 @@ func (o *onlineStepper) comparisons(ctx context.Context, step int, seqs []*Seq) 
 					continue // no new comparison starts
 				}
 				p := o.s.train[seqs[j.a].Prompt]
-				r, err := o.verdict(calls, step, conversation(rewardMessages(p.Messages)), j.a, j.b, j.order, seqs[j.a].Text, seqs[j.b].Text)
+				r, err := o.verdict(calls, step, conversation(p.Messages), j.a, j.b, j.order, seqs[j.a].Text, seqs[j.b].Text)
 				if err == nil {
 					err = o.log.write(r)
 				}
@@ -751,9 +752,7 @@ func (o *onlineStepper) writePairs(step int, seqs []*Seq, ps []onlinePair) error
 		if len(pr.Messages) == 1 && pr.Messages[0].Role == "user" {
 			rec.Prompt = pr.Messages[0].Content
 		} else {
-			for _, m := range pr.Messages {
-				rec.PromptMessages = append(rec.PromptMessages, pairs.Message{Role: m.Role, Content: m.Content})
-			}
+			rec.PromptMessages = slices.Clone(pr.Messages)
 			rec.ChosenMessages = []pairs.Message{{Role: "assistant", Content: rec.Chosen}}
 			rec.RejectedMessages = []pairs.Message{{Role: "assistant", Content: rec.Rejected}}
 			rec.Chosen, rec.Rejected = "", ""
@@ -992,7 +991,7 @@ func (o *onlineStepper) judgeScores(ctx context.Context, seqs []*Seq) error {
 	for i, q := range seqs {
 		p := o.s.eval[q.Prompt]
 		lctx := cost.WithLabel(ctx, fmt.Sprintf("online-dpo:eval:%s#%d", p.ID, i))
-		resp, calls, invalid, err := o.judgeOnce(lctx, backend.JudgeRequest{Prompt: conversation(rewardMessages(p.Messages)), A: q.Text, B: q.Text, MaxTokens: judgeOutputTokens})
+		resp, calls, invalid, err := o.judgeOnce(lctx, backend.JudgeRequest{Prompt: conversation(p.Messages), A: q.Text, B: q.Text, MaxTokens: judgeOutputTokens})
 		o.countCalls(calls)
 		if err != nil {
 			return fmt.Errorf("held-out judge: prompt %q: %w", p.ID, err)

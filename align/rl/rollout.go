@@ -87,7 +87,7 @@ func (e *worker) generate(ctx context.Context, ps []Prompt, idx []int, sp bindin
 func score(ctx context.Context, sc reward.Scorer, ps []Prompt, seqs []*Seq) error {
 	samples := make([]reward.Sample, len(seqs))
 	for i, s := range seqs {
-		samples[i] = reward.Sample{ID: ps[s.Prompt].ID, Prompt: rewardMessages(ps[s.Prompt].Messages), Response: s.Text}
+		samples[i] = reward.Sample{ID: ps[s.Prompt].ID, Prompt: ps[s.Prompt].Messages, Response: s.Text}
 	}
 	rs, err := sc.Score(ctx, samples)
 	if err != nil {

@@ -144,10 +144,7 @@ func messages(system string, msgs []backend.Message) []prompt.Message {
 	if system != "" {
 		pm = append(pm, prompt.Message{Role: "system", Content: system})
 	}
-	for _, m := range msgs {
-		pm = append(pm, prompt.Message{Role: string(m.Role), Content: m.Content})
-	}
-	return pm
+	return append(pm, msgs...)
 }
 
 // EncodePrompt returns the tokens a call decodes for system and msgs (op
