@@ -76,8 +76,8 @@ test: native
 	$(BUILD)/native/align_native_tests
 	$(BUILD)/native/align_grad_ops
 	@# everything but the native-facing packages builds without cgo (DESIGN §2); the loss math is tested there
-	CGO_ENABLED=0 $(GO) build ./align/jsonl ./align/pairs ./align/manga ./align/backend/... ./align/cost ./align/pipeline ./align/annotate ./align/objective
-	CGO_ENABLED=0 $(GO) test -count=1 ./align/objective
+	CGO_ENABLED=0 $(GO) build ./align/jsonl ./align/pairs ./align/manga ./align/backend/... ./align/cost ./align/pipeline ./align/annotate ./align/objective ./align/encode ./align/prompt
+	CGO_ENABLED=0 $(GO) test -count=1 ./align/objective ./align/encode ./align/prompt
 	@# every Go test once: ALIGN_SLOW=1 runs the end-to-end checks a quick -short run skips (align/testgate)
 	$(GOENV) ALIGN_SLOW=1 $(GO) test -count=1 -timeout 45m -short ./...
 	@# the binding's pointer rules checked as it runs, and the harness under the race detector

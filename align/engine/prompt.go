@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"fmt"
+
 	"github.com/align-dev/align/align/prompt"
 	"github.com/align-dev/align/bindings"
 )
@@ -32,6 +34,10 @@ func PromptModel(m *bindings.Model) (prompt.Model, error) {
 	tmpl, _ := m.Meta("tokenizer.chat_template")
 	return promptModel{m: m, info: info, template: tmpl}, nil
 }
+
+// Identity is the loaded model (prompt.Identity): formatters of one
+// *bindings.Model share it.
+func (p promptModel) Identity() string { return fmt.Sprintf("model@%p", p.m) }
 
 func (p promptModel) HasChatTemplate() bool { return p.info.HasChatTemplate }
 func (p promptModel) EOS() int32            { return p.info.EOS }

@@ -4,18 +4,18 @@ package eval
 
 // This file is align/eval's only use of the native engine: generation
 // through align/engine (the sampler of align sample), log-probs and logits
-// through bindings sessions, pair tokenization through align/train's
-// encoder.
+// through bindings sessions, pair tokenization through align/encode (as
+// align train encodes pairs).
 
 import (
 	"context"
 	"errors"
 	"fmt"
 
+	"github.com/align-dev/align/align/encode"
 	"github.com/align-dev/align/align/engine"
 	"github.com/align-dev/align/align/pairs"
 	aprompt "github.com/align-dev/align/align/prompt"
-	"github.com/align-dev/align/align/train"
 	"github.com/align-dev/align/bindings"
 )
 
@@ -206,11 +206,15 @@ func (n *Native) Score(ctx context.Context, adapter int, system, prompt, respons
 // (chat template unless raw, --max-length truncation) and each response's
 // log-prob sum is taken under the adapter and the base.
 func (n *Native) PairScores(ctx context.Context, adapter int, ps []pairs.Pair, betas func(string) float64) ([]PairScore, error) {
-	enc, err := train.NewEncoderWith(n.model, n.maxLength, n.tmpl)
+	f, err := engine.NewFormatter(n.model, n.tmpl)
+	if err != nil {
+		return nil, fmt.Errorf("--chat-template: %w", err)
+	}
+	enc, err := encode.New(f, n.maxLength)
 	if err != nil {
 		return nil, err
 	}
-	exs, _, _, err := enc.Encode(ps, train.BetaTable{Table: map[string]float64{}, Override: 0}, false)
+	exs, _, _, err := enc.Pairs(ps, false)
 	if err != nil {
 		return nil, err
 	}

@@ -147,35 +147,6 @@ type prompt struct {
 	text  string // what the generator is given
 }
 
-// LoadPrompts reads a prompts file; errors name file:line.
-func LoadPrompts(path string) ([]pipeline.Prompt, error) {
-	f, err := jsonl.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	r := jsonl.NewReader(f, path)
-	var out []pipeline.Prompt
-	for {
-		raw, line, err := r.NextRaw()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		p, err := pipeline.ParsePrompt(raw)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
-		}
-		out = append(out, p)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no prompts", path)
-	}
-	return out, nil
-}
-
 // promptText flattens a conversation for generation: a single user turn is
 // given as is; a longer conversation as "User: …" / "Assistant: …" lines
 // ending with "Assistant:".
@@ -317,7 +288,7 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	if c.Betas == nil {
 		c.Betas = func(string) float64 { return 0.1 }
 	}
-	ps, err := LoadPrompts(c.Prompts)
+	ps, err := pipeline.LoadPrompts(c.Prompts)
 	if err != nil {
 		return Result{}, err
 	}

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/align-dev/align/align/backend"
@@ -203,4 +204,35 @@ func idOf(raw json.RawMessage) (string, error) {
 		return "", errors.New(`record without "id"`)
 	}
 	return r.ID, nil
+}
+
+// LoadPrompts reads a prompts file (JSON Lines of Prompt records: align
+// eval's and align train --method ppo|grpo's --prompts); errors name
+// file:line.
+func LoadPrompts(path string) ([]Prompt, error) {
+	f, err := jsonl.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	r := jsonl.NewReader(f, path)
+	var out []Prompt
+	for {
+		raw, line, err := r.NextRaw()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		p, err := ParsePrompt(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no prompts", path)
+	}
+	return out, nil
 }

@@ -31,6 +31,7 @@
 package prompt
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,6 +118,7 @@ type Formatter struct {
 	eot      int32           // -1: responses are not cut at an end of turn
 	warnOnce sync.Once
 	warn     func(string)
+	key      string // Key
 }
 
 // New returns the formatter for m: the chat template unless raw is set or
@@ -137,6 +139,7 @@ func NewWith(m Model, o Options) (*Formatter, error) {
 		f.warn = func(s string) { fmt.Fprintln(os.Stderr, "align: warning: "+s) }
 	}
 	if o.Raw {
+		f.key = f.makeKey("")
 		return f, nil
 	}
 	v, hasVocab := m.(Vocab)
@@ -161,6 +164,7 @@ func NewWith(m Model, o Options) (*Formatter, error) {
 		}
 	}
 	if !f.templated {
+		f.key = f.makeKey("")
 		return f, nil
 	}
 	f.vars = map[string]any{"bos_token": "", "eos_token": ""}
@@ -182,7 +186,56 @@ func NewWith(m Model, o Options) (*Formatter, error) {
 	for k, val := range o.Kwargs {
 		f.vars[k] = val
 	}
+	f.key = f.makeKey(src)
 	return f, nil
+}
+
+// Identity is implemented by a Model that can say which loaded model it is
+// (engine.PromptModel: the *bindings.Model), so two formatters can tell
+// whether they format for the same model.
+type Identity interface {
+	Identity() string
+}
+
+// makeKey is Key: the model's identity (Identity, else its dynamic type
+// and EOS) and everything that decides the tokens (plain or templated, the
+// template's text, its variables, the BOS text stripped, the end-of-turn
+// token).
+func (f *Formatter) makeKey(src string) string {
+	id := fmt.Sprintf("%T/%d", f.m, f.m.EOS())
+	if i, ok := f.m.(Identity); ok {
+		id = i.Identity()
+	}
+	if !f.templated {
+		return id + "|plain"
+	}
+	vars, _ := json.Marshal(f.vars) // map keys are written sorted
+	h := sha256.Sum256([]byte(src))
+	return fmt.Sprintf("%s|template|%x|%d|%s|%q|%d", id, h[:8], len(src), vars, f.bosText, f.eot)
+}
+
+// Key names the format: two formatters with the same Key give the same
+// tokens for the same conversation (same model, same template, variables
+// and end of turn). It is only comparable within one process. An rm:
+// reward scores a rollout's own tokens when the policy's formatter has its
+// formatter's Key (align/reward).
+func (f *Formatter) Key() string { return f.key }
+
+// EndResponse ends a sampled response as EncodePair ends the text's tokens:
+// body (without the end-of-generation token sampling stopped at) followed
+// by the end-of-turn token under a template, by EOS in the plain format.
+func (f *Formatter) EndResponse(body []int32) []int32 {
+	out := append([]int32(nil), body...)
+	if !f.templated {
+		if eos := f.m.EOS(); eos >= 0 {
+			out = append(out, eos)
+		}
+		return out
+	}
+	if f.eot >= 0 {
+		out = append(out, f.eot)
+	}
+	return out
 }
 
 // fallback warns, once, that llama.cpp's built-in templates render instead

@@ -281,3 +281,39 @@ func TestTemplateFallback(t *testing.T) {
 		t.Errorf("refusal: %v", err)
 	}
 }
+
+// Key tells formats apart (plain or templated, template text, variables)
+// and is the same for two formatters of one model and options;
+// EndResponse ends sampled tokens as EncodePair ends a response's text.
+func TestKeyAndEndResponse(t *testing.T) {
+	m := vocabFake{fake: fake{template: true, failChat: true}, tmpl: chatml}
+	tmpl, raw := New(m, false), New(m, true)
+	if tmpl.Key() != New(m, false).Key() || raw.Key() != New(m, true).Key() {
+		t.Error("two formatters of one model and options have different keys")
+	}
+	think, err := NewWith(m, Options{Kwargs: map[string]any{"think": false}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewWith(m, Options{Template: chatml + " "})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]string{"template": tmpl.Key(), "raw": raw.Key(), "kwargs": think.Key(), "other template": other.Key()}
+	seen := map[string]string{}
+	for name, k := range keys {
+		if prev, ok := seen[k]; ok {
+			t.Errorf("%s and %s formats share the key %q", name, prev, k)
+		}
+		seen[k] = name
+	}
+	for _, f := range []*Formatter{tmpl, raw} {
+		_, r, _, err := f.EncodePair(Conversation("", "hi"), []Message{{Role: "assistant", Content: "ok then"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.EndResponse(r[:len(r)-1]); !reflect.DeepEqual(got, r) {
+			t.Errorf("templated %v: EndResponse %v, EncodePair's response %v", f.Templated(), got, r)
+		}
+	}
+}

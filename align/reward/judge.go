@@ -10,7 +10,6 @@ import (
 	"github.com/align-dev/align/align/backend"
 	"github.com/align-dev/align/align/cost"
 	"github.com/align-dev/align/align/pipeline"
-	"github.com/align-dev/align/align/train"
 )
 
 // judgeWorkers is how many samples a judge term scores at once (judges
@@ -120,9 +119,9 @@ func sampleName(samples []Sample, i int) string {
 	return fmt.Sprint(i)
 }
 
-// withID names the sample of a train.RewardModel error.
+// withID names the sample of a RewardModel error.
 func withID(err error, samples []Sample) error {
-	var re *train.ResponseError
+	var re *ResponseError
 	if errors.As(err, &re) && re.Index >= 0 && re.Index < len(samples) {
 		return fmt.Errorf("sample %s: %w", sampleName(samples, re.Index), re.Err)
 	}

@@ -72,6 +72,23 @@ type Sample struct {
 	ID       string    // record id (for errors and `align score` output)
 	Prompt   []Message // the conversation the response answers
 	Response string
+	// Tokens, when set, are the tokens the sample came from (a rollout's):
+	// an rm: term formatting as they were made scores them instead of
+	// re-tokenizing Prompt and Response. Other terms read the text.
+	Tokens *Tokens
+}
+
+// Tokens are a sampled completion as the policy saw and wrote it.
+type Tokens struct {
+	// Format is the Key of the prompt.Formatter that made Prompt (an rm:
+	// term scores the tokens only when its own formatter has this Key:
+	// same model, same template, variables and end of turn).
+	Format string
+	Prompt []int32
+	// Response is the sampled tokens without the end-of-generation token
+	// sampling stopped at (the reward model ends the response as its run
+	// trained: prompt.Formatter.EndResponse).
+	Response []int32
 }
 
 // Scorer gives one reward per sample, in order. Not safe for concurrent use.

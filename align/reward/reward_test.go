@@ -114,12 +114,8 @@ func samplesOf(t *testing.T, path string, n int) (chosen, rejected []Sample) {
 	}
 	for _, p := range ps[:min(n, len(ps))] {
 		pm, cm, rm := p.Messages()
-		var prompt []Message
-		for _, m := range pm {
-			prompt = append(prompt, m)
-		}
-		chosen = append(chosen, Sample{ID: p.ID, Prompt: prompt, Response: cm[0].Content})
-		rejected = append(rejected, Sample{ID: p.ID, Prompt: prompt, Response: rm[0].Content})
+		chosen = append(chosen, Sample{ID: p.ID, Prompt: pm, Response: cm[0].Content})
+		rejected = append(rejected, Sample{ID: p.ID, Prompt: pm, Response: rm[0].Content})
 	}
 	return chosen, rejected
 }

@@ -3,7 +3,6 @@ package rl
 import (
 	"fmt"
 
-	"github.com/align-dev/align/align/eval"
 	"github.com/align-dev/align/align/pairs"
 	"github.com/align-dev/align/align/pipeline"
 	"github.com/align-dev/align/align/prompt"
@@ -22,12 +21,13 @@ type Prompt struct {
 	ID       string
 	Messages []prompt.Message
 	Tokens   []int32
+	Format   string // the Key of the formatter that made Tokens
 }
 
 // ReadPrompts reads a prompts file: JSON Lines of {"id"?, "prompt" |
 // "messages", "system"?} (align/pipeline's prompt record). A bad line is an
 // error naming the file and line.
-func ReadPrompts(path string) ([]pipeline.Prompt, error) { return eval.LoadPrompts(path) }
+func ReadPrompts(path string) ([]pipeline.Prompt, error) { return pipeline.LoadPrompts(path) }
 
 // splitPrompts holds out a fraction of ps by a hash of their ids.
 func splitPrompts(ps []pipeline.Prompt, frac float64, seed uint64) (tr, ev []pipeline.Prompt) {
@@ -91,7 +91,7 @@ func encodePrompts(f *prompt.Formatter, ps []pipeline.Prompt, maxPrompt int, nam
 			toks = append([]int32{toks[0]}, toks[len(toks)-maxPrompt+1:]...)
 			cut++
 		}
-		out = append(out, Prompt{ID: p.ID, Messages: ms, Tokens: toks})
+		out = append(out, Prompt{ID: p.ID, Messages: ms, Tokens: toks, Format: f.Key()})
 	}
 	return out, cut, un, nil
 }

@@ -574,8 +574,8 @@ func (o *onlineStepper) rewards(ctx context.Context, step int, seqs []*Seq) erro
 		}
 		samples := make([]reward.Sample, hi-lo)
 		for i := lo; i < hi; i++ {
-			p := o.s.train[seqs[i].Prompt]
-			samples[i-lo] = reward.Sample{ID: fmt.Sprintf("%s#step-%d-%d", p.ID, step, i), Prompt: p.Messages, Response: seqs[i].Text}
+			p := &o.s.train[seqs[i].Prompt]
+			samples[i-lo] = seqs[i].sample(fmt.Sprintf("%s#step-%d-%d", p.ID, step, i), p)
 		}
 		// the calls of a chunk finish even when interrupted: they are paid
 		rs, err := o.s.scorer.Score(context.WithoutCancel(ctx), samples)

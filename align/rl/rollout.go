@@ -25,6 +25,14 @@ type Seq struct {
 	Old, Ref []float64
 	Val      []float64
 	Adv, Ret []float64 // advantages and returns (PPO: per token; GRPO: Adv only, one value)
+	body     int       // len(Resp) without the end-of-generation token
+}
+
+// sample is s as a reward sees it: the text, and the tokens the policy
+// read and wrote (an rm: term formatting as the policy did scores those).
+func (s *Seq) sample(id string, p *Prompt) reward.Sample {
+	return reward.Sample{ID: id, Prompt: p.Messages, Response: s.Text,
+		Tokens: &reward.Tokens{Format: p.Format, Prompt: p.Tokens, Response: s.Resp[:s.body]}}
 }
 
 // worker is what rollouts and updates run on: the policy, its reference
@@ -78,7 +86,7 @@ func (e *worker) generate(ctx context.Context, ps []Prompt, idx []int, sp bindin
 			}
 			text = engine.WholeCharacters(text) // cut at max_tokens inside a character
 		}
-		out[i] = &Seq{Prompt: k, Tokens: ps[k].Tokens, Resp: resp, Text: text}
+		out[i] = &Seq{Prompt: k, Tokens: ps[k].Tokens, Resp: resp, Text: text, body: len(body)}
 	}
 	return out, nil
 }
@@ -87,7 +95,7 @@ func (e *worker) generate(ctx context.Context, ps []Prompt, idx []int, sp bindin
 func score(ctx context.Context, sc reward.Scorer, ps []Prompt, seqs []*Seq) error {
 	samples := make([]reward.Sample, len(seqs))
 	for i, s := range seqs {
-		samples[i] = reward.Sample{ID: ps[s.Prompt].ID, Prompt: ps[s.Prompt].Messages, Response: s.Text}
+		samples[i] = s.sample(ps[s.Prompt].ID, &ps[s.Prompt])
 	}
 	rs, err := sc.Score(ctx, samples)
 	if err != nil {

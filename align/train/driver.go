@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/align-dev/align/align/encode"
 	"io"
 	"os"
 	"path/filepath"
@@ -390,7 +391,7 @@ func encodeInputs(cfg Config, eng host, in *inputs) error {
 
 	in.train, in.eval = train, eval
 	in.skipped += skipped + skipped2
-	in.trunc = Truncation{trunc.PromptsCut + trunc2.PromptsCut, trunc.ResponsesCut + trunc2.ResponsesCut}
+	in.trunc = trunc.Add(trunc2)
 	if cfg.Method == KTO {
 		return ktoInputs(cfg, enc, betas, in)
 	}
@@ -437,9 +438,9 @@ func resumeConfig(cfg Config) (Config, error) {
 
 // positioned names the file and line of the pair an encoding error is about.
 func positioned(name, path string, err error) error {
-	var pe *pairError
+	var pe *encode.PairError
 	if errors.As(err, &pe) {
-		if line := lineOf(path, pe.id); line > 0 {
+		if line := lineOf(path, pe.ID); line > 0 {
 			return fmt.Errorf("%s:%d: %w", name, line, err)
 		}
 	}

@@ -202,27 +202,13 @@ func assignKL(exs []Example, maxLength int) {
 // EncodeUnpaired tokenizes unpaired examples as Encode does pairs (the
 // completion in Chosen, its label in Undesirable).
 func (e *Encoder) EncodeUnpaired(us []pairs.Unpaired, betas BetaTable, skipInvalid bool) ([]Example, Truncation, int, error) {
-	var out []Example
-	var tr Truncation
-	skipped := 0
-	for i := range us {
-		u := &us[i]
-		pm, cm := u.Messages()
-		pt, ct, err := e.encode(pm, cm)
-		if err == nil {
-			pt, ct, _, err = e.fit(pt, ct, nil, &tr)
-		}
-		if err == nil && len(ct) == 0 {
-			err = fmt.Errorf("the completion is empty after tokenization")
-		}
-		if err != nil {
-			if skipInvalid {
-				skipped++
-				continue
-			}
-			return nil, tr, skipped, &pairError{id: u.ID, err: err}
-		}
-		out = append(out, Example{ID: u.ID, Objective: u.Objective, Beta: betas.Beta(u.Objective), Prompt: pt, Chosen: ct, Undesirable: !u.Label})
+	ss, tr, skipped, err := e.Unpaired(us, skipInvalid)
+	if err != nil {
+		return nil, tr, skipped, err
+	}
+	out := make([]Example, len(ss))
+	for i, s := range ss {
+		out[i] = Example{ID: s.ID, Objective: s.Objective, Beta: betas.Beta(s.Objective), Prompt: s.Prompt, Chosen: s.Completion, Undesirable: s.Undesirable}
 	}
 	return out, tr, skipped, nil
 }

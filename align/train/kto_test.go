@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -158,7 +159,7 @@ func TestAssignKL(t *testing.T) {
 	assignKL(exs, 4)
 	want := [][]int32{{10}, {10}, {8}, {8}}
 	for k := range exs {
-		if !equalPrefix(exs[k].KL, want[k]) || len(exs[k].KL) != len(want[k]) {
+		if !slices.Equal(exs[k].KL, want[k]) {
 			t.Errorf("example %d: KL %v, want %v", k, exs[k].KL, want[k])
 		}
 	}

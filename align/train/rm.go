@@ -18,17 +18,14 @@ package train
 // set's adapters) and head.gguf (align's heads GGUF: general.type
 // "align.heads", align.heads.names ["reward"], align.heads.dims [1],
 // align.heads.n_embd; F32 tensors heads.weight, ne [n_embd, 1], and
-// heads.bias, ne [1]). OpenRewardModel loads both into an adapter set.
+// heads.bias, ne [1]). align/reward's OpenRewardModel loads both into an
+// adapter set to score with.
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/align-dev/align/align/objective"
 	"github.com/align-dev/align/align/pairs"
@@ -38,8 +35,8 @@ import (
 
 // Files of a reward-model run besides adapter.gguf, and the head's name.
 const (
-	HeadFile   = "head.gguf"
-	RewardHead = "reward"
+	HeadFile   = run.HeadFile
+	RewardHead = run.RewardHead
 )
 
 // Margin sources of --margin-from.
@@ -89,15 +86,8 @@ func (rmObjective) batch(exs []Example, mb MicroBatch) *bindings.Batch {
 }
 
 // headBatch clears b's scored tokens and marks each sequence's last token
-// for the heads.
-func headBatch(b *bindings.Batch) *bindings.Batch {
-	clear(b.Scored)
-	b.HeadAt = make([]uint8, len(b.Scored))
-	for k, n := range b.Lengths {
-		b.HeadAt[k*b.NTok+int(n)-1] = 1
-	}
-	return b
-}
+// for the heads (run.HeadsAtLast).
+func headBatch(b *bindings.Batch) *bindings.Batch { return run.HeadsAtLast(b) }
 
 func (rmObjective) loss([]Example, MicroBatch, Outputs, float64, *Metrics) ([]float32, error) {
 	return nil, errors.New("train: the reward model's loss is over head values (headLoss)")
@@ -219,11 +209,7 @@ func setMargins(exs []Example, ps []pairs.Pair, source, name, path string) error
 }
 
 // rewardSetOptions are the adapter set of a reward-model run's config.
-func rewardSetOptions(cfg Config) bindings.SetOptions {
-	targets, _ := targetBits(cfg.Targets)
-	return bindings.SetOptions{Name: "reward", Rank: cfg.Rank, Alpha: float32(cfg.Alpha), Targets: targets, Seed: cfg.Seed,
-		Heads: []bindings.HeadSpec{{Name: RewardHead, Dim: 1}}}
-}
+func rewardSetOptions(cfg Config) bindings.SetOptions { return run.RewardSet(&cfg.Common) }
 
 // rewardTrainer is the set a reward-model run trains: a set of its own on
 // the native trainer (LoRA plus the reward head), or a test's fake, whose
@@ -245,218 +231,3 @@ func exportHeads(tr Trainer, out string) (string, error) {
 	p := filepath.Join(out, HeadFile)
 	return p, h.ExportHeads(p)
 }
-
-// RewardModelOptions open a reward-model run for scoring.
-type RewardModelOptions struct {
-	// Trainer, when set, gets the reward model as one more adapter set (its
-	// base is shared: one resident copy); otherwise a trainer is opened
-	// over Model, or over the run's own model when Model is nil too.
-	Trainer *bindings.Trainer
-	Model   *bindings.Model
-	Threads int
-	// MaxLength caps prompt + response tokens (0: the run's --max-length);
-	// BatchTokens is the padded tokens per forward (0: the run's).
-	MaxLength, BatchTokens int
-}
-
-// RewardModel scores responses with a trained reward model. Not safe for
-// concurrent use.
-type RewardModel struct {
-	dir    string
-	cfg    Config
-	tr     *bindings.Trainer
-	own    *bindings.Trainer // opened here: closed by Close
-	set    bindings.Set
-	enc    *Encoder
-	budget int
-}
-
-// OpenRewardModel loads the reward-model run in dir (adapter.gguf and
-// head.gguf) into an adapter set. It refuses a base model whose SHA-256
-// differs from the one the run was trained on.
-func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err error) {
-	cfg, err := loadConfig(dir)
-	if err != nil {
-		return nil, fmt.Errorf("%s: not a training run (no readable config.json): %w", dir, err)
-	}
-	if cfg.Method != RM {
-		return nil, fmt.Errorf("%s: a --method %s run, not a reward model (--method rm)", dir, cfg.Method)
-	}
-	adapter, head := filepath.Join(dir, "adapter.gguf"), filepath.Join(dir, HeadFile)
-	for _, p := range []string{adapter, head} {
-		if _, err := os.Stat(p); err != nil {
-			return nil, fmt.Errorf("%s: the run has no %s (has it finished?)", dir, filepath.Base(p))
-		}
-	}
-	m := &RewardModel{dir: dir, cfg: cfg, tr: o.Trainer, budget: cfg.BatchTokens}
-	defer func() {
-		if err != nil {
-			m.Close()
-		}
-	}()
-	model := o.Model
-	if o.Trainer != nil {
-		model = o.Trainer.Model()
-	}
-	if model != nil {
-		if err := checkBase(dir, cfg, model.Path()); err != nil {
-			return nil, err
-		}
-	}
-	if m.tr == nil {
-		// the reward set below is the trainer's only set
-		opt := bindings.TrainerOptions{Threads: o.Threads, NoPolicySet: true}
-		if model != nil {
-			m.own, err = bindings.NewTrainer(model, opt)
-		} else {
-			if err := checkBase(dir, cfg, cfg.Model); err != nil {
-				return nil, err
-			}
-			m.own, err = bindings.NewTrainerFromFile(cfg.Model, opt)
-		}
-		if err != nil {
-			return nil, err
-		}
-		m.tr = m.own
-	}
-	so := rewardSetOptions(cfg)
-	if so.Name, err = freeSetName(m.tr, so.Name); err != nil {
-		return nil, err
-	}
-	if m.set, err = m.tr.AddSet(so); err != nil {
-		return nil, err
-	}
-	for _, p := range []string{adapter, head} {
-		if err := m.set.Load(p); err != nil {
-			return nil, run.FileErr(p, err)
-		}
-	}
-	maxLen := cfg.MaxLength
-	if o.MaxLength > 0 {
-		maxLen = o.MaxLength
-	}
-	if o.BatchTokens > 0 {
-		m.budget = o.BatchTokens
-	}
-	po, err := cfg.PromptOptions() // the reward model's run formats as it trained
-	if err != nil {
-		return nil, err
-	}
-	if m.enc, err = NewEncoderWith(m.tr.Model(), maxLen, po); err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
-// freeSetName is name, or name-2, name-3, ... when t already has a set of
-// that name (a shared trainer may hold several reward models).
-func freeSetName(t *bindings.Trainer, name string) (string, error) {
-	taken := map[string]bool{}
-	for i := 0; i < t.Info().NSets; i++ {
-		si, err := t.Set(i).Info()
-		if err != nil {
-			return "", err
-		}
-		taken[si.Name] = true
-	}
-	for k, n := 2, name; ; k++ {
-		if !taken[n] {
-			return n, nil
-		}
-		n = fmt.Sprintf("%s-%d", name, k)
-	}
-}
-
-// checkBase refuses a model file other than the one run dir was trained on.
-func checkBase(dir string, cfg Config, path string) error {
-	want := cfg.Hashes["model"]
-	if want == "" {
-		return nil // a run without recorded hashes: nothing to check against
-	}
-	got, _, err := run.HashKnown(path, want, cfg.Stats["model"])
-	if err != nil {
-		return err
-	}
-	if got != want {
-		return fmt.Errorf("%s: the reward model was trained on %s (sha256 %.12s), not on %s (sha256 %.12s)", dir, cfg.Model, want, path, got)
-	}
-	return nil
-}
-
-// Config is the run's configuration.
-func (m *RewardModel) Config() Config { return m.cfg }
-
-// Set is the reward model's adapter set on its trainer.
-func (m *RewardModel) Set() int { return m.set.ID() }
-
-// Score returns the reward of each response to its prompt (same lengths),
-// formatted as in training (the run's chat template or --raw format and
-// --max-length). Each response is scored alone, so its reward does not
-// depend on the other responses given.
-func (m *RewardModel) Score(ctx context.Context, prompts [][]pairs.Message, responses []string) ([]float64, error) {
-	if len(prompts) != len(responses) {
-		return nil, fmt.Errorf("train: %d prompts for %d responses", len(prompts), len(responses))
-	}
-	exs := make([]Example, len(responses))
-	var tr Truncation
-	for i := range responses {
-		p, r, err := m.enc.encode(prompts[i], []pairs.Message{{Role: "assistant", Content: responses[i]}})
-		if err == nil {
-			p, r, _, err = m.enc.fit(p, r, r, &tr)
-		}
-		if err == nil && len(p)+len(r) == 0 {
-			err = errors.New("nothing to score after tokenization")
-		}
-		if err != nil {
-			return nil, &ResponseError{Index: i, Err: err}
-		}
-		exs[i] = Example{Prompt: p, Chosen: r}
-	}
-	// each response is scored in a forward of its own (one sequence, no
-	// padding): its reward is the same whatever else is scored with it. A
-	// packed batch pads a sequence to its neighbours' length and changes
-	// the kernels' shapes: on the ~100M Q8_0 fixture a reward moved by
-	// 2.6e-3 when scored beside a longer response (issue 21 item 7).
-	out := make([]float64, len(exs))
-	for i := range exs {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		mb := MicroBatch{Examples: []int{i}}
-		o, err := m.set.Forward(headBatch(BuildBatch(exs, mb, LayoutSingle)), 1)
-		if err != nil {
-			return nil, err
-		}
-		if len(o.Heads) != 1 {
-			return nil, fmt.Errorf("train: %d head values for one response", len(o.Heads))
-		}
-		out[i] = float64(o.Heads[0])
-		if math.IsNaN(out[i]) {
-			return nil, &ResponseError{Index: i, Err: errors.New("the reward is NaN")}
-		}
-	}
-	return out, nil
-}
-
-// ResponseError is a RewardModel.Score error about one response.
-type ResponseError struct {
-	Index int // in the responses given
-	Err   error
-}
-
-func (e *ResponseError) Error() string { return fmt.Sprintf("response %d: %v", e.Index, e.Err) }
-func (e *ResponseError) Unwrap() error { return e.Err }
-
-// Close frees what OpenRewardModel opened (a shared trainer keeps the
-// reward set). Idempotent.
-func (m *RewardModel) Close() error {
-	if m == nil || m.own == nil {
-		return nil
-	}
-	err := m.own.Close()
-	m.own = nil
-	return err
-}
-
-// String names the run.
-func (m *RewardModel) String() string { return "rm:" + strings.TrimSuffix(m.dir, "/") }

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/align-dev/align/align/encode"
 	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/align/testgate"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -222,7 +224,7 @@ func TestEncodeErrorNamesLine(t *testing.T) {
 
 {"id":"b","prompt":"hi","chosen":"yes","rejected":"no"}
 `), 0o644)
-	err := positioned("p.jsonl", data, &pairError{id: "b", err: errors.New("boom")})
+	err := positioned("p.jsonl", data, &encode.PairError{ID: "b", Err: errors.New("boom")})
 	if err == nil || !strings.HasPrefix(err.Error(), `p.jsonl:3: pair "b": boom`) {
 		t.Errorf("err = %v", err)
 	}
@@ -241,12 +243,12 @@ func TestTruncationKeepsResponse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full, _, _, _ := (&Encoder{Model: m, MaxLength: 1 << 20, format: enc.format}).Encode(ps, BetaTable{}, false)
+	full, _, _, _ := (&Encoder{&encode.Encoder{Format: enc.Format, MaxLength: 1 << 20}}).Encode(ps, BetaTable{}, false)
 	ex := exs[0]
 	if tr.PromptsCut != 1 || tr.ResponsesCut != 0 {
 		t.Errorf("truncation %+v", tr)
 	}
-	if len(ex.Prompt)+len(ex.Chosen) > 40 || !equalPrefix(ex.Chosen, full[0].Chosen) || len(ex.Chosen) != len(full[0].Chosen) {
+	if len(ex.Prompt)+len(ex.Chosen) > 40 || !slices.Equal(ex.Chosen, full[0].Chosen) {
 		t.Errorf("response changed: %v vs %v", ex.Chosen, full[0].Chosen)
 	}
 	if ex.Prompt[0] != full[0].Prompt[0] {
