@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/align-dev/align/align/reward"
+	"github.com/align-dev/align/align/train"
 	"github.com/align-dev/align/bindings"
 )
 
@@ -371,5 +372,53 @@ func checkLearned(t *testing.T, cfg Config) {
 	}
 	if !(kl < klBudget) {
 		t.Errorf("held-out KL %.2f exceeds its budget %g", kl, klBudget)
+	}
+}
+
+// spyHost is the native host keeping the reward scorer it opened.
+type spyHost struct {
+	nativeHost
+	sc *reward.Scorer
+}
+
+func (h spyHost) Scorer(ctx context.Context, spec string, o reward.Options) (reward.Scorer, error) {
+	s, err := h.nativeHost.Scorer(ctx, spec, o)
+	*h.sc = s
+	return s, err
+}
+
+// An rm: reward on the policy's base scores each rollout on the tokens the
+// policy read and sampled, never on re-tokenized text (issue 17 item 4).
+func TestRMRewardScoresRolloutTokens(t *testing.T) {
+	model := fixture(t, "q8_0")
+	rmc := train.DefaultConfig()
+	rmc.Method, rmc.Model, rmc.Data, rmc.Out, rmc.EvalSplit = train.RM, model, "../../testdata/pairs/train.jsonl", filepath.Join(t.TempDir(), "rm"), 0
+	rmc.MaxSteps, rmc.BatchTokens, rmc.LR, rmc.Threads = 1, 1024, 1e-2, 2
+	if _, err := train.Run(context.Background(), rmc, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg := smallConfig(t, GRPO)
+	cfg.Scorer, cfg.Reward = nil, "rm:"+rmc.Out
+	cfg.MaxSteps, cfg.EvalEvery = 1, 0
+	var sc reward.Scorer
+	open := func(c Config) (host, func() error, error) {
+		h, closer, err := openNative(c)
+		if err != nil {
+			return nil, nil, err
+		}
+		return spyHost{h.(nativeHost), &sc}, closer, nil
+	}
+	res, err := runWith(context.Background(), cfg, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts, ok := sc.(interface{ RMInputs() (int, int) })
+	if !ok {
+		t.Fatalf("the scorer %T does not count its rm: inputs", sc)
+	}
+	tokens, text := counts.RMInputs()
+	t.Logf("%d steps; rm: scored %d samples on their tokens, %d on their text", res.Steps, tokens, text)
+	if tokens < cfg.BatchPrompts*cfg.Group || text != 0 {
+		t.Errorf("rm: scored %d samples on tokens and %d on text; want at least %d and 0", tokens, text, cfg.BatchPrompts*cfg.Group)
 	}
 }
