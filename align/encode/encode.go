@@ -106,31 +106,42 @@ type Triple struct {
 // Pairs encodes preference pairs, fitted to MaxLength. An error names the
 // pair; with skipInvalid such pairs are skipped and counted instead.
 func (e *Encoder) Pairs(ps []pairs.Pair, skipInvalid bool) ([]Triple, Truncation, int, error) {
-	var out []Triple
-	var tr Truncation
-	skipped := 0
-	for i := range ps {
+	return each(len(ps), skipInvalid, func(i int) string { return ps[i].ID }, func(i int, tr *Truncation) (Triple, error) {
 		p := &ps[i]
 		pm, cm, rm := p.Messages()
 		pt, ct, err := e.Response(pm, cm)
-		var rt []int32
-		if err == nil {
-			_, rt, err = e.Response(pm, rm)
+		if err != nil {
+			return Triple{}, err
 		}
-		if err == nil {
-			pt, ct, rt = e.Fit(pt, ct, rt, &tr)
-			if len(ct) == 0 || len(rt) == 0 {
-				err = errors.New("a response is empty after tokenization")
-			}
+		_, rt, err := e.Response(pm, rm)
+		if err != nil {
+			return Triple{}, err
 		}
+		pt, ct, rt = e.Fit(pt, ct, rt, tr)
+		if len(ct) == 0 || len(rt) == 0 {
+			return Triple{}, errors.New("a response is empty after tokenization")
+		}
+		return Triple{ID: p.ID, Objective: p.Objective, Prompt: pt, Chosen: ct, Rejected: rt}, nil
+	})
+}
+
+// each encodes records 0..n-1 with enc: the first error is returned as a
+// PairError naming id(i), or with skipInvalid every failing record is
+// skipped and counted.
+func each[T any](n int, skipInvalid bool, id func(int) string, enc func(int, *Truncation) (T, error)) ([]T, Truncation, int, error) {
+	var out []T
+	var tr Truncation
+	skipped := 0
+	for i := 0; i < n; i++ {
+		t, err := enc(i, &tr)
 		if err != nil {
 			if skipInvalid {
 				skipped++
 				continue
 			}
-			return nil, tr, skipped, &PairError{ID: p.ID, Err: err}
+			return nil, tr, skipped, &PairError{ID: id(i), Err: err}
 		}
-		out = append(out, Triple{ID: p.ID, Objective: p.Objective, Prompt: pt, Chosen: ct, Rejected: rt})
+		out = append(out, t)
 	}
 	return out, tr, skipped, nil
 }
@@ -156,27 +167,17 @@ type Single struct {
 
 // Unpaired encodes unpaired examples as Pairs does pairs.
 func (e *Encoder) Unpaired(us []pairs.Unpaired, skipInvalid bool) ([]Single, Truncation, int, error) {
-	var out []Single
-	var tr Truncation
-	skipped := 0
-	for i := range us {
+	return each(len(us), skipInvalid, func(i int) string { return us[i].ID }, func(i int, tr *Truncation) (Single, error) {
 		u := &us[i]
 		pm, cm := u.Messages()
 		pt, ct, err := e.Response(pm, cm)
-		if err == nil {
-			pt, ct, _ = e.Fit(pt, ct, nil, &tr)
-			if len(ct) == 0 {
-				err = errors.New("the completion is empty after tokenization")
-			}
-		}
 		if err != nil {
-			if skipInvalid {
-				skipped++
-				continue
-			}
-			return nil, tr, skipped, &PairError{ID: u.ID, Err: err}
+			return Single{}, err
 		}
-		out = append(out, Single{ID: u.ID, Objective: u.Objective, Prompt: pt, Completion: ct, Undesirable: !u.Label})
-	}
-	return out, tr, skipped, nil
+		pt, ct, _ = e.Fit(pt, ct, nil, tr)
+		if len(ct) == 0 {
+			return Single{}, errors.New("the completion is empty after tokenization")
+		}
+		return Single{ID: u.ID, Objective: u.Objective, Prompt: pt, Completion: ct, Undesirable: !u.Label}, nil
+	})
 }

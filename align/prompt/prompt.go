@@ -428,12 +428,8 @@ func (f *Formatter) EncodePrompt(msgs []Message) ([]int32, Unspelled, error) {
 // (Offset then refers to the prompt text, or to the response text when the
 // prompt had none).
 //
-// This is the body align/train's Encoder.encode should call (build the
-// formatter once, in NewEncoder):
-//
-//	pm, err := engine.PromptModel(m)
-//	f := prompt.New(pm, raw)
-//	p, r, u, err := f.EncodePair(promptMsgs, responseMsgs)
+// align/encode builds training, evaluation and reward-model sequences on
+// it.
 func (f *Formatter) EncodePair(prompt, response []Message) (p, r []int32, u Unspelled, err error) {
 	if !f.templated {
 		p, up, err := f.m.Tokenize(plain(prompt), true, false)
