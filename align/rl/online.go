@@ -543,7 +543,7 @@ func (o *onlineStepper) samplesOf(ctx context.Context, step int, all []int) ([]*
 		if r.Prompts[i] != k || r.PromptIDs[i] != o.s.train[k].ID {
 			return nil, fmt.Errorf("%s: step %d: sample %d answers prompt %q, the run's order has %q: not this run's record", JudgedFile, step, i, r.PromptIDs[i], o.s.train[k].ID)
 		}
-		seqs[i] = &Seq{Prompt: k, Tokens: o.s.train[k].Tokens, Resp: r.Tokens[i], Text: r.Texts[i]}
+		seqs[i] = o.s.w.seq(o.s.train, k, r.Tokens[i], r.Texts[i])
 	}
 	return seqs, nil
 }

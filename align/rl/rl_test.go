@@ -6,11 +6,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"github.com/align-dev/align/align/engine"
 	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/align/testgate"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -375,20 +378,59 @@ func checkLearned(t *testing.T, cfg Config) {
 	}
 }
 
-// spyHost is the native host keeping the reward scorer it opened.
+// spyHost is the native host whose reward scorer is wrapped in a
+// tokenSpy.
 type spyHost struct {
 	nativeHost
-	sc *reward.Scorer
+	spy *tokenSpy
 }
 
 func (h spyHost) Scorer(ctx context.Context, spec string, o reward.Options) (reward.Scorer, error) {
 	s, err := h.nativeHost.Scorer(ctx, spec, o)
-	*h.sc = s
-	return s, err
+	h.spy.Scorer, h.spy.model = s, h.t.Model()
+	return h.spy, err
+}
+
+// tokenSpy checks that every sample a run scores carries the tokens its
+// text was detokenized from, and counts those whose text re-tokenizes to
+// other tokens.
+type tokenSpy struct {
+	reward.Scorer
+	model              *bindings.Model
+	samples, retokened int
+	bad                []string
+}
+
+func (s *tokenSpy) Score(ctx context.Context, xs []reward.Sample) ([]float64, error) {
+	for _, x := range xs {
+		s.samples++
+		if x.Tokens == nil || x.Tokens.Format == "" || len(x.Tokens.Prompt) == 0 {
+			s.bad = append(s.bad, fmt.Sprintf("%s: no tokens", x.ID))
+			continue
+		}
+		text, err := s.model.Detokenize(x.Tokens.Response, false)
+		if err != nil {
+			return nil, err
+		}
+		// online DPO keeps texts as judged.jsonl does (invalid bytes as U+FFFD)
+		if text = engine.WholeCharacters(text); text != x.Response && strings.ToValidUTF8(text, "\uFFFD") != x.Response {
+			s.bad = append(s.bad, fmt.Sprintf("%s: tokens say %q, text %q", x.ID, text, x.Response))
+		}
+		again, err := s.model.Tokenize(x.Response, false, false)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Equal(again, x.Tokens.Response) {
+			s.retokened++
+		}
+	}
+	return s.Scorer.Score(ctx, xs)
 }
 
 // An rm: reward on the policy's base scores each rollout on the tokens the
-// policy read and sampled, never on re-tokenized text (issue 17 item 4).
+// policy read and sampled (the ones its text came from), never on
+// re-tokenized text (issue 17 item 4): GRPO's rollouts and online DPO's
+// samples (read back from judged.jsonl).
 func TestRMRewardScoresRolloutTokens(t *testing.T) {
 	model := fixture(t, "q8_0")
 	rmc := train.DefaultConfig()
@@ -397,28 +439,42 @@ func TestRMRewardScoresRolloutTokens(t *testing.T) {
 	if _, err := train.Run(context.Background(), rmc, nil); err != nil {
 		t.Fatal(err)
 	}
-	cfg := smallConfig(t, GRPO)
-	cfg.Scorer, cfg.Reward = nil, "rm:"+rmc.Out
-	cfg.MaxSteps, cfg.EvalEvery = 1, 0
-	var sc reward.Scorer
-	open := func(c Config) (host, func() error, error) {
-		h, closer, err := openNative(c)
-		if err != nil {
-			return nil, nil, err
-		}
-		return spyHost{h.(nativeHost), &sc}, closer, nil
-	}
-	res, err := runWith(context.Background(), cfg, open)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counts, ok := sc.(interface{ RMInputs() (int, int) })
-	if !ok {
-		t.Fatalf("the scorer %T does not count its rm: inputs", sc)
-	}
-	tokens, text := counts.RMInputs()
-	t.Logf("%d steps; rm: scored %d samples on their tokens, %d on their text", res.Steps, tokens, text)
-	if tokens < cfg.BatchPrompts*cfg.Group || text != 0 {
-		t.Errorf("rm: scored %d samples on tokens and %d on text; want at least %d and 0", tokens, text, cfg.BatchPrompts*cfg.Group)
+	for _, method := range []string{GRPO, OnlineDPO} {
+		t.Run(method, func(t *testing.T) {
+			var cfg Config
+			if method == GRPO {
+				cfg = smallConfig(t, GRPO)
+				cfg.EvalEvery = 0
+			} else {
+				cfg = onlineOn(t, &lengthJudge{}, model)
+				cfg.Judge = ""
+			}
+			cfg.Scorer, cfg.Reward, cfg.MaxSteps = nil, "rm:"+rmc.Out, 1
+			spy := &tokenSpy{}
+			open := func(c Config) (host, func() error, error) {
+				h, closer, err := openNative(c)
+				if err != nil {
+					return nil, nil, err
+				}
+				return spyHost{h.(nativeHost), spy}, closer, nil
+			}
+			res, err := runWith(context.Background(), cfg, open)
+			if err != nil {
+				t.Fatal(err)
+			}
+			counts, ok := spy.Scorer.(interface{ RMInputs() (int, int) })
+			if !ok {
+				t.Fatalf("the scorer %T does not count its rm: inputs", spy.Scorer)
+			}
+			tokens, text := counts.RMInputs()
+			t.Logf("%d steps; rm: scored %d samples on their tokens, %d on their text; %d of %d texts re-tokenize to other tokens",
+				res.Steps, tokens, text, spy.retokened, spy.samples)
+			if tokens != spy.samples || tokens < cfg.BatchPrompts*max(cfg.Group, cfg.Samples) || text != 0 {
+				t.Errorf("rm: scored %d samples on tokens and %d on text, of %d; want all on tokens", tokens, text, spy.samples)
+			}
+			for _, b := range spy.bad[:min(len(spy.bad), 5)] {
+				t.Error(b)
+			}
+		})
 	}
 }

@@ -75,20 +75,25 @@ func (e *worker) generate(ctx context.Context, ps []Prompt, idx []int, sp bindin
 		if len(resp) == 0 {
 			resp = []int32{e.gen.EOS()}
 		}
-		body := resp
-		if n := len(body); n > 0 && e.gen.IsEOG(body[n-1]) {
-			body = body[:n-1]
-		}
-		text := ""
-		if len(body) > 0 {
-			if text, err = e.gen.Detokenize(body); err != nil {
+		s := e.seq(ps, k, resp, "")
+		if s.body > 0 {
+			if s.Text, err = e.gen.Detokenize(resp[:s.body]); err != nil {
 				return nil, err
 			}
-			text = engine.WholeCharacters(text) // cut at max_tokens inside a character
+			s.Text = engine.WholeCharacters(s.Text) // cut at max_tokens inside a character
 		}
-		out[i] = &Seq{Prompt: k, Tokens: ps[k].Tokens, Resp: resp, Text: text, body: len(body)}
+		out[i] = s
 	}
 	return out, nil
+}
+
+// seq is the completion resp of prompt k of ps, whose text is text.
+func (e *worker) seq(ps []Prompt, k int, resp []int32, text string) *Seq {
+	body := len(resp)
+	if body > 0 && e.gen.IsEOG(resp[body-1]) {
+		body--
+	}
+	return &Seq{Prompt: k, Tokens: ps[k].Tokens, Resp: resp, Text: text, body: body}
 }
 
 // score sets each sequence's reward.
