@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/align-dev/align/align/objective"
 	"github.com/align-dev/align/align/train"
 )
 
@@ -23,7 +24,7 @@ func init() { register(trainCommand) }
 func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "train",
-		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge, KTO, reward model, ORPO, SimPO, PPO, GRPO, online DPO)",
+		Usage:     "train a LoRA adapter on a frozen GGUF model (" + objective.Titles() + ")",
 		ArgsUsage: " ",
 		Description: `Trains LoRA adapters on preference pairs (JSON Lines, plain or TRL
 conversational form, .zst allowed) with the model's chat template, and
@@ -31,6 +32,7 @@ writes OUT/metrics.jsonl (one JSON object per step; held-out rows carry
 "split": "eval"), OUT/adapter.gguf (llama.cpp's LoRA format), checkpoints
 and OUT/summary.json.
 
+` + methodsHelp() + `
 DPO β comes from each pair's objective (safety 0.05, tone 0.1, escalation
 0.1, accuracy 0.3; other objectives 0.1); --beta overrides all, and
 --beta-table reads {"objective": β, ...} from a JSON file and overrides those
@@ -146,6 +148,21 @@ Example:
 		Flags:  cliFlags(trainFlags()),
 		Action: runTrain,
 	}
+}
+
+// methodsHelp is the help's table of methods, from align/objective's
+// registry: each method's name and summary.
+func methodsHelp() string {
+	w := 0
+	for _, m := range objective.Methods() {
+		w = max(w, len(m.Name))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Methods (--method, default %s):\n", train.DPO)
+	for _, m := range objective.Methods() {
+		fmt.Fprintf(&b, "   %-*s  %s\n", w, m.Name, m.Summary)
+	}
+	return b.String()
 }
 
 func runTrain(c *cli.Context) error {

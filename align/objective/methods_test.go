@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // Every row is well formed: a unique lowercase name, a title, one line of
@@ -18,8 +19,10 @@ func TestMethodRows(t *testing.T) {
 			t.Errorf("method %q: listed twice", m.Name)
 		}
 		seen[m.Name] = true
-		if m.Title == "" || m.Summary == "" || strings.Contains(m.Summary, "\n") || strings.HasSuffix(m.Summary, ".") {
-			t.Errorf("%s: title %q, summary %q: want both, the summary one line without a final period", m.Name, m.Title, m.Summary)
+		// the summary is a line of help's methods table (80 columns with
+		// the indent and the longest name)
+		if m.Title == "" || m.Summary == "" || strings.Contains(m.Summary, "\n") || strings.HasSuffix(m.Summary, ".") || utf8.RuneCountInString(m.Summary) > 62 {
+			t.Errorf("%s: title %q, summary %q: want both, the summary one line of at most 62 characters without a final period", m.Name, m.Title, m.Summary)
 		}
 		if m.Kind.String() == "unknown" || m.Layout.String() == "unknown" || m.Reference.String() == "unknown" {
 			t.Errorf("%s: kind %v, layout %v, reference %v: want known values", m.Name, m.Kind, m.Layout, m.Reference)
