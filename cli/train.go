@@ -192,15 +192,15 @@ func runTrain(c *cli.Context) error {
 		rate = "nothing left to train"
 	}
 	counts := fmt.Sprintf("%d train / %d eval pairs", res.TrainPairs, res.EvalPairs)
-	if cfg.Method == train.KTO { // each pair of a pair file is two training examples
+	if j.method == train.KTO { // each pair of a pair file is two training examples
 		counts = fmt.Sprintf("%d train examples / %d held out", res.TrainPairs, res.EvalPairs)
 	}
 	fmt.Fprintf(env.Stderr, "align: %s, %s, %s, %.1fs", plural(res.Steps, "step"), counts, rate, res.ElapsedS)
 	if res.Device != "" && !strings.EqualFold(res.Device, "cpu") {
 		fmt.Fprintf(env.Stderr, " on %s", res.Device)
 	}
-	if res.StoppedEarly {
-		fmt.Fprint(env.Stderr, ", stopped early (the adapter of the best held-out score kept: margin; SFT, ORPO: loss)")
+	if m, _ := objective.Lookup(j.method); res.StoppedEarly { // j.method: a resume's cfg.Method is empty
+		fmt.Fprintf(env.Stderr, ", stopped early (the adapter of the best held-out %s kept)", m.Score)
 	}
 	if res.Truncation.PromptsCut+res.Truncation.ResponsesCut > 0 {
 		fmt.Fprintf(env.Stderr, ", --max-length cut %s and %s", plural(res.Truncation.PromptsCut, "prompt"), plural(res.Truncation.ResponsesCut, "response"))

@@ -117,6 +117,29 @@ func methodUsage() string {
 		orList(allMethods), andList(sampled), orList(objective.Names(objective.Online)))
 }
 
+// scoreUsage is what --patience watches for each method, from the
+// registry: the default method's score, then the others with their
+// methods ("margin; sft, orpo: loss; ...").
+func scoreUsage() string {
+	def, _ := objective.Lookup(train.DPO)
+	parts := []string{string(def.Score)}
+	var scores []objective.Score
+	by := map[objective.Score][]string{}
+	for _, m := range objective.Methods() {
+		if m.Score == def.Score {
+			continue
+		}
+		if _, ok := by[m.Score]; !ok {
+			scores = append(scores, m.Score)
+		}
+		by[m.Score] = append(by[m.Score], m.Name)
+	}
+	for _, sc := range scores {
+		parts = append(parts, strings.Join(by[sc], ", ")+": "+string(sc))
+	}
+	return strings.Join(parts, "; ")
+}
+
 // betaUsage is --beta's help and its default: what β is to each method
 // that takes it, from the registry, and each method's default.
 func betaUsage() (usage, defaults string) {
@@ -209,7 +232,7 @@ func trainFlags() []trainFlag {
 		{flag: integer("max-length", d.MaxLength, "tokens per sequence; prompts are cut from the left first", catRun), field: c(func(c *harness.Common) any { return &c.MaxLength })},
 		{flag: integer("eval-every", 0, "steps between held-out evaluations (0: each epoch)", catRun), field: c(func(c *harness.Common) any { return &c.EvalEvery })},
 		{flag: integer("save-every", 0, "steps between checkpoints (0: each epoch)", catRun), field: c(func(c *harness.Common) any { return &c.SaveEvery })},
-		{flag: integer("patience", 0, "stop after N held-out evaluations without a better score (margin; SFT, ORPO: loss; PPO/GRPO: reward) and keep the best adapter (0: off)", catRun),
+		{flag: integer("patience", 0, "stop after N held-out evaluations without a better score ("+scoreUsage()+") and keep the best adapter (0: off)", catRun),
 			field: c(func(c *harness.Common) any { return &c.Patience })},
 		{flag: integer("max-steps", 0, "stop after N steps (0: all epochs)", catRun), resumable: true, field: c(func(c *harness.Common) any { return &c.MaxSteps })},
 		{flag: &cli.Uint64Flag{Name: "seed", Value: d.Seed, Usage: "seed of the adapter initialisation, the shuffles, the rollouts and --eval-split", Category: catRun, EnvVars: env("seed")},

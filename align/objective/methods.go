@@ -117,7 +117,18 @@ type Method struct {
 	// BetaTable: β comes per objective of the data (DefaultBetas,
 	// --beta-table) unless --beta overrides it.
 	BetaTable bool
+	// Score is the held-out metric early stopping (--patience) watches.
+	Score Score
 }
+
+// Score is a held-out metric early stopping watches.
+type Score string
+
+const (
+	ScoreMargin Score = "margin" // rewards/margins, higher is better
+	ScoreLoss   Score = "loss"   // loss, lower is better
+	ScoreReward Score = "reward" // the reward's mean, higher is better
+)
 
 // NeedsReference reports whether the method reads the reference's
 // log-probs; optional says whether an optional reference is in use.
@@ -130,29 +141,29 @@ const betaTable = "β for every objective (overrides the table)"
 // methods is every method, in the order help lists them: dataset methods,
 // then online DPO, then the rollout methods.
 var methods = []Method{
-	{Name: SFT, Title: "SFT", Kind: Dataset, Layout: LayoutSingle, Reference: RefNever,
+	{Name: SFT, Title: "SFT", Kind: Dataset, Layout: LayoutSingle, Reference: RefNever, Score: ScoreLoss,
 		Summary: "supervised fine-tuning: token NLL of the chosen responses"},
-	{Name: DPO, Title: "DPO", Kind: Dataset, Layout: LayoutPair, Reference: RefAlways, Preference: true, Beta: betaTable, BetaTable: true,
+	{Name: DPO, Title: "DPO", Kind: Dataset, Layout: LayoutPair, Reference: RefAlways, Preference: true, Beta: betaTable, BetaTable: true, Score: ScoreMargin,
 		Summary: "direct preference optimisation on pairs, against a reference"},
-	{Name: IPO, Title: "IPO", Kind: Dataset, Layout: LayoutPair, Reference: RefAlways, Preference: true, Beta: betaTable, BetaTable: true,
+	{Name: IPO, Title: "IPO", Kind: Dataset, Layout: LayoutPair, Reference: RefAlways, Preference: true, Beta: betaTable, BetaTable: true, Score: ScoreMargin,
 		Summary: "identity preference optimisation: squared loss on the margin"},
-	{Name: CDPO, Title: "cDPO", Kind: Dataset, Layout: LayoutPair, Reference: RefAlways, Preference: true, Beta: betaTable, BetaTable: true,
+	{Name: CDPO, Title: "cDPO", Kind: Dataset, Layout: LayoutPair, Reference: RefAlways, Preference: true, Beta: betaTable, BetaTable: true, Score: ScoreMargin,
 		Summary: "conservative DPO: DPO with label smoothing (default 0.1)"},
-	{Name: Hinge, Title: "hinge", Kind: Dataset, Layout: LayoutPair, Reference: RefAlways, Preference: true, Beta: betaTable, BetaTable: true,
+	{Name: Hinge, Title: "hinge", Kind: Dataset, Layout: LayoutPair, Reference: RefAlways, Preference: true, Beta: betaTable, BetaTable: true, Score: ScoreMargin,
 		Summary: "hinge loss on DPO's margin (SLiC)"},
-	{Name: KTO, Title: "KTO", Kind: Dataset, Layout: LayoutUnpaired, Reference: RefAlways, Beta: betaTable, BetaTable: true,
+	{Name: KTO, Title: "KTO", Kind: Dataset, Layout: LayoutUnpaired, Reference: RefAlways, Beta: betaTable, BetaTable: true, Score: ScoreMargin,
 		Summary: "Kahneman–Tversky optimisation on unpaired feedback or pairs"},
-	{Name: RM, Title: "reward model", Kind: Dataset, Layout: LayoutPair, Reference: RefNever,
+	{Name: RM, Title: "reward model", Kind: Dataset, Layout: LayoutPair, Reference: RefNever, Score: ScoreMargin,
 		Summary: "reward model: LoRA and a scalar head, Bradley–Terry loss"},
-	{Name: ORPO, Title: "ORPO", Kind: Dataset, Layout: LayoutPair, Reference: RefNever,
+	{Name: ORPO, Title: "ORPO", Kind: Dataset, Layout: LayoutPair, Reference: RefNever, Score: ScoreLoss,
 		Summary: "odds-ratio preference optimisation, one stage, no reference"},
-	{Name: SimPO, Title: "SimPO", Kind: Dataset, Layout: LayoutPair, Reference: RefNever, Beta: "β of the length-normalised reward",
+	{Name: SimPO, Title: "SimPO", Kind: Dataset, Layout: LayoutPair, Reference: RefNever, Beta: "β of the length-normalised reward", Score: ScoreMargin,
 		Summary: "length-normalised preference optimisation, no reference"},
-	{Name: OnlineDPO, Title: "online DPO", Kind: Online, Layout: LayoutPair, Reference: RefAlways, Beta: "DPO's β",
+	{Name: OnlineDPO, Title: "online DPO", Kind: Online, Layout: LayoutPair, Reference: RefAlways, Beta: "DPO's β", Score: ScoreReward,
 		Summary: "DPO on pairs sampled from the policy, ranked as it trains"},
-	{Name: PPO, Title: "PPO", Kind: Rollout, Layout: LayoutRolloutGroup, Reference: RefAlways,
+	{Name: PPO, Title: "PPO", Kind: Rollout, Layout: LayoutRolloutGroup, Reference: RefAlways, Score: ScoreReward,
 		Summary: "PPO on prompts and a reward: value head, GAE, KL penalty"},
-	{Name: GRPO, Title: "GRPO", Kind: Rollout, Layout: LayoutRolloutGroup, Reference: RefOptional, Beta: "weight of the k3 KL term",
+	{Name: GRPO, Title: "GRPO", Kind: Rollout, Layout: LayoutRolloutGroup, Reference: RefOptional, Beta: "weight of the k3 KL term", Score: ScoreReward,
 		Summary: "GRPO on prompts and a reward: group-relative advantages"},
 }
 

@@ -31,6 +31,9 @@ func TestMethodRows(t *testing.T) {
 		if (m.Kind == Rollout) != (m.Layout == LayoutRolloutGroup) {
 			t.Errorf("%s: kind %v with layout %v", m.Name, m.Kind, m.Layout)
 		}
+		if m.Score != ScoreMargin && m.Score != ScoreLoss && m.Score != ScoreReward {
+			t.Errorf("%s: early-stopping score %q: want margin, loss or reward", m.Name, m.Score)
+		}
 		if m.BetaTable && m.Beta == "" {
 			t.Errorf("%s: a β table but no --beta", m.Name)
 		}
@@ -114,22 +117,23 @@ func TestMethodFacts(t *testing.T) {
 		name string
 		kind Kind
 		lay  Layout
-		ref  Reference
-		beta bool
+		ref   Reference
+		beta  bool
+		score Score
 	}{
-		{SFT, Dataset, LayoutSingle, RefNever, false},
-		{DPO, Dataset, LayoutPair, RefAlways, true},
-		{KTO, Dataset, LayoutUnpaired, RefAlways, true},
-		{RM, Dataset, LayoutPair, RefNever, false},
-		{ORPO, Dataset, LayoutPair, RefNever, false},
-		{SimPO, Dataset, LayoutPair, RefNever, true},
-		{OnlineDPO, Online, LayoutPair, RefAlways, true},
-		{PPO, Rollout, LayoutRolloutGroup, RefAlways, false},
-		{GRPO, Rollout, LayoutRolloutGroup, RefOptional, true},
+		{SFT, Dataset, LayoutSingle, RefNever, false, ScoreLoss},
+		{DPO, Dataset, LayoutPair, RefAlways, true, ScoreMargin},
+		{KTO, Dataset, LayoutUnpaired, RefAlways, true, ScoreMargin},
+		{RM, Dataset, LayoutPair, RefNever, false, ScoreMargin},
+		{ORPO, Dataset, LayoutPair, RefNever, false, ScoreLoss},
+		{SimPO, Dataset, LayoutPair, RefNever, true, ScoreMargin},
+		{OnlineDPO, Online, LayoutPair, RefAlways, true, ScoreReward},
+		{PPO, Rollout, LayoutRolloutGroup, RefAlways, false, ScoreReward},
+		{GRPO, Rollout, LayoutRolloutGroup, RefOptional, true, ScoreReward},
 	} {
 		m, ok := Lookup(c.name)
-		if !ok || m.Kind != c.kind || m.Layout != c.lay || m.Reference != c.ref || (m.Beta != "") != c.beta {
-			t.Errorf("%s: %+v (found %v); want kind %v, layout %v, reference %v, --beta %v", c.name, m, ok, c.kind, c.lay, c.ref, c.beta)
+		if !ok || m.Kind != c.kind || m.Layout != c.lay || m.Reference != c.ref || (m.Beta != "") != c.beta || m.Score != c.score {
+			t.Errorf("%s: %+v (found %v); want kind %v, layout %v, reference %v, --beta %v, score %v", c.name, m, ok, c.kind, c.lay, c.ref, c.beta, c.score)
 		}
 	}
 	grpo, _ := Lookup(GRPO)

@@ -40,6 +40,13 @@ func TestRegistryRolloutObjectives(t *testing.T) {
 				t.Errorf("%s: a %v method with an objective in align/rl", m.Name, m.Kind)
 			}
 		}
+		// both steppers stop early on the held-out reward
+		if m.Kind != objective.Dataset {
+			held := map[string]float64{"rewards/margins": 3, "loss": 5, "reward": 7}
+			if (&stepper{}).Score(held) != 7 || (&onlineStepper{}).Score(held) != 7 || m.Score != objective.ScoreReward {
+				t.Errorf("%s: the steppers' score is the reward, the registry says %q", m.Name, m.Score)
+			}
+		}
 		if want := m.Kind == objective.Rollout || m.Kind == objective.Online; isMethod(m.Name) != want {
 			t.Errorf("isMethod(%q) = %v, want %v (kind %v)", m.Name, isMethod(m.Name), want, m.Kind)
 		}

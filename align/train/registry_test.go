@@ -7,9 +7,9 @@ import (
 )
 
 // Every dataset method of align/objective's registry has its objective
-// here and no method of another kind has; each objective's layout and
-// reference pass are its row's, and the DPO family's rows are the
-// methods prefObjective implements.
+// here and no method of another kind has; each objective's layout,
+// reference pass and early-stopping score are its row's, and the DPO
+// family's rows are the methods prefObjective implements.
 func TestRegistryDatasetObjectives(t *testing.T) {
 	for _, m := range objective.Methods() {
 		newObj, ok := registry[m.Name]
@@ -35,6 +35,10 @@ func TestRegistryDatasetObjectives(t *testing.T) {
 		}
 		if got := obj.needsReference(); got != m.NeedsReference(false) {
 			t.Errorf("%s: needsReference %v, the registry says %v", m.Name, got, m.Reference)
+		}
+		held := map[string]float64{"rewards/margins": 3, "loss": 5, "reward": 7}
+		if got, want := obj.score(held), map[objective.Score]float64{objective.ScoreMargin: 3, objective.ScoreLoss: -5, objective.ScoreReward: 7}[m.Score]; got != want {
+			t.Errorf("%s: score of margin 3, loss 5, reward 7 is %g; the registry's %q gives %g", m.Name, got, m.Score, want)
 		}
 		if _, pref := obj.(prefObjective); pref != m.Preference {
 			t.Errorf("%s: a prefObjective %v, the registry's Preference %v", m.Name, pref, m.Preference)
