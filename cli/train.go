@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/align-dev/align/align/objective"
 	"github.com/align-dev/align/align/train"
 )
 
@@ -23,7 +24,7 @@ func init() { register(trainCommand) }
 func trainCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "train",
-		Usage:     "train a LoRA adapter on a frozen GGUF model (SFT, DPO, IPO, cDPO, hinge, KTO, reward model, ORPO, SimPO, PPO, GRPO, online DPO)",
+		Usage:     "train a LoRA adapter on a frozen GGUF model (" + objective.Titles() + ")",
 		ArgsUsage: " ",
 		Description: `Trains LoRA adapters on preference pairs (JSON Lines, plain or TRL
 conversational form, .zst allowed) with the model's chat template, and
@@ -31,6 +32,7 @@ writes OUT/metrics.jsonl (one JSON object per step; held-out rows carry
 "split": "eval"), OUT/adapter.gguf (llama.cpp's LoRA format), checkpoints
 and OUT/summary.json.
 
+` + methodsHelp() + `
 DPO β comes from each pair's objective (safety 0.05, tone 0.1, escalation
 0.1, accuracy 0.3; other objectives 0.1); --beta overrides all, and
 --beta-table reads {"objective": β, ...} from a JSON file and overrides those
@@ -148,6 +150,21 @@ Example:
 	}
 }
 
+// methodsHelp is the help's table of methods, from align/objective's
+// registry: each method's name and summary.
+func methodsHelp() string {
+	w := 0
+	for _, m := range objective.Methods() {
+		w = max(w, len(m.Name))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Methods (--method, default %s):\n", train.DPO)
+	for _, m := range objective.Methods() {
+		fmt.Fprintf(&b, "   %-*s  %s\n", w, m.Name, m.Summary)
+	}
+	return b.String()
+}
+
 func runTrain(c *cli.Context) error {
 	j, err := trainJob(c, trainFlags())
 	if err != nil {
@@ -175,15 +192,15 @@ func runTrain(c *cli.Context) error {
 		rate = "nothing left to train"
 	}
 	counts := fmt.Sprintf("%d train / %d eval pairs", res.TrainPairs, res.EvalPairs)
-	if cfg.Method == train.KTO { // each pair of a pair file is two training examples
+	if j.method == train.KTO { // each pair of a pair file is two training examples
 		counts = fmt.Sprintf("%d train examples / %d held out", res.TrainPairs, res.EvalPairs)
 	}
 	fmt.Fprintf(env.Stderr, "align: %s, %s, %s, %.1fs", plural(res.Steps, "step"), counts, rate, res.ElapsedS)
 	if res.Device != "" && !strings.EqualFold(res.Device, "cpu") {
 		fmt.Fprintf(env.Stderr, " on %s", res.Device)
 	}
-	if res.StoppedEarly {
-		fmt.Fprint(env.Stderr, ", stopped early (the adapter of the best held-out score kept: margin; SFT, ORPO: loss)")
+	if m, _ := objective.Lookup(j.method); res.StoppedEarly { // j.method: a resume's cfg.Method is empty
+		fmt.Fprintf(env.Stderr, ", stopped early (the adapter of the best held-out %s kept)", m.Score)
 	}
 	if res.Truncation.PromptsCut+res.Truncation.ResponsesCut > 0 {
 		fmt.Fprintf(env.Stderr, ", --max-length cut %s and %s", plural(res.Truncation.PromptsCut, "prompt"), plural(res.Truncation.ResponsesCut, "response"))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/align-dev/align/align/objective"
 	"github.com/align-dev/align/align/rl"
 	harness "github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/align/train"
@@ -42,7 +43,12 @@ type job struct {
 	r      rl.Config
 }
 
-func (j *job) rl() bool { return j.method == rl.PPO || j.method == rl.GRPO || j.method == rl.OnlineDPO }
+// rl reports whether align/rl runs j's method (a rollout method or
+// online DPO; an unknown method is train's, which refuses it).
+func (j *job) rl() bool {
+	k := objective.KindOf(j.method)
+	return k == objective.Rollout || k == objective.Online
+}
 
 func (j *job) common() *harness.Common {
 	if j.rl() {
@@ -77,12 +83,96 @@ type trainFlag struct {
 	hint string
 }
 
+// The method lists the table keys on, from align/objective's registry.
 var (
-	trainMethods = []string{train.SFT, train.DPO, train.IPO, train.CDPO, train.Hinge, train.RM, train.ORPO, train.SimPO, train.KTO}
-	prefMethods  = []string{train.DPO, train.IPO, train.CDPO, train.Hinge}
-	rlMethods    = []string{rl.PPO, rl.GRPO}
-	allMethods   = append(append(slices.Clone(trainMethods), rlMethods...), rl.OnlineDPO)
+	allMethods   = objective.Names()
+	trainMethods = objective.Names(objective.Dataset) // read --data
+	rlMethods    = objective.Names(objective.Rollout) // PPO and GRPO: --prompts, --reward
+	prefMethods  = objective.Where(func(m objective.Method) bool { return m.Preference })
+	// betaMethods take --beta; tableMethods read β per objective
+	// (--beta-table); refMethods have a reference (--ref-adapter); the
+	// reward model trains a set of its own (no --init-adapter)
+	betaMethods   = objective.Where(func(m objective.Method) bool { return m.Beta != "" })
+	tableMethods  = objective.Where(func(m objective.Method) bool { return m.BetaTable })
+	refMethods    = objective.Where(func(m objective.Method) bool { return m.Reference != objective.RefNever })
+	policyMethods = objective.Where(func(m objective.Method) bool { return m.Name != train.RM })
 )
+
+// orList is "a, b or c"; andList "a, b and c".
+func orList(names []string) string  { return joinLast(names, " or ") }
+func andList(names []string) string { return joinLast(names, " and ") }
+
+func joinLast(names []string, last string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + last + names[len(names)-1]
+}
+
+// methodUsage is --method's help: every method of the registry and the
+// inputs of those that are not dataset methods.
+func methodUsage() string {
+	sampled := objective.Names(objective.Online, objective.Rollout)
+	return fmt.Sprintf("%s (see Methods above); %s train on --prompts and a --reward (%s: or a --judge) instead of --data",
+		orList(allMethods), andList(sampled), orList(objective.Names(objective.Online)))
+}
+
+// scoreUsage is what --patience watches for each method, from the
+// registry: the default method's score, then the others with their
+// methods ("margin; sft, orpo: loss; ...").
+func scoreUsage() string {
+	def, _ := objective.Lookup(train.DPO)
+	parts := []string{string(def.Score)}
+	var scores []objective.Score
+	by := map[objective.Score][]string{}
+	for _, m := range objective.Methods() {
+		if m.Score == def.Score {
+			continue
+		}
+		if _, ok := by[m.Score]; !ok {
+			scores = append(scores, m.Score)
+		}
+		by[m.Score] = append(by[m.Score], m.Name)
+	}
+	for _, sc := range scores {
+		parts = append(parts, strings.Join(by[sc], ", ")+": "+string(sc))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// betaUsage is --beta's help and its default: what β is to each method
+// that takes it, from the registry, and each method's default.
+func betaUsage() (usage, defaults string) {
+	var parts, defs, meanings []string
+	byMeaning := map[string][]string{}
+	table := false
+	for _, m := range objective.Methods() {
+		if m.Beta == "" {
+			continue
+		}
+		if _, ok := byMeaning[m.Beta]; !ok {
+			meanings = append(meanings, m.Beta)
+		}
+		byMeaning[m.Beta] = append(byMeaning[m.Beta], m.Name)
+		if m.BetaTable {
+			table = true
+			continue
+		}
+		j := newJob(m.Name)
+		b := j.t.Beta
+		if j.rl() {
+			b = j.r.Beta
+		}
+		defs = append(defs, fmt.Sprintf("%s %g", m.Name, b))
+	}
+	for _, mean := range meanings {
+		parts = append(parts, strings.Join(byMeaning[mean], ", ")+": "+mean)
+	}
+	if table {
+		defs = append([]string{"0: the table"}, defs...)
+	}
+	return strings.Join(parts, "; "), strings.Join(defs, "; ")
+}
 
 func env(name string) []string {
 	return []string{"ALIGN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
@@ -106,10 +196,11 @@ func trainFlags() []trainFlag {
 	c := func(f func(c *harness.Common) any) func(j *job) any { return func(j *job) any { return f(j.common()) } }
 	t := func(f func(t *train.Config) any) func(j *job) any { return func(j *job) any { return f(&j.t) } }
 	r := func(f func(r *rl.Config) any) func(j *job) any { return func(j *job) any { return f(&j.r) } }
-	rlOnly := "it applies to --method ppo and grpo"
+	rlOnly := "it applies to --method " + andList(rlMethods)
+	betaHelp, betaDefaults := betaUsage()
 	return withOnline([]trainFlag{
 		// run
-		{flag: &cli.StringFlag{Name: "method", Usage: "sft, dpo, ipo, cdpo, hinge, kto (unpaired feedback), rm (reward model), orpo, simpo, online-dpo, ppo or grpo (ppo, grpo, online-dpo: --prompts and --reward or --judge instead of --data)", DefaultText: "dpo", Category: catRun, EnvVars: env("method")},
+		{flag: &cli.StringFlag{Name: "method", Usage: methodUsage(), DefaultText: train.DPO, Category: catRun, EnvVars: env("method")},
 			field: c(func(c *harness.Common) any { return &c.Method })},
 		{flag: &cli.StringFlag{Name: "model", Aliases: []string{"m"}, Usage: "base GGUF model `FILE`", Category: catRun, EnvVars: env("model")},
 			path: true, field: c(func(c *harness.Common) any { return &c.Model })},
@@ -141,7 +232,7 @@ func trainFlags() []trainFlag {
 		{flag: integer("max-length", d.MaxLength, "tokens per sequence; prompts are cut from the left first", catRun), field: c(func(c *harness.Common) any { return &c.MaxLength })},
 		{flag: integer("eval-every", 0, "steps between held-out evaluations (0: each epoch)", catRun), field: c(func(c *harness.Common) any { return &c.EvalEvery })},
 		{flag: integer("save-every", 0, "steps between checkpoints (0: each epoch)", catRun), field: c(func(c *harness.Common) any { return &c.SaveEvery })},
-		{flag: integer("patience", 0, "stop after N held-out evaluations without a better score (margin; SFT, ORPO: loss; PPO/GRPO: reward) and keep the best adapter (0: off)", catRun),
+		{flag: integer("patience", 0, "stop after N held-out evaluations without a better score ("+scoreUsage()+") and keep the best adapter (0: off)", catRun),
 			field: c(func(c *harness.Common) any { return &c.Patience })},
 		{flag: integer("max-steps", 0, "stop after N steps (0: all epochs)", catRun), resumable: true, field: c(func(c *harness.Common) any { return &c.MaxSteps })},
 		{flag: &cli.Uint64Flag{Name: "seed", Value: d.Seed, Usage: "seed of the adapter initialisation, the shuffles, the rollouts and --eval-split", Category: catRun, EnvVars: env("seed")},
@@ -158,20 +249,20 @@ func trainFlags() []trainFlag {
 		{flag: &cli.StringFlag{Name: "lora-targets", Value: strings.Join(d.Targets, ","), Usage: "comma-separated: q,k,v,o,gate,up,down", Category: catLoRA, EnvVars: env("lora-targets")},
 			field: c(func(c *harness.Common) any { return &c.Targets })},
 		{flag: str("init-adapter", "start the policy from this LoRA `FILE` (e.g. an SFT run's adapter.gguf) instead of B = 0; takes its rank, alpha and targets", catLoRA),
-			methods: []string{train.SFT, train.DPO, train.IPO, train.CDPO, train.Hinge, train.ORPO, train.SimPO, rl.PPO, rl.GRPO, train.KTO}, path: true,
+			methods: policyMethods, path: true,
 			field: c(func(c *harness.Common) any { return &c.InitAdapter }), hint: "the reward model trains a set of its own"},
 		{flag: str("ref-adapter", "the reference (DPO, PPO/GRPO KL) is the base plus this LoRA `FILE`, frozen (e.g. the SFT adapter); the policy starts from it too unless --init-adapter is given", catLoRA),
-			methods: append(append(slices.Clone(prefMethods), rlMethods...), train.KTO), path: true, field: c(func(c *harness.Common) any { return &c.RefAdapter }),
+			methods: refMethods, path: true, field: c(func(c *harness.Common) any { return &c.RefAdapter }),
 			hint: "it has no reference"},
 		// preference
-		{flag: &cli.Float64Flag{Name: "beta", Usage: "DPO family and kto: β for every objective (overrides the table); simpo: β of the length-normalised reward; grpo: weight of the k3 KL term", DefaultText: fmt.Sprintf("0: the table; simpo %g; grpo %g", sp.Beta, g.Beta), Category: catPref, EnvVars: env("beta")},
-			methods: append(slices.Clone(prefMethods), rl.GRPO, train.SimPO, train.KTO), field: func(j *job) any {
+		{flag: &cli.Float64Flag{Name: "beta", Usage: betaHelp, DefaultText: betaDefaults, Category: catPref, EnvVars: env("beta")},
+			methods: betaMethods, field: func(j *job) any {
 				if j.rl() {
 					return &j.r.Beta
 				}
 				return &j.t.Beta
 			}, hint: "PPO's KL penalty is --kl-coef, ORPO's weight --orpo-lambda"},
-		{flag: str("beta-table", "JSON `FILE` mapping objective to β", catPref), methods: append(slices.Clone(prefMethods), train.KTO), path: true,
+		{flag: str("beta-table", "JSON `FILE` mapping objective to β", catPref), methods: tableMethods, path: true,
 			field: t(func(t *train.Config) any { return &t.BetaTable })},
 		{flag: num("label-smoothing", 0, "ε of conservative DPO (cdpo defaults to 0.1) and of simpo", catPref), methods: []string{train.DPO, train.CDPO, train.SimPO},
 			field: t(func(t *train.Config) any { return &t.LabelSmoothing })},
@@ -381,7 +472,7 @@ func trainJob(c *cli.Context, rows []trainFlag) (*job, error) {
 	if j.rl() {
 		required = []string{"model", "prompts", "reward", "out"}
 	}
-	if method == rl.OnlineDPO {
+	if objective.KindOf(method) == objective.Online {
 		if err := onlineRanker(c); err != nil {
 			return nil, err
 		}

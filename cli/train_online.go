@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/urfave/cli/v2"
@@ -10,29 +9,16 @@ import (
 )
 
 // withOnline adds --method online-dpo to the train flag table: the flags
-// it shares with PPO and GRPO (prompts, reward, sampling), DPO's --beta,
-// its own (--judge, --samples, --rounds) and the spending cap of the
-// RL methods' paid judges (--max-usd, --prices).
+// it shares with PPO and GRPO (prompts, reward, sampling; --beta,
+// --init-adapter and --ref-adapter come from its registry row), its own
+// (--judge, --samples, --rounds) and the spending cap of the RL methods'
+// paid judges (--max-usd, --prices).
 func withOnline(rows []trainFlag) []trainFlag {
 	shared := []string{"prompts", "eval-prompts", "reward", "rollout-batch", "max-new-tokens", "temperature", "top-p", "top-k", "min-p",
-		"eval-samples", "beta", "init-adapter", "ref-adapter"}
+		"eval-samples"}
 	for i := range rows {
 		if slices.Contains(shared, rows[i].name()) {
 			rows[i].methods = append(slices.Clone(rows[i].methods), rl.OnlineDPO)
-		}
-		switch f := rows[i].flag.(type) {
-		case *cli.StringFlag:
-			if f.Name == "method" {
-				g := *f
-				g.Usage += "; online-dpo (--prompts and --judge or --reward: pairs sampled from the policy as it trains)"
-				rows[i].flag = &g
-			}
-		case *cli.Float64Flag:
-			if f.Name == "beta" {
-				g := *f
-				g.Usage += fmt.Sprintf("; online-dpo: DPO's β (default %g)", rl.Defaults(rl.OnlineDPO).Beta)
-				rows[i].flag = &g
-			}
 		}
 	}
 	o := rl.Defaults(rl.OnlineDPO)

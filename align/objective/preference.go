@@ -6,7 +6,10 @@
 // constants and the metrics TRL logs. Each loss returns its value and its
 // derivative with respect to what the engine produced (log-prob sums,
 // token log-probs, head values); align/train and align/rl turn those into
-// the engine's cotangents.
+// the engine's cotangents. methods.go is the registry of every method:
+// what is method-specific beyond its loss (kind, batch layout, reference
+// pass, early-stopping score, help), read by align/train, align/rl and the
+// command line.
 package objective
 
 import (

@@ -16,17 +16,18 @@ package rl
 import (
 	"strings"
 
+	"github.com/align-dev/align/align/objective"
 	"github.com/align-dev/align/align/reward"
 	"github.com/align-dev/align/align/run"
 )
 
-// Methods.
+// Methods (align/objective's registry describes them).
 const (
-	PPO  = "ppo"
-	GRPO = "grpo"
+	PPO  = objective.PPO
+	GRPO = objective.GRPO
 	// OnlineDPO samples pairs from the live policy, judges them and takes
 	// a DPO step on them (online.go); with Rounds > 1, iterative DPO.
-	OnlineDPO = "online-dpo"
+	OnlineDPO = objective.OnlineDPO
 )
 
 // Config is one PPO or GRPO run: the harness's shared settings (run.Common:
@@ -131,8 +132,8 @@ func (c *Config) Validate() error {
 		return c.validateOnline()
 	}
 	switch {
-	case c.Method != PPO && c.Method != GRPO:
-		return bad("method", "must be ppo, grpo or online-dpo here (got %q)", c.Method)
+	case objective.KindOf(c.Method) != objective.Rollout:
+		return bad("method", "must be %s here (got %q)", orList(objective.Names(objective.Rollout, objective.Online)), c.Method)
 	case c.Prompts == "" && !c.Resume:
 		return bad("prompts", "is required (a JSON Lines file of {\"prompt\": ...})")
 	case c.Judge != "":
@@ -216,9 +217,20 @@ func (c *Config) valueLR() float64 {
 	return 10 * c.LR
 }
 
-// needsRef reports whether a rollout needs reference log-probs.
+// needsRef reports whether a rollout needs reference log-probs: always
+// for a method whose registry row says so (PPO), and for an optional one
+// (GRPO) with a KL term or a KL stop.
 func (c *Config) needsRef() bool {
-	return c.Method == PPO || c.Beta > 0 || c.MaxKL > 0
+	m, _ := objective.Lookup(c.Method)
+	return m.NeedsReference(c.Beta > 0 || c.MaxKL > 0)
+}
+
+// orList is "a, b or c".
+func orList(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }
 
 func (c *Config) String() string { return strings.ToUpper(c.Method) }

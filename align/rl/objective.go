@@ -6,9 +6,11 @@ package rl
 // datasets. The stepper (run.go) samples, scores and runs the forwards;
 // update (update.go) runs the passes and mini-batches, each one optimiser
 // step (run.Optimiser) over the objective's loss. A new method over
-// rollouts is one objective and one row of rolloutObjectives.
+// rollouts is one objective, one entry of rolloutObjectives and one row of
+// align/objective's registry.
 type rolloutObjective interface {
-	// needsReference: the loss or the metrics read Ref (a reference pass).
+	// needsReference: the loss or the metrics read Ref (a reference pass):
+	// Config.needsRef, from the method's registry row.
 	needsReference() bool
 	// valueHead: the method trains a value set (PPO's critic; its clipped
 	// value loss is valueCot).
@@ -33,9 +35,12 @@ type rolloutObjective interface {
 	after(seqs []*Seq, row map[string]float64)
 }
 
-// rolloutObjectives maps each method over rollouts to its objective;
-// klCoef is the run's adaptive KL coefficient (PPO's, kept in
-// checkpoints by the stepper).
+// rolloutObjectives is the implementation of each method of kind
+// objective.Rollout, by name (align/objective's registry holds what else
+// is method-specific: layout, reference, help; registry_test.go checks
+// that the two agree). klCoef is the run's adaptive KL coefficient
+// (PPO's, kept in checkpoints by the stepper). The one objective.Online
+// method, online DPO, is online.go's stepper.
 var rolloutObjectives = map[string]func(cfg *Config, klCoef *float64) rolloutObjective{
 	PPO:  func(cfg *Config, klCoef *float64) rolloutObjective { return &ppoObjective{cfg: cfg, coef: klCoef} },
 	GRPO: func(cfg *Config, _ *float64) rolloutObjective { return grpoObjective{cfg: cfg} },
@@ -51,9 +56,9 @@ type ppoObjective struct {
 	kl   float64 // the step's mean Σ_t (old − ref) per completion
 }
 
-func (*ppoObjective) needsReference() bool { return true }
-func (*ppoObjective) valueHead() bool      { return true }
-func (*ppoObjective) oldFromUpdate() bool  { return false }
+func (o *ppoObjective) needsReference() bool { return o.cfg.needsRef() }
+func (*ppoObjective) valueHead() bool        { return true }
+func (*ppoObjective) oldFromUpdate() bool    { return false }
 
 func (o *ppoObjective) advantages(seqs []*Seq, row map[string]float64) []*Seq {
 	o.kl = 0

@@ -163,7 +163,7 @@ func (c *Config) applicable() error {
 	}
 	// a method without a reference (ORPO, SimPO) has no use for one (SFT's
 	// and the reward model's refusals are resolveStages')
-	if c.RefAdapter != "" && c.Method != SFT && c.Method != RM && !newObjective(*c).needsReference() {
+	if m, _ := objective.Lookup(c.Method); c.RefAdapter != "" && c.Method != SFT && c.Method != RM && !m.NeedsReference(false) {
 		return bad("ref-adapter", "has no use with --method %s (it has no reference; --init-adapter starts the policy from an adapter)", c.Method)
 	}
 	return nil

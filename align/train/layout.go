@@ -1,29 +1,31 @@
 package train
 
 import (
+	"github.com/align-dev/align/align/objective"
 	"github.com/align-dev/align/align/run"
 	"github.com/align-dev/align/bindings"
 )
 
 // Layout is how an objective lays out a micro-batch's examples as
-// sequences of the native batch.
-type Layout int
+// sequences of the native batch: align/objective's layouts of the dataset
+// methods, with this package's packing rules as methods.
+type Layout objective.Layout
 
 const (
 	// LayoutPair: sequences 2k and 2k+1 are example k's prompt + chosen and
 	// prompt + rejected (the DPO family, the reward model).
-	LayoutPair Layout = iota
+	LayoutPair = Layout(objective.LayoutPair)
 	// LayoutSingle: sequence k is example k's prompt + chosen (SFT).
-	LayoutSingle
+	LayoutSingle = Layout(objective.LayoutSingle)
 	// LayoutUnpaired: sequence k is example k's prompt + its one labelled
 	// completion (Chosen; Undesirable says which kind), KTO.
-	LayoutUnpaired
-	// a rollout group (a prompt's sampled completions, run.Layout) is the
-	// layout of align/rl's rollout objectives (align/rl/objective.go, a
-	// registry of the same shape as this package's); the two registries
-	// are not one yet: their batches differ (a dataset's Examples against
-	// a step's rollouts with per-token old, reference and value outputs).
+	LayoutUnpaired = Layout(objective.LayoutUnpaired)
+	// objective.LayoutRolloutGroup (a prompt's sampled completions,
+	// run.Layout) is the layout of align/rl's rollout objectives; no
+	// objective here has it.
 )
+
+func (l Layout) String() string { return objective.Layout(l).String() }
 
 // perExample is the number of sequences an example contributes.
 func (l Layout) perExample() int {

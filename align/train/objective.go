@@ -19,7 +19,8 @@ type Trainer = run.Trainer
 // of its policy outputs, as per-token cotangents and metrics, whether it
 // needs the reference's log-probs, its early-stopping score and its
 // progress line. registry maps each method to its objective: a new method
-// is one file with its objective and one row there.
+// is one file with its objective, one entry there and one row of
+// align/objective's registry.
 type method interface {
 	// needsReference: the loss reads RefW/RefL (a reference pass first).
 	needsReference() bool
@@ -72,7 +73,7 @@ func lossOf(obj method, exs []Example, mb MicroBatch, out Outputs, norm float64,
 	return cot, nil, err
 }
 
-// Methods.
+// Methods (align/objective's registry describes them).
 const (
 	SFT   = objective.SFT
 	DPO   = objective.DPO
@@ -84,7 +85,12 @@ const (
 	SimPO = objective.SimPO
 )
 
-// registry is every method of this package and its objective.
+// registry is the implementation of each method of kind objective.Dataset,
+// by name: align/objective's registry holds the rest of what is
+// method-specific (layout, reference pass, help), and registry_test.go
+// checks that every dataset method has its objective here, that none of
+// another kind has, and that each objective's layout() and
+// needsReference() are its row's.
 var registry = map[string]func(Config) method{
 	SFT:   func(Config) method { return sftObjective{} },
 	DPO:   newPref,
@@ -97,8 +103,9 @@ var registry = map[string]func(Config) method{
 	KTO:   newKTO,
 }
 
-// Methods lists the supported methods.
-var Methods = []string{SFT, DPO, IPO, CDPO, Hinge, RM, ORPO, SimPO, KTO}
+// Methods lists the methods of this package: the registry's dataset
+// methods, in its order.
+var Methods = objective.Names(objective.Dataset)
 
 // newObjective returns the objective of a validated configuration.
 func newObjective(cfg Config) method { return registry[cfg.Method](cfg) }
