@@ -3,6 +3,7 @@ package rl
 import (
 	"context"
 	"fmt"
+	"github.com/align-dev/align/align/objective"
 	"math"
 	"os"
 	"path/filepath"
@@ -44,7 +45,12 @@ type Result struct {
 	PairsFile  string  `json:"pairs_file,omitempty"`
 }
 
-func isMethod(m string) bool { return m == PPO || m == GRPO || m == OnlineDPO }
+// isMethod: m is a method of this package (the registry's rollout and
+// online methods).
+func isMethod(m string) bool {
+	k := objective.KindOf(m)
+	return k == objective.Rollout || k == objective.Online
+}
 
 // IsRun reports whether dir holds a PPO, GRPO or online DPO run (for the CLI's resume
 // dispatch).
