@@ -398,7 +398,14 @@ func encodeInputs(cfg Config, eng host, in *inputs) error {
 	return nil
 }
 
-func saveConfig(cfg Config) error { return run.WriteJSON(filepath.Join(cfg.Out, "config.json"), cfg) }
+// saveConfig writes the run's config.json. KTO's example weights (1 by
+// default for every method) are written for KTO runs only.
+func saveConfig(cfg Config) error {
+	if cfg.Method != KTO {
+		cfg.DesirableWeight, cfg.UndesirableWeight = 0, 0
+	}
+	return run.WriteJSON(filepath.Join(cfg.Out, "config.json"), cfg)
+}
 
 func loadConfig(out string) (Config, error) {
 	var cfg Config

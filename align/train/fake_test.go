@@ -96,6 +96,14 @@ func TestLoopWithFakeTrainer(t *testing.T) {
 			if method != SFT && !(res.After["rewards/margins"] > 0) {
 				t.Errorf("held-out margin after training %g, want > 0", res.After["rewards/margins"])
 			}
+			// config.json holds KTO's example weights for KTO runs only
+			raw, err := os.ReadFile(filepath.Join(cfg.Out, "config.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if has := strings.Contains(string(raw), `"DesirableWeight"`); has != (method == KTO) {
+				t.Errorf("config.json of a %s run: DesirableWeight written %v", method, has)
+			}
 			seen := map[string]bool{}
 			train, evals := 0, 0
 			for _, row := range metricRows(t, cfg.Out) {
