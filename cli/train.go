@@ -209,8 +209,8 @@ func runTrain(c *cli.Context) error {
 		fmt.Fprintf(env.Stderr, ", %s skipped", plural(res.Skipped, "invalid pair"))
 	}
 	fmt.Fprintln(env.Stderr)
-	printEval(env.Stdout, "held-out before", res.Before)
-	printEval(env.Stdout, "held-out after ", res.After)
+	printEval(env.Stdout, "held-out before", j.method, res.Before)
+	printEval(env.Stdout, "held-out after ", j.method, res.After)
 	fmt.Fprintf(env.Stdout, "adapter: %s\n", res.Adapter)
 	if res.Head != "" {
 		fmt.Fprintf(env.Stdout, "head: %s\n", res.Head)
@@ -317,22 +317,11 @@ func termWidth(w any) int {
 	return 80
 }
 
-func printEval(w interface{ Write([]byte) (int, error) }, label string, m map[string]float64) {
+func printEval(w interface{ Write([]byte) (int, error) }, label, method string, m map[string]float64) {
 	if len(m) == 0 {
 		return
 	}
-	_, acc := m["rewards/accuracies"]
-	if _, lp := m["logps/chosen"]; acc && !lp { // rm: rewards are the head's, no log-probs
-		fmt.Fprintf(w, "%s: loss %.4f  accuracy %.3f  margin %+.4f  rewards chosen %+.4f rejected %+.4f\n",
-			label, m["loss"], m["rewards/accuracies"], m["rewards/margins"], m["rewards/chosen"], m["rewards/rejected"])
-		return
-	}
-	if _, ok := m["rewards/accuracies"]; ok {
-		fmt.Fprintf(w, "%s: loss %.4f  accuracy %.3f  margin %+.4f  rewards chosen %+.4f rejected %+.4f  logps chosen %.2f rejected %.2f\n",
-			label, m["loss"], m["rewards/accuracies"], m["rewards/margins"], m["rewards/chosen"], m["rewards/rejected"], m["logps/chosen"], m["logps/rejected"])
-		return
-	}
-	fmt.Fprintf(w, "%s: loss %.4f  logps chosen %.2f\n", label, m["loss"], m["logps/chosen"])
+	fmt.Fprintf(w, "%s: %s\n", label, train.EvalLine(method, m))
 }
 
 func isTerminal(w any) bool {

@@ -58,7 +58,7 @@ func runRL(c *cli.Context, cfg *rl.Config) error {
 		m     map[string]float64
 	}{{"held-out before", res.Before}, {"held-out after ", res.After}} {
 		if len(e.m) > 0 {
-			fmt.Fprintf(env.Stdout, "%s: reward %.4f (std %.4f)  kl %.4f  mean length %.1f\n", e.label, e.m["reward"], e.m["reward_std"], e.m["kl"], e.m["completions/mean_length"])
+			fmt.Fprintf(env.Stdout, "%s: %s\n", e.label, rl.EvalLine(e.m))
 		}
 	}
 	fmt.Fprintf(env.Stdout, "adapter: %s\n", res.Adapter)

@@ -114,9 +114,9 @@ func TestMethodLookups(t *testing.T) {
 // The facts the drivers and the command line rely on, pinned.
 func TestMethodFacts(t *testing.T) {
 	for _, c := range []struct {
-		name string
-		kind Kind
-		lay  Layout
+		name  string
+		kind  Kind
+		lay   Layout
 		ref   Reference
 		beta  bool
 		score Score

@@ -45,6 +45,12 @@ type Result struct {
 	PairsFile  string  `json:"pairs_file,omitempty"`
 }
 
+// EvalLine is the line of held-out metrics m align train prints before and
+// after a PPO, GRPO or online DPO run.
+func EvalLine(m map[string]float64) string {
+	return fmt.Sprintf("reward %.4f (std %.4f)  kl %.4f  mean length %.1f", m["reward"], m["reward_std"], m["kl"], m["completions/mean_length"])
+}
+
 // isMethod: m is a method of this package (the registry's rollout and
 // online methods).
 func isMethod(m string) bool {

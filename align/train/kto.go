@@ -62,6 +62,15 @@ func (o *ktoObjective) score(em map[string]float64) float64 {
 	return -em["loss"]
 }
 
+// evalLine: held-out pairs give the pairwise line; unpaired held-out
+// examples give the loss, KL estimate and mean rewards of each kind.
+func (o *ktoObjective) evalLine(m map[string]float64) string {
+	if _, ok := m["rewards/accuracies"]; ok {
+		return pairEvalLine(m)
+	}
+	return fmt.Sprintf("loss %.4f  kl %.4f  rewards desirable %+.4f undesirable %+.4f", m["loss"], m["kl"], m["rewards/chosen"], m["rewards/rejected"])
+}
+
 func (o *ktoObjective) line(m map[string]float64) string {
 	return fmt.Sprintf("loss %.4f kl %.3f chosen %+.3f rejected %+.3f", m["loss"], m["kl"], m["rewards/chosen"], m["rewards/rejected"])
 }

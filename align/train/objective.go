@@ -28,6 +28,9 @@ type method interface {
 	score(eval map[string]float64) float64
 	// line is the progress line of a train row's metrics.
 	line(m map[string]float64) string
+	// evalLine is the line of held-out metrics align train prints before
+	// and after training (EvalLine).
+	evalLine(m map[string]float64) string
 	// layout is how a micro-batch's examples become sequences.
 	layout() Layout
 	// norm is the divisor that makes one optimiser step's loss over these
@@ -118,6 +121,23 @@ func newPref(cfg Config) method {
 	return prefObjective{method: cfg.Method, eps: eps, rpoAlpha: cfg.RPOAlpha}
 }
 
+// EvalLine is method's line for held-out metrics m, as align train prints
+// them before and after training ("" for a method of another package).
+func EvalLine(method string, m map[string]float64) string {
+	mk, ok := registry[method]
+	if !ok {
+		return ""
+	}
+	return mk(Defaults(method)).evalLine(m)
+}
+
+// pairEvalLine is the held-out line of a pairwise objective over log-probs:
+// accuracy, margin, implicit rewards and the responses' log-probs.
+func pairEvalLine(m map[string]float64) string {
+	return fmt.Sprintf("loss %.4f  accuracy %.3f  margin %+.4f  rewards chosen %+.4f rejected %+.4f  logps chosen %.2f rejected %.2f",
+		m["loss"], m["rewards/accuracies"], m["rewards/margins"], m["rewards/chosen"], m["rewards/rejected"], m["logps/chosen"], m["logps/rejected"])
+}
+
 // prefLine is the progress line of a pairwise objective.
 func prefLine(m map[string]float64) string {
 	return fmt.Sprintf("loss %.4f margin %.3f acc %.2f", m["loss"], m["rewards/margins"], m["rewards/accuracies"])
@@ -164,6 +184,9 @@ func (sftObjective) layout() Layout                      { return LayoutSingle }
 func (sftObjective) needsReference() bool                { return false }
 func (sftObjective) score(em map[string]float64) float64 { return -em["loss"] }
 func (sftObjective) line(m map[string]float64) string    { return fmt.Sprintf("loss %.4f", m["loss"]) }
+func (sftObjective) evalLine(m map[string]float64) string {
+	return fmt.Sprintf("loss %.4f  logps chosen %.2f", m["loss"], m["logps/chosen"])
+}
 
 func (sftObjective) norm(exs []Example, group []MicroBatch) float64 {
 	n := 0
@@ -205,10 +228,11 @@ type prefObjective struct {
 	rpoAlpha float64
 }
 
-func (prefObjective) layout() Layout                      { return LayoutPair }
-func (prefObjective) needsReference() bool                { return true }
-func (prefObjective) score(em map[string]float64) float64 { return em["rewards/margins"] }
-func (prefObjective) line(m map[string]float64) string    { return prefLine(m) }
+func (prefObjective) layout() Layout                       { return LayoutPair }
+func (prefObjective) needsReference() bool                 { return true }
+func (prefObjective) score(em map[string]float64) float64  { return em["rewards/margins"] }
+func (prefObjective) line(m map[string]float64) string     { return prefLine(m) }
+func (prefObjective) evalLine(m map[string]float64) string { return pairEvalLine(m) }
 
 func (prefObjective) norm(_ []Example, group []MicroBatch) float64 {
 	n := 0
@@ -239,6 +263,7 @@ type noRefPairs struct{}
 func (noRefPairs) layout() Layout                       { return LayoutPair }
 func (noRefPairs) needsReference() bool                 { return false }
 func (noRefPairs) metrics(m Metrics) map[string]float64 { return m.Map() }
+func (noRefPairs) evalLine(m map[string]float64) string { return pairEvalLine(m) }
 
 func (noRefPairs) norm(exs []Example, group []MicroBatch) float64 {
 	return prefObjective{}.norm(exs, group)

@@ -71,6 +71,12 @@ func (rmObjective) needsReference() bool                { return false }
 func (rmObjective) score(em map[string]float64) float64 { return em["rewards/margins"] }
 func (rmObjective) line(m map[string]float64) string    { return prefLine(m) }
 
+// evalLine: the head's rewards (no log-probs).
+func (rmObjective) evalLine(m map[string]float64) string {
+	return fmt.Sprintf("loss %.4f  accuracy %.3f  margin %+.4f  rewards chosen %+.4f rejected %+.4f",
+		m["loss"], m["rewards/accuracies"], m["rewards/margins"], m["rewards/chosen"], m["rewards/rejected"])
+}
+
 func (rmObjective) norm(_ []Example, group []MicroBatch) float64 {
 	n := 0
 	for _, mb := range group {
