@@ -287,6 +287,9 @@ func Parse(ctx context.Context, spec string, o Options) (Scorer, error) {
 			return nil, fmt.Errorf("reward term %s: %w", t.Kind+":"+t.Target, err)
 		}
 		s.scorers = append(s.scorers, sc)
+		if r, ok := sc.(rm); ok {
+			s.rms = append(s.rms, r.m)
+		}
 	}
 	return s, nil
 }
@@ -321,15 +324,19 @@ type sum struct {
 	scorers []scorer
 	model   *bindings.Model // loaded from Options.ModelPath
 	spend   *spendMeter     // Options.Spending's ledger and ceiling
-	// rmTokens and rmText count the samples the rm: terms scored on their
-	// tokens and on their text (RMInputs)
-	rmTokens, rmText int
+	rms     []*RewardModel  // the rm: terms (RMInputs)
 }
 
 // RMInputs reports how many samples the spec's rm: terms have scored on the
 // tokens the samples came with (Sample.Tokens) and how many on their text
 // (re-encoded). It still answers after Close.
-func (s *sum) RMInputs() (tokens, text int) { return s.rmTokens, s.rmText }
+func (s *sum) RMInputs() (tokens, text int) {
+	for _, m := range s.rms {
+		t, x := m.Counts()
+		tokens, text = tokens+t, text+x
+	}
+	return tokens, text
+}
 
 var _ Scorer = (*sum)(nil)
 
@@ -342,16 +349,7 @@ func (s *sum) Score(ctx context.Context, samples []Sample) ([]float64, error) {
 		if sc == nil {
 			return nil, errors.New("reward: scorer is closed")
 		}
-		r, isRM := sc.(rm)
-		var t0, x0 int
-		if isRM {
-			t0, x0 = r.m.Counts()
-		}
 		v, err := sc.score(ctx, samples)
-		if isRM {
-			t1, x1 := r.m.Counts()
-			s.rmTokens, s.rmText = s.rmTokens+t1-t0, s.rmText+x1-x0
-		}
 		if err != nil {
 			return nil, fmt.Errorf("reward term %s: %w", s.terms[i].Kind+":"+s.terms[i].Target, err)
 		}

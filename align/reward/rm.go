@@ -21,12 +21,6 @@ import (
 	"github.com/align-dev/align/bindings"
 )
 
-// rmConfig is what scoring reads of a reward-model run's config.json.
-type rmConfig struct {
-	run.Common
-	BatchTokens int
-}
-
 // RewardModelOptions open a reward-model run for scoring.
 type RewardModelOptions struct {
 	// Trainer, when set, gets the reward model as one more adapter set (its
@@ -61,7 +55,7 @@ type RewardModel struct {
 // head.gguf) into an adapter set. It refuses a base model whose SHA-256
 // differs from the one the run was trained on.
 func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err error) {
-	var cfg rmConfig
+	var cfg run.Common // what scoring reads of the run's config.json
 	if err := run.ReadJSON(filepath.Join(dir, "config.json"), &cfg); err != nil {
 		return nil, fmt.Errorf("%s: not a training run (no readable config.json): %w", dir, err)
 	}
@@ -76,7 +70,7 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 			}
 		}
 	}
-	m := &RewardModel{dir: dir, cfg: cfg.Common, tr: o.Trainer}
+	m := &RewardModel{dir: dir, cfg: cfg, tr: o.Trainer}
 	defer func() {
 		if err != nil {
 			m.Close()
@@ -87,7 +81,7 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 		model = o.Trainer.Model()
 	}
 	if model != nil {
-		if err := checkBase(dir, &cfg.Common, model.Path()); err != nil {
+		if err := checkBase(dir, &cfg, model.Path()); err != nil {
 			return nil, err
 		}
 	}
@@ -100,7 +94,7 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 		if model != nil {
 			m.own, err = bindings.NewTrainer(model, opt)
 		} else {
-			if err := checkBase(dir, &cfg.Common, cfg.Model); err != nil {
+			if err := checkBase(dir, &cfg, cfg.Model); err != nil {
 				return nil, err
 			}
 			m.own, err = bindings.NewTrainerFromFile(cfg.Model, opt)
@@ -113,7 +107,7 @@ func OpenRewardModel(dir string, o RewardModelOptions) (_ *RewardModel, err erro
 	if o.Set != nil {
 		m.set = *o.Set
 	} else {
-		so := run.RewardSet(&cfg.Common)
+		so := run.RewardSet(&cfg)
 		if so.Name, err = freeSetName(m.tr, so.Name); err != nil {
 			return nil, err
 		}
